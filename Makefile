@@ -1,0 +1,46 @@
+# Consentry — two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOME_DIR ?= .consentry
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_ARGS ?= --users 20000 --posts 200000 --access-events 60000 --seed 7
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install, create the home, generate the demo platform unless present, load it, serve.
+run: $(STAMP)
+	$(BIN)/consentry --home $(HOME_DIR) init
+	@if [ ! -d $(HOME_DIR)/demo ]; then $(BIN)/consentry --home $(HOME_DIR) demo generate $(DEMO_ARGS); fi
+	$(BIN)/consentry --home $(HOME_DIR) demo load
+	$(BIN)/consentry --home $(HOME_DIR) serve --host $(HOST) --port $(PORT)
+
+## make test: install or update, then ruff, mypy --strict, pytest.
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,113 @@
+"""What every CLI command shares: settings from `--home`, JSON output, error handling.
+
+Exit codes: 0 ok, 1 failure, 2 bad input (see `consentry.errors`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from consentry.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, ConsentryError
+from consentry.settings import Settings
+
+__all__ = [
+    "console",
+    "err_console",
+    "exits_cleanly",
+    "print_json",
+    "progress",
+    "settings_from",
+    "to_jsonable",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings_from(ctx: typer.Context) -> Settings:
+    """The settings the root callback stored for this invocation."""
+    obj = ctx.find_root().obj
+    if isinstance(obj, Settings):
+        return obj
+    return Settings.from_env()
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn instants (RFC 3339, `Z`), decimals, paths and dataclass-like values into JSON."""
+    if isinstance(value, datetime):
+        text = value.isoformat()
+        return text.replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return to_jsonable(value.model_dump(mode="python"))
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Write `value` as indented JSON to stdout (plain text, no Rich markup)."""
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def exits_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Map Consentry errors to a message on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except BadInput as exc:
+            for problem in exc.problems:
+                err_console.print(f"[red]error:[/red] {problem}", markup=True, highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except ConsentryError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress(*, transient: bool = True) -> Iterator[Progress]:
+    """A Rich progress bar on stderr (so `--json` output on stdout stays clean)."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=transient,
+    ) as bar:
+        yield bar

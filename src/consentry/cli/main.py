@@ -1,0 +1,59 @@
+"""The `consentry` command: a Typer app with one sub-command module per capability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consentry import __version__
+from consentry.cli import admin, demo, imports, policy, serve
+from consentry.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="consentry",
+    help="Share a platform's posts with AI developers honestly: consent, deliveries, "
+    "revocations, retention and scraping enforcement.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"consentry {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            envvar="CONSENTRY_HOME",
+            help="State directory (lake, store, keys, deliveries).",
+            show_default="./.consentry",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Consentry command-line interface."""
+    ctx.obj = Settings.from_env(home=home)
+
+
+for module in (admin, policy, imports, demo, serve):
+    module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

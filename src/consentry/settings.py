@@ -1,0 +1,65 @@
+"""Runtime settings, read from the environment and the `--home` option.
+
+Every setting is documented in docs/settings.md (a test enforces it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ENVIRONMENT_VARIABLES", "Settings"]
+
+ENVIRONMENT_VARIABLES: dict[str, str] = {
+    "CONSENTRY_HOME": "Directory holding the lake, the SQLite store, keys and deliveries.",
+    "CONSENTRY_DATABASE_URL": "SQLAlchemy URL of the control-plane store.",
+    "CONSENTRY_POLICY_FILE": "Policy file to enforce (default: the shipped policies/x-2024.yaml).",
+    "CONSENTRY_ENGINE": "Default data-plane engine: duckdb or spark.",
+    "CONSENTRY_SPARK_MASTER": "Spark master URL for --engine spark (default local[2]).",
+    "CONSENTRY_REDIS_URL": "Redis URL for shared online counters.",
+}
+"""Name -> one-line meaning of every environment variable Consentry reads."""
+
+DEFAULT_POLICY_FILE = Path(__file__).parent / "policies" / "x-2024.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where Consentry keeps its state and which backends it talks to.
+
+    1. `home` holds everything local: `lake/` (Parquet tables), `consentry.db` (SQLite
+       control plane unless `database_url` points elsewhere), keys and deliveries.
+    2. `database_url` defaults to SQLite in `home` (WAL mode); PostgreSQL is
+       `postgresql+psycopg://…`.
+    3. `engine` is the default Ibis backend for the data plane.
+    """
+
+    home: Path = field(default_factory=lambda: Path("./.consentry"))
+    database_url: str | None = None
+    policy_file: Path = DEFAULT_POLICY_FILE
+    engine: str = "duckdb"
+    spark_master: str = "local[2]"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    @classmethod
+    def from_env(cls, home: Path | None = None) -> Settings:
+        """Build settings from the environment; an explicit `home` wins over CONSENTRY_HOME."""
+        env = os.environ
+        return cls(
+            home=(home or Path(env.get("CONSENTRY_HOME", "./.consentry"))).resolve(),
+            database_url=env.get("CONSENTRY_DATABASE_URL") or None,
+            policy_file=Path(env.get("CONSENTRY_POLICY_FILE") or DEFAULT_POLICY_FILE),
+            engine=env.get("CONSENTRY_ENGINE", "duckdb"),
+            spark_master=env.get("CONSENTRY_SPARK_MASTER", "local[2]"),
+            redis_url=env.get("CONSENTRY_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        )
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The control-plane URL: the configured one, else SQLite inside `home`."""
+        return self.database_url or f"sqlite:///{self.home / 'consentry.db'}"
