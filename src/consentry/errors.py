@@ -34,10 +34,12 @@ class Problem:
 
     def __str__(self) -> str:
         where = self.location if self.row is None else f"{self.location}:{self.row}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
-class BadInput(ConsentryError):
+class BadInput(ConsentryError):  # noqa: N818 - reads as the condition, like KeyError
     """Input that cannot be accepted; nothing was written. The CLI exits 2."""
 
     exit_code = EXIT_BAD_INPUT

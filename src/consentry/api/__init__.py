@@ -1,1 +1,1 @@
-"""api."""
+"""HTTP API (FastAPI): JSON under /v1, health, OpenAPI docs."""

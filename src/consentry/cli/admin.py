@@ -1,9 +1,88 @@
-"""CLI commands: admin (being written)."""
+"""CLI commands: administration of a Consentry home (`consentry init`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from consentry.cli.common import console, exits_cleanly, print_json, settings_from
+from consentry.settings import Settings
+from consentry.store import open_store
+
+__all__ = ["init_home", "register"]
+
+
+def _ensure_dir(path: Path) -> bool:
+    """Create `path` (and parents); True if it did not exist before."""
+    existed = path.is_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return not existed
+
+
+def init_home(settings: Settings) -> dict[str, Any]:
+    """Create or bring up to date a Consentry home; safe to run again.
+
+    1. Create the home directory and its `lake/` directory if missing.
+    2. Open the control-plane store (`settings.resolved_database_url`) and apply every
+       pending migration.
+    3. Report what exists now and what this run created or migrated.
+    """
+    home_created = _ensure_dir(settings.home)
+    lake_created = _ensure_dir(settings.lake_dir)
+    with open_store(settings.resolved_database_url) as store:
+        before = store.current_revision()
+        after = store.migrate()
+        meta = store.meta()
+        return {
+            "home": settings.home,
+            "home_created": home_created,
+            "lake": settings.lake_dir,
+            "lake_created": lake_created,
+            "store": {
+                "backend": store.backend_name,
+                "url": store.describe(),
+                "revision": after,
+                "previous_revision": before,
+                "migrated": before != after,
+                "schema_created_at": meta.get("schema_created_at"),
+            },
+        }
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+
+    @app.command("init")
+    @exits_cleanly
+    def init(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        """Create the home, its lake directory and the control-plane store (idempotent)."""
+        report = init_home(settings_from(ctx))
+        if as_json:
+            print_json(report)
+            return
+        store = report["store"]
+        console.print(
+            f"home   {report['home']}" + ("  (created)" if report["home_created"] else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            f"lake   {report['lake']}" + ("  (created)" if report["lake_created"] else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        change = (
+            f"migrated from {store['previous_revision'] or 'empty'}"
+            if store["migrated"]
+            else "up to date"
+        )
+        console.print(
+            f"store  {store['backend']} {store['url']} at revision {store['revision']} ({change})",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -89,10 +89,14 @@ def exits_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except BadInput as exc:
             for problem in exc.problems:
-                err_console.print(f"[red]error:[/red] {problem}", markup=True, highlight=False)
+                err_console.print(
+                    f"[red]error:[/red] {problem}", markup=True, highlight=False, soft_wrap=True
+                )
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except ConsentryError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            err_console.print(
+                f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper

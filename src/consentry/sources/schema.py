@@ -97,7 +97,8 @@ TABLES: dict[str, TableSpec] = {
                     "birth_date",
                     "date",
                     nullable=True,
-                    description="Date of birth; null when unknown (the purpose's unknown_age applies).",
+                    description="Date of birth; null when unknown "
+                    "(the purpose's unknown_age applies).",
                 ),
                 ColumnSpec("protected", "bool", description="Posts visible to followers only."),
                 ColumnSpec(
@@ -157,9 +158,7 @@ TABLES: dict[str, TableSpec] = {
                     "string",
                     description="API key, account id or IP address that made the request.",
                 ),
-                ColumnSpec(
-                    "posts", "int", minimum=0, description="Number of posts served (>= 0)."
-                ),
+                ColumnSpec("posts", "int", minimum=0, description="Number of posts served (>= 0)."),
                 ColumnSpec(
                     "endpoint", "string", nullable=True, description="Endpoint that served them."
                 ),
@@ -180,7 +179,10 @@ TABLES: dict[str, TableSpec] = {
                     "valid_from", "timestamp", nullable=True, description="Start (open if null)."
                 ),
                 ColumnSpec(
-                    "valid_to", "timestamp", nullable=True, description="End, exclusive (open if null)."
+                    "valid_to",
+                    "timestamp",
+                    nullable=True,
+                    description="End, exclusive (open if null).",
                 ),
             ),
         ),

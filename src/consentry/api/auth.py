@@ -1,0 +1,107 @@
+"""Who is calling: bearer tokens for the API, the same identity behind page sessions.
+
+Tokens are JWTs (RFC 7519) signed with HMAC-SHA256 under the installation's shared secret
+(`<home>/keys/platform.secret`, see `consentry.keys`). A platform that already knows
+who its user is signs a token with that secret and passes it on; `consentry token user` and
+`consentry token admin` issue tokens for local use.
+
+Claims (all required unless marked):
+1. `iss` — "consentry" for tokens we issue; a platform may put its own name (any string).
+2. `sub` — the user id the token acts for (`role` user), or the admin's name (`role` admin).
+3. `role` — `user` (acts only on `sub`) or `admin` (reads and checks anyone).
+4. `iat`, `exp` — issued-at and expiry (seconds since the epoch); at most 366 days apart.
+5. `aud` — "consentry-api".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import jwt
+
+from consentry.errors import ConsentryError
+
+__all__ = [
+    "AUDIENCE",
+    "Identity",
+    "InvalidTokenError",
+    "Role",
+    "issue_token",
+    "verify_token",
+]
+
+Role = Literal["user", "admin"]
+AUDIENCE = "consentry-api"
+_MAX_LIFETIME = timedelta(days=366)
+
+
+class InvalidTokenError(ConsentryError):
+    """The token is missing, malformed, expired, or not signed with our secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The caller, once their token or session has been checked."""
+
+    subject: str
+    role: Role
+
+    def may_act_on(self, user_id: str) -> bool:
+        """1. Admins may read and check anyone. 2. A user acts only on themselves."""
+        return self.role == "admin" or self.subject == user_id
+
+
+def issue_token(
+    secret: bytes,
+    subject: str,
+    role: Role,
+    *,
+    lifetime: timedelta = timedelta(days=30),
+    now: datetime | None = None,
+    issuer: str = "consentry",
+) -> str:
+    """Sign a token for `subject` with `role`, valid for `lifetime` from `now`."""
+    if not subject:
+        raise ValueError("a token needs a subject")
+    if lifetime <= timedelta(0) or lifetime > _MAX_LIFETIME:
+        raise ValueError("token lifetime must be positive and at most 366 days")
+    now = now or datetime.now(UTC)
+    claims = {
+        "iss": issuer,
+        "sub": subject,
+        "role": role,
+        "aud": AUDIENCE,
+        "iat": int(now.timestamp()),
+        "exp": int((now + lifetime).timestamp()),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_token(secret: bytes, token: str) -> Identity:
+    """Check signature, audience, expiry and claims; return who the token speaks for.
+
+    1. Only HS256 is accepted (no `none`, no algorithm confusion).
+    2. `aud` must be "consentry-api"; `exp`, `iat`, `sub`, `role` must be present.
+    3. `role` must be `user` or `admin`; lifetime may not exceed 366 days.
+    """
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            audience=AUDIENCE,
+            options={"require": ["exp", "iat", "sub", "aud"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidTokenError(f"invalid token: {exc}") from None
+    role = claims.get("role")
+    subject = claims.get("sub")
+    if role not in ("user", "admin"):
+        raise InvalidTokenError("invalid token: role must be 'user' or 'admin'")
+    if not isinstance(subject, str) or not subject:
+        raise InvalidTokenError("invalid token: sub must be a non-empty string")
+    if int(claims["exp"]) - int(claims["iat"]) > _MAX_LIFETIME.total_seconds():
+        raise InvalidTokenError("invalid token: lifetime exceeds 366 days")
+    return Identity(subject=subject, role=role)

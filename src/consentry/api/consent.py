@@ -1,0 +1,304 @@
+"""The consent API under /v1: read, change and check consent; the author's signals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from consentry.api.auth import Identity
+from consentry.api.services import BearerIdentity, Services, services
+from consentry.errors import BadInput
+from consentry.ledger.rules import ConsentDecision
+from consentry.ledger.service import MAX_CHECK_USERS, ConsentEventRecord, Evidence
+from consentry.ledger.signals import author_signals
+from consentry.policy import Choice
+
+__all__ = ["gpc_requested", "router", "signals_for"]
+
+
+def require_json(request: Request) -> None:
+    """Bodies are JSON: anything else is refused with 415 before it is read."""
+    if request.method in ("PUT", "POST", "PATCH"):
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                f"send the body as application/json (got {kind or 'no content type'})",
+            )
+
+
+router = APIRouter(prefix="/v1", tags=["consent"], dependencies=[Depends(require_json)])
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+class PurposeDecision(BaseModel):
+    purpose: str
+    title: str | None
+    decision: Choice
+    rule: str
+    since: datetime | None
+    policy_version: str | None
+
+
+class ConsentView(BaseModel):
+    user_id: str
+    at: datetime
+    policy_version: str | None
+    purposes: list[PurposeDecision]
+    gpc_recorded: list[str] = Field(
+        default_factory=list, description="Purposes a Sec-GPC signal on this request switched off."
+    )
+
+
+class ChoiceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    choice: Choice
+
+
+class EventView(BaseModel):
+    event_id: str
+    purpose: str
+    choice: Choice
+    at: datetime
+    source: str
+    policy_version: str | None
+    evidence_origin: str | None
+    evidence_client: str | None
+    evidence_shown_version: str | None
+    recorded_at: datetime
+
+
+class HistoryView(BaseModel):
+    user_id: str
+    events: list[EventView]
+
+
+class CheckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: str = Field(min_length=1)
+    at: AwareDatetime | None = None
+    user_ids: list[str] = Field(min_length=1, max_length=MAX_CHECK_USERS)
+
+
+class CheckView(BaseModel):
+    purpose: str
+    at: datetime
+    decisions: list[dict[str, Any]]
+
+
+class SignalsView(BaseModel):
+    user_id: str
+    at: datetime
+    content_usage: str = Field(description="AIPREF Content-Usage header value.")
+    aipref: dict[str, Literal["y", "n"]]
+    intents: dict[str, Any] = Field(description="Bluesky-style User Intents declaration.")
+    tdm_reservation: int = Field(description="TDMRep tdm-reservation (1 reserved).")
+
+
+def _require_self(identity: Identity, user_id: str, *, write: bool = False) -> None:
+    """1. A user token acts only on its own subject. 2. Admins read and check anyone but
+    never choose for a user."""
+    if identity.role == "admin" and not write:
+        return
+    if identity.role == "user" and identity.subject == user_id:
+        return
+    raise HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        "this token may not act on another user's consent"
+        if identity.role == "user"
+        else "admins read and check consent; only the user may change it",
+    )
+
+
+def _instant(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"at: {value!r} is not an RFC 3339 instant (e.g. 2025-01-31T12:00:00Z)",
+        ) from None
+    if parsed.tzinfo is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"at: {value!r} has no UTC offset; add Z or +00:00",
+        )
+    return parsed.astimezone(UTC)
+
+
+def gpc_requested(request: Request) -> bool:
+    """True when the request carries the Global Privacy Control signal (`Sec-GPC: 1`)."""
+    return request.headers.get("sec-gpc", "").strip() == "1"
+
+
+def _apply_gpc(request: Request, svc: Services, identity: Identity, origin: str) -> list[str]:
+    """Record a GPC signal on a signed-in user's own request (never for admins)."""
+    if identity.role != "user" or not gpc_requested(request):
+        return []
+    recorded = svc.ledger.record_gpc(
+        identity.subject,
+        evidence=Evidence(origin=origin, client="api", shown_version=None),
+    )
+    return [e.purpose for e in recorded]
+
+
+def _decisions(svc: Services, decisions: list[ConsentDecision]) -> list[PurposeDecision]:
+    out = []
+    for d in decisions:
+        version = svc.policy.version_at(d.since) if d.since else None
+        purpose = version.purpose(d.purpose) if version else None
+        out.append(
+            PurposeDecision(
+                purpose=d.purpose,
+                title=purpose.title if purpose else None,
+                decision=d.decision,
+                rule=d.rule.value,
+                since=d.since,
+                policy_version=d.policy_version,
+            )
+        )
+    return out
+
+
+def signals_for(svc: Services, user_id: str, at: datetime) -> SignalsView:
+    """The author's preference signals at `at`, derived from their resolved consent."""
+    signals = author_signals(svc.policy.version_at(at), svc.ledger.resolve_all(user_id, at))
+    return SignalsView(
+        user_id=user_id,
+        at=at,
+        content_usage=signals.content_usage,
+        aipref=signals.aipref,
+        intents=signals.intents,
+        tdm_reservation=signals.tdm_reservation,
+    )
+
+
+@router.get("/users/{user_id}/consent", response_model=ConsentView)
+def read_consent(
+    user_id: str,
+    request: Request,
+    svc: ServicesDep,
+    identity: BearerIdentity,
+    at: Annotated[str | None, Query(description="RFC 3339 instant; default now.")] = None,
+) -> ConsentView:
+    """Every purpose of the policy in force at `at`, with decision, rule and since."""
+    _require_self(identity, user_id)
+    # The signal is recorded first so that a reading of "now" already reflects it.
+    recorded = _apply_gpc(request, svc, identity, "GET /v1/users/{id}/consent")
+    when = _instant(at)
+    version = svc.policy.version_at(when)
+    return ConsentView(
+        user_id=user_id,
+        at=when,
+        policy_version=version.version if version else None,
+        purposes=_decisions(svc, svc.ledger.resolve_all(user_id, when)),
+        gpc_recorded=recorded,
+    )
+
+
+@router.put("/users/{user_id}/consent/{purpose}", response_model=EventView)
+def change_consent(
+    user_id: str,
+    purpose: str,
+    body: ChoiceBody,
+    request: Request,
+    svc: ServicesDep,
+    identity: BearerIdentity,
+) -> EventView:
+    """Record the user's choice for one purpose; it takes effect immediately."""
+    _require_self(identity, user_id, write=True)
+    version = svc.policy.version_at(datetime.now(UTC))
+    if version is None or version.purpose(purpose) is None:
+        known = ", ".join(p.key for p in version.purposes) if version else "none"
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"unknown purpose {purpose!r}; known: {known}"
+        )
+    _apply_gpc(request, svc, identity, "PUT /v1/users/{id}/consent/{purpose}")
+    event = svc.ledger.record(
+        user_id,
+        purpose,
+        body.choice,
+        source="api",
+        evidence=Evidence(
+            origin="PUT /v1/users/{id}/consent/{purpose}",
+            client="api",
+            shown_version=request.headers.get("x-consentry-shown-policy") or version.version,
+        ),
+    )
+    return _event_view(event)
+
+
+def _event_view(event: ConsentEventRecord) -> EventView:
+    return EventView(
+        event_id=event.event_id,
+        purpose=event.purpose,
+        choice=event.choice,
+        at=event.at,
+        source=event.source,
+        policy_version=event.policy_version,
+        evidence_origin=event.evidence.origin,
+        evidence_client=event.evidence.client,
+        evidence_shown_version=event.evidence.shown_version,
+        recorded_at=event.recorded_at,
+    )
+
+
+@router.get("/users/{user_id}/consent/history", response_model=HistoryView)
+def consent_history(
+    user_id: str, request: Request, svc: ServicesDep, identity: BearerIdentity
+) -> HistoryView:
+    """Every consent event of the user, oldest first."""
+    _require_self(identity, user_id)
+    _apply_gpc(request, svc, identity, "GET /v1/users/{id}/consent/history")
+    return HistoryView(
+        user_id=user_id, events=[_event_view(e) for e in svc.ledger.history(user_id)]
+    )
+
+
+@router.post("/consent/check", response_model=CheckView)
+def check_consent(body: CheckBody, svc: ServicesDep, identity: BearerIdentity) -> CheckView:
+    """Resolve one purpose for up to 100,000 users at once; answers in the order asked."""
+    if identity.role != "admin" and any(u != identity.subject for u in body.user_ids):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only an admin token may check other users")
+    if not any(v.purpose(body.purpose) for v in svc.policy.versions):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"purpose: unknown purpose {body.purpose!r}; no policy version defines it",
+        )
+    when = (body.at or datetime.now(UTC)).astimezone(UTC)
+    try:
+        decisions, known = svc.ledger.check(body.purpose, when, body.user_ids)
+    except BadInput as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return CheckView(
+        purpose=body.purpose,
+        at=when,
+        decisions=[
+            {
+                "user_id": d.user_id,
+                "decision": d.decision.value,
+                "rule": d.rule.value,
+                "since": d.since,
+                "policy_version": d.policy_version,
+                "known_user": k,
+            }
+            for d, k in zip(decisions, known, strict=True)
+        ],
+    )
+
+
+@router.get("/users/{user_id}/signals", response_model=SignalsView)
+def user_signals(
+    user_id: str,
+    svc: ServicesDep,
+    identity: BearerIdentity,
+    at: Annotated[str | None, Query(description="RFC 3339 instant; default now.")] = None,
+) -> SignalsView:
+    """The author's AIPREF Content-Usage, Bluesky-style intents and TDMRep reservation."""
+    _require_self(identity, user_id)
+    return signals_for(svc, user_id, _instant(at))

@@ -1,0 +1,101 @@
+"""Audit events: a stable, documented schema per event type, appended to the control plane.
+
+Events never hold personal data: users appear only as pseudonymous references
+(`Keyring.pseudonym`), everything else is a key, a count, a hash or an instant. Payloads are
+stored as canonical JSON (sorted keys, no whitespace) so they can later be hashed into a
+Merkle log byte for byte. docs/audit.md documents every type (a test enforces it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from consentry.store.models import AuditEventRow
+
+__all__ = [
+    "AUDIT_EVENT_TYPES",
+    "AuditEvent",
+    "AuditSink",
+    "SqlAuditSink",
+    "canonical_json",
+]
+
+AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
+    "consent.changed": (
+        "subject_ref",
+        "purpose",
+        "choice",
+        "source",
+        "policy_version",
+        "at",
+        "ledger_seq",
+    ),
+    "consent.imported": ("events_read", "events_new", "subjects_affected", "digest_sha256"),
+    "subjects.synced": ("subjects_read", "subjects_new", "subjects_updated", "digest_sha256"),
+}
+"""Event type -> the payload fields it always carries (and nothing else)."""
+
+
+def canonical_json(payload: Mapping[str, Any]) -> str:
+    """Sorted keys, no insignificant whitespace, UTF-8 kept as is."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit event as read back from the log."""
+
+    seq: int
+    event_type: str
+    at: datetime
+    payload: dict[str, Any]
+
+
+class AuditSink(Protocol):
+    """Where capabilities append audit events."""
+
+    def append(self, session: Session, event_type: str, payload: Mapping[str, Any]) -> int: ...
+
+
+class SqlAuditSink:
+    """Appends to the store's `audit_events` table inside the caller's transaction, so an
+    audited change and its audit event commit or roll back together."""
+
+    def append(self, session: Session, event_type: str, payload: Mapping[str, Any]) -> int:
+        """Validate the payload against the documented schema and append it.
+
+        1. The type must be one of AUDIT_EVENT_TYPES, with exactly its fields.
+        2. `at` is the instant of appending (UTC).
+        3. Returns the event's sequence number (its position in the log).
+        """
+        fields = AUDIT_EVENT_TYPES.get(event_type)
+        if fields is None:
+            raise ValueError(f"unknown audit event type {event_type!r}")
+        if set(payload) != set(fields):
+            raise ValueError(
+                f"{event_type} carries exactly {sorted(fields)}, got {sorted(payload)}"
+            )
+        row = AuditEventRow(
+            event_type=event_type, at=datetime.now(UTC), payload=canonical_json(payload)
+        )
+        session.add(row)
+        session.flush()
+        return row.seq
+
+    @staticmethod
+    def read(session: Session, *, event_type: str | None = None) -> list[AuditEvent]:
+        """Every event (of one type if given), in log order."""
+        query = sa.select(AuditEventRow).order_by(AuditEventRow.seq)
+        if event_type is not None:
+            query = query.where(AuditEventRow.event_type == event_type)
+        return [
+            AuditEvent(seq=r.seq, event_type=r.event_type, at=r.at, payload=json.loads(r.payload))
+            for r in session.scalars(query)
+        ]

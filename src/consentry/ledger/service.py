@@ -1,0 +1,557 @@
+"""The consent ledger over the control-plane store: append, read back, resolve.
+
+Appends are transactions: the event, the current-state row and the audit event commit
+together or not at all. Nothing here updates or deletes an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
+
+import ibis
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from consentry.audit import AuditSink, SqlAuditSink
+from consentry.errors import BadInput, Problem
+from consentry.keys import Keyring
+from consentry.ledger.bulk import resolve_consent_bulk
+from consentry.ledger.rules import (
+    ConsentDecision,
+    ConsentRule,
+    LatestChoice,
+    SubjectFacts,
+    resolve_consent,
+)
+from consentry.policy import Choice, PolicyFile
+from consentry.sources.schema import CONSENT_SOURCES
+from consentry.store import Store
+from consentry.store.models import ConsentEventRow, ConsentStateRow, Subject
+
+__all__ = [
+    "MAX_CHECK_USERS",
+    "ConsentEventRecord",
+    "ConsentLedger",
+    "ConsentReader",
+    "Evidence",
+    "LedgerImport",
+]
+
+MAX_CHECK_USERS = 100_000
+"""The most user ids one bulk check may ask about."""
+
+_CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a client's instant may lie (clock skew) before it is refused."""
+
+_CHUNK = 5_000
+"""Ids per SQL IN-list: below every backend's bound-parameter limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """How a choice was made — never a raw IP address or other personal data.
+
+    `origin`: where (a page path, an API route, an import file); `client`: the client class
+    (browser, api, platform, support, import); `shown_version`: the policy version the user
+    was shown when choosing.
+    """
+
+    origin: str | None = None
+    client: str | None = None
+    shown_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentEventRecord:
+    """One event as stored in the ledger."""
+
+    seq: int
+    event_id: str
+    user_id: str
+    purpose: str
+    choice: Choice
+    at: datetime
+    source: str
+    policy_version: str | None
+    evidence: Evidence
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerImport:
+    """What an import from the lake changed."""
+
+    events_read: int
+    events_new: int
+    subjects_affected: int
+
+
+class ConsentReader(Protocol):
+    """What the pages and the API need to answer "what is my consent" (read side)."""
+
+    def resolve_all(self, user_id: str, at: datetime) -> list[ConsentDecision]: ...
+
+    def history(self, user_id: str) -> list[ConsentEventRecord]: ...
+
+
+def _record(row: ConsentEventRow) -> ConsentEventRecord:
+    return ConsentEventRecord(
+        seq=row.seq,
+        event_id=row.event_id,
+        user_id=row.user_id,
+        purpose=row.purpose,
+        choice=Choice(row.choice),
+        at=row.at,
+        source=row.source,
+        policy_version=row.policy_version,
+        evidence=Evidence(
+            origin=row.evidence_origin,
+            client=row.evidence_client,
+            shown_version=row.evidence_shown_version,
+        ),
+        recorded_at=row.recorded_at,
+    )
+
+
+def _insert(session: Session) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL both do)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+class ConsentLedger:
+    """Append-only consent events, the current state, and resolution over both."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: PolicyFile,
+        keyring: Keyring,
+        audit: AuditSink | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.keyring = keyring
+        self.audit = audit or SqlAuditSink()
+
+    # --- reading -----------------------------------------------------------------------
+
+    def subject(self, user_id: str) -> SubjectFacts | None:
+        """The user's facts, or None when the platform never told us about them."""
+        with self.store.session() as session:
+            row = session.get(Subject, user_id)
+            if row is None:
+                return None
+            return SubjectFacts(user_id=row.user_id, region=row.region, birth_date=row.birth_date)
+
+    def history(self, user_id: str) -> list[ConsentEventRecord]:
+        """Every event of the user, oldest first (by instant, then event_id)."""
+        with self.store.session() as session:
+            rows = session.scalars(
+                sa.select(ConsentEventRow)
+                .where(ConsentEventRow.user_id == user_id)
+                .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
+            ).all()
+            return [_record(r) for r in rows]
+
+    def latest_choices(self, user_id: str, at: datetime) -> dict[str, LatestChoice]:
+        """Purpose -> the latest event at or before `at` (ties: larger event_id)."""
+        with self.store.session() as session:
+            rows = session.execute(
+                sa.select(
+                    ConsentEventRow.purpose,
+                    ConsentEventRow.choice,
+                    ConsentEventRow.at,
+                    ConsentEventRow.source,
+                    ConsentEventRow.event_id,
+                )
+                .where(ConsentEventRow.user_id == user_id, ConsentEventRow.at <= at)
+                .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
+            ).all()
+        latest: dict[str, LatestChoice] = {}
+        for purpose, choice, when, source, event_id in rows:  # one user's events: a handful
+            latest[purpose] = LatestChoice(Choice(choice), when, source, event_id)
+        return latest
+
+    def resolve(self, user_id: str, purpose: str, at: datetime) -> ConsentDecision:
+        """`resolve_consent` for one user and purpose, reading the ledger."""
+        subject = self.subject(user_id) or SubjectFacts(user_id=user_id)
+        return resolve_consent(
+            self.policy, subject, purpose, at, self.latest_choices(user_id, at).get(purpose)
+        )
+
+    def resolve_all(self, user_id: str, at: datetime) -> list[ConsentDecision]:
+        """Every purpose of the version in force at `at`, resolved for the user."""
+        version = self.policy.version_at(at)
+        if version is None:
+            return []
+        subject = self.subject(user_id) or SubjectFacts(user_id=user_id)
+        latest = self.latest_choices(user_id, at)
+        return [
+            resolve_consent(self.policy, subject, p.key, at, latest.get(p.key))
+            for p in version.purposes
+        ]
+
+    def check(
+        self, purpose: str, at: datetime, user_ids: Sequence[str]
+    ) -> tuple[list[ConsentDecision], list[bool]]:
+        """Resolve `purpose` at `at` for up to MAX_CHECK_USERS users, in the order given.
+
+        1. Facts and events of the asked users are read in IN-list chunks.
+        2. Resolution runs as one vectorised expression on embedded DuckDB
+           (`resolve_consent_bulk`), the same rules as the scalar form.
+        3. Returns the decisions and, per user, whether the platform knows them.
+        """
+        if len(user_ids) > MAX_CHECK_USERS:
+            raise BadInput(
+                Problem("request", None, "user_ids", f"at most {MAX_CHECK_USERS:,} user ids")
+            )
+        unique = list(dict.fromkeys(user_ids))
+        subjects: list[Any] = []
+        events: list[Any] = []
+        with self.store.session() as session:
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                subjects += session.execute(
+                    sa.select(Subject.user_id, Subject.region, Subject.birth_date).where(
+                        Subject.user_id.in_(chunk)
+                    )
+                ).all()
+                events += session.execute(
+                    sa.select(
+                        ConsentEventRow.user_id,
+                        ConsentEventRow.choice,
+                        ConsentEventRow.at,
+                        ConsentEventRow.source,
+                        ConsentEventRow.event_id,
+                    ).where(
+                        ConsentEventRow.user_id.in_(chunk),
+                        ConsentEventRow.purpose == purpose,
+                        ConsentEventRow.at <= at,
+                    )
+                ).all()
+        known = {s[0] for s in subjects}
+        facts = {s[0]: s for s in subjects}
+        users = pa.table(
+            {
+                "user_id": pa.array(unique, pa.string()),
+                "region": pa.array(
+                    [facts[u][1] if u in facts else None for u in unique], pa.string()
+                ),
+                "birth_date": pa.array(
+                    [facts[u][2] if u in facts else None for u in unique], pa.date32()
+                ),
+                "_pos": pa.array(np.arange(len(unique), dtype=np.int64)),
+            }
+        )
+        columns: list[tuple[Any, ...]] = (
+            list(zip(*events, strict=True)) if events else [(), (), (), (), ()]
+        )
+        event_table = pa.table(
+            {
+                "user_id": pa.array(columns[0], pa.string()),
+                "purpose": pa.array([purpose] * len(events), pa.string()),
+                "choice": pa.array(columns[1], pa.string()),
+                "at": pa.array(columns[2], pa.timestamp("us", tz="UTC")),
+                "source": pa.array(columns[3], pa.string()),
+                "event_id": pa.array(columns[4], pa.string()),
+            }
+        )
+        backend = ibis.duckdb.connect()
+        try:
+            users_expr = ibis.memtable(users)
+            resolved = resolve_consent_bulk(
+                self.policy, users_expr, ibis.memtable(event_table), purpose, at
+            )
+            ordered = resolved.join(users_expr.select("user_id", "_pos"), "user_id").order_by(
+                "_pos"
+            )
+            result = backend.to_pyarrow(ordered)
+        finally:
+            backend.disconnect()
+        by_user = {
+            row["user_id"]: ConsentDecision(
+                user_id=row["user_id"],
+                purpose=purpose,
+                decision=Choice(row["decision"]),
+                rule=ConsentRule(row["rule"]),
+                policy_version=row["policy_version"],
+                since=row["since"],
+            )
+            for row in result.select(
+                ["user_id", "decision", "rule", "policy_version", "since"]
+            ).to_pylist()
+        }
+        return [by_user[u] for u in user_ids], [u in known for u in user_ids]
+
+    # --- writing -----------------------------------------------------------------------
+
+    def record(
+        self,
+        user_id: str,
+        purpose: str,
+        choice: Choice,
+        *,
+        source: str,
+        evidence: Evidence,
+        at: datetime | None = None,
+        event_id: str | None = None,
+    ) -> ConsentEventRecord:
+        """Append one choice; it takes effect at `at` (default: now).
+
+        1. `source` must be a known source; `at` aware and not in the future (beyond 5 min
+           of clock skew); the purpose must exist in the version in force at `at`.
+        2. In one transaction: the event, the current-state row (when the event is newer
+           than the one it holds) and a `consent.changed` audit event.
+        """
+        now = datetime.now(UTC)
+        at = (at or now).astimezone(UTC)
+        if source not in CONSENT_SOURCES:
+            raise BadInput(Problem("request", None, "source", f"unknown source {source!r}"))
+        if at > now + _CLOCK_SKEW:
+            raise BadInput(Problem("request", None, "at", "a choice cannot be made in the future"))
+        version = self.policy.version_at(at)
+        if version is None or version.purpose(purpose) is None:
+            known = ", ".join(p.key for p in version.purposes) if version else "none"
+            raise BadInput(
+                Problem("request", None, "purpose", f"unknown purpose {purpose!r}; known: {known}")
+            )
+        with self.store.session() as session:
+            row = ConsentEventRow(
+                event_id=event_id or f"c-{uuid.uuid4().hex}",
+                user_id=user_id,
+                purpose=purpose,
+                choice=Choice(choice).value,
+                at=at,
+                source=source,
+                policy_version=version.version,
+                evidence_origin=evidence.origin,
+                evidence_client=evidence.client,
+                evidence_shown_version=evidence.shown_version,
+                recorded_at=now,
+            )
+            session.add(row)
+            session.flush()
+            self._advance_state(session, row)
+            self.audit.append(
+                session,
+                "consent.changed",
+                {
+                    "subject_ref": self.keyring.pseudonym(user_id),
+                    "purpose": purpose,
+                    "choice": row.choice,
+                    "source": source,
+                    "policy_version": version.version,
+                    "at": at.isoformat().replace("+00:00", "Z"),
+                    "ledger_seq": row.seq,
+                },
+            )
+            return _record(row)
+
+    def record_gpc(
+        self, user_id: str, *, evidence: Evidence, at: datetime | None = None
+    ) -> list[ConsentEventRecord]:
+        """Record a Global Privacy Control signal as the user's account-level choice.
+
+        1. Every purpose flagged `gpc` in the version in force gets a `gpc` deny,
+        2. except where the user's latest event is an explicit choice (not gpc) — the user
+           chose themselves — or is already a gpc deny (repeating records nothing new).
+        """
+        at = (at or datetime.now(UTC)).astimezone(UTC)
+        version = self.policy.version_at(at)
+        if version is None:
+            return []
+        latest = self.latest_choices(user_id, at)
+        recorded = []
+        for purpose in version.purposes:
+            if not purpose.gpc:
+                continue
+            previous = latest.get(purpose.key)
+            if previous is not None and (
+                previous.source != "gpc" or previous.choice is Choice.DENY
+            ):
+                continue
+            recorded.append(
+                self.record(
+                    user_id, purpose.key, Choice.DENY, source="gpc", evidence=evidence, at=at
+                )
+            )
+        return recorded
+
+    @staticmethod
+    def _advance_state(session: Session, row: ConsentEventRow) -> None:
+        """Make `row` the current state unless a later (instant, event_id) is there."""
+        insert = _insert(session)
+        values = {
+            "user_id": row.user_id,
+            "purpose": row.purpose,
+            "choice": row.choice,
+            "at": row.at,
+            "source": row.source,
+            "event_id": row.event_id,
+        }
+        state = ConsentStateRow.__table__
+        stmt = insert(state).values(**values)
+        newer = sa.or_(
+            stmt.excluded.at > state.c.at,
+            sa.and_(stmt.excluded.at == state.c.at, stmt.excluded.event_id > state.c.event_id),
+        )
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[state.c.user_id, state.c.purpose],
+                set_={k: stmt.excluded[k] for k in ("choice", "at", "source", "event_id")},
+                where=newer,
+            )
+        )
+
+    # --- importing from the lake -------------------------------------------------------
+
+    def sync_subjects(self, users: pa.Table) -> tuple[int, int, int]:
+        """Upsert the lake's `users` into `subjects`; returns (read, new, updated)."""
+        wanted = [
+            "user_id",
+            "region",
+            "birth_date",
+            "protected",
+            "created_at",
+            "deactivated_at",
+            "deleted_at",
+        ]
+        users = users.select(wanted)
+        digest = hashlib.sha256()
+        for column in wanted:
+            for chunk in users.column(column).chunks:
+                for buffer in chunk.buffers():
+                    if buffer is not None:
+                        digest.update(buffer)
+        with self.store.session() as session:
+            before = session.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
+            insert = _insert(session)
+            table = Subject.__table__
+            for batch in users.to_batches(max_chunksize=_CHUNK):
+                rows = batch.to_pylist()
+                stmt = insert(table).values(rows)
+                session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[table.c.user_id],
+                        set_={c: stmt.excluded[c] for c in wanted[1:]},
+                    )
+                )
+            after = session.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
+            new = after - before
+            self.audit.append(
+                session,
+                "subjects.synced",
+                {
+                    "subjects_read": users.num_rows,
+                    "subjects_new": new,
+                    "subjects_updated": users.num_rows - new,
+                    "digest_sha256": digest.hexdigest(),
+                },
+            )
+        return users.num_rows, new, users.num_rows - new
+
+    def import_events(self, events: pa.Table) -> LedgerImport:
+        """Append the lake's `consent_events` not yet in the ledger (by event_id).
+
+        1. The policy version in force at each event's instant is computed vectorised.
+        2. Evidence records the import (origin `lake:consent_events`, client `import`);
+           the version the user was shown is unknown for imported history.
+        3. The current state of every affected (user, purpose) is recomputed in SQL.
+        4. One `consent.imported` audit event summarises the import (counts and a digest),
+           in the same transaction.
+        """
+        now = datetime.now(UTC)
+        starts = np.array(
+            [v.effective_from.timestamp() * 1e6 for v in self.policy.versions], dtype=np.int64
+        )
+        names = np.array([None] + [v.version for v in self.policy.versions], dtype=object)
+        micros = pc.cast(events.column("at"), pa.int64()).to_numpy(zero_copy_only=False)
+        versions = names[np.searchsorted(starts, micros, side="right")]
+        table = events.select(["event_id", "user_id", "purpose", "choice", "at", "source"])
+        table = table.append_column("policy_version", pa.array(versions, pa.string()))
+        digest = hashlib.sha256(
+            "\n".join(sorted(pc.cast(table.column("event_id"), pa.string()).to_pylist())).encode()
+        ).hexdigest()
+        with self.store.session() as session:
+            before = session.scalar(sa.select(sa.func.count()).select_from(ConsentEventRow)) or 0
+            insert = _insert(session)
+            target = ConsentEventRow.__table__
+            for batch in table.to_batches(max_chunksize=_CHUNK):
+                rows = batch.to_pylist()
+                for row in rows:
+                    row["evidence_origin"] = "lake:consent_events"
+                    row["evidence_client"] = "import"
+                    row["recorded_at"] = now
+                session.execute(
+                    insert(target)
+                    .values(rows)
+                    .on_conflict_do_nothing(index_elements=[target.c.event_id])
+                )
+            after = session.scalar(sa.select(sa.func.count()).select_from(ConsentEventRow)) or 0
+            affected = self._rebuild_state(session, pc.unique(table.column("user_id")).to_pylist())
+            self.audit.append(
+                session,
+                "consent.imported",
+                {
+                    "events_read": table.num_rows,
+                    "events_new": after - before,
+                    "subjects_affected": affected,
+                    "digest_sha256": digest,
+                },
+            )
+        return LedgerImport(table.num_rows, after - before, affected)
+
+    @staticmethod
+    def _rebuild_state(session: Session, user_ids: Iterable[str]) -> int:
+        """Recompute `consent_state` for these users from their events (one SQL per chunk)."""
+        ids = list(user_ids)
+        state = ConsentStateRow.__table__
+        events = ConsentEventRow.__table__
+        insert = _insert(session)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            ranked = (
+                sa.select(
+                    events.c.user_id,
+                    events.c.purpose,
+                    events.c.choice,
+                    events.c.at,
+                    events.c.source,
+                    events.c.event_id,
+                    sa.func.row_number()
+                    .over(
+                        partition_by=[events.c.user_id, events.c.purpose],
+                        order_by=[events.c.at.desc(), events.c.event_id.desc()],
+                    )
+                    .label("rank"),
+                )
+                .where(events.c.user_id.in_(chunk))
+                .subquery()
+            )
+            latest = sa.select(
+                ranked.c.user_id,
+                ranked.c.purpose,
+                ranked.c.choice,
+                ranked.c.at,
+                ranked.c.source,
+                ranked.c.event_id,
+            ).where(ranked.c.rank == 1)
+            stmt = insert(state).from_select(
+                ["user_id", "purpose", "choice", "at", "source", "event_id"], latest
+            )
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[state.c.user_id, state.c.purpose],
+                    set_={k: stmt.excluded[k] for k in ("choice", "at", "source", "event_id")},
+                )
+            )
+        return len(ids)

@@ -1,0 +1,223 @@
+"""Machine-readable preference signals derived from resolved consent.
+
+Pinned to these texts (see docs/signals.md):
+- IETF AIPREF vocabulary and attachment drafts (draft-ietf-aipref-vocab / -attach, 2025-2026):
+  categories `train-ai`, `ai-use`, `search`; values `y`/`n` in an RFC 9651 dictionary;
+  any disallow wins, else any allow, else unknown (omitted).
+- Bluesky proposal 0008 "User Intents for Data Reuse": tri-state intents, each
+  `{"allow": bool, "updatedAt": RFC 3339}`; an intent with no basis is left out (unknown).
+- W3C TDMRep community-group report: `tdm-reservation` 1 reserves text-and-data-mining rights.
+- RSL 1.0 (`application/rsl+xml`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from xml.sax.saxutils import escape, quoteattr
+
+from consentry.ledger.rules import ConsentDecision
+from consentry.policy import AIPREF_CATEGORIES, Choice, PolicyVersion
+
+__all__ = [
+    "AiprefValue",
+    "AuthorSignals",
+    "PurposeState",
+    "aipref_header",
+    "aipref_preferences",
+    "author_signals",
+    "bluesky_intents",
+    "gpc_document",
+    "robots_txt",
+    "rsl_license",
+    "tdmrep_document",
+    "tdmrep_reservation",
+]
+
+AiprefValue = Literal["y", "n"]
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeState:
+    """One purpose's resolved decision for an author, with the AIPREF categories it maps to."""
+
+    purpose: str
+    decision: Choice
+    aipref: tuple[str, ...]
+    since: datetime | None
+
+
+def aipref_preferences(states: Iterable[PurposeState]) -> dict[str, AiprefValue]:
+    """Category -> `y`/`n` for every category some purpose maps to.
+
+    1. Each purpose contributes its decision to each AIPREF category it lists.
+    2. Per category: any deny gives `n`; else any allow gives `y`.
+    3. A category no purpose maps to is unknown and left out (AIPREF has no default).
+    """
+    votes: dict[str, set[Choice]] = {}
+    for state in states:
+        for category in state.aipref:
+            votes.setdefault(category, set()).add(state.decision)
+    return {
+        category: ("n" if Choice.DENY in votes[category] else "y")
+        for category in AIPREF_CATEGORIES
+        if category in votes
+    }
+
+
+def aipref_header(preferences: dict[str, AiprefValue]) -> str:
+    """The RFC 9651 dictionary for `Content-Usage`, e.g. `train-ai=n, ai-use=n`."""
+    return ", ".join(f"{category}={value}" for category, value in preferences.items())
+
+
+def bluesky_intents(states: Sequence[PurposeState]) -> dict[str, Any]:
+    """A Bluesky-style intents declaration (proposal 0008) derived from `train-ai` consent.
+
+    1. `syntheticContentGeneration` and `bulkDataset` follow the `train-ai` preference:
+       licensed datasets are exactly how third parties train generative models.
+    2. `publicAccessArchive` and `protocolBridging` concern no purpose of the policy and are
+       left out (unknown), as the proposal allows.
+    3. `updatedAt` is the latest `since` among the purposes that decided `train-ai`.
+    """
+    preferences = aipref_preferences(states)
+    intents: dict[str, Any] = {}
+    value = preferences.get("train-ai")
+    if value is not None:
+        relevant = [s.since for s in states if "train-ai" in s.aipref and s.since is not None]
+        updated = max(relevant) if relevant else None
+        entry: dict[str, Any] = {"allow": value == "y"}
+        if updated is not None:
+            entry["updatedAt"] = updated.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        intents["syntheticContentGeneration"] = dict(entry)
+        intents["bulkDataset"] = dict(entry)
+    return intents
+
+
+def tdmrep_reservation(preferences: dict[str, AiprefValue]) -> int:
+    """1 (rights reserved) unless `train-ai` is explicitly allowed."""
+    return 0 if preferences.get("train-ai") == "y" else 1
+
+
+def robots_txt(base_url: str, version: PolicyVersion | None) -> str:
+    """robots.txt with AIPREF `Content-Usage` rules and the RSL licence pointer.
+
+    1. Crawlers are not licensees: posts may be used for AI training only through a licensed
+       delivery that honours each author's choice, so the site-wide rule disallows
+       `train-ai` and `ai-use` and allows `search`.
+    2. `License:` points at /license.xml (RSL discovery); the policy version is noted.
+    """
+    lines = [
+        "# Consentry: AI training on this platform's posts happens only through licensed,",
+        "# consent-filtered deliveries. See /license.xml and /.well-known/tdmrep.json.",
+    ]
+    if version is not None:
+        lines.append(f"# Policy version in force: {version.version}")
+    lines += [
+        "User-Agent: *",
+        "Allow: /",
+        "Content-Usage: train-ai=n, ai-use=n, search=y",
+        "Content-Usage: /settings/ train-ai=n, ai-use=n, search=n",
+        "Disallow: /settings/",
+        "",
+        f"License: {base_url.rstrip('/')}/license.xml",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def tdmrep_document(base_url: str) -> list[dict[str, Any]]:
+    """`/.well-known/tdmrep.json`: every location reserved, terms at /license.xml."""
+    return [
+        {
+            "location": "/*",
+            "tdm-reservation": 1,
+            "tdm-policy": f"{base_url.rstrip('/')}/license.xml",
+        }
+    ]
+
+
+def gpc_document(last_update: datetime) -> dict[str, Any]:
+    """`/.well-known/gpc.json`: this site honours Global Privacy Control."""
+    return {"gpc": True, "lastUpdate": last_update.date().isoformat()}
+
+
+def rsl_license(base_url: str, version: PolicyVersion | None) -> str:
+    """RSL 1.0 document describing the AI-training licence terms.
+
+    1. Content: every post on the platform (`<content url="/">`).
+    2. AI training (`ai-train`) is permitted only to licensees, under a `training` payment
+       with terms negotiated per licence; authors' opt-outs are honoured before delivery.
+    3. With the policy's scraping clause, a second licence states the liquidated damages for
+       unlicensed bulk access (`crawl` payment: amount per 1,000,000 posts).
+    """
+    base = base_url.rstrip("/")
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<rsl xmlns="https://rslstandard.org/rsl">',
+        f"  <content url={quoteattr(base + '/')} server={quoteattr(base)}>",
+        "    <license>",
+        '      <permits type="usage">ai-train</permits>',
+        '      <prohibits type="usage">ai-input</prohibits>',
+        '      <payment type="training">',
+        f"        <standard>{escape(base)}/policy</standard>",
+        "      </payment>",
+        "    </license>",
+    ]
+    if version is not None and version.scraping is not None:
+        terms = version.scraping
+        parts += [
+            f"    <!-- Liquidated damages: {escape(terms.currency)} {terms.amount_per_million} per "
+            f"1,000,000 posts for accessing more than {terms.threshold_posts:,} posts in any "
+            f"{escape(terms.window.describe())}. -->",
+            "    <license>",
+            '      <prohibits type="usage">ai-all</prohibits>',
+            '      <payment type="crawl">',
+            f"        <amount currency={quoteattr(terms.currency)}>"
+            f"{terms.amount_per_million}</amount>",
+            f"        <custom>{escape(base)}/policy</custom>",
+            "      </payment>",
+            "    </license>",
+        ]
+    parts += ["  </content>", "</rsl>", ""]
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorSignals:
+    """Everything an author's resolved consent says to machines."""
+
+    content_usage: str
+    aipref: dict[str, AiprefValue]
+    intents: dict[str, Any]
+    tdm_reservation: int
+
+
+def author_signals(
+    version: PolicyVersion | None, decisions: Sequence[ConsentDecision]
+) -> AuthorSignals:
+    """Derive the AIPREF, intents and TDMRep signals from one author's decisions.
+
+    1. Each decision is paired with the AIPREF categories its purpose maps to in `version`
+       (the version in force at the instant the decisions were made for).
+    2. The signals follow from those pairs (see the functions above).
+    """
+    states = []
+    for d in decisions:
+        purpose = version.purpose(d.purpose) if version else None
+        states.append(
+            PurposeState(
+                purpose=d.purpose,
+                decision=d.decision,
+                aipref=tuple(purpose.aipref) if purpose else (),
+                since=d.since,
+            )
+        )
+    preferences = aipref_preferences(states)
+    return AuthorSignals(
+        content_usage=aipref_header(preferences),
+        aipref=preferences,
+        intents=bluesky_intents(states),
+        tdm_reservation=tdmrep_reservation(preferences),
+    )

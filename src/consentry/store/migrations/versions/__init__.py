@@ -1,0 +1,1 @@
+"""Control-plane schema migrations, one file per revision, applied in order."""

@@ -1,0 +1,180 @@
+"""The control-plane tables, as SQLAlchemy 2 typed declarative models.
+
+Alembic migrations in `consentry/store/migrations/versions/` create these tables; a test
+checks that autogenerate finds no difference between the models and the migrated schema on
+SQLite and PostgreSQL, so every change here needs a new migration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "AuditEventRow",
+    "Base",
+    "ConsentEventRow",
+    "ConsentStateRow",
+    "ImportRun",
+    "StoreMeta",
+    "Subject",
+    "UtcDateTime",
+]
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Constraint names are derived, never left to the backend, so later migrations can drop
+or alter them by name on SQLite (batch mode) and PostgreSQL alike."""
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """An instant stored in UTC and always returned timezone-aware (UTC).
+
+    1. Binding a naive datetime raises ValueError: an instant without an offset is ambiguous.
+    2. Aware values are converted to UTC. PostgreSQL stores them as `timestamptz`;
+       SQLite (no time-zone type) stores the UTC wall time without offset.
+    3. Values read back get `tzinfo=UTC` (SQLite) or are converted to UTC (PostgreSQL
+       returns them in the session's time zone).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} has no time zone; use UTC")
+        utc = value.astimezone(UTC)
+        # SQLite's DATETIME storage format has no offset; store the UTC wall time.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every control-plane model (shared metadata and naming)."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ImportRun(Base):
+    """One import of rows into a canonical lake table (what, from where, how many, when)."""
+
+    __tablename__ = "import_runs"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "rows_read >= 0 AND rows_new >= 0 AND rows_total >= 0", name="rows_non_negative"
+        ),
+        sa.CheckConstraint("finished_at >= started_at", name="finished_after_started"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    table_name: Mapped[str] = mapped_column(sa.String(64))
+    origin: Mapped[str] = mapped_column(sa.Text)
+    rows_read: Mapped[int] = mapped_column(sa.BigInteger)
+    rows_new: Mapped[int] = mapped_column(sa.BigInteger)
+    rows_total: Mapped[int] = mapped_column(sa.BigInteger)
+    # Indexed: `recent_imports` reads the newest runs first.
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class StoreMeta(Base):
+    """Facts about the store itself, one key/value row each (see docs/store.md)."""
+
+    __tablename__ = "store_meta"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+class Subject(Base):
+    """A platform user as consent resolution sees them (synced from the lake's `users`)."""
+
+    __tablename__ = "subjects"
+
+    user_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    region: Mapped[str | None] = mapped_column(sa.String(2))
+    birth_date: Mapped[date | None] = mapped_column(sa.Date)
+    protected: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ConsentEventRow(Base):
+    """One consent choice, append-only: never updated, never deleted by the application.
+
+    `seq` is the order of recording (stable history, export watermark); `event_id` is the
+    caller's or importer's id and breaks ties between events at the same instant.
+    """
+
+    __tablename__ = "consent_events"
+    __table_args__ = (
+        sa.CheckConstraint("choice IN ('allow', 'deny')", name="choice_known"),
+        sa.CheckConstraint(
+            "source IN ('settings', 'gpc', 'api', 'import', 'support')", name="source_known"
+        ),
+        sa.Index("ix_consent_events_user_purpose_at", "user_id", "purpose", "at"),
+    )
+
+    seq: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(sa.String(128))
+    purpose: Mapped[str] = mapped_column(sa.String(64))
+    choice: Mapped[str] = mapped_column(sa.String(5))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(sa.String(16))
+    policy_version: Mapped[str | None] = mapped_column(sa.String(64))
+    evidence_origin: Mapped[str | None] = mapped_column(sa.String(255))
+    evidence_client: Mapped[str | None] = mapped_column(sa.String(32))
+    evidence_shown_version: Mapped[str | None] = mapped_column(sa.String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ConsentStateRow(Base):
+    """The current state: the latest event per (user, purpose) by instant, then event_id."""
+
+    __tablename__ = "consent_state"
+
+    user_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    purpose: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    choice: Mapped[str] = mapped_column(sa.String(5))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(sa.String(16))
+    event_id: Mapped[str] = mapped_column(sa.String(64))
+
+
+class AuditEventRow(Base):
+    """One audit event (schema in docs/audit.md). Holds no personal data: pseudonymous
+    references, hashes and counts only."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_type: Mapped[str] = mapped_column(sa.String(64), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    payload: Mapped[str] = mapped_column(sa.Text)
+    """Canonical JSON (sorted keys, no whitespace) of the event's fields."""

@@ -1,0 +1,292 @@
+"""Server-rendered pages: demo sign-in, the privacy settings page, policy changes.
+
+Pages work without JavaScript: every switch is a form POST carrying a CSRF token bound to
+the signed session cookie. A signed-in request carrying `Sec-GPC: 1` is recorded as a GPC
+choice before the page is drawn.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from consentry import __version__
+from consentry.api.services import Services, services
+from consentry.ledger.rules import ConsentDecision, ConsentRule
+from consentry.ledger.service import Evidence
+from consentry.policy import REGION_GROUPS, Choice, PolicyVersion, diff_versions, region_name
+from consentry.store.models import Subject
+from consentry.web import templates
+
+__all__ = ["describe_decision", "router"]
+
+router = APIRouter(include_in_schema=False)
+ServicesDep = Annotated[Services, Depends(services)]
+SESSION_USER = "user_id"
+SESSION_CSRF = "csrf"
+
+
+def _date(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%-d %B %Y") if at else ""
+
+
+def _where(region: str | None) -> str:
+    """'the EU', 'the EEA', 'the UK', else the country's name."""
+    if region is None:
+        return "your region"
+    for group in ("EU", "EEA", "UK"):
+        if region.upper() in REGION_GROUPS[group]:
+            return {"EU": "the EU", "EEA": "the EEA", "UK": "the UK"}[group]
+    return region_name(region.upper())
+
+
+def describe_decision(
+    decision: ConsentDecision, region: str | None, version: PolicyVersion | None
+) -> tuple[str, str]:
+    """The state in one word and the reason in words a person understands.
+
+    1. Minors and unknown ages: off, and why it cannot be switched on.
+    2. An explicit choice: on/off since the date the user chose.
+    3. GPC: off because the browser's Global Privacy Control signal asked.
+    4. A regional or general default: what the default is, where, since which policy.
+    """
+    on = decision.decision is Choice.ALLOW
+    state = "On" if on else "Off"
+    since = _date(decision.since)
+    policy = decision.policy_version or "?"
+    age = version.age_of_majority if version else 18
+    match decision.rule:
+        case ConsentRule.MINOR:
+            return state, f"Off: this is never used for people under {age}."
+        case ConsentRule.UNKNOWN_AGE:
+            return state, "Off: we do not know your age, so this stays off."
+        case ConsentRule.EXPLICIT:
+            verb = "switched it on" if on else "switched it off"
+            return state, f"{state}: you {verb} on {since}."
+        case ConsentRule.GPC:
+            return state, (
+                f"Off: your browser's Global Privacy Control signal asked us not to share "
+                f"(recorded {since})."
+            )
+        case ConsentRule.REGION_DEFAULT:
+            if on:
+                return state, (
+                    f"On by default in {_where(region)} since policy {policy} — switch it off here."
+                )
+            return state, f"Off: you are in {_where(region)} and have not opted in."
+        case ConsentRule.DEFAULT:
+            if on:
+                return state, f"On by default since policy {policy} — switch it off here."
+            return state, f"Off by default since policy {policy} — switch it on here if you agree."
+        case _:
+            return state, "Off: the policy in force does not include this."
+
+
+def _signed_in(request: Request) -> str | None:
+    user = request.session.get(SESSION_USER)
+    return user if isinstance(user, str) else None
+
+
+def _csrf(request: Request) -> str:
+    token = request.session.get(SESSION_CSRF)
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        request.session[SESSION_CSRF] = token
+    return token
+
+
+def _check_csrf(request: Request, token: str) -> None:
+    expected = request.session.get(SESSION_CSRF)
+    if not isinstance(expected, str) or not hmac.compare_digest(expected, token):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the form expired; reload the page")
+
+
+def _demo_users(svc: Services, limit: int = 12) -> list[dict[str, Any]]:
+    """A spread of demo users: a few per region, adults and minors (demo homes only)."""
+    demo = svc.settings.home / "demo" / "demo.json"
+    if not demo.exists():
+        return []
+    with svc.store.session() as session:
+        rows = session.execute(
+            sa.select(Subject.user_id, Subject.region, Subject.birth_date)
+            .where(Subject.deleted_at.is_(None))
+            .order_by(Subject.user_id)
+            .limit(400)
+        ).all()
+    picked: dict[str, dict[str, Any]] = {}
+    seen_regions: set[str | None] = set()
+    for user_id, region, birth in rows:
+        if region in seen_regions:
+            continue
+        seen_regions.add(region)
+        picked[user_id] = {
+            "user_id": user_id,
+            "region": region,
+            "where": _where(region),
+            "birth_date": birth,
+        }
+        if len(picked) >= limit:
+            break
+    return list(picked.values())
+
+
+@router.get("/signin", response_class=HTMLResponse)
+def signin_page(request: Request, svc: ServicesDep) -> Response:
+    return templates.TemplateResponse(
+        request,
+        "signin.html",
+        {
+            "version": __version__,
+            "users": _demo_users(svc),
+            "csrf": _csrf(request),
+            "user": _signed_in(request),
+        },
+    )
+
+
+@router.post("/signin")
+def signin(
+    request: Request,
+    svc: ServicesDep,
+    user_id: Annotated[str, Form()],
+    csrf: Annotated[str, Form()],
+) -> Response:
+    """Demo sign-in: only for homes holding the generated demo platform."""
+    _check_csrf(request, csrf)
+    if not (svc.settings.home / "demo" / "demo.json").exists():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "demo sign-in is only for demo homes")
+    if svc.ledger.subject(user_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id!r}")
+    request.session.clear()
+    request.session[SESSION_USER] = user_id
+    return RedirectResponse("/settings/privacy", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/signout")
+def signout(request: Request, csrf: Annotated[str, Form()]) -> Response:
+    _check_csrf(request, csrf)
+    request.session.clear()
+    return RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/settings/privacy", response_class=HTMLResponse)
+def privacy_settings(request: Request, svc: ServicesDep) -> Response:
+    """Every purpose in plain words, its state and why, one switch each, and the history."""
+    user_id = _signed_in(request)
+    if user_id is None:
+        return RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
+    gpc_recorded: list[str] = []
+    if request.headers.get("sec-gpc", "").strip() == "1":
+        recorded = svc.ledger.record_gpc(
+            user_id,
+            evidence=Evidence(origin="GET /settings/privacy", client="browser"),
+        )
+        gpc_recorded = [e.purpose for e in recorded]
+    now = datetime.now(UTC)
+    version = svc.policy.version_at(now)
+    subject = svc.ledger.subject(user_id)
+    region = subject.region if subject else None
+    decisions = svc.ledger.resolve_all(user_id, now)
+    purposes = []
+    for d in decisions:
+        purpose = version.purpose(d.purpose) if version else None
+        state, reason = describe_decision(d, region, version)
+        locked = d.rule in (ConsentRule.MINOR, ConsentRule.UNKNOWN_AGE)
+        purposes.append(
+            {
+                "key": d.purpose,
+                "title": purpose.title if purpose else d.purpose,
+                "description": purpose.description if purpose else "",
+                "on": d.decision is Choice.ALLOW,
+                "state": state,
+                "reason": reason,
+                "locked": locked,
+                "rule": d.rule.value,
+            }
+        )
+    titles = {p.key: p.title for v in svc.policy.versions for p in v.purposes}
+    history = [
+        {
+            "when": e.at.strftime("%Y-%m-%d %H:%M UTC"),
+            "purpose": titles.get(e.purpose, e.purpose),
+            "choice": "On" if e.choice is Choice.ALLOW else "Off",
+            "source": {
+                "settings": "this page",
+                "gpc": "Global Privacy Control",
+                "api": "an app",
+                "import": "imported history",
+                "support": "support team",
+            }.get(e.source, e.source),
+            "policy_version": e.policy_version,
+        }
+        for e in reversed(svc.ledger.history(user_id))
+    ]
+    index = next((i for i, v in enumerate(svc.policy.versions) if v is version), None)
+    previous = svc.policy.versions[index - 1] if index else None
+    return templates.TemplateResponse(
+        request,
+        "privacy.html",
+        {
+            "version": __version__,
+            "user": user_id,
+            "where": _where(region),
+            "policy": version,
+            "previous": previous,
+            "purposes": purposes,
+            "history": history,
+            "gpc_signal": request.headers.get("sec-gpc", "").strip() == "1",
+            "gpc_recorded": [titles.get(p, p) for p in gpc_recorded],
+            "csrf": _csrf(request),
+        },
+    )
+
+
+@router.post("/settings/privacy/{purpose}")
+def change_privacy_setting(
+    purpose: str,
+    request: Request,
+    svc: ServicesDep,
+    choice: Annotated[str, Form()],
+    csrf: Annotated[str, Form()],
+) -> Response:
+    """One switch: records the choice now and shows the page again."""
+    user_id = _signed_in(request)
+    if user_id is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in first")
+    _check_csrf(request, csrf)
+    if choice not in ("allow", "deny"):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "choice: allow or deny")
+    version = svc.policy.version_at(datetime.now(UTC))
+    if version is None or version.purpose(purpose) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown purpose {purpose!r}")
+    svc.ledger.record(
+        user_id,
+        purpose,
+        Choice(choice),
+        source="settings",
+        evidence=Evidence(
+            origin="POST /settings/privacy", client="browser", shown_version=version.version
+        ),
+    )
+    return RedirectResponse(f"/settings/privacy#purpose-{purpose}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/policy/changes/{old}/{new}", response_class=HTMLResponse)
+def policy_changes(old: str, new: str, request: Request, svc: ServicesDep) -> Response:
+    """What changed between two policy versions, in plain words."""
+    try:
+        before, after = svc.policy.get(old), svc.policy.get(new)
+    except KeyError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such policy version") from None
+    changes = diff_versions(before, after)
+    return templates.TemplateResponse(
+        request,
+        "policy_changes.html",
+        {"version": __version__, "old": before, "new": after, "changes": changes},
+    )

@@ -1,0 +1,100 @@
+"""The service: home page, health, OpenAPI docs with assets shipped in the package."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from consentry.api.app import create_app
+from consentry.cli.main import app as cli
+from consentry.engine import Lake
+from consentry.settings import Settings
+from consentry.sources.importer import import_arrow
+from consentry.sources.schema import arrow_schema
+
+
+def _init(home: Path) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(home), "init"])
+    assert result.exit_code == 0, result.output
+
+
+def test_home_page_says_what_is_loaded(settings: Settings) -> None:
+    _init(settings.home)
+    users = pa.table(
+        {
+            "user_id": ["u1", "u2"],
+            "created_at": pa.array([0, 1], pa.timestamp("us", tz="UTC")),
+            "region": ["DE", "US"],
+            "birth_date": pa.array([None, None], pa.date32()),
+            "protected": [False, True],
+            "deactivated_at": pa.array([None, None], pa.timestamp("us", tz="UTC")),
+            "deleted_at": pa.array([None, None], pa.timestamp("us", tz="UTC")),
+        },
+        schema=arrow_schema("users"),
+    )
+    import_arrow(Lake(settings.lake_dir), "users", users, origin="test")
+    client = TestClient(create_app(settings))
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    body = page.text
+    assert "<code>users</code>" in body
+    assert re.search(r"<code>users</code></td><td class=\"num\">2</td>", body)
+    assert "2024-11-15" in body  # the shipped policy's version in force now
+    assert "Third-party AI training" in body or "ai_training_third_party" in body
+
+
+def test_home_page_on_an_empty_home(settings: Settings) -> None:
+    _init(settings.home)
+    page = TestClient(create_app(settings)).get("/")
+    assert page.status_code == 200
+    assert "Nothing is loaded yet" in page.text
+
+
+def test_healthz_reports_the_store(settings: Settings) -> None:
+    _init(settings.home)
+    response = TestClient(create_app(settings)).get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["store"] == "sqlite"
+    assert body["store_reachable"] is True
+
+
+def test_healthz_is_degraded_when_the_store_is_unreachable(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path, database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"
+    )
+    response = TestClient(create_app(settings)).get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "degraded"
+
+
+def test_status_json(settings: Settings) -> None:
+    _init(settings.home)
+    body = TestClient(create_app(settings)).get("/v1/status").json()
+    assert body["policy_version"] == "2024-11-15"
+    assert "ai_training_third_party" in body["purposes"]
+    assert body["store"]["backend"] == "sqlite"
+
+
+def test_openapi_schema_and_docs_use_only_shipped_assets(settings: Settings) -> None:
+    client = TestClient(create_app(settings))
+    schema = client.get("/openapi.json").json()
+    assert schema["info"]["title"] == "Consentry"
+    assert "/healthz" in schema["paths"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # No CDN: every script, stylesheet and icon the page loads is served by us.
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", docs.text)
+    assert assets, docs.text
+    assert all(a.startswith("/") for a in assets), assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    home = client.get("/")
+    for asset in re.findall(r"""(?:src|href)=["']([^"']+)["']""", home.text):
+        assert asset.startswith("/"), asset

@@ -1,0 +1,1 @@
+"""Tests of consentry.store and `consentry init`."""
