@@ -65,8 +65,17 @@ def ensure_redis() -> str:
     if shutil.which("redis-server"):
         subprocess.run(
             [
-                "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-                "--save", "", "--appendonly", "no",
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
             ],
             check=False,
             capture_output=True,

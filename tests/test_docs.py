@@ -79,7 +79,9 @@ def test_every_table_field_is_documented() -> None:
     missing = []
     for table in TABLES.values():
         section = re.search(
-            rf"^#+ [^\n]*`{table.name}`[^\n]*$(.*?)(?=^#+ |\Z)", text, flags=re.MULTILINE | re.DOTALL
+            rf"^#+ [^\n]*`{table.name}`[^\n]*$(.*?)(?=^#+ |\Z)",
+            text,
+            flags=re.MULTILINE | re.DOTALL,
         )
         if section is None:
             missing.append(table.name)
@@ -88,3 +90,21 @@ def test_every_table_field_is_documented() -> None:
             f"{table.name}.{c.name}" for c in table.columns if f"`{c.name}`" not in section.group(1)
         ]
     assert not missing, f"undocumented tables or fields in docs/tables.md: {missing}"
+
+
+def test_every_audit_event_type_and_field_is_documented() -> None:
+    from consentry.audit import AUDIT_EVENT_TYPES
+
+    text = (DOCS / "audit.md").read_text(encoding="utf-8")
+    missing = []
+    for event_type, fields in AUDIT_EVENT_TYPES.items():
+        section = re.search(
+            rf"^#+ `{re.escape(event_type)}`$(.*?)(?=^#+ |\Z)",
+            text,
+            flags=re.MULTILINE | re.DOTALL,
+        )
+        if section is None:
+            missing.append(event_type)
+            continue
+        missing += [f"{event_type}.{f}" for f in fields if f"`{f}`" not in section.group(1)]
+    assert not missing, f"undocumented audit event types or fields in docs/audit.md: {missing}"

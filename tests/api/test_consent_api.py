@@ -21,11 +21,15 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
 ]
 
 
-def _call(world: World, method: str, path: str, body: Any, user: str, headers: dict[str, str]) -> Any:
+def _call(
+    world: World, method: str, path: str, body: Any, user: str, headers: dict[str, str]
+) -> Any:
     url = path.replace("{u}", user)
     if body is not None:
-        body = {k: ([x.replace("{u}", user) for x in v] if isinstance(v, list) else v)
-                for k, v in body.items()}
+        body = {
+            k: ([x.replace("{u}", user) for x in v] if isinstance(v, list) else v)
+            for k, v in body.items()
+        }
     return world.client.request(method, url, json=body, headers=headers)
 
 
@@ -39,8 +43,11 @@ def test_every_route_needs_a_valid_token(world: World, method: str, path: str, b
     bad = _call(world, method, path, body, "alice", {"Authorization": f"Bearer {forged}"})
     assert bad.status_code == 401
     expired = issue_token(
-        world.keyring.platform_secret, "alice", "user",
-        lifetime=timedelta(days=1), now=datetime.now(UTC) - timedelta(days=3),
+        world.keyring.platform_secret,
+        "alice",
+        "user",
+        lifetime=timedelta(days=1),
+        now=datetime.now(UTC) - timedelta(days=3),
     )
     old = _call(world, method, path, body, "alice", {"Authorization": f"Bearer {expired}"})
     assert old.status_code == 401
@@ -63,8 +70,9 @@ def test_admin_reads_and_checks_anyone_but_never_chooses(world: World) -> None:
         "/v1/consent/check", json={"purpose": THIRD, "user_ids": ["berta"]}, headers=admin
     )
     assert check.status_code == 200
-    put = world.client.put(f"/v1/users/berta/consent/{THIRD}", json={"choice": "allow"},
-                           headers=admin)
+    put = world.client.put(
+        f"/v1/users/berta/consent/{THIRD}", json={"choice": "allow"}, headers=admin
+    )
     assert put.status_code == 403
     assert world.ledger.history("berta") == []
 
@@ -89,8 +97,9 @@ def test_a_change_takes_effect_immediately_and_is_in_the_history(world: World) -
     headers = world.token("alice")
     before = world.client.get("/v1/users/alice/consent", headers=headers).json()
     assert next(p for p in before["purposes"] if p["purpose"] == THIRD)["decision"] == "allow"
-    put = world.client.put(f"/v1/users/alice/consent/{THIRD}", json={"choice": "deny"},
-                           headers=headers)
+    put = world.client.put(
+        f"/v1/users/alice/consent/{THIRD}", json={"choice": "deny"}, headers=headers
+    )
     assert put.status_code == 200, put.text
     event = put.json()
     assert event["source"] == "api"
@@ -117,14 +126,18 @@ def test_reading_the_past(world: World) -> None:
 def test_gpc_is_recorded_once_and_respects_explicit_choices(world: World) -> None:
     headers = {**world.token("alice"), "Sec-GPC": "1"}
     world.client.put(
-        "/v1/users/alice/consent/business_partners", json={"choice": "allow"},
+        "/v1/users/alice/consent/business_partners",
+        json={"choice": "allow"},
         headers=world.token("alice"),
     )
     first = world.client.get("/v1/users/alice/consent", headers=headers).json()
     assert sorted(first["gpc_recorded"]) == ["ai_training_first_party", THIRD]
     rules = {p["purpose"]: p["rule"] for p in first["purposes"]}
-    assert rules == {THIRD: "gpc", "ai_training_first_party": "gpc",
-                     "business_partners": "explicit"}
+    assert rules == {
+        THIRD: "gpc",
+        "ai_training_first_party": "gpc",
+        "business_partners": "explicit",
+    }
     again = world.client.get("/v1/users/alice/consent", headers=headers).json()
     assert again["gpc_recorded"] == []
     assert len(world.ledger.history("alice")) == 3
@@ -133,14 +146,19 @@ def test_gpc_is_recorded_once_and_respects_explicit_choices(world: World) -> Non
 def test_bulk_check_answers_in_order(world: World) -> None:
     ids = ["dani", "alice", "nobody", "berta", "alice"]
     response = world.client.post(
-        "/v1/consent/check", json={"purpose": THIRD, "user_ids": ids},
+        "/v1/consent/check",
+        json={"purpose": THIRD, "user_ids": ids},
         headers=world.token("ops", "admin"),
     )
     assert response.status_code == 200, response.text
     decisions = response.json()["decisions"]
     assert [d["user_id"] for d in decisions] == ids
     assert [d["rule"] for d in decisions] == [
-        "minor", "default", "default", "region_default", "default"
+        "minor",
+        "default",
+        "default",
+        "region_default",
+        "default",
     ]
     assert [d["known_user"] for d in decisions] == [True, True, False, True, True]
 
@@ -148,28 +166,55 @@ def test_bulk_check_answers_in_order(world: World) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "code", "message"),
     [
-        ("PUT", f"/v1/users/alice/consent/no_such", {"json": {"choice": "deny"}}, 404,
-         "unknown purpose"),
+        (
+            "PUT",
+            "/v1/users/alice/consent/no_such",
+            {"json": {"choice": "deny"}},
+            404,
+            "unknown purpose",
+        ),
         ("PUT", f"/v1/users/alice/consent/{THIRD}", {"json": {"choice": "maybe"}}, 422, "choice"),
-        ("PUT", f"/v1/users/alice/consent/{THIRD}",
-         {"content": "choice=deny", "headers": {"content-type": "text/plain"}}, 415,
-         "application/json"),
+        (
+            "PUT",
+            f"/v1/users/alice/consent/{THIRD}",
+            {"content": "choice=deny", "headers": {"content-type": "text/plain"}},
+            415,
+            "application/json",
+        ),
         ("GET", "/v1/users/alice/consent?at=yesterday", {}, 422, "RFC 3339"),
         ("GET", "/v1/users/alice/consent?at=2025-01-01T00:00:00", {}, 422, "offset"),
-        ("POST", "/v1/consent/check", {"json": {"purpose": "nope", "user_ids": ["alice"]}}, 422,
-         "unknown purpose"),
-        ("POST", "/v1/consent/check",
-         {"json": {"purpose": THIRD, "user_ids": ["alice"] * 100_001}}, 422, "100000"),
-        ("POST", "/v1/consent/check",
-         {"json": {"purpose": THIRD, "at": "2025-01-01", "user_ids": ["alice"]}}, 422, "at"),
+        (
+            "POST",
+            "/v1/consent/check",
+            {"json": {"purpose": "nope", "user_ids": ["alice"]}},
+            422,
+            "unknown purpose",
+        ),
+        (
+            "POST",
+            "/v1/consent/check",
+            {"json": {"purpose": THIRD, "user_ids": ["alice"] * 100_001}},
+            422,
+            "100000",
+        ),
+        (
+            "POST",
+            "/v1/consent/check",
+            {"json": {"purpose": THIRD, "at": "2025-01-01", "user_ids": ["alice"]}},
+            422,
+            "at",
+        ),
     ],
 )
 def test_bad_requests_get_a_clear_4xx_and_change_nothing(
     world: World, method: str, path: str, kwargs: dict[str, Any], code: int, message: str
 ) -> None:
-    headers = {**world.token("alice" if "check" not in path else "ops",
-                             "user" if "check" not in path else "admin"),
-               **kwargs.pop("headers", {})}
+    headers = {
+        **world.token(
+            "alice" if "check" not in path else "ops", "user" if "check" not in path else "admin"
+        ),
+        **kwargs.pop("headers", {}),
+    }
     response = world.client.request(method, path, headers=headers, **kwargs)
     assert response.status_code == code, response.text
     assert message.lower() in response.text.lower().replace(",", "")

@@ -30,8 +30,9 @@ instants = st.datetimes(
 )
 births = st.one_of(st.none(), st.dates(min_value=date(1950, 1, 1), max_value=date(2024, 12, 31)))
 regions = st.one_of(st.none(), st.sampled_from(["DE", "FR", "GB", "NO", "US", "IN", "BR", "JP"]))
-purposes = st.sampled_from(["ai_training_third_party", "ai_training_first_party",
-                            "business_partners", "no_such_purpose"])
+purposes = st.sampled_from(
+    ["ai_training_third_party", "ai_training_first_party", "business_partners", "no_such_purpose"]
+)
 
 
 def decide(subject: SubjectFacts, purpose: str, at: datetime, latest: LatestChoice | None = None):  # type: ignore[no-untyped-def]
@@ -67,11 +68,15 @@ def test_minor_is_denied_even_after_opting_in() -> None:
 def test_explicit_and_gpc() -> None:
     when = AFTER - timedelta(days=3)
     explicit = decide(
-        SubjectFacts("u", "DE", date(1990, 1, 1)), THIRD, AFTER,
+        SubjectFacts("u", "DE", date(1990, 1, 1)),
+        THIRD,
+        AFTER,
         LatestChoice(Choice.ALLOW, when, "settings", "e1"),
     )
     assert (explicit.decision, explicit.rule, explicit.since) == (
-        Choice.ALLOW, ConsentRule.EXPLICIT, when
+        Choice.ALLOW,
+        ConsentRule.EXPLICIT,
+        when,
     )
     gpc = decide(
         SubjectFacts("u", "US", None), THIRD, AFTER, LatestChoice(Choice.DENY, when, "gpc", "e2")
@@ -115,8 +120,11 @@ def test_coming_of_age(birth: date, adult: datetime) -> None:
 
 
 @settings(max_examples=400)
-@given(at=instants, birth=st.dates(min_value=date(1990, 1, 1), max_value=date(2020, 12, 31)),
-       majority=st.integers(min_value=16, max_value=21))
+@given(
+    at=instants,
+    birth=st.dates(min_value=date(1990, 1, 1), max_value=date(2020, 12, 31)),
+    majority=st.integers(min_value=16, max_value=21),
+)
 def test_minor_cutoff_agrees_with_is_minor(at: datetime, birth: date, majority: int) -> None:
     cutoff = minor_birth_cutoff(at, majority)
     assert is_minor(birth, at, majority) == (birth > cutoff)
@@ -124,14 +132,19 @@ def test_minor_cutoff_agrees_with_is_minor(at: datetime, birth: date, majority: 
 
 @settings(max_examples=300)
 @given(
-    region=regions, birth=births, purpose=purposes, at=instants,
+    region=regions,
+    birth=births,
+    purpose=purposes,
+    at=instants,
     events=st.lists(
-        st.tuples(instants, st.sampled_from(list(Choice)), st.sampled_from(["settings", "gpc", "api"])),
+        st.tuples(
+            instants, st.sampled_from(list(Choice)), st.sampled_from(["settings", "gpc", "api"])
+        ),
         max_size=6,
     ),
     later=st.lists(st.tuples(st.sampled_from(list(Choice)), st.integers(1, 10**9)), max_size=4),
 )
-def test_events_after_the_instant_never_change_the_answer(  # noqa: PLR0913
+def test_events_after_the_instant_never_change_the_answer(
     region: str | None,
     birth: date | None,
     purpose: str,
@@ -157,8 +170,13 @@ def test_events_after_the_instant_never_change_the_answer(  # noqa: PLR0913
 
 
 @settings(max_examples=300)
-@given(region=regions, birth=st.dates(min_value=date(2007, 1, 1), max_value=date(2024, 1, 1)),
-       purpose=purposes, at=instants, choice=st.sampled_from(list(Choice)))
+@given(
+    region=regions,
+    birth=st.dates(min_value=date(2007, 1, 1), max_value=date(2024, 1, 1)),
+    purpose=purposes,
+    at=instants,
+    choice=st.sampled_from(list(Choice)),
+)
 def test_minors_are_never_allowed_where_the_purpose_denies_them(
     region: str | None, birth: date, purpose: str, at: datetime, choice: Choice
 ) -> None:

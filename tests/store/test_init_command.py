@@ -49,10 +49,14 @@ def test_init_creates_home_lake_and_store(tmp_path: Path) -> None:
     with open_store(f"sqlite:///{home / 'consentry.db'}") as opened:
         assert opened.current_revision() == HEAD
         assert opened.meta()["schema_created_at"] == store["schema_created_at"]
-    # Nothing else is written yet.
+    # Besides the store: the lake and the secrets, each readable by the owner only.
     assert sorted(p.name for p in home.iterdir() if not p.name.startswith("consentry.db")) == [
-        "lake"
+        "keys",
+        "lake",
     ]
+    assert report["keys_created"] == ["platform.secret", "pseudonym.key", "session.secret"]
+    for key in (home / "keys").iterdir():
+        assert key.stat().st_mode & 0o777 == 0o600, key
 
 
 def test_init_is_idempotent(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from consentry.api.auth import Identity
 from consentry.api.services import BearerIdentity, Services, services
 from consentry.errors import BadInput
+from consentry.instants import parse_instant
 from consentry.ledger.rules import ConsentDecision
 from consentry.ledger.service import MAX_CHECK_USERS, ConsentEventRecord, Evidence
 from consentry.ledger.signals import author_signals
@@ -114,21 +115,10 @@ def _require_self(identity: Identity, user_id: str, *, write: bool = False) -> N
 
 
 def _instant(value: str | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"at: {value!r} is not an RFC 3339 instant (e.g. 2025-01-31T12:00:00Z)",
-        ) from None
-    if parsed.tzinfo is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"at: {value!r} has no UTC offset; add Z or +00:00",
-        )
-    return parsed.astimezone(UTC)
+        return parse_instant(value, field="at")
+    except BadInput as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 def gpc_requested(request: Request) -> bool:

@@ -59,7 +59,15 @@ def license_xml(request: Request, svc: Services = Depends(services)) -> Response
 
 
 def content_usage_for(svc: Services, author_id: str, at: datetime | None = None) -> str:
-    """The `Content-Usage` header value for content by `author_id` (resolved now by default)."""
+    """The `Content-Usage` header value for content by `author_id` (resolved now by default).
+
+    1. An author the ledger has never been told about gets "" (no header): their facts are
+       unknown, so any preference we stated would be a guess; robots.txt's site-wide rule
+       still applies.
+    2. Otherwise the author's resolved consent at `at`, as an AIPREF dictionary.
+    """
+    if svc.ledger.subject(author_id) is None:
+        return ""
     when = at or datetime.now(UTC)
     decisions = svc.ledger.resolve_all(author_id, when)
     return author_signals(svc.policy.version_at(when), decisions).content_usage
@@ -69,7 +77,8 @@ class ContentUsageMiddleware:
     """Adds `Content-Usage` to responses that serve one author's content.
 
     `author_of(scope)` tells, from the request, whose content the response carries (None:
-    not author content, no header). The header is the author's AIPREF preferences now.
+    not author content, no header). The header is the author's AIPREF preferences now
+    (none for an author the ledger does not know, see `content_usage_for`).
     """
 
     def __init__(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from consentry.cli.common import console, exits_cleanly, print_json, settings_from
+from consentry.keys import Keyring
 from consentry.settings import Settings
 from consentry.store import open_store
 
@@ -25,12 +26,14 @@ def init_home(settings: Settings) -> dict[str, Any]:
     """Create or bring up to date a Consentry home; safe to run again.
 
     1. Create the home directory and its `lake/` directory if missing.
-    2. Open the control-plane store (`settings.resolved_database_url`) and apply every
+    2. Create the secrets in `keys/` that do not exist yet (see `consentry.keys`).
+    3. Open the control-plane store (`settings.resolved_database_url`) and apply every
        pending migration.
-    3. Report what exists now and what this run created or migrated.
+    4. Report what exists now and what this run created or migrated.
     """
     home_created = _ensure_dir(settings.home)
     lake_created = _ensure_dir(settings.lake_dir)
+    keys_created = Keyring.for_home(settings.home).ensure()
     with open_store(settings.resolved_database_url) as store:
         before = store.current_revision()
         after = store.migrate()
@@ -40,6 +43,7 @@ def init_home(settings: Settings) -> dict[str, Any]:
             "home_created": home_created,
             "lake": settings.lake_dir,
             "lake_created": lake_created,
+            "keys_created": keys_created,
             "store": {
                 "backend": store.backend_name,
                 "url": store.describe(),
@@ -76,6 +80,12 @@ def register(app: typer.Typer) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        if report["keys_created"]:
+            console.print(
+                f"keys   created {', '.join(report['keys_created'])} in {report['home']}/keys",
+                highlight=False,
+                soft_wrap=True,
+            )
         change = (
             f"migrated from {store['previous_revision'] or 'empty'}"
             if store["migrated"]

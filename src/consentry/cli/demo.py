@@ -13,6 +13,7 @@ from consentry.cli.common import console, exits_cleanly, print_json, progress, s
 from consentry.demo import generate, read_facts
 from consentry.demo.loader import LoadedTable, demo_files, load
 from consentry.engine import Lake
+from consentry.ledger.sync import sync_ledger
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.settings import Settings
 from consentry.store import open_store
@@ -46,7 +47,11 @@ def _load(settings: Settings, source: Path) -> list[LoadedTable]:
         def advance(table: str) -> None:
             bar.update(task, description=f"importing {table}", advance=1)
 
-        return load(Lake(settings.lake_dir), store, source, on_table=advance)
+        loaded = load(Lake(settings.lake_dir), store, source, on_table=advance)
+        bar.update(task, description="syncing the consent ledger")
+    # The settings page, the API and resolution read subjects and events from the ledger.
+    sync_ledger(settings)
+    return loaded
 
 
 def _print_loaded(loaded: list[LoadedTable]) -> None:

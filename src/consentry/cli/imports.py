@@ -15,6 +15,7 @@ from consentry.cli.common import (
     settings_from,
 )
 from consentry.engine import Lake
+from consentry.ledger.sync import SYNCED_TABLES, sync_ledger
 from consentry.settings import Settings
 from consentry.sources import TABLES, ImportResult, import_files
 from consentry.sources.mastodon import register_cli as register_mastodon
@@ -48,11 +49,13 @@ def run_import(settings: Settings, table: str, files: list[Path]) -> dict[str, A
 
     1. Validate every file, then merge in one atomic snapshot (`import_files`).
     2. Record the run in the store (needs `consentry init` first).
+    3. For `users` and `consent_events`, bring the consent ledger up to date.
     """
     with progress() as bar:
         bar.add_task(f"importing {len(files)} file(s) into {table}", total=None)
         result = import_files(Lake(settings.lake_dir), table, files)
     run_id = record_run(settings, result)
+    ledger = sync_ledger(settings, [table]) if table in SYNCED_TABLES else {}
     return {
         "run_id": run_id,
         "table": result.table,
@@ -63,6 +66,7 @@ def run_import(settings: Settings, table: str, files: list[Path]) -> dict[str, A
         "rows_total": result.rows_total,
         "started_at": result.started_at,
         "finished_at": result.finished_at,
+        "ledger": ledger,
     }
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +10,8 @@ import typer
 from rich.table import Table
 
 from consentry.cli.common import console, exits_cleanly, print_json, settings_from
-from consentry.errors import BadInput, ConsentryError, Problem
+from consentry.errors import BadInput, ConsentryError
+from consentry.instants import parse_instant
 from consentry.policy import (
     PolicyFile,
     PolicyVersion,
@@ -23,7 +23,7 @@ from consentry.policy import (
 )
 from consentry.policy.model import RETENTION_CATEGORIES
 
-__all__ = ["parse_at", "policy_app", "register"]
+__all__ = ["policy_app", "register"]
 
 policy_app = typer.Typer(
     name="policy",
@@ -31,7 +31,6 @@ policy_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 FileOption = Annotated[
@@ -42,37 +41,6 @@ FileOption = Annotated[
         show_default="CONSENTRY_POLICY_FILE or the shipped x-2024.yaml",
     ),
 ]
-
-
-def parse_at(text: str | None, *, now: datetime | None = None) -> datetime:
-    """The instant `--at` names.
-
-    1. Absent: now (UTC).
-    2. `YYYY-MM-DD`: 00:00 UTC that day.
-    3. Otherwise RFC 3339 with an offset (`Z` or `+01:00`); no offset is bad input.
-    """
-    if text is None:
-        return now or datetime.now(UTC)
-    raw = text.strip()
-    try:
-        if _DATE.fullmatch(raw):
-            return datetime.fromisoformat(raw).replace(tzinfo=UTC)
-        at = datetime.fromisoformat(raw)
-    except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
-        reason = (
-            "needs an offset, e.g. Z" if at is not None else "is not a date or RFC 3339 instant"
-        )
-        raise BadInput(
-            Problem(
-                location="--at",
-                row=None,
-                field=None,
-                message=f"{text!r} {reason} (e.g. 2024-11-15 or 2024-11-15T12:00:00Z)",
-            )
-        )
-    return at.astimezone(UTC)
 
 
 def _policy(ctx: typer.Context, file: Path | None) -> PolicyFile:
@@ -152,7 +120,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show the policy version in force at an instant: purposes, retention, scraping, SLA."""
-    instant = parse_at(at)
+    instant = parse_instant(at)
     policy = _policy(ctx, file)
     version = policy.version_at(instant)
     if version is None:

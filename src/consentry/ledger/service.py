@@ -10,7 +10,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import ibis
@@ -291,6 +291,47 @@ class ConsentLedger:
             ).to_pylist()
         }
         return [by_user[u] for u in user_ids], [u in known for u in user_ids]
+
+    def events_arrow(self, purpose: str, at: datetime) -> pa.Table:
+        """The ledger's events for `purpose` at or before `at`, as Arrow (for the engines).
+
+        Streamed from the store in batches; columns as `resolve_consent_bulk` expects.
+        """
+        query = (
+            sa.select(
+                ConsentEventRow.user_id,
+                ConsentEventRow.choice,
+                ConsentEventRow.at,
+                ConsentEventRow.source,
+                ConsentEventRow.event_id,
+            )
+            .where(ConsentEventRow.purpose == purpose, ConsentEventRow.at <= at)
+            .execution_options(yield_per=50_000)
+        )
+        schema = pa.schema(
+            [
+                ("user_id", pa.string()),
+                ("choice", pa.string()),
+                ("at", pa.timestamp("us", tz="UTC")),
+                ("source", pa.string()),
+                ("event_id", pa.string()),
+            ]
+        )
+        batches = []
+        with self.store.session() as session:
+            for partition in session.execute(query).partitions():
+                columns = list(zip(*partition, strict=True))
+                batches.append(
+                    pa.record_batch(
+                        [
+                            pa.array(col, type=f.type)
+                            for col, f in zip(columns, schema, strict=True)
+                        ],
+                        schema=schema,
+                    )
+                )
+        table = pa.Table.from_batches(batches, schema=schema)
+        return table.add_column(1, "purpose", pa.array([purpose] * table.num_rows, pa.string()))
 
     # --- writing -----------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Pages work without JavaScript: every switch is a form POST carrying a CSRF token bound to
 the signed session cookie. A signed-in request carrying `Sec-GPC: 1` is recorded as a GPC
-choice before the page is drawn.
+choice before the page is drawn. Errors on these routes are pages too (`error.html`, with
+the right status code), so a browser never shows a bare JSON body.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consentry import __version__
@@ -28,8 +29,11 @@ __all__ = ["describe_decision", "router"]
 
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services)]
+# Form fields default to "" so that a missing field gets the same explained page as a wrong
+# one (403 for the CSRF token, 422 for a choice) instead of a bare validation error.
 SESSION_USER = "user_id"
 SESSION_CSRF = "csrf"
+SESSION_NOTICE = "notice"
 
 
 def _date(at: datetime | None) -> str:
@@ -101,10 +105,42 @@ def _csrf(request: Request) -> str:
     return token
 
 
-def _check_csrf(request: Request, token: str) -> None:
+def _csrf_ok(request: Request, token: str) -> bool:
+    """The form's token is the one bound to this session (compared in constant time)."""
     expected = request.session.get(SESSION_CSRF)
-    if not isinstance(expected, str) or not hmac.compare_digest(expected, token):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "the form expired; reload the page")
+    return isinstance(expected, str) and hmac.compare_digest(expected, token)
+
+
+def _error(
+    request: Request,
+    code: int,
+    title: str,
+    message: str,
+    *,
+    link: tuple[str, str] = ("/settings/privacy", "Back to your privacy settings"),
+) -> Response:
+    """An error as a page with status `code`: what went wrong and where to go next."""
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {
+            "version": __version__,
+            "title": title,
+            "message": message,
+            "link_href": link[0],
+            "link_text": link[1],
+        },
+        status_code=code,
+    )
+
+
+def _expired(request: Request) -> Response:
+    return _error(
+        request,
+        status.HTTP_403_FORBIDDEN,
+        "This form has expired",
+        "For your safety we did not change anything. Reload the page and try again.",
+    )
 
 
 def _demo_users(svc: Services, limit: int = 12) -> list[dict[str, Any]]:
@@ -154,23 +190,41 @@ def signin_page(request: Request, svc: ServicesDep) -> Response:
 def signin(
     request: Request,
     svc: ServicesDep,
-    user_id: Annotated[str, Form()],
-    csrf: Annotated[str, Form()],
+    user_id: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
 ) -> Response:
     """Demo sign-in: only for homes holding the generated demo platform."""
-    _check_csrf(request, csrf)
+    back = ("/signin", "Back to sign-in")
+    if not _csrf_ok(request, csrf):
+        return _error(
+            request,
+            status.HTTP_403_FORBIDDEN,
+            "This form has expired",
+            "Nothing happened. Reload the sign-in page and try again.",
+            link=back,
+        )
     if not (svc.settings.home / "demo" / "demo.json").exists():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "demo sign-in is only for demo homes")
+        return _error(
+            request,
+            status.HTTP_404_NOT_FOUND,
+            "Demo sign-in is not available",
+            "Demo sign-in is only for homes that hold the generated demo platform.",
+            link=back,
+        )
     if svc.ledger.subject(user_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id!r}")
+        return _error(
+            request, status.HTTP_404_NOT_FOUND, "No such user", f"There is no user {user_id!r}.",
+            link=back,
+        )  # fmt: skip
     request.session.clear()
     request.session[SESSION_USER] = user_id
     return RedirectResponse("/settings/privacy", status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/signout")
-def signout(request: Request, csrf: Annotated[str, Form()]) -> Response:
-    _check_csrf(request, csrf)
+def signout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+    if not _csrf_ok(request, csrf):
+        return _expired(request)
     request.session.clear()
     return RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
 
@@ -229,6 +283,7 @@ def privacy_settings(request: Request, svc: ServicesDep) -> Response:
     ]
     index = next((i for i, v in enumerate(svc.policy.versions) if v is version), None)
     previous = svc.policy.versions[index - 1] if index else None
+    notice = request.session.pop(SESSION_NOTICE, None)
     return templates.TemplateResponse(
         request,
         "privacy.html",
@@ -243,6 +298,7 @@ def privacy_settings(request: Request, svc: ServicesDep) -> Response:
             "gpc_signal": request.headers.get("sec-gpc", "").strip() == "1",
             "gpc_recorded": [titles.get(p, p) for p in gpc_recorded],
             "csrf": _csrf(request),
+            "notice": notice if isinstance(notice, str) else None,
         },
     )
 
@@ -252,19 +308,44 @@ def change_privacy_setting(
     purpose: str,
     request: Request,
     svc: ServicesDep,
-    choice: Annotated[str, Form()],
-    csrf: Annotated[str, Form()],
+    choice: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    """One switch: records the choice now and shows the page again."""
+    """One switch: records the choice now and shows the page again.
+
+    1. Signed in, with this session's CSRF token (else 401 / 403), `choice` allow or deny
+       (else 422), a purpose of the policy in force (else 404); nothing is recorded on error.
+    2. The choice is a `settings` event, effective now, with the version the user was shown.
+    3. Back to the page (303), with a status notice saying what changed.
+    """
     user_id = _signed_in(request)
     if user_id is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in first")
-    _check_csrf(request, csrf)
+        return _error(
+            request,
+            status.HTTP_401_UNAUTHORIZED,
+            "Please sign in",
+            "Sign in to change your privacy settings. Nothing was changed.",
+            link=("/signin", "Sign in"),
+        )
+    if not _csrf_ok(request, csrf):
+        return _expired(request)
     if choice not in ("allow", "deny"):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "choice: allow or deny")
+        return _error(
+            request,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "That choice is not possible",
+            f"A setting can be switched on (allow) or off (deny), not {choice!r}. "
+            "Nothing was changed.",
+        )
     version = svc.policy.version_at(datetime.now(UTC))
-    if version is None or version.purpose(purpose) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown purpose {purpose!r}")
+    described = version.purpose(purpose) if version else None
+    if version is None or described is None:
+        return _error(
+            request,
+            status.HTTP_404_NOT_FOUND,
+            "No such setting",
+            f"The policy in force has no setting {purpose!r}. Nothing was changed.",
+        )
     svc.ledger.record(
         user_id,
         purpose,
@@ -274,6 +355,8 @@ def change_privacy_setting(
             origin="POST /settings/privacy", client="browser", shown_version=version.version
         ),
     )
+    state = "on" if choice == "allow" else "off"
+    request.session[SESSION_NOTICE] = f"Saved: {described.title} is now {state}, from now on."
     return RedirectResponse(f"/settings/privacy#purpose-{purpose}", status.HTTP_303_SEE_OTHER)
 
 
@@ -283,7 +366,12 @@ def policy_changes(old: str, new: str, request: Request, svc: ServicesDep) -> Re
     try:
         before, after = svc.policy.get(old), svc.policy.get(new)
     except KeyError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such policy version") from None
+        return _error(
+            request,
+            status.HTTP_404_NOT_FOUND,
+            "No such policy version",
+            f"There is no comparison between policy versions {old!r} and {new!r}.",
+        )
     changes = diff_versions(before, after)
     return templates.TemplateResponse(
         request,

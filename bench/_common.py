@@ -1,0 +1,142 @@
+"""Helpers shared by the benchmarks: peak memory, timing, isolated runs and result tables.
+
+Benchmarks are not tests: they measure and print, they never assert a timing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Measured",
+    "Stopwatch",
+    "latency_summary",
+    "peak_rss_mib",
+    "print_table",
+    "rate",
+    "ratio",
+    "run_isolated",
+    "stopwatch",
+]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (`ru_maxrss` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass(slots=True)
+class Stopwatch:
+    """Seconds elapsed inside a `stopwatch()` block (set when the block ends)."""
+
+    seconds: float = 0.0
+
+
+@contextmanager
+def stopwatch() -> Iterator[Stopwatch]:
+    """Time a block with `time.perf_counter`: `with stopwatch() as sw: ...; sw.seconds`."""
+    watch = Stopwatch()
+    started = time.perf_counter()
+    try:
+        yield watch
+    finally:
+        watch.seconds = time.perf_counter() - started
+
+
+@dataclass(slots=True)
+class Measured:
+    """What one side of a benchmark returned from its own process, and that process's peak."""
+
+    value: Any
+    peak_rss_mib: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _child(target: Callable[..., Any], args: tuple[Any, ...], queue: Any) -> None:
+    try:
+        value = target(*args)
+    except BaseException:
+        queue.put(("error", traceback.format_exc(), 0.0))
+        raise
+    queue.put(("ok", value, peak_rss_mib()))
+
+
+def run_isolated(target: Callable[..., Any], *args: Any) -> Measured:
+    """Run `target(*args)` in a fresh (spawned) process; return its value and peak RSS.
+
+    1. A fresh process per side means no side's memory hides another's: Linux keeps
+       `ru_maxrss` for the life of a process, so measuring in one process would only ever
+       show the largest side.
+    2. `target` must be a module-level function and its value picklable (it crosses a queue).
+    3. A failure in the child is re-raised here as a RuntimeError carrying its traceback.
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(target, args, queue))
+    proc.start()
+    try:
+        status, value, peak = queue.get()
+    finally:
+        proc.join()
+    if status != "ok":
+        raise RuntimeError(f"{getattr(target, '__name__', target)} failed:\n{value}")
+    return Measured(value=value, peak_rss_mib=peak)
+
+
+def rate(count: float, seconds: float) -> float:
+    """Items per second (0 when no time was measured)."""
+    return count / seconds if seconds > 0 else 0.0
+
+
+def ratio(ours: float, theirs: float) -> str:
+    """`ours / theirs` as a short "12.3x" string (rates: higher is better)."""
+    if theirs <= 0:
+        return "n/a"
+    return f"{ours / theirs:,.1f}x"
+
+
+def latency_summary(latencies_s: Sequence[float]) -> tuple[float, float, float]:
+    """(p50, p99, max) in milliseconds of a list of latencies in seconds."""
+    if not latencies_s:
+        return (0.0, 0.0, 0.0)
+    ordered = sorted(latencies_s)
+    if len(ordered) == 1:
+        p50 = p99 = ordered[0]
+    else:
+        cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+        p50, p99 = cuts[49], cuts[98]
+    return (p50 * 1000, p99 * 1000, ordered[-1] * 1000)
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print `rows` under `header` as an aligned plain-text table (numbers right-aligned)."""
+    cells = [[str(h) for h in header]] + [
+        [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+         for v in row]
+        for row in rows
+    ]  # fmt: skip
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    numeric = [
+        all(isinstance(row[i], int | float) for row in rows) if rows else False
+        for i in range(len(header))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    print(f"\n{title}")
+    print(line(cells[0]))
+    print("  ".join("-" * w for w in widths))
+    for row in cells[1:]:
+        print(line(row))
