@@ -22,7 +22,7 @@ install: $(STAMP)
 ## make run: install, create the home, generate the demo platform unless present, load it, serve.
 run: $(STAMP)
 	$(BIN)/consentry --home $(HOME_DIR) init
-	@if [ ! -d $(HOME_DIR)/demo ]; then $(BIN)/consentry --home $(HOME_DIR) demo generate $(DEMO_ARGS); fi
+	@if [ ! -d $(HOME_DIR)/demo ]; then $(BIN)/consentry --home $(HOME_DIR) demo generate --no-load $(DEMO_ARGS); fi
 	$(BIN)/consentry --home $(HOME_DIR) demo load
 	$(BIN)/consentry --home $(HOME_DIR) serve --host $(HOST) --port $(PORT)
 

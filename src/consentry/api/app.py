@@ -21,19 +21,11 @@ from consentry.api import signals as signals_api
 from consentry.api.overview import Overview, collect_overview
 from consentry.api.services import Services
 from consentry.cli.common import to_jsonable
+from consentry.policy import describe_purpose
 from consentry.settings import Settings
 from consentry.web import STATIC_DIR, pages, templates
 
 __all__ = ["app_from_env", "create_app"]
-
-
-def _default_words(default: str, region_defaults: dict[str, str]) -> str:
-    base = "On unless you switch it off" if default == "allow" else "Off unless you switch it on"
-    exceptions = sorted(r for r, choice in region_defaults.items() if choice != default)
-    if not exceptions:
-        return base
-    other = "off" if default == "allow" else "on"
-    return f"{base}; {other} by default in {', '.join(exceptions)}"
 
 
 def _overview_json(overview: Overview) -> dict[str, Any]:
@@ -126,9 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "key": p.key,
                 "title": p.title,
                 "description": p.description,
-                "default_words": _default_words(
-                    str(p.default), {k: str(v) for k, v in p.region_defaults.items()}
-                ),
+                "default_words": describe_purpose(p).capitalize() + ".",
             }
             for p in (policy.purposes if policy else [])
         ]

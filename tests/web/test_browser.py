@@ -1,0 +1,263 @@
+"""The privacy settings page in a real browser against a real `consentry serve`.
+
+Drives the system Chromium (/usr/bin/chromium) through Playwright's sync API: Playwright's
+own browser download is not available here, and a missing Chromium is a failure, never a
+skip. Screenshots of every step go to `test-artifacts/` at the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from consentry.engine import Lake
+from consentry.keys import Keyring
+from consentry.ledger.rules import ConsentRule
+from consentry.ledger.service import ConsentLedger
+from consentry.policy import REGION_GROUPS, Choice, load_policy
+from consentry.settings import Settings
+from consentry.store import open_store
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+THIRD = "ai_training_third_party"
+EUROPE = REGION_GROUPS["EU"] | REGION_GROUPS["EEA"] | REGION_GROUPS["UK"]
+
+
+@dataclass
+class Served:
+    url: str
+    home: Path
+    ledger: ConsentLedger
+
+
+def _cli(home: Path, *args: str, timeout: float = 120) -> None:
+    env = {**os.environ, "CONSENTRY_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "consentry.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"consentry {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A small real demo platform (`consentry demo generate`) served by `consentry serve`."""
+    home = tmp_path_factory.mktemp("browser") / "home"
+    _cli(home, "init")
+    _cli(home, "demo", "generate", "--users", "300", "--posts", "2000", "--access-events", "2000")
+    settings = Settings(home=home)
+    ledger = ConsentLedger(
+        open_store(settings.resolved_database_url),
+        load_policy(settings.policy_file),
+        Keyring.for_home(home),
+    )
+    # The ledger mirrors the lake's users and consent history (both idempotent upserts, so
+    # this is harmless where `demo generate` already did it).
+    lake = Lake(settings.lake_dir)
+    ledger.sync_subjects(lake.read_arrow("users"))
+    ledger.import_events(lake.read_arrow("consent_events"))
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port),
+         "--log-level", "warning"],
+        env={**os.environ, "CONSENTRY_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, "consentry serve exited:\n" + (
+                server.stdout.read().decode() if server.stdout else ""
+            )
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "consentry serve did not come up in 30 s"
+            time.sleep(0.2)
+        yield Served(url, home, ledger)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        ledger.store.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"the browser tests need the system Chromium at {CHROMIUM} "
+            "(Debian package `chromium`: apt-get install chromium)",
+            pytrace=False,
+        )
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=True)
+
+
+def _listed_users(page: Page) -> list[str]:
+    radios = page.locator("input[type=radio][name=user_id]")
+    return [radios.nth(i).get_attribute("value") or "" for i in range(radios.count())]
+
+
+def _pick(served: Served, candidates: list[str], *, outside_europe: bool) -> str:
+    """An adult from the sign-in list with no consent history (so defaults decide)."""
+    now = datetime.now(UTC)
+    for user_id in candidates:
+        subject = served.ledger.subject(user_id)
+        if subject is None or subject.birth_date is None or served.ledger.history(user_id):
+            continue
+        if outside_europe and (subject.region or "").upper() in EUROPE:
+            continue
+        decision = served.ledger.resolve(user_id, THIRD, now)
+        if decision.rule is ConsentRule.MINOR:
+            continue
+        if outside_europe and not (
+            decision.decision is Choice.ALLOW and decision.rule is ConsentRule.DEFAULT
+        ):
+            continue
+        return user_id
+    raise AssertionError(f"no suitable demo user among {candidates}")
+
+
+def _sign_in(page: Page, served: Served, user_id: str) -> None:
+    page.goto(f"{served.url}/signin")
+    page.locator(f"input[type=radio][value='{user_id}']").check()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+    assert page.url == f"{served.url}/settings/privacy"
+
+
+def test_switch_off_with_the_keyboard_then_gpc(served: Served, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.goto(f"{served.url}/signin")
+    users = _listed_users(page)
+    assert len(users) >= 2, "the sign-in page lists too few demo users"
+    _shot(page, "01-signin")
+    alice = _pick(served, users, outside_europe=True)
+
+    _sign_in(page, served, alice)
+    state = page.locator(f"[data-state={THIRD}]")
+    assert state.inner_text() == "On"
+    assert page.locator(f"[data-reason={THIRD}]").inner_text() == (
+        "On by default since policy 2024-11-15 — switch it off here."
+    )
+    _shot(page, "02-privacy-before")
+
+    # Keyboard only: Tab from the top of the page to the switch (named for its purpose),
+    # then Enter.
+    switch = page.get_by_role("button", name="Switch off Third-party AI training")
+    assert switch.count() == 1
+    page.locator("body").focus()
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if switch.evaluate("button => button === document.activeElement"):
+            break
+    else:
+        raise AssertionError("Tab never reached the switch for third-party AI training")
+    _shot(page, "02b-switch-focused")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url.endswith(f"/settings/privacy#purpose-{THIRD}")
+    assert page.get_by_role("status").first.inner_text() == (
+        "Saved: Third-party AI training is now off, from now on."
+    )
+    _shot(page, "03-switched-off")
+
+    page.reload()
+    assert page.locator(f"[data-state={THIRD}]").inner_text() == "Off"
+    assert (
+        page.locator(f"[data-reason={THIRD}]")
+        .inner_text()
+        .startswith("Off: you switched it off on ")
+    )
+    rows = page.locator("#history tbody tr")
+    assert rows.count() == 1
+    cells = rows.first.locator("td").all_inner_texts()
+    assert cells[1:] == ["Third-party AI training", "Off", "this page", "2024-11-15"]
+    assert page.get_by_role("button", name="Switch on Third-party AI training").is_visible()
+    _shot(page, "04-after-reload")
+    [event] = served.ledger.history(alice)
+    assert (event.purpose, event.choice, event.source) == (THIRD, Choice.DENY, "settings")
+    context.close()
+
+    # A browser that sends Global Privacy Control on every request.
+    gpc = browser.new_context(
+        viewport={"width": 1100, "height": 900}, extra_http_headers={"Sec-GPC": "1"}
+    )
+    page = gpc.new_page()
+    emil = _pick(served, [u for u in users if u != alice], outside_europe=False)
+    _sign_in(page, served, emil)
+    notice = page.locator("#gpc-notice")
+    assert notice.is_visible()
+    assert "Your browser sent a Global Privacy Control signal." in notice.inner_text()
+    assert "Third-party AI training" in notice.inner_text()
+    assert page.locator(f"[data-state={THIRD}]").inner_text() == "Off"
+    assert (
+        page.locator(f"[data-reason={THIRD}]")
+        .inner_text()
+        .startswith("Off: your browser's Global Privacy Control signal asked us not to share")
+    )
+    how = page.locator("#history tbody tr td:nth-child(4)").all_inner_texts()
+    assert how
+    assert set(how) == {"Global Privacy Control"}
+    _shot(page, "05-gpc")
+    recorded = served.ledger.history(emil)
+    assert recorded
+    assert {(e.choice, e.source) for e in recorded} == {(Choice.DENY, "gpc")}
+
+    page.get_by_role("link", name="What changed from 2023-09-29").click()
+    page.wait_for_url(f"{served.url}/policy/changes/2023-09-29/2024-11-15")
+    assert page.locator("main li").count() >= 3
+    _shot(page, "06-policy-changes")
+    gpc.close()
