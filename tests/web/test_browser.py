@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,11 +85,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         load_policy(settings.policy_file),
         Keyring.for_home(home),
     )
-    # The ledger mirrors the lake's users and consent history (both idempotent upserts, so
-    # this is harmless where `demo generate` already did it).
+    # `demo generate` loads the lake and brings the ledger up to date with it.
     lake = Lake(settings.lake_dir)
-    ledger.sync_subjects(lake.read_arrow("users"))
-    ledger.import_events(lake.read_arrow("consent_events"))
+    assert ledger.subject(lake.read_arrow("users").column("user_id")[0].as_py()) is not None
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -123,8 +122,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         ledger.store.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@contextmanager
+def _chromium() -> Iterator[Browser]:
+    """The system Chromium under Playwright; a missing binary fails the test (never a skip)."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"the browser tests need the system Chromium at {CHROMIUM} "
@@ -177,7 +177,12 @@ def _sign_in(page: Page, served: Served, user_id: str) -> None:
     assert page.url == f"{served.url}/settings/privacy"
 
 
-def test_switch_off_with_the_keyboard_then_gpc(served: Served, browser: Browser) -> None:
+def test_switch_off_with_the_keyboard_then_gpc(served: Served) -> None:
+    with _chromium() as browser:
+        _keyboard_then_gpc(served, browser)
+
+
+def _keyboard_then_gpc(served: Served, browser: Browser) -> None:
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
     page.goto(f"{served.url}/signin")
