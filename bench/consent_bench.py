@@ -207,9 +207,7 @@ def run_pandas(lake_dir: str, purpose_key: str, at_iso: str, sample: list[str]) 
         regional = purpose.resolved_region_defaults()
         region = merged["region"].str.upper()
         covered = region.isin(list(regional)).to_numpy()
-        region_choice = region.map({k: v.value for k, v in regional.items()}).to_numpy(
-            dtype=object
-        )
+        region_choice = region.map({k: v.value for k, v in regional.items()}).to_numpy(dtype=object)
         blocked_unknown = unknown & (purpose.unknown_age is Choice.DENY)
         blocked_minor = minor & (purpose.minors is Choice.DENY)
         conditions = [blocked_unknown, blocked_minor, has_event & gpc, has_event, covered]

@@ -13,8 +13,8 @@ from consentry.cli.common import console, exits_cleanly, print_json, progress, s
 from consentry.demo import generate, read_facts
 from consentry.demo.loader import LoadedTable, demo_files, load
 from consentry.engine import Lake
-from consentry.ledger.sync import sync_ledger
 from consentry.errors import BadInput, ConsentryError, Problem
+from consentry.ledger.sync import sync_ledger
 from consentry.settings import Settings
 from consentry.store import open_store
 
