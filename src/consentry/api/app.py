@@ -28,6 +28,11 @@ from consentry.web import STATIC_DIR, pages, templates
 __all__ = ["app_from_env", "create_app"]
 
 
+def _sentence(text: str) -> str:
+    """First letter up, full stop at the end; the rest as written (EU stays EU)."""
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 def _overview_json(overview: Overview) -> dict[str, Any]:
     policy = overview.policy
     return {
@@ -118,7 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "key": p.key,
                 "title": p.title,
                 "description": p.description,
-                "default_words": describe_purpose(p).capitalize() + ".",
+                "default_words": _sentence(describe_purpose(p)),
             }
             for p in (policy.purposes if policy else [])
         ]

@@ -40,7 +40,8 @@ def resolve_consent_bulk(
        null birth_date and `unknown_age: deny` -> `unknown_age`.
     3. The latest event with `at <= at` per user (ties: larger event_id), found with one
        window over the purpose's events -> `explicit` or `gpc`.
-    4. A CASE over the country codes the purpose's region defaults cover -> `region_default`,
+    4. The region default of the user's upper-cased region, looked up by a join with a small
+       table of the country codes the purpose's region defaults cover -> `region_default`,
        else the purpose default -> `default`.
     """
     if at.tzinfo is None:
@@ -77,30 +78,32 @@ def resolve_consent_bulk(
         ev_at=ranked.at,
         ev_source=ranked.source,
     )
-    joined = users.select("user_id", "region", "birth_date").left_join(
-        latest, users.user_id == latest.ev_user
-    )
+    # Region defaults as a join with a table of (code, choice) rather than IN lists inside
+    # the CASEs: an IN list of ~30 codes is ~30 string comparisons per user and per CASE,
+    # which dominated the cost at millions of users; the join hashes each region once.
+    # The codes are a dict's keys, so the join never multiplies a user.
+    regional = purpose.resolved_region_defaults()
+    facts = users.select("user_id", "region", "birth_date")
+    if regional:
+        codes = ibis.memtable(
+            {
+                "rg_code": list(regional),
+                "rg_choice": [choice.value for choice in regional.values()],
+            }
+        )
+        facts = facts.left_join(codes, facts.region.upper() == codes.rg_code).select(
+            "user_id", "birth_date", "rg_choice"
+        )
+    else:
+        facts = facts.select("user_id", "birth_date", rg_choice=ibis.literal(None, type="string"))
+    joined = facts.left_join(latest, facts.user_id == latest.ev_user)
 
     cutoff = ibis.literal(minor_birth_cutoff(at, version.age_of_majority), type="date")
     is_minor = joined.birth_date.notnull() & (joined.birth_date > cutoff)
     unknown_age = joined.birth_date.isnull()
     has_event = joined.ev_choice.notnull()
-
-    regional = purpose.resolved_region_defaults()
-    denied_regions = [c for c, v in regional.items() if v is Choice.DENY]
-    allowed_regions = [c for c, v in regional.items() if v is Choice.ALLOW]
-    region_upper = joined.region.upper()
-    covered = region_upper.isin(list(regional)) if regional else ibis.literal(False)
-    branches = []
-    if denied_regions:
-        branches.append((region_upper.isin(denied_regions), Choice.DENY.value))
-    if allowed_regions:
-        branches.append((region_upper.isin(allowed_regions), Choice.ALLOW.value))
-    region_choice = (
-        ibis.cases(*branches, else_=purpose.default.value)
-        if branches
-        else ibis.literal(purpose.default.value)
-    )
+    covered = joined.rg_choice.notnull()
+    region_choice = joined.rg_choice
 
     minor_blocks = purpose.minors is Choice.DENY
     unknown_blocks = purpose.unknown_age is Choice.DENY
