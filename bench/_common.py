@@ -116,13 +116,17 @@ def latency_summary(latencies_s: Sequence[float]) -> tuple[float, float, float]:
     return (p50 * 1000, p99 * 1000, ordered[-1] * 1000)
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print `rows` under `header` as an aligned plain-text table (numbers right-aligned)."""
-    cells = [[str(h) for h in header]] + [
-        [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-         for v in row]
-        for row in rows
-    ]  # fmt: skip
+    cells = [[str(h) for h in header]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     numeric = [
         all(isinstance(row[i], int | float) for row in rows) if rows else False

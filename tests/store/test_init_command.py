@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from consentry.cli.main import app
+from consentry.keys import encode_master_key
 from consentry.store import open_store
 
-HEAD = "0002"
+HEAD = "0003"
 """The newest migration shipped; bump it with each new migration."""
 
 
@@ -19,6 +20,7 @@ HEAD = "0002"
 def _no_ambient_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONSENTRY_DATABASE_URL", raising=False)
     monkeypatch.delenv("CONSENTRY_HOME", raising=False)
+    monkeypatch.delenv("CONSENTRY_MASTER_KEY", raising=False)
 
 
 def _init_json(home: Path) -> dict[str, object]:
@@ -54,7 +56,13 @@ def test_init_creates_home_lake_and_store(tmp_path: Path) -> None:
         "keys",
         "lake",
     ]
-    assert report["keys_created"] == ["platform.secret", "pseudonym.key", "session.secret"]
+    assert report["keys_created"] == [
+        "platform.secret",
+        "pseudonym.key",
+        "session.secret",
+        "signing.key",
+        "master.key",
+    ]
     for key in (home / "keys").iterdir():
         assert key.stat().st_mode & 0o777 == 0o600, key
 
@@ -121,3 +129,18 @@ def test_init_rejects_an_unsupported_url(tmp_path: Path, monkeypatch: pytest.Mon
     result = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "init"])
     assert result.exit_code == 2
     assert "database_url: unsupported driver 'mysql'" in " ".join(result.stderr.split())
+
+
+def test_init_with_an_environment_master_key_creates_no_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONSENTRY_MASTER_KEY", encode_master_key(bytes(32)))
+    home = tmp_path / "home"
+    report = _init_json(home)
+    assert "master.key" not in report["keys_created"]  # type: ignore[operator]
+    assert not (home / "keys" / "master.key").exists()
+
+    monkeypatch.setenv("CONSENTRY_MASTER_KEY", "too-short")
+    result = CliRunner().invoke(app, ["--home", str(tmp_path / "other"), "init"])
+    assert result.exit_code == 2
+    assert "CONSENTRY_MASTER_KEY: the master key decodes to" in " ".join(result.stderr.split())

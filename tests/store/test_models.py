@@ -78,4 +78,8 @@ def test_constraint_names_follow_the_convention() -> None:
         "pk_consent_state",
         "pk_audit_events",
         "ix_audit_events_event_type",
+        "pk_licensees",
+        "uq_licensees_name",
+        "ck_licensees_period_ordered",
+        "ck_licensees_disabled_after_created",
     }

@@ -39,6 +39,19 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
     ),
     "consent.imported": ("events_read", "events_new", "subjects_affected", "digest_sha256"),
     "subjects.synced": ("subjects_read", "subjects_new", "subjects_updated", "digest_sha256"),
+    "licensee.changed": (
+        "licensee_id",
+        "name",
+        "change",
+        "purpose",
+        "regions",
+        "exclude_regions",
+        "languages",
+        "period_from",
+        "period_to",
+        "api_key_hash_prefix",
+        "at",
+    ),
 }
 """Event type -> the payload fields it always carries (and nothing else)."""
 

@@ -26,14 +26,15 @@ def init_home(settings: Settings) -> dict[str, Any]:
     """Create or bring up to date a Consentry home; safe to run again.
 
     1. Create the home directory and its `lake/` directory if missing.
-    2. Create the secrets in `keys/` that do not exist yet (see `consentry.keys`).
+    2. Create the secrets in `keys/` that do not exist yet (see `consentry.keys`); the
+       master key file only when `CONSENTRY_MASTER_KEY` is not set (a set one is checked).
     3. Open the control-plane store (`settings.resolved_database_url`) and apply every
        pending migration.
     4. Report what exists now and what this run created or migrated.
     """
     home_created = _ensure_dir(settings.home)
     lake_created = _ensure_dir(settings.lake_dir)
-    keys_created = Keyring.for_home(settings.home).ensure()
+    keys_created = Keyring.for_settings(settings).ensure()
     with open_store(settings.resolved_database_url) as store:
         before = store.current_revision()
         after = store.migrate()

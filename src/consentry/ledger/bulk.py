@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
 
 from consentry.ledger.rules import ConsentRule, minor_birth_cutoff
 from consentry.policy import Choice, PolicyFile
@@ -86,10 +87,12 @@ def resolve_consent_bulk(
     facts = users.select("user_id", "region", "birth_date")
     if regional:
         codes = ibis.memtable(
-            {
-                "rg_code": list(regional),
-                "rg_choice": [choice.value for choice in regional.values()],
-            }
+            pa.table(
+                {
+                    "rg_code": pa.array(list(regional), pa.string()),
+                    "rg_choice": pa.array([c.value for c in regional.values()], pa.string()),
+                }
+            )
         )
         facts = facts.left_join(codes, facts.region.upper() == codes.rg_code).select(
             "user_id", "birth_date", "rg_choice"

@@ -292,25 +292,29 @@ class ConsentLedger:
         }
         return [by_user[u] for u in user_ids], [u in known for u in user_ids]
 
-    def events_arrow(self, purpose: str, at: datetime) -> pa.Table:
-        """The ledger's events for `purpose` at or before `at`, as Arrow (for the engines).
+    def events_arrow(self, purposes: str | Sequence[str], at: datetime) -> pa.Table:
+        """The ledger's events for `purposes` at or before `at`, as Arrow (for the engines).
 
         Streamed from the store in batches; columns as `resolve_consent_bulk` expects.
         """
+        wanted = [purposes] if isinstance(purposes, str) else list(purposes)
         query = (
             sa.select(
                 ConsentEventRow.user_id,
+                ConsentEventRow.purpose,
                 ConsentEventRow.choice,
                 ConsentEventRow.at,
                 ConsentEventRow.source,
                 ConsentEventRow.event_id,
             )
-            .where(ConsentEventRow.purpose == purpose, ConsentEventRow.at <= at)
+            .where(ConsentEventRow.purpose.in_(wanted), ConsentEventRow.at <= at)
+            .order_by(ConsentEventRow.seq)
             .execution_options(yield_per=50_000)
         )
         schema = pa.schema(
             [
                 ("user_id", pa.string()),
+                ("purpose", pa.string()),
                 ("choice", pa.string()),
                 ("at", pa.timestamp("us", tz="UTC")),
                 ("source", pa.string()),
@@ -330,8 +334,7 @@ class ConsentLedger:
                         schema=schema,
                     )
                 )
-        table = pa.Table.from_batches(batches, schema=schema)
-        return table.add_column(1, "purpose", pa.array([purpose] * table.num_rows, pa.string()))
+        return pa.Table.from_batches(batches, schema=schema)
 
     # --- writing -----------------------------------------------------------------------
 

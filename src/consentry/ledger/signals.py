@@ -1,6 +1,6 @@
 """Machine-readable preference signals derived from resolved consent.
 
-Pinned to these texts (see docs/signals.md):
+Pinned to these texts (see docs/consent.md, "Public signals"):
 - IETF AIPREF vocabulary and attachment drafts (draft-ietf-aipref-vocab / -attach, 2025-2026):
   categories `train-ai`, `ai-use`, `search`; values `y`/`n` in an RFC 9651 dictionary;
   any disallow wins, else any allow, else unknown (omitted).

@@ -21,6 +21,7 @@ __all__ = [
     "ConsentEventRow",
     "ConsentStateRow",
     "ImportRun",
+    "Licensee",
     "StoreMeta",
     "Subject",
     "UtcDateTime",
@@ -178,3 +179,44 @@ class AuditEventRow(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     payload: Mapped[str] = mapped_column(sa.Text)
     """Canonical JSON (sorted keys, no whitespace) of the event's fields."""
+
+
+class Licensee(Base):
+    """An AI developer licensed to receive deliveries for one purpose (docs/licensees.md).
+
+    Never deleted: a licensee is disabled (`disabled_at`), which is final. Its
+    pseudonymisation secret is stored only sealed (AES-256-GCM under the master key, the id
+    as associated data) and its API key only as a keyed hash.
+    """
+
+    __tablename__ = "licensees"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "period_from IS NULL OR period_to IS NULL OR period_from < period_to",
+            name="period_ordered",
+        ),
+        sa.CheckConstraint(
+            "disabled_at IS NULL OR disabled_at >= created_at", name="disabled_after_created"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(sa.String(64))
+    regions: Mapped[list[str]] = mapped_column(sa.JSON)
+    """Region codes or groups in scope as given (`EU`, `US`); empty: everywhere."""
+    exclude_regions: Mapped[list[str]] = mapped_column(sa.JSON)
+    languages: Mapped[list[str]] = mapped_column(sa.JSON)
+    """Lower-case BCP 47 tags in scope; empty: every language."""
+    period_from: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    period_to: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sealed_secret: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    """12-byte AES-GCM nonce followed by the ciphertext and tag of the 32-byte secret."""
+    master_key_id: Mapped[str] = mapped_column(sa.String(16))
+    """Fingerprint of the master key that sealed the secret (`consentry.keys.master_key_id`)."""
+    api_key_hash: Mapped[str] = mapped_column(sa.String(64))
+    """HMAC-SHA256 (hex) of the API key under a key derived from the master key."""
+    api_key_prefix: Mapped[str] = mapped_column(sa.String(40))
+    """The API key's first characters, to recognise it in lists (not enough to use it)."""

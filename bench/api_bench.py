@@ -1,0 +1,437 @@
+"""Benchmark: the consent API's single GET and PUT under load over loopback.
+
+Not a test: nothing is asserted. Run (issue size: 3,000 subjects, 2 workers vs 1):
+
+    .venv/bin/python bench/api_bench.py [--subjects 3000] [--duration 10] [--connections 16]
+        [--generator both|wrk|python] [--workers 2] [--peer-workers 1]
+
+1. Build a temporary home (`init_home`), sync a few thousand subjects into the store with
+   `ConsentLedger.sync_subjects` and import a few consent events per chooser with
+   `ConsentLedger.import_events` (all generated with NumPy/Arrow); sign a user token per
+   subject with the home's platform secret. The home is copied for each server so every
+   run starts from the same state.
+2. Start `consentry serve --workers N` on 127.0.0.1 on a free port in a subprocess; wait
+   for /healthz; warm every worker up.
+3. Drive GET /v1/users/{id}/consent and PUT /v1/users/{id}/consent/ai_training_third_party
+   with `wrk` when installed (`apt-get install -y wrk`; GET without Lua, one user and its
+   token in `-H`; PUT with a small Lua script rotating users, tokens and choices) and with a
+   closed-loop asyncio + httpx generator (rotating users; bounded in requests and time).
+4. Report requests, req/s, p50 and p99 latency and errors; the peer is the same app with
+   `--peer-workers` (1) worker, and the ratio of the two is printed.
+The load generator shares the 2 cores with the server: wrk uses little CPU, the Python
+generator a lot (its numbers understate the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from _common import latency_summary, print_table, rate, ratio
+
+PURPOSE = "ai_training_third_party"
+LOOPBACK = "127.0.0.1"
+REGIONS = np.array(["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "JP", "CA", "MX"])
+_WRK_INSTALL = "apt-get install -y wrk"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One measured load: who served it, who drove it, what came back."""
+
+    workers: int
+    generator: str
+    endpoint: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def per_second(self) -> float:
+        return rate(self.requests, self.seconds)
+
+
+# ----------------------------------------------------------------------------- the home
+
+
+def build_home(home: Path, subjects: int, seed: int) -> list[tuple[str, str]]:
+    """Create a home with `subjects` users and some consent history; (user_id, token) each."""
+    from consentry.api.auth import issue_token
+    from consentry.cli.admin import init_home
+    from consentry.keys import Keyring
+    from consentry.ledger.service import ConsentLedger
+    from consentry.policy import load_policy
+    from consentry.settings import Settings
+    from consentry.store import open_store
+
+    settings = Settings(home=home)
+    init_home(settings)
+    rng = np.random.default_rng(seed)
+    utc = pa.timestamp("us", tz="UTC")
+    ids = pc.binary_join_element_wise(
+        "u", pc.cast(pa.array(np.arange(subjects, dtype=np.int64) + 10**11), pa.string()), ""
+    )
+    first_day = (date(1950, 1, 1) - date(1970, 1, 1)).days
+    last_day = (date(2012, 1, 1) - date(1970, 1, 1)).days
+    users = pa.table(
+        {
+            "user_id": ids,
+            "created_at": pa.array(
+                np.full(subjects, int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1e6)), utc
+            ),
+            "region": pa.array(REGIONS[rng.integers(0, len(REGIONS), subjects)]),
+            "birth_date": pa.array(
+                rng.integers(first_day, last_day, subjects).astype(np.int32),
+                pa.date32(),
+                mask=rng.random(subjects) < 0.05,
+            ),
+            "protected": pa.array(rng.random(subjects) < 0.08),
+            "deactivated_at": pa.nulls(subjects, utc),
+            "deleted_at": pa.nulls(subjects, utc),
+        }
+    )
+    # A third of the users made 1 to 3 earlier choices, so reads see real history.
+    choosers = np.flatnonzero(rng.random(subjects) < 0.33)
+    who = np.repeat(choosers, rng.integers(1, 4, len(choosers)))
+    n = len(who)
+    start = int(datetime(2024, 11, 15, tzinfo=UTC).timestamp() * 1e6)
+    events = pa.table(
+        {
+            "event_id": pc.binary_join_element_wise(
+                "seed-", pc.cast(pa.array(np.arange(n, dtype=np.int64)), pa.string()), ""
+            ),
+            "user_id": ids.take(pa.array(who)),
+            "purpose": pa.array(
+                np.array([PURPOSE, "ai_training_first_party", "business_partners"])[
+                    rng.integers(0, 3, n)
+                ]
+            ),
+            "choice": pa.array(np.where(rng.random(n) < 0.5, "allow", "deny")),
+            "at": pa.array(start + rng.integers(0, 180 * 86_400 * 10**6, n), utc),
+            "source": pa.array(np.full(n, "settings")),
+        }
+    )
+    store = open_store(settings.resolved_database_url)
+    try:
+        keyring = Keyring.for_home(home)
+        ledger = ConsentLedger(store, load_policy(settings.policy_file), keyring)
+        ledger.sync_subjects(users)
+        ledger.import_events(events)
+    finally:
+        store.close()
+    secret = keyring.platform_secret
+    return [(uid, issue_token(secret, uid, "user")) for uid in ids.to_pylist()]
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """`consentry serve` in its own process group on a free loopback port."""
+
+    def __init__(self, home: Path, workers: int, log: Path) -> None:
+        self.home = home
+        self.workers = workers
+        self.port = _free_port()
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def __enter__(self) -> Server:
+        exe = Path(sys.executable).with_name("consentry")
+        command = [str(exe), "--home", str(self.home), "serve", "--host", LOOPBACK]
+        command += ["--port", str(self.port), "--workers", str(self.workers)]
+        command += ["--log-level", "warning"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTRY_")}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + 90
+        with httpx.Client(base_url=self.base, timeout=2, trust_env=False) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.__exit__(None, None, None)
+                    raise RuntimeError(f"server not ready:\n{self.log.read_text()[-3000:]}")
+                time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # The group is the one this object started (start_new_session): uvicorn's
+        # supervisor and its workers, nothing else.
+        os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+# ----------------------------------------------------------------------------- generators
+
+
+def _get_path(uid: str) -> str:
+    return f"/v1/users/{uid}/consent"
+
+
+def _put_path(uid: str) -> str:
+    return f"/v1/users/{uid}/consent/{PURPOSE}"
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _parse_wrk(output: str) -> tuple[int, float, float, float, int]:
+    """(requests, seconds, p50 ms, p99 ms, errors) from `wrk --latency` output."""
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output)
+    p50 = re.search(r"^\s*50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s*99%\s+(\S+)", output, re.M)
+    if not (done and p50 and p99):
+        raise RuntimeError(f"cannot read wrk output:\n{output}")
+    errors = 0
+    if non2xx := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(non2xx.group(1))
+    if sockets := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                            output):  # fmt: skip
+        errors += sum(int(g) for g in sockets.groups())
+    seconds = _ms(done.group(2) + done.group(3)) / 1000
+    return int(done.group(1)), seconds, _ms(p50.group(1)), _ms(p99.group(1)), errors
+
+
+_PUT_LUA = """
+local users = {%(users)s}
+local tokens = {%(tokens)s}
+local n = #users
+local i = math.random(n)
+request = function()
+  i = i %% n + 1
+  local choice = (i %% 2 == 0) and "allow" or "deny"
+  return wrk.format("PUT", "/v1/users/" .. users[i] .. "/consent/%(purpose)s",
+    {["Authorization"] = "Bearer " .. tokens[i], ["Content-Type"] = "application/json"},
+    '{"choice":"' .. choice .. '"}')
+end
+"""
+
+
+def run_wrk(
+    wrk: str,
+    base: str,
+    endpoint: str,
+    subjects: list[tuple[str, str]],
+    args: argparse.Namespace,
+    scratch: Path,
+) -> tuple[int, float, float, float, int]:
+    """One wrk run against `endpoint` (GET: Lua-free, one user; PUT: Lua, rotating users)."""
+    command = [wrk, "-t", str(args.wrk_threads), "-c", str(args.connections)]
+    command += ["-d", f"{args.duration}s", "--timeout", "10s", "--latency"]
+    if endpoint == "GET":
+        uid, token = subjects[0]
+        command += ["-H", f"Authorization: Bearer {token}", base + _get_path(uid)]
+    else:
+        script = scratch / "put.lua"
+        picked = subjects[: args.put_users]
+        script.write_text(
+            _PUT_LUA
+            % {
+                "users": ",".join(json.dumps(u) for u, _ in picked),
+                "tokens": ",".join(json.dumps(t) for _, t in picked),
+                "purpose": PURPOSE,
+            }
+        )
+        command += ["-s", str(script), base + "/"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    return _parse_wrk(done.stdout)
+
+
+async def _drive(
+    base: str, plan: list[tuple[str, str, dict[str, str], bytes | None]], args: argparse.Namespace
+) -> tuple[int, float, float, float, int]:
+    """Closed loop: `concurrency` tasks each send a request, await it, send the next."""
+    if not base.startswith(f"http://{LOOPBACK}:"):
+        raise ValueError("the load generator only talks to loopback")
+    latencies: list[float] = []
+    errors = 0
+    counter = itertools.count()
+    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=None)
+    async with httpx.AsyncClient(
+        base_url=base, limits=limits, timeout=10, trust_env=False
+    ) as client:
+        started = time.perf_counter()
+        deadline = started + args.duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while (i := next(counter)) < args.py_requests and time.perf_counter() < deadline:
+                method, path, headers, body = plan[i % len(plan)]
+                sent = time.perf_counter()
+                try:
+                    response = await client.request(method, path, headers=headers, content=body)
+                    ok = response.status_code < 400
+                except httpx.TransportError:
+                    ok = False
+                latencies.append(time.perf_counter() - sent)
+                errors += 0 if ok else 1
+
+        await asyncio.gather(*(worker() for _ in range(args.connections)))
+        elapsed = time.perf_counter() - started
+    p50, p99, _ = latency_summary(latencies)
+    return len(latencies), elapsed, p50, p99, errors
+
+
+def run_python(
+    base: str, endpoint: str, subjects: list[tuple[str, str]], args: argparse.Namespace
+) -> tuple[int, float, float, float, int]:
+    """The asyncio + httpx generator, rotating over every subject."""
+    plan: list[tuple[str, str, dict[str, str], bytes | None]] = []
+    for k, (uid, token) in enumerate(subjects):
+        auth = {"Authorization": f"Bearer {token}"}
+        if endpoint == "GET":
+            plan.append(("GET", _get_path(uid), auth, None))
+        else:
+            body = json.dumps({"choice": "allow" if k % 2 else "deny"}).encode()
+            headers = auth | {"Content-Type": "application/json"}
+            plan.append(("PUT", _put_path(uid), headers, body))
+    return asyncio.run(_drive(base, plan, args))
+
+
+def warm_up(base: str, subjects: list[tuple[str, str]], workers: int) -> None:
+    """Enough requests that every worker has served both endpoints (imports, caches)."""
+    with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
+        for uid, token in subjects[: 20 * workers]:
+            auth = {"Authorization": f"Bearer {token}"}
+            client.get(_get_path(uid), headers=auth).raise_for_status()
+            client.put(_put_path(uid), headers=auth, json={"choice": "deny"}).raise_for_status()
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=3000, help="users in the store")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--py-requests", type=int, default=30_000, help="cap per Python run")
+    parser.add_argument("--put-users", type=int, default=500, help="users the PUT script rotates")
+    parser.add_argument("--generator", choices=["both", "wrk", "python"], default="both")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the measured server")
+    parser.add_argument("--peer-workers", type=int, default=1, help="workers of the peer server")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    wrk = shutil.which("wrk")
+    generators = [g for g in ("wrk", "python") if args.generator in (g, "both")]
+    if "wrk" in generators and wrk is None:
+        print(f"wrk is not installed ({_WRK_INSTALL}); using the Python generator only")
+        generators = ["python"]
+
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="consentry-apibench-") as tmp:
+        scratch = Path(tmp)
+        template = scratch / "template"
+        started = time.perf_counter()
+        subjects = build_home(template, args.subjects, args.seed)
+        print(
+            f"home: {args.subjects:,} subjects with consent history, built in "
+            f"{time.perf_counter() - started:.1f} s; {args.connections} connections, "
+            f"{args.duration} s per run, generators: {', '.join(generators)}"
+        )
+        for workers in (args.workers, args.peer_workers):
+            home = scratch / f"home-{workers}w"
+            shutil.copytree(template, home)
+            with Server(home, workers, scratch / f"server-{workers}w.log") as server:
+                warm_up(server.base, subjects, workers)
+                for generator in generators:
+                    for endpoint in ("GET", "PUT"):
+                        if generator == "wrk" and wrk is not None:
+                            measured = run_wrk(wrk, server.base, endpoint, subjects, args, scratch)
+                        else:
+                            measured = run_python(server.base, endpoint, subjects, args)
+                        runs.append(Run(workers, generator, endpoint, *measured))
+                        print(f"  measured {workers} worker(s), {generator}, {endpoint}")
+
+    by_key = {(r.workers, r.generator, r.endpoint): r for r in runs}
+    rows: list[list[Any]] = []
+    for r in runs:
+        peer = by_key.get((args.peer_workers, r.generator, r.endpoint))
+        vs = "-" if r.workers == args.peer_workers or peer is None else ratio(
+            r.per_second, peer.per_second
+        )  # fmt: skip
+        rows.append(
+            [
+                f"{r.workers} worker(s)",
+                r.generator,
+                r.endpoint,
+                r.requests,
+                round(r.per_second),
+                round(r.p50_ms, 2),
+                round(r.p99_ms, 2),
+                r.errors,
+                vs,
+            ]
+        )
+    print_table(
+        "consent API over loopback (GET /v1/users/{id}/consent, "
+        f"PUT /v1/users/{{id}}/consent/{PURPOSE})",
+        ["server", "generator", "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors",
+         f"vs {args.peer_workers} worker"],
+        rows,
+    )  # fmt: skip
+    head = by_key.get((args.workers, generators[0], "GET"))
+    if head is not None:
+        print(
+            f"\ntarget: >= 1,500 GET/s with p99 < 25 ms ({args.workers} workers); measured "
+            f"{head.per_second:,.0f} GET/s, p99 {head.p99_ms:.1f} ms ({head.generator})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,585 @@
+"""Minimisation: replace personal identifiers in post texts by typed placeholders.
+
+Six kinds, each with a placeholder (see docs/minimisation.md for the full rules):
+`url` `<URL>`, `handle` `<HANDLE>`, `email` `<EMAIL>`, `card` `<CARD>`, `ip` `<IP>`,
+`phone` `<PHONE>`. They are applied in that order, so a URL's `@name` or an e-mail address
+is never half-replaced by a later kind, and card numbers and IP addresses are gone before
+the looser phone shapes look at the digits that are left.
+
+The rules are written once, as data (`_RULES`), and run two ways that must agree:
+
+- `minimise_expr`: an Ibis expression, vectorised in the engine (DuckDB or PySpark). The
+  patterns use only the common subset of RE2 (DuckDB) and `java.util.regex` (Spark): no
+  look-around, no back-references, explicit ASCII classes instead of `\\d`, `\\w`, `\\s`, `\\b`
+  (whose meanings differ between the two), no `(?i)`.
+- `minimise_text`: the same rules with Python's `re`, for `consentry explain` and as the
+  oracle the tests compare the engine with.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from consentry.errors import BadInput, Problem
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+__all__ = [
+    "KINDS",
+    "PLACEHOLDERS",
+    "CorpusLine",
+    "CorpusScores",
+    "KindScore",
+    "MinimisationConfig",
+    "corpus_scores",
+    "load_corpus",
+    "minimise_expr",
+    "minimise_text",
+    "placeholder_counts",
+]
+
+KINDS: tuple[str, ...] = ("url", "handle", "email", "card", "ip", "phone")
+"""Every kind of identifier, in the order the rules are applied."""
+
+PLACEHOLDERS: Mapping[str, str] = {
+    "url": "<URL>",
+    "handle": "<HANDLE>",
+    "email": "<EMAIL>",
+    "card": "<CARD>",
+    "ip": "<IP>",
+    "phone": "<PHONE>",
+}
+"""The placeholder each kind is replaced by."""
+
+# ---------------------------------------------------------------------------------------
+# Patterns. Every one must mean the same in RE2, Java and Python `re` (see the module doc).
+# Letters beyond ASCII: Latin-1 and Latin Extended-A/B, written as literal characters
+# because the three engines disagree on `\x{..}`, `\u....` and `\p{L}`.
+_LATIN = "À-ÖØ-öø-ɏ"
+_DIGIT = "[0-9]"
+
+# URLs: only those with a query string or a user path are replaced.
+_SCHEME = "(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww][.])"
+_HOST = "[A-Za-z0-9-]+(?:[.][A-Za-z0-9-]+)*(?::[0-9]{1,5})?"
+_SEGMENT = "[A-Za-z0-9._~!$&'()*+,;=:%-]*"
+_URL_CHAR = "[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]"
+# A URL never ends on punctuation that usually closes the sentence around it.
+_URL_END = "[A-Za-z0-9_~/#@$&*+=%-]"
+_USER_PATH = "(?:[Uu]sers?/|[Uu]/|[Pp]rofiles?/|[Mm]embers?/|[Pp]eople/|@|~)"
+_URL = (
+    f"{_SCHEME}{_HOST}(?:(?:/{_SEGMENT})*[?]{_URL_CHAR}*{_URL_END}"
+    f"|(?:/{_SEGMENT})*/{_USER_PATH}[A-Za-z0-9_](?:{_URL_CHAR}*{_URL_END})?)"
+)
+
+_DOMAIN = "[A-Za-z0-9-]+(?:[.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}"
+_EMAIL = f"[A-Za-z0-9{_LATIN}._%+-]+@{_DOMAIN}"
+# A handle starts with a letter or `_` (so "@2pm" is a time); a fediverse handle may carry
+# its server (`@name@server.example`).
+_HANDLE = f"@[A-Za-z_{_LATIN}][A-Za-z0-9_{_LATIN}]*(?:@{_DOMAIN})?"
+
+# Cards: 13 or more digits, at most one space or dash between two digits; the check then
+# wants 13-19 digits and a valid Luhn sum.
+_CARD = "[0-9](?:[ -]?[0-9]){12,}"
+
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = f"{_OCTET}(?:[.]{_OCTET}){{3}}"
+_H = "[0-9A-Fa-f]{1,4}"
+_IPV6 = (
+    f"(?:(?:{_H}:){{7}}{_H}"
+    f"|(?:{_H}:){{1,7}}:"
+    f"|(?:{_H}:){{1,6}}:{_H}"
+    f"|(?:{_H}:){{1,5}}(?::{_H}){{1,2}}"
+    f"|(?:{_H}:){{1,4}}(?::{_H}){{1,3}}"
+    f"|(?:{_H}:){{1,3}}(?::{_H}){{1,4}}"
+    f"|(?:{_H}:){{1,2}}(?::{_H}){{1,5}}"
+    f"|{_H}:(?::{_H}){{1,6}}"
+    f"|:(?::{_H}){{1,7}}"
+    f"|(?:{_H}:){{6}}{_IPV4}"
+    f"|::(?:[Ff]{{4}}(?::0{{1,4}})?:)?{_IPV4})"
+)
+# Candidates are maximal runs, so the check sees the whole run: "1.2.3.4.5" is one
+# candidate (not an IP), never "1.2.3.4" followed by ".5".
+_IP_CANDIDATE = (
+    "[0-9]+(?:[.][0-9]+){3,}|[0-9A-Fa-f]*:[0-9A-Fa-f]*:(?:[0-9A-Fa-f:.]*[0-9A-Fa-f:])?"
+)
+
+# Phones: a run of digits joined by at most two of space . / - ( ); the shapes below decide.
+_PHONE = "(?:[+]|[(])?[0-9](?:[ ./()-]{0,2}[0-9])*"
+# Groups are separated by exactly one separator, so no digit run can be split two ways
+# (Java and Python backtrack; an ambiguous shape would be exponential on long runs).
+_PHONE_INTL = "[+][0-9]{1,3}(?:[ .-]?[(][0-9]{1,4}[)])?[ .-]?[0-9]+(?:[ .-][0-9]+)*"
+_PHONE_NATIONAL = (
+    "(?:[(][0-9]{2,5}[)][ -]?[0-9]{2,8}(?:[ ./-][0-9]{2,8})*"
+    "|[0-9]{2,5}(?:[ ./-][0-9]{2,8})+)"
+)
+# Digit runs that have a phone's shape but are something else.
+_NOT_PHONE = (
+    "[0-9]{4}[./-][0-9]{1,2}[./-][0-9]{1,2}([ ]|$)",  # ISO date, maybe followed by a time
+    "[0-9]{1,2}[./-][0-9]{1,2}[./-][0-9]{2,4}([ ]|$)",  # day-month-year date
+    "[0-9]{1,3}([.][0-9]{3}){2,}$",  # thousands separated by dots: 12.345.678
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A core is of this shape if it fully matches `pattern` and has so many ASCII digits."""
+
+    pattern: str
+    min_digits: int = 0
+    max_digits: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One kind's rule.
+
+    1. `pattern` finds candidates. Plain rules (`before` is None) replace every match.
+    2. Checked rules find `(?:^|[^before])core`: the core must not follow a character of
+       the class `before` (what look-behind would say, which RE2 lacks). The consumed
+       character is kept.
+    3. The core is replaced when it has one of `shapes` (none: always), matches none of
+       `not_shapes` (searched from its start) and, with `luhn`, has a valid Luhn sum.
+    """
+
+    kind: str
+    pattern: str
+    before: str | None = None
+    shapes: tuple[_Shape, ...] = ()
+    not_shapes: tuple[str, ...] = ()
+    luhn: bool = False
+
+    @property
+    def search(self) -> str:
+        """The pattern run over whole texts."""
+        if self.before is None:
+            return self.pattern
+        return f"(?:^|[^{self.before}])(?:{self.pattern})"
+
+    @property
+    def prefix(self) -> str:
+        """Extracts the kept preceding character (or nothing) from a match."""
+        return f"^([^{self.before}]?)"
+
+
+_RULES: tuple[_Rule, ...] = (
+    _Rule("url", _URL),
+    _Rule("handle", _HANDLE, before=f"A-Za-z0-9_{_LATIN}.%+@/-"),
+    _Rule("email", _EMAIL),
+    _Rule(
+        "card",
+        _CARD,
+        before=f"A-Za-z0-9_{_LATIN}+.,",
+        shapes=(_Shape("[1-9][0-9 -]*", 13, 19),),
+        luhn=True,
+    ),
+    _Rule(
+        "ip",
+        _IP_CANDIDATE,
+        before=f"A-Za-z0-9_{_LATIN}.",
+        shapes=(_Shape(_IPV4), _Shape(_IPV6)),
+    ),
+    _Rule(
+        "phone",
+        _PHONE,
+        before=f"A-Za-z0-9_{_LATIN}+.,/#-",
+        shapes=(_Shape(_PHONE_INTL, 8, 15), _Shape(_PHONE_NATIONAL, 9, 12)),
+        not_shapes=_NOT_PHONE,
+    ),
+)
+_RULE_OF: Mapping[str, _Rule] = {rule.kind: rule for rule in _RULES}
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True, slots=True)
+class MinimisationConfig:
+    """Which kinds of identifier a licensee's deliveries have replaced (default: all)."""
+
+    kinds: frozenset[str] = frozenset(KINDS)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown minimisation kinds {unknown}; known: {list(KINDS)}")
+
+    @classmethod
+    def parse(
+        cls,
+        names: str | Iterable[str] | None,
+        *,
+        location: str = "minimisation",
+        field_name: str = "minimise",
+    ) -> MinimisationConfig:
+        """The config for a list of kind names.
+
+        1. None means the default, every kind.
+        2. A string is split on commas and whitespace.
+        3. Names are case-insensitive; a placeholder (`<EMAIL>`) names its kind; `all` turns
+           every kind on and `none` none (`none` alone, to deliver texts unchanged).
+        4. Unknown names are bad input, all reported at once.
+        """
+        if names is None:
+            return cls()
+        items = re.split(r"[\s,]+", names) if isinstance(names, str) else list(names)
+        wanted: set[str] = set()
+        problems: list[Problem] = []
+        for raw in items:
+            name = raw.strip().strip("<>").lower()
+            if not name:
+                continue
+            if name == "all":
+                wanted.update(KINDS)
+            elif name == "none":
+                continue
+            elif name in PLACEHOLDERS:
+                wanted.add(name)
+            else:
+                problems.append(
+                    Problem(
+                        location=location,
+                        row=None,
+                        field=field_name,
+                        message=f"unknown kind {raw!r}; known kinds: {', '.join(KINDS)}",
+                    )
+                )
+        if problems:
+            raise BadInput(problems)
+        return cls(frozenset(wanted))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The kinds turned on, in the order they are applied."""
+        return tuple(kind for kind in KINDS if kind in self.kinds)
+
+
+# ---------------------------------------------------------------------------------------
+# Reference implementation (Python `re`)
+
+_COMPILED: dict[str, re.Pattern[str]] = {}
+
+
+def _re(pattern: str) -> re.Pattern[str]:
+    compiled = _COMPILED.get(pattern)
+    if compiled is None:
+        compiled = _COMPILED[pattern] = re.compile(pattern)
+    return compiled
+
+
+def _luhn_ok(digits: str) -> bool:
+    """Luhn: from the right, double every second digit (minus 9 above 9); sum ≡ 0 mod 10."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _core_ok(rule: _Rule, core: str) -> bool:
+    digits = sum(char in "0123456789" for char in core)
+    if rule.shapes and not any(
+        shape.min_digits <= digits <= shape.max_digits
+        and _re(f"^(?:{shape.pattern})$").match(core)
+        for shape in rule.shapes
+    ):
+        return False
+    if any(_re(f"^(?:{bad})").match(core) for bad in rule.not_shapes):
+        return False
+    return not rule.luhn or _luhn_ok("".join(c for c in core if c in "0123456789"))
+
+
+def minimise_text(text: str, config: MinimisationConfig | None = None) -> str:
+    """`text` with every identifier of the kinds `config` turns on replaced (reference).
+
+    1. Apply the rules of the kinds turned on, in `KINDS` order, each over the output of
+       the previous one.
+    2. Plain rules replace each non-overlapping match, left to right.
+    3. Checked rules keep the character before the core and replace the core only when it
+       passes the rule's checks; a candidate that fails is kept as it is.
+    """
+    config = config or MinimisationConfig()
+    for kind in config.names:
+        rule = _RULE_OF[kind]
+        placeholder = PLACEHOLDERS[kind]
+        if rule.before is None:
+            text = _re(rule.search).sub(placeholder, text)
+            continue
+
+        def replace(match: re.Match[str], rule: _Rule = rule, placeholder: str = placeholder) -> str:
+            found = match.group(0)
+            prefix = _re(rule.prefix).match(found)
+            kept = prefix.group(1) if prefix else ""
+            return kept + placeholder if _core_ok(rule, found[len(kept) :]) else found
+
+        text = _re(rule.search).sub(replace, text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------
+# Engine implementation (Ibis)
+
+
+def _extract_all(text: ir.StringValue, pattern: str) -> ir.ArrayValue:
+    """Every non-overlapping match of `pattern`, left to right (`regexp_extract_all`).
+
+    DuckDB and Spark both have `regexp_extract_all(string, pattern, group)`; Ibis has no
+    operation for it, so it is called as a built-in function (no Python runs per row).
+    """
+    import ibis
+
+    @ibis.udf.scalar.builtin(name="regexp_extract_all")
+    def regexp_extract_all(text: str, pattern: str, group: int) -> list[str]:  # type: ignore[empty-body]
+        ...
+
+    result: ir.ArrayValue = regexp_extract_all(text, pattern, 0)
+    return result
+
+
+def _digit_count(core: ir.StringValue) -> ir.IntegerValue:
+    count: ir.IntegerValue = core.re_replace("[^0-9]", "").length()
+    return count
+
+
+def _luhn_expr(core: ir.StringValue) -> ir.BooleanValue:
+    """Luhn validity of a candidate's digits as a fixed-width column expression.
+
+    1. Keep the digits, reverse them, pad with 19 zeros (zeros add nothing to the sum).
+    2. Positions 0, 2, … count their digit; positions 1, 3, … count the doubled digit minus
+       9 when above 9, read off a translated copy (0123456789 → 0246813579).
+    3. Valid when the sum of the first 19 positions is a multiple of 10 (the shape check
+       already limits cards to 19 digits).
+    """
+    reversed_digits = core.re_replace("[^0-9]", "").reverse() + "0" * 19
+    doubled = reversed_digits.translate("0123456789", "0246813579")
+    total: Any = 0
+    for position in range(19):
+        source = doubled if position % 2 else reversed_digits
+        total = total + source.substr(position, 1).cast("int16")
+    ok: ir.BooleanValue = total % 10 == 0
+    return ok
+
+
+def _core_expr(rule: _Rule, core: ir.StringValue) -> ir.BooleanValue:
+    """The same checks as `_core_ok`, as a column expression."""
+    import ibis
+
+    checks: list[ir.BooleanValue] = []
+    if rule.shapes:
+        digits = _digit_count(core)
+        options = [
+            core.re_search(f"^(?:{shape.pattern})$")
+            & (digits >= shape.min_digits)
+            & (digits <= shape.max_digits)
+            for shape in rule.shapes
+        ]
+        any_shape = options[0]
+        for option in options[1:]:
+            any_shape = any_shape | option
+        checks.append(any_shape)
+    checks.extend(~core.re_search(f"^(?:{bad})") for bad in rule.not_shapes)
+    if rule.luhn:
+        checks.append(_luhn_expr(core))
+    result: ir.BooleanValue = ibis.literal(True)
+    for check in checks:
+        result = result & check
+    return result
+
+
+def _checked_expr(text: ir.StringValue, rule: _Rule) -> ir.StringValue:
+    """Apply a checked rule: split around candidates, decide each, stitch back.
+
+    1. `re_split` gives the n + 1 pieces between the n candidates, `regexp_extract_all`
+       the candidates (same matcher, same scan, so they interleave).
+    2. Each candidate becomes kept character + placeholder when its core passes the
+       checks, else stays as it was; zip pads the missing n + 1-th candidate with NULL.
+    3. Rows without a candidate skip all that (most posts carry no identifier).
+    """
+    import ibis
+
+    placeholder = PLACEHOLDERS[rule.kind]
+    pieces = text.re_split(rule.search)
+    found = _extract_all(text, rule.search)
+
+    def stitch(pair: Any) -> ir.StringValue:
+        match: ir.StringValue = pair.f2
+        kept = match.re_extract(rule.prefix, 1)
+        core = match.substr(kept.length())
+        decided = ibis.ifelse(_core_expr(rule, core), kept + placeholder, match)
+        out: ir.StringValue = pair.f1 + decided.fill_null("")
+        return out
+
+    rebuilt = pieces.zip(found).map(stitch).join("")
+    result: ir.StringValue = ibis.ifelse(text.re_search(rule.search), rebuilt, text)
+    return result
+
+
+def minimise_expr(
+    column: ir.StringValue, config: MinimisationConfig | None = None
+) -> ir.StringValue:
+    """`column` with identifiers replaced, as an Ibis expression for DuckDB or PySpark.
+
+    1. Same rules, order and results as `minimise_text` (tests compare them).
+    2. Plain rules are one `re_replace` each (global on both engines).
+    3. Checked rules split, decide each candidate with column expressions (shape regexes,
+       digit counts, a fixed-width Luhn sum) and join back: no Python runs per row.
+    4. NULL stays NULL.
+    """
+    config = config or MinimisationConfig()
+    text = column
+    for kind in config.names:
+        rule = _RULE_OF[kind]
+        if rule.before is None:
+            text = text.re_replace(rule.search, PLACEHOLDERS[kind])
+        else:
+            text = _checked_expr(text, rule)
+    return text
+
+
+# ---------------------------------------------------------------------------------------
+# Labelled corpus and scores
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusLine:
+    """One labelled string: the input and its exact minimised output."""
+
+    text: str
+    expected: str
+    lang: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KindScore:
+    """Placeholder counts compared with the labels, for one kind or overall."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        """tp / (tp + fp); 1.0 when nothing was predicted."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        """tp / (tp + fn); 1.0 when nothing was expected."""
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusScores:
+    """How minimised outputs compare with a labelled corpus."""
+
+    lines: int
+    exact: int
+    overall: KindScore
+    per_kind: Mapping[str, KindScore] = field(default_factory=dict)
+    mismatches: tuple[tuple[str, str, str], ...] = ()
+    """(text, expected, got) of every line whose output is not exactly as labelled."""
+
+    @property
+    def exact_share(self) -> float:
+        """Share of lines whose output is exactly the label."""
+        return self.exact / self.lines if self.lines else 1.0
+
+    def table(self) -> str:
+        """A plain-text table of the scores (what the test, bench and docs print)."""
+        rows = [f"{'kind':<8} {'tp':>5} {'fp':>4} {'fn':>4} {'precision':>9} {'recall':>7}"]
+        for name, score in [*self.per_kind.items(), ("overall", self.overall)]:
+            rows.append(
+                f"{name:<8} {score.tp:>5} {score.fp:>4} {score.fn:>4} "
+                f"{score.precision:>9.3f} {score.recall:>7.3f}"
+            )
+        rows.append(f"exact lines: {self.exact}/{self.lines} ({self.exact_share:.1%})")
+        return "\n".join(rows)
+
+
+_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS.values()))
+_KIND_OF = {placeholder: kind for kind, placeholder in PLACEHOLDERS.items()}
+
+
+def placeholder_counts(text: str) -> Counter[str]:
+    """How many placeholders of each kind `text` holds."""
+    return Counter(_KIND_OF[m.group(0)] for m in _PLACEHOLDER_RE.finditer(text))
+
+
+def corpus_scores(lines: Sequence[CorpusLine], outputs: Sequence[str]) -> CorpusScores:
+    """Token-level precision and recall of `outputs` against the labelled `lines`.
+
+    1. Per line and kind, count placeholders in the output (predicted) and in the label
+       (expected) minus those already in the input; TP = min, FP = predicted − TP,
+       FN = expected − TP.
+    2. Sum per kind; overall sums every kind.
+    3. A line is exact when its output equals its label character for character.
+    """
+    if len(lines) != len(outputs):
+        raise ValueError(f"{len(lines)} corpus lines but {len(outputs)} outputs")
+    tallies = {kind: [0, 0, 0] for kind in KINDS}
+    exact = 0
+    mismatches: list[tuple[str, str, str]] = []
+    for line, got in zip(lines, outputs, strict=True):
+        already = placeholder_counts(line.text)
+        predicted = placeholder_counts(got) - already
+        expected = placeholder_counts(line.expected) - already
+        for kind in KINDS:
+            tp = min(predicted[kind], expected[kind])
+            tallies[kind][0] += tp
+            tallies[kind][1] += predicted[kind] - tp
+            tallies[kind][2] += expected[kind] - tp
+        if got == line.expected:
+            exact += 1
+        else:
+            mismatches.append((line.text, line.expected, got))
+    per_kind = {kind: KindScore(*tallies[kind]) for kind in KINDS}
+    overall = KindScore(*(sum(t[i] for t in tallies.values()) for i in range(3)))
+    return CorpusScores(
+        lines=len(lines),
+        exact=exact,
+        overall=overall,
+        per_kind=per_kind,
+        mismatches=tuple(mismatches),
+    )
+
+
+def load_corpus(path: Path) -> list[CorpusLine]:
+    """The labelled lines of a JSONL corpus (`{"text", "expected"[, "lang"]}` per line).
+
+    1. Blank lines are skipped.
+    2. A line that is not a JSON object with string `text` and `expected` is bad input,
+       every such line reported at once with its 1-based number.
+    """
+    lines: list[CorpusLine] = []
+    problems: list[Problem] = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(str(path), number, None, f"not JSON: {exc.msg}"))
+            continue
+        if not isinstance(item, dict):
+            problems.append(Problem(str(path), number, None, "not a JSON object"))
+            continue
+        bad = [key for key in ("text", "expected") if not isinstance(item.get(key), str)]
+        for key in bad:
+            problems.append(Problem(str(path), number, key, "missing or not a string"))
+        lang = item.get("lang")
+        if not bad:
+            lines.append(
+                CorpusLine(item["text"], item["expected"], lang if isinstance(lang, str) else None)
+            )
+    if problems:
+        raise BadInput(problems)
+    return lines

@@ -1,0 +1,221 @@
+"""Deliveries for a Consentry home: build, explain and verify, wired to the store, the
+ledger, the lake and the keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from consentry.audit import SqlAuditSink
+from consentry.delivery.build import DeliveryTarget, build_delivery, explain_post
+from consentry.delivery.eligibility import LicenceScope
+from consentry.delivery.licensees import LicenseeRecord, registry_for
+from consentry.delivery.signing import Signer, verify
+from consentry.engine import Lake, connect
+from consentry.errors import BadInput, ConsentryError, Problem
+from consentry.ledger.sync import ledger_for
+from consentry.settings import Settings
+from consentry.store import open_store
+
+__all__ = [
+    "VerifyReport",
+    "deliver",
+    "deliveries_dir",
+    "explain",
+    "list_deliveries",
+    "target_for",
+    "verify_delivery",
+]
+
+
+def deliveries_dir(settings: Settings) -> Path:
+    return settings.home / "deliveries"
+
+
+def target_for(settings: Settings, record: LicenseeRecord) -> DeliveryTarget:
+    """The licensee as the build sees it: scope and its decrypted secret."""
+    registry = registry_for(settings)
+    try:
+        secret = registry.secret(record)
+    finally:
+        registry.store.close()
+    return DeliveryTarget(
+        licensee=record.name,
+        scope=LicenceScope.build(
+            record.purpose,
+            regions=record.regions,
+            exclude_regions=record.exclude_regions,
+            languages=record.languages,
+            period_from=record.period_from,
+            period_to=record.period_to,
+        ),
+        secret=secret,
+    )
+
+
+def _licensee(settings: Settings, name: str) -> LicenseeRecord:
+    registry = registry_for(settings)
+    try:
+        return registry.get(name)
+    finally:
+        registry.store.close()
+
+
+def _events_for(settings: Settings, as_of: datetime) -> Any:
+    ledger = ledger_for(settings)
+    try:
+        # Every purpose: the licence's decides eligibility, the rest shape author_intents.
+        purposes = sorted({p.key for v in ledger.policy.versions for p in v.purposes})
+        return ledger.events_arrow(purposes, as_of), ledger.policy
+    finally:
+        ledger.store.close()
+
+
+def deliver(
+    settings: Settings,
+    licensee: str,
+    *,
+    as_of: datetime | None = None,
+    engine: str | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Build a delivery for `licensee` at `as_of` (default now) and record it.
+
+    1. A disabled licensee gets nothing (exit 1); an as_of in the future is bad input.
+    2. The build runs on the chosen engine (DuckDB by default, Spark on request).
+    3. A `delivery.built` audit event records the manifest's hash and counts.
+    """
+    now = datetime.now(UTC)
+    when = (as_of or now).astimezone(UTC)
+    if when > now:
+        raise BadInput(Problem("command line", None, "--as-of", "the cut-off is in the future"))
+    record = _licensee(settings, licensee)
+    if not record.active:
+        raise ConsentryError(f"licensee {licensee!r} is disabled: it gets no deliveries")
+    target = target_for(settings, record)
+    events, policy = _events_for(settings, when)
+    engine_name = engine or settings.engine
+    backend = connect(engine_name, spark_master=settings.spark_master)
+    manifest = build_delivery(
+        backend=backend,
+        lake=Lake(settings.lake_dir),
+        policy=policy,
+        events=events,
+        target=target,
+        as_of=when,
+        deliveries_dir=deliveries_dir(settings),
+        signer=Signer.for_home(settings.home),
+        engine=engine_name,
+        now=now,
+        on_progress=on_progress,
+    )
+    body = (deliveries_dir(settings) / manifest["delivery_id"] / "manifest.json").read_bytes()
+    with open_store(settings.resolved_database_url) as store, store.session() as session:
+        SqlAuditSink().append(
+            session,
+            "delivery.built",
+            {
+                "delivery_id": manifest["delivery_id"],
+                "licensee_id": record.id,
+                "purpose": record.purpose,
+                "as_of": manifest["as_of"],
+                "policy_version": manifest["policy_version"],
+                "considered": manifest["counts"]["considered"],
+                "delivered": manifest["counts"]["delivered"],
+                "manifest_sha256": hashlib.sha256(body).hexdigest(),
+            },
+        )
+    return manifest
+
+
+def explain(
+    settings: Settings,
+    post_id: str,
+    licensee: str,
+    *,
+    as_of: datetime | None = None,
+    engine: str | None = None,
+) -> dict[str, Any]:
+    """`explain_post` for the home's data (the build's own expression)."""
+    when = (as_of or datetime.now(UTC)).astimezone(UTC)
+    if when > datetime.now(UTC):
+        raise BadInput(Problem("command line", None, "--as-of", "the cut-off is in the future"))
+    record = _licensee(settings, licensee)
+    events, policy = _events_for(settings, when)
+    return explain_post(
+        backend=connect(engine or settings.engine, spark_master=settings.spark_master),
+        lake=Lake(settings.lake_dir),
+        policy=policy,
+        events=events,
+        target=target_for(settings, record),
+        as_of=when,
+        post_id=post_id,
+    )
+
+
+def list_deliveries(settings: Settings) -> list[dict[str, Any]]:
+    """Every visible delivery's manifest, newest first."""
+    root = deliveries_dir(settings)
+    manifests = [
+        json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+        for d in (root.iterdir() if root.exists() else [])
+        if d.is_dir() and not d.name.startswith(".") and (d / "manifest.json").exists()
+    ]
+    return sorted(manifests, key=lambda m: (m["created_at"], m["delivery_id"]), reverse=True)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of checking a delivery directory."""
+
+    directory: str
+    signature_ok: bool
+    files_ok: bool
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.signature_ok and self.files_ok and not self.problems
+
+
+def verify_delivery(directory: Path, keys: dict[str, Any]) -> VerifyReport:
+    """Check manifest.sig against the published keys, then every file's sha256 and rows.
+
+    1. The signature over manifest.json's exact bytes must verify with a published key.
+    2. Every listed file must exist with the listed sha256 and row count, and no other
+       Parquet file may be present.
+    """
+    import pyarrow.parquet as pq
+
+    problems: list[str] = []
+    manifest_path = directory / "manifest.json"
+    signature_path = directory / "manifest.sig"
+    if not manifest_path.exists() or not signature_path.exists():
+        raise BadInput(
+            Problem(str(directory), None, None, "not a delivery: manifest.json or .sig missing")
+        )
+    body = manifest_path.read_bytes()
+    signature_ok = verify(keys, body, signature_path.read_bytes())
+    if not signature_ok:
+        problems.append("manifest.sig does not verify with the published keys")
+    manifest = json.loads(body)
+    listed = {f["name"] for f in manifest["files"]}
+    for entry in manifest["files"]:
+        path = directory / entry["name"]
+        if not path.exists():
+            problems.append(f"{entry['name']}: missing")
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != entry["sha256"]:
+            problems.append(f"{entry['name']}: sha256 {digest} != manifest {entry['sha256']}")
+        elif pq.ParquetFile(path).metadata.num_rows != entry["rows"]:
+            problems.append(f"{entry['name']}: row count differs from the manifest")
+    for extra in sorted(p.name for p in directory.glob("*.parquet") if p.name not in listed):
+        problems.append(f"{extra}: not listed in the manifest")
+    files_ok = not [p for p in problems if not p.startswith("manifest.sig")]
+    return VerifyReport(str(directory), signature_ok, files_ok, problems)
