@@ -107,9 +107,8 @@ def parse_master_key(text: str, *, source: str = MASTER_KEY_ENV) -> bytes:
             location=source,
             row=None,
             field=None,
-            message=f"the master key {problem}; make one with "
-            '`python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32))'
-            '.decode().rstrip(chr(61)))"`',
+            message=f'the master key {problem}; make one with `python -c "import base64,os;'
+            "print(base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip('='))\"`",
         )
     )
 

@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 from consentry.audit import SqlAuditSink
 from consentry.cli.main import app
 from consentry.delivery.licensees import (
-    LicenseeRecord,
     LicenseeRegistry,
     authenticate_api_key,
     licensee_secret,
@@ -135,47 +134,8 @@ def test_names_outside_the_slug_grammar_are_refused(name: str) -> None:
     if slug:
         assert validate_terms(name, THIRD, policy=POLICY).name == name
     else:
-        with pytest.raises(BadInput, match="^NAME: "):
+        with pytest.raises(BadInput, match=r"^NAME: "):
             validate_terms(name, THIRD, policy=POLICY)
-
-
-def _record(**terms: Any) -> LicenseeRecord:
-    base: dict[str, Any] = {
-        "id": "0" * 16,
-        "name": "x",
-        "purpose": THIRD,
-        "regions": (),
-        "exclude_regions": (),
-        "languages": (),
-        "period_from": None,
-        "period_to": None,
-        "created_at": T0,
-        "disabled_at": None,
-        "api_key_prefix": "csk_",
-        "sealed_secret": b"",
-        "master_key_id": "",
-    }
-    return LicenseeRecord(**(base | terms))
-
-
-def test_region_scope() -> None:
-    everywhere = _record()
-    assert everywhere.countries is None
-    assert everywhere.covers_region("JP")
-    assert everywhere.covers_region(None)
-    eu_not_fr = _record(regions=("EU", "US"), exclude_regions=("FR",))
-    assert eu_not_fr.countries == (REGION_GROUPS["EU"] | {"US"}) - {"FR"}
-    assert eu_not_fr.covers_region("DE")
-    assert eu_not_fr.covers_region("US")
-    assert not eu_not_fr.covers_region("FR")
-    assert not eu_not_fr.covers_region("JP")
-    assert not eu_not_fr.covers_region(None)
-    not_uk = _record(exclude_regions=("UK",))
-    assert not not_uk.covers_region("GB")
-    assert not_uk.covers_region("IE")
-
-
-# -- registry over the store ---------------------------------------------------------------
 
 
 def test_add_stores_sealed_secret_hashed_key_and_audits(registry: LicenseeRegistry) -> None:

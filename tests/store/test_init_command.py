@@ -140,7 +140,7 @@ def test_init_with_an_environment_master_key_creates_no_key_file(
     assert "master.key" not in report["keys_created"]  # type: ignore[operator]
     assert not (home / "keys" / "master.key").exists()
 
-    monkeypatch.setenv("CONSENTRY_MASTER_KEY", "too-short")
+    monkeypatch.setenv("CONSENTRY_MASTER_KEY", "too-short-")
     result = CliRunner().invoke(app, ["--home", str(tmp_path / "other"), "init"])
     assert result.exit_code == 2
     assert "CONSENTRY_MASTER_KEY: the master key decodes to" in " ".join(result.stderr.split())

@@ -24,6 +24,7 @@ from consentry.cli.common import to_jsonable
 from consentry.policy import describe_purpose
 from consentry.settings import Settings
 from consentry.web import STATIC_DIR, pages, templates
+from consentry.web import admin as admin_pages
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(consent_api.router)
     app.include_router(signals_api.router)
     app.include_router(pages.router)
+    app.include_router(admin_pages.router)
     # The more specific mount first: /static would otherwise shadow /static/swagger.
     app.mount(
         "/static/swagger",

@@ -32,18 +32,21 @@ class Services:
     store: Store
     keyring: Keyring
     ledger: ConsentLedger
+    platform_secret: bytes
+    """The token-signing secret, read once: every API request checks a token with it."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         policy = load_policy(settings.policy_file)
         store = open_store(settings.resolved_database_url)
-        keyring = Keyring.for_home(settings.home)
+        keyring = Keyring.for_settings(settings)
         return cls(
             settings=settings,
             policy=policy,
             store=store,
             keyring=keyring,
             ledger=ConsentLedger(store, policy, keyring),
+            platform_secret=keyring.platform_secret,
         )
 
 
@@ -64,7 +67,7 @@ def bearer_identity(request: Request, svc: Annotated[Services, Depends(services)
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
-        return verify_token(svc.keyring.platform_secret, token.strip())
+        return verify_token(svc.platform_secret, token.strip())
     except InvalidTokenError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

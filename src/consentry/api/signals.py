@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consentry.api.services import Services, services
+from consentry.delivery.signing import Signer
 from consentry.ledger.signals import (
     author_signals,
     gpc_document,
@@ -111,3 +112,9 @@ class ContentUsageMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_header)
+
+
+@router.get("/.well-known/consentry-keys.json")
+def signing_keys(svc: Services = Depends(services)) -> JSONResponse:
+    """The Ed25519 public keys that sign delivery manifests and revocation batches (JWK)."""
+    return JSONResponse(Signer.for_home(svc.settings.home).public_keys_document())

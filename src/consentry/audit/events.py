@@ -39,6 +39,16 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
     ),
     "consent.imported": ("events_read", "events_new", "subjects_affected", "digest_sha256"),
     "subjects.synced": ("subjects_read", "subjects_new", "subjects_updated", "digest_sha256"),
+    "delivery.built": (
+        "delivery_id",
+        "licensee_id",
+        "purpose",
+        "as_of",
+        "policy_version",
+        "considered",
+        "delivered",
+        "manifest_sha256",
+    ),
     "licensee.changed": (
         "licensee_id",
         "name",

@@ -22,9 +22,7 @@ AsOfOption = Annotated[
     str | None,
     typer.Option("--as-of", help="Cut-off: RFC 3339 instant with offset, or a date; default now."),
 ]
-EngineOption = Annotated[
-    str | None, typer.Option("--engine", help="duckdb (default) or spark.")
-]
+EngineOption = Annotated[str | None, typer.Option("--engine", help="duckdb (default) or spark.")]
 
 
 @exits_cleanly

@@ -48,6 +48,7 @@ def _print_record(record: LicenseeRecord) -> None:
         ("regions", _scope(record.regions, "everywhere")),
         ("excluded", _scope(record.exclude_regions, "none")),
         ("languages", _scope(record.languages, "all")),
+        ("minimise", _scope(record.minimise, "nothing")),
         ("period", f"[{period_from}, {period_to})"),
         ("created", rfc3339(record.created_at)),
         ("status", status),
@@ -89,6 +90,14 @@ def licensee_add(
         str | None,
         typer.Option("--to", help="End (exclusive) of the licensed creation period."),
     ] = None,
+    minimise: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--minimise",
+            help="Identifiers replaced in delivered texts: url, handle, email, card, ip, phone, "
+            "all or none; repeat or comma-separate. Default: all.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add a licensee; prints its API key once (it is stored only hashed)."""
@@ -103,6 +112,7 @@ def licensee_add(
             languages=languages or (),
             period_from=start,
             period_to=end,
+            minimise=minimise,
         )
     if as_json:
         print_json({"licensee": added.record.as_dict(), "api_key": added.api_key})

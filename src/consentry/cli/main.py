@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from consentry import __version__
-from consentry.cli import admin, consent, demo, imports, licensee, policy, serve
+from consentry.cli import admin, consent, deliver, demo, imports, licensee, policy, serve
 from consentry.settings import Settings
 
 __all__ = ["app", "main"]
@@ -50,7 +50,7 @@ def root(
     ctx.obj = Settings.from_env(home=home)
 
 
-for module in (admin, policy, imports, demo, consent, licensee, serve):
+for module in (admin, policy, imports, demo, consent, licensee, deliver, serve):
     module.register(app)
 
 

@@ -123,10 +123,10 @@ def _intents_expr(
 def _arrow_batches(backend: ibis.BaseBackend, query: str) -> Iterator[pa.RecordBatch]:
     """Run engine SQL and stream the result as Arrow record batches."""
     if backend.name == "duckdb":
-        reader = backend.con.sql(query).to_arrow_reader(100_000)  # type: ignore[attr-defined]
+        reader = backend.con.sql(query).to_arrow_reader(100_000)
         yield from reader
         return
-    frame = backend._session.sql(query)  # type: ignore[attr-defined]
+    frame = backend._session.sql(query)
     yield from frame.toArrow().to_batches()
 
 
@@ -182,7 +182,9 @@ def build_delivery(
     excluded = {reason.value: by_reason.get(reason.value, 0) for reason in REASON_ORDER}
 
     eligible = evaluated.filter(evaluated.eligible)
-    authors = eligible.select(user_id=eligible.author_id).distinct()
+    authors = eligible.select(
+        user_id=eligible.author_id, region=eligible.region, birth_date=eligible.birth_date
+    ).distinct()
     intents = _intents_expr(policy, authors, backend.table("ledger_events"), as_of)
     rows = eligible.join(intents, eligible.author_id == intents.intents_user).select(
         post_id=eligible.post_id,
@@ -295,9 +297,7 @@ def _write_parts(
         path = staging / "part-00000.parquet"
         pq.write_table(DELIVERED_SCHEMA.empty_table(), path, compression="zstd")
         files.append({"name": path.name, "rows": 0, "sha256": _sha256(path)})
-    lineage = (
-        pa.concat_tables(lineage_parts) if lineage_parts else LINEAGE_SCHEMA.empty_table()
-    )
+    lineage = pa.concat_tables(lineage_parts) if lineage_parts else LINEAGE_SCHEMA.empty_table()
     return files, lineage
 
 

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from consentry.audit import AuditSink, SqlAuditSink
+from consentry.delivery.minimise import KINDS, MinimisationConfig
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
 from consentry.keys import MASTER_KEY_ENV, Keyring, master_key_id
@@ -207,6 +208,8 @@ class LicenseeRecord:
     regions: tuple[str, ...]
     exclude_regions: tuple[str, ...]
     languages: tuple[str, ...]
+    minimise: tuple[str, ...]
+    """Kinds of identifier replaced in delivered texts (see docs/minimisation.md)."""
     period_from: datetime | None
     period_to: datetime | None
     created_at: datetime
@@ -221,29 +224,6 @@ class LicenseeRecord:
         """False once disabled; a disabled licensee gets no deliveries and no API access."""
         return self.disabled_at is None
 
-    @property
-    def countries(self) -> frozenset[str] | None:
-        """Country codes in scope after exclusions; None when every country not excluded is."""
-        if not self.regions:
-            return None
-        return frozenset().union(*map(expand_region, self.regions)) - self.excluded_countries
-
-    @property
-    def excluded_countries(self) -> frozenset[str]:
-        return frozenset().union(*map(expand_region, self.exclude_regions))
-
-    def covers_region(self, country: str | None) -> bool:
-        """True when a user in `country` is in the licence's regional scope.
-
-        1. An excluded country is out.
-        2. With no `regions`, every other country is in; an unknown country too.
-        3. With `regions`, only their countries are in; an unknown country is out.
-        """
-        if country is not None and country in self.excluded_countries:
-            return False
-        scope = self.countries
-        return scope is None or (country is not None and country in scope)
-
     def as_dict(self) -> dict[str, Any]:
         """The public view (JSON-ready): every field except the sealed secret."""
         return {
@@ -253,6 +233,7 @@ class LicenseeRecord:
             "regions": list(self.regions),
             "exclude_regions": list(self.exclude_regions),
             "languages": list(self.languages),
+            "minimise": list(self.minimise),
             "period_from": None if self.period_from is None else rfc3339(self.period_from),
             "period_to": None if self.period_to is None else rfc3339(self.period_to),
             "created_at": rfc3339(self.created_at),
@@ -278,6 +259,7 @@ def _record(row: Licensee) -> LicenseeRecord:
         regions=tuple(row.regions),
         exclude_regions=tuple(row.exclude_regions),
         languages=tuple(row.languages),
+        minimise=tuple(row.minimise),
         period_from=row.period_from,
         period_to=row.period_to,
         created_at=row.created_at,
@@ -364,6 +346,7 @@ class LicenseeRegistry:
         languages: Iterable[str] = (),
         period_from: datetime | None = None,
         period_to: datetime | None = None,
+        minimise: Iterable[str] | None = None,
     ) -> NewLicensee:
         """Add a licensee; the returned API key is not kept anywhere else.
 
@@ -382,6 +365,9 @@ class LicenseeRegistry:
             period_from=period_from,
             period_to=period_to,
         )
+        kinds = MinimisationConfig.parse(
+            None if minimise is None else list(minimise), location="--minimise"
+        ).kinds
         master = self.keyring.master_key
         licensee_id = secrets.token_hex(8)
         api_key = f"{API_KEY_PREFIX}{licensee_id}_{secrets.token_urlsafe(32)}"
@@ -392,6 +378,7 @@ class LicenseeRegistry:
             regions=list(terms.regions),
             exclude_regions=list(terms.exclude_regions),
             languages=list(terms.languages),
+            minimise=[k for k in KINDS if k in kinds],
             period_from=terms.period_from,
             period_to=terms.period_to,
             created_at=self._clock(),

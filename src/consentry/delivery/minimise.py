@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from consentry.errors import BadInput, Problem
 
@@ -60,6 +60,11 @@ PLACEHOLDERS: Mapping[str, str] = {
 
 # ---------------------------------------------------------------------------------------
 # Patterns. Every one must mean the same in RE2, Java and Python `re` (see the module doc).
+# The engine's markers: non-characters U+FDD0-U+FDDF, removed from every input first.
+_START, _END, _AREA, _TWICE, _ONCE, _UNIT, _SHAPE = (chr(0xFDD0 + i) for i in range(7))
+_MARKERS = f"[{_START}-{chr(0xFDD0 + 15)}]"
+_REST = f"[^{_END}]*"  # the rest of a core, whatever it is (cores never hold a marker)
+
 # Letters beyond ASCII: Latin-1 and Latin Extended-A/B, written as literal characters
 # because the three engines disagree on `\x{..}`, `\u....` and `\p{L}`.
 _LATIN = "À-ÖØ-öø-ɏ"
@@ -72,7 +77,7 @@ _SEGMENT = "[A-Za-z0-9._~!$&'()*+,;=:%-]*"
 _URL_CHAR = "[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]"
 # A URL never ends on punctuation that usually closes the sentence around it.
 _URL_END = "[A-Za-z0-9_~/#@$&*+=%-]"
-_USER_PATH = "(?:[Uu]sers?/|[Uu]/|[Pp]rofiles?/|[Mm]embers?/|[Pp]eople/|@|~)"
+_USER_PATH = "(?:[Uu]sers?/|[Uu]/|[Ii]n/|[Pp]rofiles?/|[Mm]embers?/|[Pp]eople/|@|~)"
 _URL = (
     f"{_SCHEME}{_HOST}(?:(?:/{_SEGMENT})*[?]{_URL_CHAR}*{_URL_END}"
     f"|(?:/{_SEGMENT})*/{_USER_PATH}[A-Za-z0-9_](?:{_URL_CHAR}*{_URL_END})?)"
@@ -106,9 +111,7 @@ _IPV6 = (
 )
 # Candidates are maximal runs, so the check sees the whole run: "1.2.3.4.5" is one
 # candidate (not an IP), never "1.2.3.4" followed by ".5".
-_IP_CANDIDATE = (
-    "[0-9]+(?:[.][0-9]+){3,}|[0-9A-Fa-f]*:[0-9A-Fa-f]*:(?:[0-9A-Fa-f:.]*[0-9A-Fa-f:])?"
-)
+_IP_CANDIDATE = "[0-9]+(?:[.][0-9]+){3,}|[0-9A-Fa-f]*:[0-9A-Fa-f]*:(?:[0-9A-Fa-f:.]*[0-9A-Fa-f:])?"
 
 # Phones: a run of digits joined by at most two of space . / - ( ); the shapes below decide.
 _PHONE = "(?:[+]|[(])?[0-9](?:[ ./()-]{0,2}[0-9])*"
@@ -117,14 +120,18 @@ _PHONE = "(?:[+]|[(])?[0-9](?:[ ./()-]{0,2}[0-9])*"
 _PHONE_INTL = "[+][0-9]{1,3}(?:[ .-]?[(][0-9]{1,4}[)])?[ .-]?[0-9]+(?:[ .-][0-9]+)*"
 _PHONE_NATIONAL = (
     "(?:[(][0-9]{2,5}[)][ -]?[0-9]{2,8}(?:[ ./-][0-9]{2,8})*"
-    "|[0-9]{2,5}(?:[ ./-][0-9]{2,8})+)"
+    "|[0-9]{2,5}(?:[ ./-][0-9]{2,8})+"
+    "|1[ .-][0-9]{3}[ .-][0-9]{3}[ .-][0-9]{4})"  # North American 1-800-555-0199
 )
-# Digit runs that have a phone's shape but are something else.
+# Digit runs that have a phone's shape but are something else (whole-core shapes).
 _NOT_PHONE = (
-    "[0-9]{4}[./-][0-9]{1,2}[./-][0-9]{1,2}([ ]|$)",  # ISO date, maybe followed by a time
-    "[0-9]{1,2}[./-][0-9]{1,2}[./-][0-9]{2,4}([ ]|$)",  # day-month-year date
-    "[0-9]{1,3}([.][0-9]{3}){2,}$",  # thousands separated by dots: 12.345.678
+    f"[0-9]{{4}}[./-][0-9]{{1,2}}[./-][0-9]{{1,2}}(?:[ ]{_REST})?",  # ISO date [+ more]
+    f"[0-9]{{1,2}}[./-][0-9]{{1,2}}[./-][0-9]{{2,4}}(?:[ ]{_REST})?",  # day-month-year
+    "[0-9]{1,3}(?:[.][0-9]{3}){2,}",  # thousands separated by dots: 12.345.678
+    f"(?:19|20)[0-9]{{2}}-{_REST}",  # a year, a dash and more: order 2024-000123
 )
+# A card: first digit 1-9, at most five groups, 13-19 digits (and a valid Luhn sum).
+_CARD_SHAPE = "[1-9][0-9]*(?:[ -][0-9]+){0,4}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +151,9 @@ class _Rule:
     2. Checked rules find `(?:^|[^before])core`: the core must not follow a character of
        the class `before` (what look-behind would say, which RE2 lacks). The consumed
        character is kept.
-    3. The core is replaced when it has one of `shapes` (none: always), matches none of
-       `not_shapes` (searched from its start) and, with `luhn`, has a valid Luhn sum.
+    3. The core is replaced when it has none of `not_shapes`, one of `shapes` (fully
+       matching, digit count in range; no shapes: always) and, with `luhn`, a valid Luhn
+       sum. Shapes of one rule must be disjoint (the engine retags a core by its shape).
     """
 
     kind: str
@@ -157,26 +165,21 @@ class _Rule:
 
     @property
     def search(self) -> str:
-        """The pattern run over whole texts."""
+        """The pattern run over whole texts; checked rules capture (kept char, core)."""
         if self.before is None:
             return self.pattern
-        return f"(?:^|[^{self.before}])(?:{self.pattern})"
-
-    @property
-    def prefix(self) -> str:
-        """Extracts the kept preceding character (or nothing) from a match."""
-        return f"^([^{self.before}]?)"
+        return f"(^|[^{self.before}])({self.pattern})"
 
 
 _RULES: tuple[_Rule, ...] = (
     _Rule("url", _URL),
-    _Rule("handle", _HANDLE, before=f"A-Za-z0-9_{_LATIN}.%+@/-"),
+    _Rule("handle", _HANDLE, before=f"A-Za-z0-9_{_LATIN}%+@/-"),
     _Rule("email", _EMAIL),
     _Rule(
         "card",
         _CARD,
-        before=f"A-Za-z0-9_{_LATIN}+.,",
-        shapes=(_Shape("[1-9][0-9 -]*", 13, 19),),
+        before="0-9_+.,",
+        shapes=(_Shape(_CARD_SHAPE, 13, 19),),
         luhn=True,
     ),
     _Rule(
@@ -289,11 +292,11 @@ def _core_ok(rule: _Rule, core: str) -> bool:
     digits = sum(char in "0123456789" for char in core)
     if rule.shapes and not any(
         shape.min_digits <= digits <= shape.max_digits
-        and _re(f"^(?:{shape.pattern})$").match(core)
+        and _re(f"(?:{shape.pattern})").fullmatch(core)
         for shape in rule.shapes
     ):
         return False
-    if any(_re(f"^(?:{bad})").match(core) for bad in rule.not_shapes):
+    if any(_re(f"(?:{bad})").fullmatch(core) for bad in rule.not_shapes):
         return False
     return not rule.luhn or _luhn_ok("".join(c for c in core if c in "0123456789"))
 
@@ -301,13 +304,15 @@ def _core_ok(rule: _Rule, core: str) -> bool:
 def minimise_text(text: str, config: MinimisationConfig | None = None) -> str:
     """`text` with every identifier of the kinds `config` turns on replaced (reference).
 
-    1. Apply the rules of the kinds turned on, in `KINDS` order, each over the output of
-       the previous one.
+    1. Remove the reserved non-characters U+FDD0-U+FDDF (the engine's markers); then apply
+       the rules of the kinds turned on, in `KINDS` order, each over the previous output.
     2. Plain rules replace each non-overlapping match, left to right.
     3. Checked rules keep the character before the core and replace the core only when it
        passes the rule's checks; a candidate that fails is kept as it is.
     """
     config = config or MinimisationConfig()
+    if config.names:
+        text = _re(_MARKERS).sub("", text)
     for kind in config.names:
         rule = _RULE_OF[kind]
         placeholder = PLACEHOLDERS[kind]
@@ -315,11 +320,11 @@ def minimise_text(text: str, config: MinimisationConfig | None = None) -> str:
             text = _re(rule.search).sub(placeholder, text)
             continue
 
-        def replace(match: re.Match[str], rule: _Rule = rule, placeholder: str = placeholder) -> str:
-            found = match.group(0)
-            prefix = _re(rule.prefix).match(found)
-            kept = prefix.group(1) if prefix else ""
-            return kept + placeholder if _core_ok(rule, found[len(kept) :]) else found
+        def replace(
+            match: re.Match[str], rule: _Rule = rule, placeholder: str = placeholder
+        ) -> str:
+            kept, core = match.group(1), match.group(2)
+            return kept + placeholder if _core_ok(rule, core) else match.group(0)
 
         text = _re(rule.search).sub(replace, text)
     return text
@@ -327,99 +332,128 @@ def minimise_text(text: str, config: MinimisationConfig | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Engine implementation (Ibis)
+#
+# Deciding about each candidate separately would take array lambdas, which Ibis renders
+# for DuckDB in the `x -> …` form DuckDB 2 rejects. So every rule is a fixed sequence of
+# whole-column rewrites instead: candidates are fenced with markers (non-characters, which
+# `minimise_expr` removes from the input first), checks turn fenced candidates into their
+# placeholder, and a last rewrite drops the fences of those that failed. The number of
+# rewrites is fixed per rule, whatever the number of candidates in a text.
 
 
-def _extract_all(text: ir.StringValue, pattern: str) -> ir.ArrayValue:
-    """Every non-overlapping match of `pattern`, left to right (`regexp_extract_all`).
+_DOUBLED = "0246813579"
+"""Luhn's doubled digit, reduced below 10 (2 × d, minus 9 above 9), by digit."""
 
-    DuckDB and Spark both have `regexp_extract_all(string, pattern, group)`; Ibis has no
-    operation for it, so it is called as a built-in function (no Python runs per row).
+
+def _java_syntax() -> ir.BooleanValue:
+    """True when the engine's `regexp_replace` reads Java replacement syntax (Spark).
+
+    Group references are `\\1` for RE2 (DuckDB) and `$1` for Java (Spark), and each engine
+    takes the other's form literally: replacing "x" by "$0" yields "x" only under Java.
+    Both engines fold this constant expression before running the query.
     """
     import ibis
 
-    @ibis.udf.scalar.builtin(name="regexp_extract_all")
-    def regexp_extract_all(text: str, pattern: str, group: int) -> list[str]:  # type: ignore[empty-body]
-        ...
-
-    result: ir.ArrayValue = regexp_extract_all(text, pattern, 0)
-    return result
+    probe: ir.BooleanValue = ibis.literal("x").re_replace("x", "$0") == "x"
+    return probe
 
 
-def _digit_count(core: ir.StringValue) -> ir.IntegerValue:
-    count: ir.IntegerValue = core.re_replace("[^0-9]", "").length()
-    return count
-
-
-def _luhn_expr(core: ir.StringValue) -> ir.BooleanValue:
-    """Luhn validity of a candidate's digits as a fixed-width column expression.
-
-    1. Keep the digits, reverse them, pad with 19 zeros (zeros add nothing to the sum).
-    2. Positions 0, 2, … count their digit; positions 1, 3, … count the doubled digit minus
-       9 when above 9, read off a translated copy (0123456789 → 0246813579).
-    3. Valid when the sum of the first 19 positions is a multiple of 10 (the shape check
-       already limits cards to 19 digits).
-    """
-    reversed_digits = core.re_replace("[^0-9]", "").reverse() + "0" * 19
-    doubled = reversed_digits.translate("0123456789", "0246813579")
-    total: Any = 0
-    for position in range(19):
-        source = doubled if position % 2 else reversed_digits
-        total = total + source.substr(position, 1).cast("int16")
-    ok: ir.BooleanValue = total % 10 == 0
-    return ok
-
-
-def _core_expr(rule: _Rule, core: ir.StringValue) -> ir.BooleanValue:
-    """The same checks as `_core_ok`, as a column expression."""
+def _rewrite(*parts: int | str) -> ir.StringValue | str:
+    """A replacement of literal text and group references (ints), for either engine."""
     import ibis
 
-    checks: list[ir.BooleanValue] = []
-    if rule.shapes:
-        digits = _digit_count(core)
-        options = [
-            core.re_search(f"^(?:{shape.pattern})$")
-            & (digits >= shape.min_digits)
-            & (digits <= shape.max_digits)
-            for shape in rule.shapes
-        ]
-        any_shape = options[0]
-        for option in options[1:]:
-            any_shape = any_shape | option
-        checks.append(any_shape)
-    checks.extend(~core.re_search(f"^(?:{bad})") for bad in rule.not_shapes)
-    if rule.luhn:
-        checks.append(_luhn_expr(core))
-    result: ir.BooleanValue = ibis.literal(True)
-    for check in checks:
-        result = result & check
+    re2 = "".join(f"\\{p}" if isinstance(p, int) else p.replace("\\", "\\\\") for p in parts)
+    if all(isinstance(p, str) for p in parts) and "$" not in re2:
+        return re2
+    java = "".join(
+        f"${p}" if isinstance(p, int) else p.replace("\\", "\\\\").replace("$", "\\$")
+        for p in parts
+    )
+    template: ir.StringValue = ibis.ifelse(_java_syntax(), java, re2)
+    return template
+
+
+def _sub(text: ir.StringValue, pattern: str, *replacement: int | str) -> ir.StringValue:
+    result: ir.StringValue = text.re_replace(pattern, _rewrite(*replacement))
     return result
+
+
+def _digits_between(low: int, high: int) -> str:
+    """Matches a fenced core holding low..high ASCII digits (the fence end included)."""
+    return f"(?:[^0-9{_END}]*[0-9]){{{low},{high}}}[^0-9{_END}]*{_END}"
+
+
+def _luhn_rewrites(text: ir.StringValue, placeholder: str) -> ir.StringValue:
+    """Replace fenced card candidates whose digits pass Luhn; rewrites only, no arithmetic.
+
+    1. Copy the digits of each well-shaped core (first digit 1-9, at most five groups)
+       into an area after it; drop the fences of cores of another shape or whose area
+       does not hold 13-19 digits.
+    2. Prefix odd-length areas with 0 (it adds nothing): the digits to double, at odd
+       distance from the right, are now the first of each pair from the left.
+    3. Walk a cursor over each area, two digits per step (at most 10 steps: 4, 4, 1, 1, 1
+       pairs), tagging the first of each pair "twice" and the second "once".
+    4. Spell every tagged digit in unary (a doubled one as its reduced double), delete
+       runs of ten units: an area left without units has a digit sum ≡ 0 mod 10.
+    5. Such cores become the placeholder; the caller drops every other fence and area.
+    """
+    groups = "(?:[ -]([0-9]+))?" * 4
+    text = _sub(
+        text,
+        f"{_START}(([1-9][0-9]*){groups}){_END}",
+        _START, 1, _AREA, 2, 3, 4, 5, 6, _END,
+    )  # fmt: skip
+    text = _sub(text, f"{_START}([^{_AREA}{_END}]*){_AREA}(?:[0-9]{{1,12}}|[0-9]{{20,}}){_END}", 1)
+    text = _sub(text, f"{_AREA}((?:[0-9][0-9])*[0-9]){_END}", _AREA, "0", 1, _END)
+    for pairs in (4, 4, 1, 1, 1):
+        tagged: list[int | str] = []
+        for pair in range(pairs):
+            tagged += [2 * pair + 1, _TWICE, 2 * pair + 2, _ONCE]
+        text = _sub(text, _AREA + "([0-9])([0-9])" * pairs, *tagged, _AREA)
+    for digit in range(10):
+        text = text.replace(f"{digit}{_TWICE}", _UNIT * int(_DOUBLED[digit]))
+        text = text.replace(f"{digit}{_ONCE}", _UNIT * digit)
+    text = text.re_replace(f"{_UNIT}{{10}}", "")
+    replaced: ir.StringValue = text.re_replace(f"{_START}[0-9 -]+{_AREA}{_END}", placeholder)
+    return replaced
 
 
 def _checked_expr(text: ir.StringValue, rule: _Rule) -> ir.StringValue:
-    """Apply a checked rule: split around candidates, decide each, stitch back.
+    """Apply a checked rule with whole-column rewrites (see `_Rule` for the rule itself).
 
-    1. `re_split` gives the n + 1 pieces between the n candidates, `regexp_extract_all`
-       the candidates (same matcher, same scan, so they interleave).
-    2. Each candidate becomes kept character + placeholder when its core passes the
-       checks, else stays as it was; zip pads the missing n + 1-th candidate with NULL.
-    3. Rows without a candidate skip all that (most posts carry no identifier).
+    1. Fence every candidate core: `(^|[^before])(core)` → kept character, start, core, end.
+    2. Unfence cores of a `not_shapes` shape.
+    3. Per shape: a fenced core of that shape is retagged, then becomes the placeholder if
+       its digit count is in range (a shape without a range: becomes it at once). Shapes of
+       one rule are disjoint, so a retagged core needs no other chance.
+    4. Cards instead go through `_luhn_rewrites`.
+    5. Drop every marker left: failed candidates read as before.
+    6. Rows without a candidate skip all that (most posts carry no identifier).
     """
     import ibis
 
     placeholder = PLACEHOLDERS[rule.kind]
-    pieces = text.re_split(rule.search)
-    found = _extract_all(text, rule.search)
-
-    def stitch(pair: Any) -> ir.StringValue:
-        match: ir.StringValue = pair.f2
-        kept = match.re_extract(rule.prefix, 1)
-        core = match.substr(kept.length())
-        decided = ibis.ifelse(_core_expr(rule, core), kept + placeholder, match)
-        out: ir.StringValue = pair.f1 + decided.fill_null("")
-        return out
-
-    rebuilt = pieces.zip(found).map(stitch).join("")
-    result: ir.StringValue = ibis.ifelse(text.re_search(rule.search), rebuilt, text)
+    text_in = text
+    text = _sub(text, rule.search, 1, _START, 2, _END)
+    if rule.not_shapes:
+        bad = "|".join(rule.not_shapes)
+        text = _sub(text, f"{_START}((?:{bad})){_END}", 1)
+    if rule.luhn:
+        text = _luhn_rewrites(text, placeholder)
+    else:
+        for shape in rule.shapes:
+            if shape.min_digits == 0 and shape.max_digits >= 1_000_000:
+                text = text.re_replace(f"{_START}(?:{shape.pattern}){_END}", placeholder)
+                continue
+            text = _sub(text, f"{_START}((?:{shape.pattern})){_END}", _SHAPE, 1, _END)
+            text = text.re_replace(
+                _SHAPE + _digits_between(shape.min_digits, shape.max_digits), placeholder
+            )
+            text = _sub(text, f"{_SHAPE}([^{_END}]*){_END}", _START, 1, _END)
+        if not rule.shapes:
+            text = text.re_replace(f"{_START}[^{_END}]*{_END}", placeholder)
+    text = text.re_replace(_MARKERS, "")
+    result: ir.StringValue = ibis.ifelse(text_in.re_search(rule.search), text, text_in)
     return result
 
 
@@ -429,13 +463,16 @@ def minimise_expr(
     """`column` with identifiers replaced, as an Ibis expression for DuckDB or PySpark.
 
     1. Same rules, order and results as `minimise_text` (tests compare them).
-    2. Plain rules are one `re_replace` each (global on both engines).
-    3. Checked rules split, decide each candidate with column expressions (shape regexes,
-       digit counts, a fixed-width Luhn sum) and join back: no Python runs per row.
-    4. NULL stays NULL.
+    2. Remove the reserved non-characters U+FDD0-U+FDDF (the engine's markers).
+    3. Plain rules are one global `re_replace` each.
+    4. Checked rules are a fixed sequence of global rewrites (`_checked_expr`); no Python
+       runs per row, no array lambdas.
+    5. NULL stays NULL.
     """
     config = config or MinimisationConfig()
     text = column
+    if config.names:
+        text = text.re_replace(_MARKERS, "")
     for kind in config.names:
         rule = _RULE_OF[kind]
         if rule.before is None:

@@ -38,9 +38,7 @@ def hmac_sql(column: str, key: bytes, dialect: str) -> str:
     """
     inner, outer = _pads(key)
     if dialect == "duckdb":
-        return (
-            f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode({column}))))"
-        )
+        return f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode({column}))))"
     if dialect == "pyspark":
         return (
             f"sha2(concat(unhex('{outer}'), unhex(sha2(concat(unhex('{inner}'), "

@@ -15,6 +15,7 @@ from consentry.audit import SqlAuditSink
 from consentry.delivery.build import DeliveryTarget, build_delivery, explain_post
 from consentry.delivery.eligibility import LicenceScope
 from consentry.delivery.licensees import LicenseeRecord, registry_for
+from consentry.delivery.minimise import MinimisationConfig
 from consentry.delivery.signing import Signer, verify
 from consentry.engine import Lake, connect
 from consentry.errors import BadInput, ConsentryError, Problem
@@ -55,6 +56,7 @@ def target_for(settings: Settings, record: LicenseeRecord) -> DeliveryTarget:
             period_to=record.period_to,
         ),
         secret=secret,
+        minimisation=MinimisationConfig(frozenset(record.minimise)),
     )
 
 

@@ -70,6 +70,8 @@ def connect(
         con = ibis.duckdb.connect()
         # Lake instants are UTC; DuckDB would otherwise render them in the host's zone.
         con.raw_sql("SET TimeZone = 'UTC'")
+        # Ibis 12 compiles array lambdas as `x -> ...`, which DuckDB 2 refuses unless asked.
+        con.raw_sql("SET lambda_syntax = 'ENABLE_SINGLE_ARROW'")
         return con
     if engine == "spark":
         session = spark if spark is not None else spark_session(spark_master)

@@ -122,6 +122,43 @@ def _record(row: ConsentEventRow) -> ConsentEventRecord:
     )
 
 
+# The read path's statements, built once: SQLAlchemy caches their compiled form, and Core
+# rows skip the ORM's identity map (the API reads these on every request).
+_SUBJECT_FACTS = sa.select(Subject.region, Subject.birth_date).where(
+    Subject.user_id == sa.bindparam("user_id")
+)
+_LATEST_EVENTS = (
+    sa.select(
+        ConsentEventRow.purpose,
+        ConsentEventRow.choice,
+        ConsentEventRow.at,
+        ConsentEventRow.source,
+        ConsentEventRow.event_id,
+    )
+    .where(
+        ConsentEventRow.user_id == sa.bindparam("user_id"),
+        ConsentEventRow.at <= sa.bindparam("at"),
+    )
+    .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
+)
+
+
+def _subject_facts(conn: sa.Connection, user_id: str) -> SubjectFacts | None:
+    row = conn.execute(_SUBJECT_FACTS, {"user_id": user_id}).first()
+    if row is None:
+        return None
+    return SubjectFacts(user_id=user_id, region=row.region, birth_date=row.birth_date)
+
+
+def _latest_choices(conn: sa.Connection, user_id: str, at: datetime) -> dict[str, LatestChoice]:
+    rows = conn.execute(_LATEST_EVENTS, {"user_id": user_id, "at": at}).all()
+    latest: dict[str, LatestChoice] = {}
+    for purpose, choice, when, source, event_id in rows:  # one user's events: a handful
+        # Ordered by (instant, event_id): the last one seen per purpose is the latest.
+        latest[purpose] = LatestChoice(Choice(choice), when, source, event_id)
+    return latest
+
+
 def _insert(session: Session) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL both do)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
@@ -146,11 +183,8 @@ class ConsentLedger:
 
     def subject(self, user_id: str) -> SubjectFacts | None:
         """The user's facts, or None when the platform never told us about them."""
-        with self.store.session() as session:
-            row = session.get(Subject, user_id)
-            if row is None:
-                return None
-            return SubjectFacts(user_id=row.user_id, region=row.region, birth_date=row.birth_date)
+        with self.store.engine.connect() as conn:
+            return _subject_facts(conn, user_id)
 
     def history(self, user_id: str) -> list[ConsentEventRecord]:
         """Every event of the user, oldest first (by instant, then event_id)."""
@@ -164,37 +198,29 @@ class ConsentLedger:
 
     def latest_choices(self, user_id: str, at: datetime) -> dict[str, LatestChoice]:
         """Purpose -> the latest event at or before `at` (ties: larger event_id)."""
-        with self.store.session() as session:
-            rows = session.execute(
-                sa.select(
-                    ConsentEventRow.purpose,
-                    ConsentEventRow.choice,
-                    ConsentEventRow.at,
-                    ConsentEventRow.source,
-                    ConsentEventRow.event_id,
-                )
-                .where(ConsentEventRow.user_id == user_id, ConsentEventRow.at <= at)
-                .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
-            ).all()
-        latest: dict[str, LatestChoice] = {}
-        for purpose, choice, when, source, event_id in rows:  # one user's events: a handful
-            latest[purpose] = LatestChoice(Choice(choice), when, source, event_id)
-        return latest
+        with self.store.engine.connect() as conn:
+            return _latest_choices(conn, user_id, at)
+
+    def _facts_and_latest(
+        self, user_id: str, at: datetime
+    ) -> tuple[SubjectFacts, dict[str, LatestChoice]]:
+        """`subject` (or bare facts for an unknown user) and `latest_choices`, read over one
+        connection in one read transaction: the API's hot path."""
+        with self.store.engine.connect() as conn:
+            facts = _subject_facts(conn, user_id) or SubjectFacts(user_id=user_id)
+            return facts, _latest_choices(conn, user_id, at)
 
     def resolve(self, user_id: str, purpose: str, at: datetime) -> ConsentDecision:
         """`resolve_consent` for one user and purpose, reading the ledger."""
-        subject = self.subject(user_id) or SubjectFacts(user_id=user_id)
-        return resolve_consent(
-            self.policy, subject, purpose, at, self.latest_choices(user_id, at).get(purpose)
-        )
+        subject, latest = self._facts_and_latest(user_id, at)
+        return resolve_consent(self.policy, subject, purpose, at, latest.get(purpose))
 
     def resolve_all(self, user_id: str, at: datetime) -> list[ConsentDecision]:
         """Every purpose of the version in force at `at`, resolved for the user."""
         version = self.policy.version_at(at)
         if version is None:
             return []
-        subject = self.subject(user_id) or SubjectFacts(user_id=user_id)
-        latest = self.latest_choices(user_id, at)
+        subject, latest = self._facts_and_latest(user_id, at)
         return [
             resolve_consent(self.policy, subject, p.key, at, latest.get(p.key))
             for p in version.purposes

@@ -24,7 +24,7 @@ def ledger_for(settings: Settings) -> ConsentLedger:
     return ConsentLedger(
         open_store(settings.resolved_database_url),
         load_policy(settings.policy_file),
-        Keyring.for_home(settings.home),
+        Keyring.for_settings(settings),
     )
 
 

@@ -208,6 +208,8 @@ class Licensee(Base):
     exclude_regions: Mapped[list[str]] = mapped_column(sa.JSON)
     languages: Mapped[list[str]] = mapped_column(sa.JSON)
     """Lower-case BCP 47 tags in scope; empty: every language."""
+    minimise: Mapped[list[str]] = mapped_column(sa.JSON)
+    """Kinds of identifier replaced in delivered texts (`consentry.delivery.minimise.KINDS`)."""
     period_from: Mapped[datetime | None] = mapped_column(UtcDateTime)
     period_to: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -25,7 +25,7 @@ from consentry.policy import REGION_GROUPS, Choice, PolicyVersion, diff_versions
 from consentry.store.models import Subject
 from consentry.web import templates
 
-__all__ = ["describe_decision", "router"]
+__all__ = ["csrf_ok", "csrf_token", "describe_decision", "error_page", "router"]
 
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services)]
@@ -97,7 +97,7 @@ def _signed_in(request: Request) -> str | None:
     return user if isinstance(user, str) else None
 
 
-def _csrf(request: Request) -> str:
+def csrf_token(request: Request) -> str:
     token = request.session.get(SESSION_CSRF)
     if not isinstance(token, str):
         token = secrets.token_urlsafe(32)
@@ -105,13 +105,13 @@ def _csrf(request: Request) -> str:
     return token
 
 
-def _csrf_ok(request: Request, token: str) -> bool:
+def csrf_ok(request: Request, token: str) -> bool:
     """The form's token is the one bound to this session (compared in constant time)."""
     expected = request.session.get(SESSION_CSRF)
     return isinstance(expected, str) and hmac.compare_digest(expected, token)
 
 
-def _error(
+def error_page(
     request: Request,
     code: int,
     title: str,
@@ -135,7 +135,7 @@ def _error(
 
 
 def _expired(request: Request) -> Response:
-    return _error(
+    return error_page(
         request,
         status.HTTP_403_FORBIDDEN,
         "This form has expired",
@@ -180,7 +180,7 @@ def signin_page(request: Request, svc: ServicesDep) -> Response:
         {
             "version": __version__,
             "users": _demo_users(svc),
-            "csrf": _csrf(request),
+            "csrf": csrf_token(request),
             "user": _signed_in(request),
         },
     )
@@ -195,8 +195,8 @@ def signin(
 ) -> Response:
     """Demo sign-in: only for homes holding the generated demo platform."""
     back = ("/signin", "Back to sign-in")
-    if not _csrf_ok(request, csrf):
-        return _error(
+    if not csrf_ok(request, csrf):
+        return error_page(
             request,
             status.HTTP_403_FORBIDDEN,
             "This form has expired",
@@ -204,7 +204,7 @@ def signin(
             link=back,
         )
     if not (svc.settings.home / "demo" / "demo.json").exists():
-        return _error(
+        return error_page(
             request,
             status.HTTP_404_NOT_FOUND,
             "Demo sign-in is not available",
@@ -212,7 +212,7 @@ def signin(
             link=back,
         )
     if svc.ledger.subject(user_id) is None:
-        return _error(
+        return error_page(
             request, status.HTTP_404_NOT_FOUND, "No such user", f"There is no user {user_id!r}.",
             link=back,
         )  # fmt: skip
@@ -223,7 +223,7 @@ def signin(
 
 @router.post("/signout")
 def signout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-    if not _csrf_ok(request, csrf):
+    if not csrf_ok(request, csrf):
         return _expired(request)
     request.session.clear()
     return RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
@@ -297,7 +297,7 @@ def privacy_settings(request: Request, svc: ServicesDep) -> Response:
             "history": history,
             "gpc_signal": request.headers.get("sec-gpc", "").strip() == "1",
             "gpc_recorded": [titles.get(p, p) for p in gpc_recorded],
-            "csrf": _csrf(request),
+            "csrf": csrf_token(request),
             "notice": notice if isinstance(notice, str) else None,
         },
     )
@@ -320,17 +320,17 @@ def change_privacy_setting(
     """
     user_id = _signed_in(request)
     if user_id is None:
-        return _error(
+        return error_page(
             request,
             status.HTTP_401_UNAUTHORIZED,
             "Please sign in",
             "Sign in to change your privacy settings. Nothing was changed.",
             link=("/signin", "Sign in"),
         )
-    if not _csrf_ok(request, csrf):
+    if not csrf_ok(request, csrf):
         return _expired(request)
     if choice not in ("allow", "deny"):
-        return _error(
+        return error_page(
             request,
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             "That choice is not possible",
@@ -340,7 +340,7 @@ def change_privacy_setting(
     version = svc.policy.version_at(datetime.now(UTC))
     described = version.purpose(purpose) if version else None
     if version is None or described is None:
-        return _error(
+        return error_page(
             request,
             status.HTTP_404_NOT_FOUND,
             "No such setting",
@@ -366,7 +366,7 @@ def policy_changes(old: str, new: str, request: Request, svc: ServicesDep) -> Re
     try:
         before, after = svc.policy.get(old), svc.policy.get(new)
     except KeyError:
-        return _error(
+        return error_page(
             request,
             status.HTTP_404_NOT_FOUND,
             "No such policy version",

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("regions", sa.JSON(), nullable=False),
         sa.Column("exclude_regions", sa.JSON(), nullable=False),
         sa.Column("languages", sa.JSON(), nullable=False),
+        sa.Column("minimise", sa.JSON(), nullable=False),
         sa.Column("period_from", sa.DateTime(timezone=True), nullable=True),
         sa.Column("period_to", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

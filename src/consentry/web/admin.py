@@ -1,0 +1,103 @@
+"""The admin console: sign in with an admin token; licensees and deliveries at a glance."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from consentry import __version__
+from consentry.api.auth import InvalidTokenError, verify_token
+from consentry.api.services import Services, services
+from consentry.delivery.licensees import registry_for
+from consentry.delivery.service import list_deliveries
+from consentry.web import templates
+from consentry.web.pages import csrf_ok, csrf_token, error_page
+
+__all__ = ["exclusion_bars", "router"]
+
+router = APIRouter(include_in_schema=False)
+ServicesDep = Annotated[Services, Depends(services)]
+SESSION_ADMIN = "admin"
+
+
+def exclusion_bars(counts: dict[str, Any], width: int = 360) -> list[dict[str, Any]]:
+    """Bars for the delivered posts and each exclusion reason, scaled to the largest."""
+    rows = [("delivered", int(counts["delivered"]))] + [
+        (reason, int(n)) for reason, n in counts["excluded"].items() if n
+    ]
+    top = max((n for _, n in rows), default=0) or 1
+    return [
+        {
+            "label": label,
+            "value": n,
+            "width": max(1, round(width * n / top)) if n else 0,
+            "y": i * 22,
+        }
+        for i, (label, n) in enumerate(rows)
+    ]
+
+
+def _admin(request: Request) -> str | None:
+    name = request.session.get(SESSION_ADMIN)
+    return name if isinstance(name, str) else None
+
+
+@router.get("/admin/signin", response_class=HTMLResponse)
+def admin_signin_page(request: Request) -> Response:
+    return templates.TemplateResponse(
+        request, "admin_signin.html", {"version": __version__, "csrf": csrf_token(request)}
+    )
+
+
+@router.post("/admin/signin")
+def admin_signin(
+    request: Request,
+    svc: ServicesDep,
+    token: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Exchange an admin token (`consentry token admin`) for an admin session."""
+    back = ("/admin/signin", "Back to admin sign-in")
+    if not csrf_ok(request, csrf):
+        return error_page(
+            request, 403, "The form expired", "Reload the sign-in page and try again.", link=back
+        )
+    try:
+        identity = verify_token(svc.keyring.platform_secret, token.strip())
+    except InvalidTokenError as exc:
+        return error_page(request, 401, "That token was not accepted", str(exc), link=back)
+    if identity.role != "admin":
+        return error_page(
+            request,
+            403,
+            "Not an admin token",
+            "Use a token from `consentry token admin`.",
+            link=back,
+        )
+    request.session[SESSION_ADMIN] = identity.subject
+    return RedirectResponse("/admin/deliveries", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/admin/deliveries", response_class=HTMLResponse)
+def admin_deliveries(request: Request, svc: ServicesDep) -> Response:
+    """Licensees and their deliveries, each with its exclusion breakdown as a chart."""
+    if _admin(request) is None:
+        return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
+    registry = registry_for(svc.settings, policy=svc.policy)
+    try:
+        licensees = [r.as_dict() for r in registry.licensees()]
+    finally:
+        registry.store.close()
+    deliveries = [{**m, "bars": exclusion_bars(m["counts"])} for m in list_deliveries(svc.settings)]
+    return templates.TemplateResponse(
+        request,
+        "admin_deliveries.html",
+        {
+            "version": __version__,
+            "admin": _admin(request),
+            "licensees": licensees,
+            "deliveries": deliveries,
+        },
+    )
