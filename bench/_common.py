@@ -6,6 +6,7 @@ Benchmarks are not tests: they measure and print, they never assert a timing.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import statistics
 import time
@@ -18,7 +19,9 @@ from typing import Any
 __all__ = [
     "Measured",
     "Stopwatch",
+    "group_cpu_seconds",
     "latency_summary",
+    "load_note",
     "peak_rss_mib",
     "print_table",
     "rate",
@@ -31,6 +34,34 @@ __all__ = [
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB (`ru_maxrss` is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_note() -> str:
+    """The 1-minute load average and core count, to print next to timings (other work on
+    the machine slows every side down)."""
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds used so far by the live processes of process group `pgid`.
+
+    Read from /proc (Linux): unlike throughput, CPU time per request barely depends on what
+    else the machine is running, so it compares runs made under different loads.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        # After the command: state, ppid, pgrp, ... utime (12th), stime (13th).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 @dataclass(slots=True)

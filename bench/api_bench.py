@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from _common import latency_summary, print_table, rate, ratio
+from _common import group_cpu_seconds, latency_summary, load_note, print_table, rate, ratio
 
 PURPOSE = "ai_training_third_party"
 LOOPBACK = "127.0.0.1"
@@ -67,6 +67,8 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float
+    """Server CPU (all its processes) per request: robust to other load on the machine."""
 
     @property
     def per_second(self) -> float:
@@ -168,6 +170,10 @@ class Server:
     @property
     def base(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by the server's process group (supervisor and workers)."""
+        return group_cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
 
     def __enter__(self) -> Server:
         exe = Path(sys.executable).with_name("consentry")
@@ -382,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"home: {args.subjects:,} subjects with consent history, built in "
             f"{time.perf_counter() - started:.1f} s; {args.connections} connections, "
-            f"{args.duration} s per run, generators: {', '.join(generators)}"
+            f"{args.duration} s per run, generators: {', '.join(generators)}; {load_note()}"
         )
         for workers in (args.workers, args.peer_workers):
             home = scratch / f"home-{workers}w"
@@ -391,12 +397,19 @@ def main(argv: list[str] | None = None) -> None:
                 warm_up(server.base, subjects, workers)
                 for generator in generators:
                     for endpoint in ("GET", "PUT"):
+                        cpu_before = server.cpu_seconds()
                         if generator == "wrk" and wrk is not None:
                             measured = run_wrk(wrk, server.base, endpoint, subjects, args, scratch)
                         else:
                             measured = run_python(server.base, endpoint, subjects, args)
-                        runs.append(Run(workers, generator, endpoint, *measured))
+                        cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(1, measured[0])
+                        runs.append(Run(workers, generator, endpoint, *measured, cpu_ms))
                         print(f"  measured {workers} worker(s), {generator}, {endpoint}")
+            log = (scratch / f"server-{workers}w.log").read_text(errors="replace")
+            if any(r.errors for r in runs if r.workers == workers) and log.strip():
+                # Errors are non-2xx answers or socket errors/timeouts; the log says which.
+                tail = "\n    ".join(log.strip().splitlines()[-15:])
+                print(f"  server log ({workers} worker(s)), last lines:\n    {tail}")
 
     by_key = {(r.workers, r.generator, r.endpoint): r for r in runs}
     rows: list[list[Any]] = []
@@ -415,6 +428,7 @@ def main(argv: list[str] | None = None) -> None:
                 round(r.p50_ms, 2),
                 round(r.p99_ms, 2),
                 r.errors,
+                round(r.cpu_ms, 2),
                 vs,
             ]
         )
@@ -422,14 +436,21 @@ def main(argv: list[str] | None = None) -> None:
         "consent API over loopback (GET /v1/users/{id}/consent, "
         f"PUT /v1/users/{{id}}/consent/{PURPOSE})",
         ["server", "generator", "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors",
-         f"vs {args.peer_workers} worker"],
+         "server CPU ms/req", f"vs {args.peer_workers} worker"],
         rows,
     )  # fmt: skip
     head = by_key.get((args.workers, generators[0], "GET"))
     if head is not None:
         print(
             f"\ntarget: >= 1,500 GET/s with p99 < 25 ms ({args.workers} workers); measured "
-            f"{head.per_second:,.0f} GET/s, p99 {head.p99_ms:.1f} ms ({head.generator})"
+            f"{head.per_second:,.0f} GET/s, p99 {head.p99_ms:.1f} ms ({head.generator}); "
+            f"{load_note()}"
+        )
+        cores = os.cpu_count() or 1
+        print(
+            f"server CPU per GET: {head.cpu_ms:.2f} ms, a ceiling of about "
+            f"{cores * 1000 / max(head.cpu_ms, 1e-9):,.0f} GET/s if the server had all "
+            f"{cores} cores to itself (no load generator, nothing else running)"
         )
 
 

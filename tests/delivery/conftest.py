@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -39,7 +39,9 @@ __all__ = [
     "THIRD",
     "WORLD_POSTS",
     "LakeHome",
+    "eu_scope",
     "expected_counts",
+    "expected_reasons",
     "make_lake_home",
     "world_events",
     "world_posts",
@@ -119,7 +121,7 @@ WORLD_POSTS: list[WorldPost] = [
     ),
     WorldPost("p02", "u-de-in", _t(2024, 12, 5, 8, 59, 59), "Guten Morgen @anna_b!"),
     WorldPost("p03", "u-de-in", _t(2025, 4, 1), "Nach dem Stichtag", open=(_CUT,), eu=(_CUT,)),
-    WorldPost("p04", "u-de-in", _t(2024, 12, 6), "Nicht öffentlich", "unlisted", (), (), (_VIS,)),
+    WorldPost("p04", "u-de-in", _t(2024, 12, 6), "Nur Link", "unlisted", open=(_VIS,), eu=(_VIS,)),
     WorldPost(
         "p05",
         "u-de-in",
@@ -131,17 +133,49 @@ WORLD_POSTS: list[WorldPost] = [
     ),
     # Deleted only after the cut-off: still delivered.
     WorldPost("p06", "u-de-in", _t(2024, 12, 8), "Später gelöscht", deleted_at=_t(2025, 5, 1)),
-    WorldPost("p07", "ghost", _t(2024, 12, 9), "who am I", lang="en", open=(_UNK,)),
-    WorldPost("p08", "u-del", _t(2024, 12, 9), "bye", lang="en", open=(_ADEL,)),
-    WorldPost("p09", "u-deact", _t(2024, 12, 9), "pause", lang="en", open=(_DEACT,)),
-    WorldPost("p10", "u-deact-later", _t(2024, 12, 9), "still here", lang="en"),
-    WorldPost("p11", "u-prot", _t(2024, 12, 9), "locked account", lang="en", open=(_PROT,)),
-    WorldPost("p12", "u-jp", _t(2024, 12, 9), "おはようございます", lang="ja"),
+    # An author missing from `users` has no region: outside any named region list.
+    WorldPost(
+        "p07", "ghost", _t(2024, 12, 9), "who am I", lang="en", open=(_UNK,), eu=(_UNK, _REG, _LANG)
+    ),
+    WorldPost(
+        "p08", "u-del", _t(2024, 12, 9), "bye", lang="en", open=(_ADEL,), eu=(_ADEL, _REG, _LANG)
+    ),
+    WorldPost(
+        "p09",
+        "u-deact",
+        _t(2024, 12, 9),
+        "pause",
+        lang="en",
+        open=(_DEACT,),
+        eu=(_DEACT, _REG, _LANG),
+    ),
+    # Deactivated only after the cut-off.
+    WorldPost("p10", "u-deact-later", _t(2024, 12, 9), "still here", lang="en", eu=(_REG, _LANG)),
+    WorldPost(
+        "p11",
+        "u-prot",
+        _t(2024, 12, 9),
+        "locked account",
+        lang="en",
+        open=(_PROT,),
+        eu=(_PROT, _REG, _LANG),
+    ),
+    WorldPost("p12", "u-jp", _t(2024, 12, 9), "おはようございます", lang="ja", eu=(_REG, _LANG)),
     WorldPost("p13", "u-de-in", _t(2024, 3, 1), "Vor der Lizenz", eu=(_PER,)),
     WorldPost("p14", "u-de", _t(2024, 12, 9), "Ohne Zustimmung", open=(_CON,), eu=(_CON,)),
-    WorldPost("p15", "u-fr-out", _t(2024, 12, 9), "Plus d'accord", lang="fr", open=(_CON,)),
+    WorldPost(
+        "p15", "u-fr-out", _t(2024, 12, 9), "Plus d'accord", lang="fr", open=(_CON,), eu=(_CON,)
+    ),
     WorldPost("p16", "u-late", _t(2024, 12, 9), "Zu spät zugestimmt", open=(_CON,), eu=(_CON,)),
-    WorldPost("p17", "u-minor", _t(2024, 12, 9), "homework", lang="en", open=(_CON,)),
+    WorldPost(
+        "p17",
+        "u-minor",
+        _t(2024, 12, 9),
+        "homework",
+        lang="en",
+        open=(_CON,),
+        eu=(_REG, _LANG, _CON),
+    ),
     # Fails several checks at once: counted under the first.
     WorldPost(
         "p18",
@@ -152,42 +186,18 @@ WORLD_POSTS: list[WorldPost] = [
         lang="en",
         deleted_at=_t(2025, 5, 1),
         open=(_CUT, _VIS, _DEACT),
+        eu=(_CUT, _VIS, _DEACT, _REG, _LANG),
     ),
-    WorldPost("p19", "u-de-in", _t(2024, 12, 11), "Ruf an: +49 30 1234567", lang=None),
-    WorldPost("p20", "u-us", _t(2024, 12, 10), "From 192.168.10.20 with love", lang="en"),
+    WorldPost("p19", "u-de-in", _t(2024, 12, 11), "Ruf an: +49 30 1234567", lang=None, eu=(_LANG,)),
+    WorldPost(
+        "p20", "u-us", _t(2024, 12, 10), "From 192.168.10.20 with love", lang="en", eu=(_REG, _LANG)
+    ),
 ]
-
-
-def _eu_reasons(post: WorldPost) -> tuple[str, ...]:
-    return post.eu
-
-
-# Posts whose `eu` reasons are not simply written above: derive them from the rules the
-# fixture states (region EU, languages de/fr, from 2024-06-01) for the `open` ones.
-_EU_EXTRA: dict[str, tuple[str, ...]] = {
-    "p04": (_VIS,),
-    "p07": (_UNK, _REG, _LANG),
-    "p08": (_ADEL, _REG, _LANG),
-    "p09": (_DEACT, _REG, _LANG),
-    "p10": (_REG, _LANG),
-    "p11": (_PROT, _REG, _LANG),
-    "p12": (_REG, _LANG),
-    "p15": (_CON,),
-    "p17": (_REG, _LANG, _CON),
-    "p18": (_CUT, _VIS, _DEACT, _REG, _LANG),
-    "p19": (_LANG,),
-}
 
 
 def expected_reasons(licensee: str) -> dict[str, list[str]]:
     """post_id -> every failing check for the `open` or `eu` licensee, in order."""
-    out: dict[str, list[str]] = {}
-    for post in WORLD_POSTS:
-        if licensee == "open":
-            out[post.post_id] = list(post.open)
-        else:
-            out[post.post_id] = list(_EU_EXTRA.get(post.post_id, post.eu))
-    return out
+    return {p.post_id: list(p.open if licensee == "open" else p.eu) for p in WORLD_POSTS}
 
 
 def expected_counts(licensee: str) -> dict[str, Any]:
@@ -308,9 +318,11 @@ class LakeHome:
     def visible(self) -> list[str]:
         """Names of the delivery directories a reader sees (not the hidden staging ones)."""
         root = self.deliveries
-        return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if (
-            root.exists()
-        ) else []
+        return (
+            sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+            if (root.exists())
+            else []
+        )
 
     def lineage(self, delivery_id: str | None = None) -> list[dict[str, Any]]:
         if not self.lake.exists("delivery_lineage"):
@@ -352,7 +364,7 @@ def run_cli(home: Path, *args: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated demo platform (shared: tests only add licensees and deliveries)."""
     home = tmp_path_factory.mktemp("delivery-demo")
     assert run_cli(home, "init").exit_code == 0
@@ -370,4 +382,4 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "7",
     )
     assert result.exit_code == 0, result.output
-    yield home
+    return home

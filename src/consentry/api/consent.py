@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from consentry.api.auth import Identity
-from consentry.api.services import BearerIdentity, Services, services
+from consentry.api.services import BearerIdentity, Services, run_read, services
 from consentry.errors import BadInput
 from consentry.instants import parse_instant
 from consentry.ledger.rules import ConsentDecision
@@ -20,8 +21,10 @@ from consentry.policy import Choice
 __all__ = ["gpc_requested", "router", "signals_for"]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Bodies are JSON: anything else is refused with 415 before it is read."""
+    # `async def` with no await: a check of one header, run on the event loop rather than
+    # handed to the thread pool (see `consentry.api.services`).
     if request.method in ("PUT", "POST", "PATCH"):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/json":
@@ -140,7 +143,8 @@ def _apply_gpc(request: Request, svc: Services, identity: Identity, origin: str)
 def _decisions(svc: Services, decisions: list[ConsentDecision]) -> list[PurposeDecision]:
     out = []
     for d in decisions:
-        version = svc.policy.version_at(d.since) if d.since else None
+        # The title as worded in the version the decision was made under.
+        version = svc.policy.get(d.policy_version) if d.policy_version else None
         purpose = version.purpose(d.purpose) if version else None
         out.append(
             PurposeDecision(
@@ -169,7 +173,7 @@ def signals_for(svc: Services, user_id: str, at: datetime) -> SignalsView:
 
 
 @router.get("/users/{user_id}/consent", response_model=ConsentView)
-def read_consent(
+async def read_consent(
     user_id: str,
     request: Request,
     svc: ServicesDep,
@@ -178,15 +182,21 @@ def read_consent(
 ) -> ConsentView:
     """Every purpose of the policy in force at `at`, with decision, rule and since."""
     _require_self(identity, user_id)
-    # The signal is recorded first so that a reading of "now" already reflects it.
-    recorded = _apply_gpc(request, svc, identity, "GET /v1/users/{id}/consent")
+    # The signal is recorded first so that a reading of "now" already reflects it. Recording
+    # writes, so it runs in the thread pool; the read below goes through `run_read`.
+    recorded: list[str] = []
+    if identity.role == "user" and gpc_requested(request):
+        recorded = await run_in_threadpool(
+            _apply_gpc, request, svc, identity, "GET /v1/users/{id}/consent"
+        )
     when = _instant(at)
     version = svc.policy.version_at(when)
+    decisions = await run_read(svc, svc.ledger.resolve_all, user_id, when)
     return ConsentView(
         user_id=user_id,
         at=when,
         policy_version=version.version if version else None,
-        purposes=_decisions(svc, svc.ledger.resolve_all(user_id, when)),
+        purposes=_decisions(svc, decisions),
         gpc_recorded=recorded,
     )
 

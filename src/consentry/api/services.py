@@ -3,10 +3,14 @@ that hand them out (identity from a bearer token, the GPC signal)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
+import jwt
 from fastapi import Depends, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from consentry.api.auth import Identity, InvalidTokenError, verify_token
 from consentry.keys import Keyring
@@ -19,8 +23,13 @@ __all__ = [
     "BearerIdentity",
     "Services",
     "bearer_identity",
+    "run_read",
     "services",
+    "verify_token_memo",
 ]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +59,65 @@ class Services:
         )
 
 
-def services(request: Request) -> Services:
+_VERIFIED_MAX = 10_000
+"""Tokens whose successful check is remembered per process (the memo is then reset)."""
+_verified: dict[tuple[bytes, str], tuple[Identity, float]] = {}
+
+
+def verify_token_memo(secret: bytes, token: str) -> Identity:
+    """`verify_token`, remembering each success until the token expires.
+
+    1. A token that passed the check and whose `exp` is still ahead gives the same identity
+       without checking the signature again (the HMAC check was the largest single cost of
+       an API request). The memo is keyed by secret and the whole token string.
+    2. Anything else — a new token, a failure, an expired token — goes through
+       `verify_token`, so every refusal is exactly its refusal. Only a token's expiry can
+       turn a past success into a failure (its other claims cannot change).
+    """
+    key = (secret, token)
+    hit = _verified.get(key)
+    if hit is not None and time.time() < hit[1]:
+        return hit[0]
+    identity = verify_token(secret, token)
+    # The signature was just checked; this only reads `exp` (required by verify_token).
+    expires = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified[key] = (identity, expires)
+    return identity
+
+
+async def run_read(
+    svc: Services, read: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    """Run `read` (a read of the store, never a write) for an `async def` endpoint.
+
+    1. SQLite store: inline, on the event loop. The database is a local file and WAL readers
+       never wait for writers, so a read takes a fraction of a millisecond — less than
+       handing it to the thread pool and back costs (that hand-off was ~40% of the CPU of
+       `GET /v1/users/{id}/consent`, see docs/benchmarks.md).
+    2. Any other store (PostgreSQL: network round trips): in the thread pool, so the event
+       loop never waits on the network.
+    """
+    if svc.store.backend_name == "sqlite":
+        return read(*args, **kwargs)
+    return await run_in_threadpool(read, *args, **kwargs)
+
+
+# The dependencies below are `async def` although they never await: they do no I/O, and
+# FastAPI runs a plain `def` dependency in the thread pool, a hand-off that cost more than
+# the work itself on every request.
+
+
+async def services(request: Request) -> Services:
     """The process's services (set on `app.state` by `create_app`)."""
     found: Services = request.app.state.services
     return found
 
 
-def bearer_identity(request: Request, svc: Annotated[Services, Depends(services)]) -> Identity:
+async def bearer_identity(
+    request: Request, svc: Annotated[Services, Depends(services)]
+) -> Identity:
     """The caller named by `Authorization: Bearer <token>`; 401 when absent or invalid."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -67,7 +128,7 @@ def bearer_identity(request: Request, svc: Annotated[Services, Depends(services)
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
-        return verify_token(svc.platform_secret, token.strip())
+        return verify_token_memo(svc.platform_secret, token.strip())
     except InvalidTokenError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

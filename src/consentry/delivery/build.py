@@ -6,12 +6,13 @@ leaves no visible delivery; lineage (which internal ids went into it) stays in t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,13 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from consentry.delivery.eligibility import REASON_ORDER, LicenceScope, eligibility, reasons_of
+from consentry.delivery.eligibility import (
+    REASON_ORDER,
+    LicenceScope,
+    author_facts,
+    eligibility,
+    reasons_of,
+)
 from consentry.delivery.minimise import MinimisationConfig, minimise_expr
 from consentry.delivery.pseudonyms import hmac_sql
 from consentry.delivery.signing import Signer
@@ -42,6 +49,9 @@ __all__ = [
 ]
 
 ROWS_PER_PART = 1_000_000
+ROW_GROUP_ROWS = 100_000
+"""Rows per Parquet row group. Fixed, so the bytes of a part do not depend on how the engine
+happened to batch its output (thread count, engine, machine)."""
 LINEAGE_TABLE = "delivery_lineage"
 
 DELIVERED_SCHEMA = pa.schema(
@@ -88,10 +98,21 @@ def evaluate_posts(
 ) -> ir.Table:
     """The eligibility expression over the lake's posts and users (shared by build and
     explain, so both follow one code path)."""
+    posts, users, ledger_events = _sources(backend, lake, events)
+    return eligibility(policy, posts, users, ledger_events, scope, as_of)
+
+
+def _sources(
+    backend: ibis.BaseBackend, lake: Lake, events: pa.Table
+) -> tuple[ir.Table, ir.Table, ir.Table]:
+    """The lake's posts and users and the ledger's events as tables on `backend`."""
     posts = lake.table(backend, "posts")
     users = lake.table(backend, "users")
-    ledger_events = backend.create_table("ledger_events", events, overwrite=True)
-    return eligibility(policy, posts, users, ledger_events, scope, as_of)
+    # A view over the in-memory events, not `create_table`: on Spark that writes a managed
+    # table under ./spark-warehouse (consent events left on disk), and the next build in the
+    # same directory fails because the table's location already exists.
+    ledger_events = backend.create_view("ledger_events", ibis.memtable(events), overwrite=True)
+    return posts, users, ledger_events
 
 
 def _intents_expr(
@@ -120,11 +141,17 @@ def _intents_expr(
     return table.select(intents_user=table.user_id, author_intents=usage)
 
 
-def _arrow_batches(backend: ibis.BaseBackend, query: str) -> Iterator[pa.RecordBatch]:
-    """Run engine SQL and stream the result as Arrow record batches."""
+def _arrow_batches(backend: ibis.BaseBackend, query: str) -> Generator[pa.RecordBatch]:
+    """Run engine SQL and stream the result as Arrow record batches.
+
+    Closing the generator (done by the build whatever happens) closes the DuckDB result: an
+    open result would make the build's clean-up fail and hide the error that stopped it."""
     if backend.name == "duckdb":
         reader = backend.con.sql(query).to_arrow_reader(100_000)
-        yield from reader
+        try:
+            yield from reader
+        finally:
+            reader.close()
         return
     frame = backend._session.sql(query)
     yield from frame.toArrow().to_batches()
@@ -172,7 +199,14 @@ def build_delivery(
     delivery_id = f"dlv-{as_of.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
 
     step("evaluating eligibility")
-    evaluated = evaluate_posts(backend, lake, policy, events, target.scope, as_of)
+    posts, users, ledger_events = _sources(backend, lake, events)
+    facts_name = f"delivery_facts_{uuid.uuid4().hex[:8]}"
+    facts = author_facts(policy, users, ledger_events, target.scope, as_of)
+    if backend.name == "duckdb":
+        # Computed once (every user's consent), read by the tally, the eligible rows and the
+        # intents; Spark keeps the expression (a table there would be written to disk).
+        facts = backend.create_table(facts_name, facts, temp=True)
+    evaluated = eligibility(policy, posts, users, ledger_events, target.scope, as_of, facts=facts)
     tally = backend.to_pyarrow(
         evaluated.group_by("first_reason").aggregate(posts=evaluated.count())
     ).to_pylist()
@@ -182,26 +216,40 @@ def build_delivery(
     excluded = {reason.value: by_reason.get(reason.value, 0) for reason in REASON_ORDER}
 
     eligible = evaluated.filter(evaluated.eligible)
-    authors = eligible.select(
-        user_id=eligible.author_id, region=eligible.region, birth_date=eligible.birth_date
-    ).distinct()
-    intents = _intents_expr(policy, authors, backend.table("ledger_events"), as_of)
-    rows = eligible.join(intents, eligible.author_id == intents.intents_user).select(
-        post_id=eligible.post_id,
-        author_id=eligible.author_id,
-        created_hour=eligible.created_at.truncate("h").cast("timestamp('UTC', 6)"),
-        lang=eligible.lang,
-        text=minimise_expr(eligible.text, target.minimisation),
-        author_intents=intents.author_intents,
+    # Intents (and pseudonyms) per author, not per post. Every author of an eligible post
+    # is known and allows the purpose, so these authors are a superset of those needed and
+    # come from the small facts table instead of another pass over the posts.
+    authors = facts.filter(facts.known & (facts.consent_decision == Choice.ALLOW.value))
+    intents = _intents_expr(
+        policy,
+        authors.select(
+            user_id=authors.author_id, region=authors.region, birth_date=authors.birth_date
+        ),
+        ledger_events,
+        as_of,
+    )
+    rows = _minimised(
+        eligible.select(
+            post_id=eligible.post_id,
+            author_id=eligible.author_id,
+            created_hour=eligible.created_at.truncate("h").cast("timestamp('UTC', 6)"),
+            lang=eligible.lang,
+            text=eligible.text,
+        ),
+        target.minimisation,
     )
     view = f"delivery_rows_{uuid.uuid4().hex[:8]}"
+    intents_view = f"delivery_intents_{uuid.uuid4().hex[:8]}"
     backend.create_view(view, rows, overwrite=True)
+    backend.create_view(intents_view, intents, overwrite=True)
     dialect = "duckdb" if backend.name == "duckdb" else "pyspark"
     query = (
-        f"SELECT {hmac_sql('post_id', target.secret, dialect)} AS record_id, "
-        f"{hmac_sql('author_id', target.secret, dialect)} AS author_ref, "
+        f"SELECT {hmac_sql('post_id', target.secret, dialect)} AS record_id, author_ref, "
         f"created_hour AS created_at, lang, text, author_intents, post_id, author_id "
-        f"FROM {view} ORDER BY record_id"
+        f"FROM {view} JOIN (SELECT intents_user, author_intents, "
+        f"{hmac_sql('intents_user', target.secret, dialect)} AS author_ref "
+        f"FROM {intents_view}) AS authors ON author_id = intents_user "
+        f"ORDER BY record_id"
     )
 
     deliveries_dir.mkdir(parents=True, exist_ok=True)
@@ -209,9 +257,8 @@ def build_delivery(
     staging.mkdir()
     try:
         step("writing part files")
-        files, lineage = _write_parts(
-            _arrow_batches(backend, query), staging, delivery_id, target.licensee
-        )
+        with contextlib.closing(_arrow_batches(backend, query)) as batches:
+            files, lineage = _write_parts(batches, staging, delivery_id, target.licensee)
         if sum(f["rows"] for f in files) != delivered_count:
             raise ConsentryError("delivered rows do not match the eligibility count")
         # Lineage first: an orphan lineage part (crash before the rename below) names a
@@ -245,15 +292,98 @@ def build_delivery(
         raise
     finally:
         backend.drop_view(view, force=True)
+        backend.drop_view(intents_view, force=True)
+        if backend.name == "duckdb":
+            backend.drop_table(facts_name, force=True)
     return manifest
+
+
+_MARKER_CHARS = tuple(chr(code) for code in range(0xFDD0, 0xFDE0))
+"""The reserved non-characters minimisation removes first (see `consentry.delivery.minimise`)."""
+_DIGITS = tuple("0123456789")
+_HINTS: dict[str, tuple[str, ...]] = {
+    "url": ("://", "ww.", "wW.", "Ww.", "WW."),
+    "handle": ("@",),
+    "email": ("@",),
+    "card": _DIGITS,
+    "ip": (*_DIGITS, ":"),
+    "phone": _DIGITS,
+}
+"""Per kind, substrings one of which every identifier of that kind contains (a scheme's
+`://` or `www.`; `@`; a digit; an IPv6 colon). Texts with none skip the kind's rewrites."""
+_ANY_HINT = f"[0-9@:{_MARKER_CHARS[0]}-{_MARKER_CHARS[-1]}]|[Ww][.]"
+"""Matches every text holding a hint of any kind or a reserved marker."""
+
+
+def _contains_any(text: ir.StringValue, needles: tuple[str, ...]) -> ir.BooleanValue:
+    found: ir.BooleanValue = ibis.literal(False)
+    for needle in needles:
+        found = found | text.contains(needle)
+    return found
+
+
+def _minimised(rows: ir.Table, config: MinimisationConfig) -> ir.Table:
+    """`rows` with `text` minimised: `minimise_expr`'s results, computed kind by kind.
+
+    1. One projection per kind, each applying `minimise_expr` for that kind alone to the
+       previous one's text. Applying the kinds one after another is what `minimise_expr`
+       does; as one expression, each guarded kind repeats the whole expression before it,
+       which made the minimisation cost grow geometrically with the number of kinds.
+    2. Texts with no hint of any kind (one regex test; most posts) pass through untouched.
+    3. The reserved markers are removed first, then a kind runs only on texts holding one
+       of its `_HINTS` (cheap substring tests) - texts without one cannot change.
+    """
+    if not config.names:
+        return rows
+    staged = rows.mutate(_hinted=rows.text.re_search(_ANY_HINT))
+    staged = staged.mutate(
+        text=ibis.ifelse(
+            staged._hinted & _contains_any(staged.text, _MARKER_CHARS),
+            staged.text.re_replace(f"[{_MARKER_CHARS[0]}-{_MARKER_CHARS[-1]}]", ""),
+            staged.text,
+        )
+    )
+    for kind in config.names:
+        one = MinimisationConfig(frozenset({kind}))
+        staged = staged.mutate(
+            text=ibis.ifelse(
+                staged._hinted & _contains_any(staged.text, _HINTS[kind]),
+                minimise_expr(staged.text, one),
+                staged.text,
+            )
+        )
+    return staged.drop("_hinted")
+
+
+def _fixed_chunks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of batches into single-chunk tables of exactly `size` rows (the last
+    may be shorter), whatever the batch sizes were (chunk edges could move page edges)."""
+    pending: list[pa.Table] = []
+    held = 0
+    for batch in batches:
+        pending.append(pa.Table.from_batches([batch]))
+        held += batch.num_rows
+        while held >= size:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, size).combine_chunks()
+            rest = joined.slice(size)
+            pending, held = [rest], rest.num_rows
+    if held:
+        yield pa.concat_tables(pending).combine_chunks()
 
 
 def _write_parts(
     batches: Iterator[pa.RecordBatch], staging: Path, delivery_id: str, licensee: str
-) -> tuple[list[dict[str, Any]], pa.Table]:
-    """Roll zstd parts of ROWS_PER_PART rows; return their descriptions and the lineage."""
+) -> tuple[list[dict[str, Any]], Path]:
+    """Roll zstd parts of ROWS_PER_PART rows; return their descriptions and the lineage file.
+
+    Rows are re-cut into ROW_GROUP_ROWS chunks first and each part holds whole chunks up to
+    its limit, so part files and row groups fall at the same rows on every run. The lineage
+    is streamed to a hidden file in `staging` as the rows go by (memory stays bounded by a
+    chunk, whatever the delivery's size); `_append_lineage` moves it into the lake."""
     files: list[dict[str, Any]] = []
-    lineage_parts: list[pa.Table] = []
+    lineage_path = staging / ".lineage.parquet.tmp"
+    lineage_writer = pq.ParquetWriter(lineage_path, LINEAGE_SCHEMA, compression="zstd")
     writer: pq.ParquetWriter | None = None
     rows_in_part = 0
     path: Path | None = None
@@ -265,13 +395,12 @@ def _write_parts(
             files.append({"name": path.name, "rows": rows_in_part, "sha256": _sha256(path)})
         writer = None
 
-    for batch in batches:
-        table = pa.Table.from_batches([batch])
-        lineage_parts.append(
+    for table in _fixed_chunks(batches, min(ROW_GROUP_ROWS, ROWS_PER_PART)):
+        lineage_writer.write_table(
             pa.table(
                 {
-                    "delivery_id": pa.array([delivery_id] * table.num_rows, pa.string()),
-                    "licensee": pa.array([licensee] * table.num_rows, pa.string()),
+                    "delivery_id": pa.repeat(pa.scalar(delivery_id), table.num_rows),
+                    "licensee": pa.repeat(pa.scalar(licensee), table.num_rows),
                     "record_id": table.column("record_id"),
                     "post_id": table.column("post_id"),
                     "author_id": table.column("author_id"),
@@ -293,24 +422,31 @@ def _write_parts(
             if rows_in_part == ROWS_PER_PART:
                 close()
     close()
+    lineage_writer.close()
     if not files:
         path = staging / "part-00000.parquet"
         pq.write_table(DELIVERED_SCHEMA.empty_table(), path, compression="zstd")
         files.append({"name": path.name, "rows": 0, "sha256": _sha256(path)})
-    lineage = pa.concat_tables(lineage_parts) if lineage_parts else LINEAGE_SCHEMA.empty_table()
-    return files, lineage
+    return files, lineage_path
 
 
-def _append_lineage(lake: Lake, lineage: pa.Table) -> str:
-    """Add this delivery's lineage as a new part of the lake's lineage table (atomically);
-    return the SHA-256 of that part (the manifest's lineage digest)."""
-    existing = lake.files(LINEAGE_TABLE) if lake.exists(LINEAGE_TABLE) else []
+def _append_lineage(lake: Lake, lineage: Path | pa.Table) -> str:
+    """Add this delivery's lineage (a file, moved; or a table, written) as a new part of the
+    lake's lineage table (atomically); return the SHA-256 of that part (the manifest's
+    lineage digest)."""
     with lake.writing(LINEAGE_TABLE) as staging:
+        # Read the live parts under the table's writer lock: read before it, a concurrent
+        # delivery's commit in between would be overwritten (its lineage lost) or its
+        # clean-up would remove the parts we are about to link.
+        existing = lake.files(LINEAGE_TABLE)
         # Earlier deliveries' parts are immutable: hard links, not copies.
         for i, old in enumerate(existing):
             os.link(old, staging / f"part-{i:06d}.parquet")
         part = staging / f"part-{len(existing):06d}.parquet"
-        pq.write_table(lineage, part, compression="zstd")
+        if isinstance(lineage, Path):
+            shutil.move(lineage, part)
+        else:
+            pq.write_table(lineage, part, compression="zstd")
         return _sha256(part)
 
 

@@ -16,12 +16,14 @@ import ibis
 import ibis.expr.types as ir
 
 from consentry.ledger.bulk import resolve_consent_bulk
+from consentry.ledger.rules import SubjectFacts, resolve_consent
 from consentry.policy import PolicyFile, expand_region
 
 __all__ = [
     "REASON_ORDER",
     "EligibilityReason",
     "LicenceScope",
+    "author_facts",
     "eligibility",
     "reasons_of",
 ]
@@ -91,6 +93,68 @@ def _ts(value: datetime) -> ir.TimestampScalar:
     return ibis.literal(value.astimezone(UTC), type="timestamp('UTC', 6)")
 
 
+def author_facts(
+    policy: PolicyFile,
+    users: ir.Table,
+    events: ir.Table,
+    scope: LicenceScope,
+    as_of: datetime,
+) -> ir.Table:
+    """The author half of `eligibility`: one row per id an author may have.
+
+    Columns: `author_id`, `region`, `birth_date`, `author_protected`,
+    `author_deactivated_at`, `author_deleted_at`, `known`, `consent_decision`,
+    `consent_rule`, `consent_since`, `policy_version`.
+
+    1. Every user (`known` true), plus every id with consent events that is not a user
+       (`known` false, no region, no birth date): built from `users` and the events only,
+       never from the posts, so it is small and can be computed once per build.
+    2. Consent for the licence's purpose at `as_of` for each, by `resolve_consent_bulk`.
+    """
+    as_of = as_of.astimezone(UTC)
+    known_users = users.select(
+        author_id=users.user_id,
+        region=users.region,
+        birth_date=users.birth_date,
+        author_protected=users.protected,
+        author_deactivated_at=users.deactivated_at,
+        author_deleted_at=users.deleted_at,
+        known=ibis.literal(True),
+    )
+    # Nullable types throughout: `users` may declare NOT NULL columns (the lake's canonical
+    # schema does), the strangers below are nulls, and a union needs equal schemas.
+    known_users = known_users.cast(
+        {name: dtype.copy(nullable=True) for name, dtype in known_users.schema().items()}
+    )
+    strangers = events.select(author_id=events.user_id).distinct()
+    strangers = strangers.anti_join(users, strangers.author_id == users.user_id).select(
+        author_id=strangers.author_id,
+        region=ibis.null(known_users.region.type()),
+        birth_date=ibis.null(known_users.birth_date.type()),
+        author_protected=ibis.null(known_users.author_protected.type()),
+        author_deactivated_at=ibis.null(known_users.author_deactivated_at.type()),
+        author_deleted_at=ibis.null(known_users.author_deleted_at.type()),
+        known=ibis.literal(False),
+    )
+    subjects = known_users.union(strangers)
+    consent = resolve_consent_bulk(
+        policy,
+        subjects.select(
+            user_id=subjects.author_id, region=subjects.region, birth_date=subjects.birth_date
+        ),
+        events,
+        scope.purpose,
+        as_of,
+    )
+    return subjects.join(consent, subjects.author_id == consent.user_id).select(
+        subjects,
+        consent_decision=consent.decision,
+        consent_rule=consent.rule,
+        consent_since=consent.since,
+        policy_version=consent.policy_version,
+    )
+
+
 def eligibility(
     policy: PolicyFile,
     posts: ir.Table,
@@ -98,6 +162,8 @@ def eligibility(
     events: ir.Table,
     scope: LicenceScope,
     as_of: datetime,
+    *,
+    facts: ir.Table | None = None,
 ) -> ir.Table:
     """Every post with its checks, first failing reason and the author's consent.
 
@@ -118,44 +184,38 @@ def eligibility(
     11. `consent_denied`: the author's consent for the licence's purpose at as_of, resolved by
         `resolve_consent_bulk` (an author unknown to `users` is resolved as a user with no
         region and no birth date, exactly as the scalar rules do), is not `allow`.
+
+    The author columns come from `author_facts` (pass `facts` to reuse a materialised copy).
     """
     as_of = as_of.astimezone(UTC)
     cutoff = _ts(as_of)
-    authors = posts.select(user_id=posts.author_id).distinct()
-    known_users = users.select(
-        "user_id",
-        "region",
-        "birth_date",
-        "protected",
-        "deactivated_at",
-        "deleted_at",
-        known=ibis.literal(True),
-    )
-    facts = authors.left_join(known_users, authors.user_id == known_users.user_id).select(
-        author_id=authors.user_id,
-        region=known_users.region,
-        birth_date=known_users.birth_date,
-        author_protected=known_users.protected,
-        author_deactivated_at=known_users.deactivated_at,
-        author_deleted_at=known_users.deleted_at,
-        known=known_users.known.fill_null(False),
-    )
-    consent = resolve_consent_bulk(
-        policy,
-        facts.select(user_id=facts.author_id, region=facts.region, birth_date=facts.birth_date),
-        events,
-        scope.purpose,
-        as_of,
-    )
-    facts = facts.join(consent, facts.author_id == consent.user_id).select(
-        facts,
-        consent_decision=consent.decision,
-        consent_rule=consent.rule,
-        consent_since=consent.since,
-        policy_version=consent.policy_version,
-    )
-    joined = posts.join(facts, posts.author_id == facts.author_id).select(
-        posts, *[c for c in facts.columns if c != "author_id"]
+    if facts is None:
+        facts = author_facts(policy, users, events, scope, as_of)
+    # An author in neither `users` nor the events is resolved with no facts and no event:
+    # one constant decision (the scalar rules, which the bulk ones are held equal to), so
+    # no pass over the posts is needed to find such authors.
+    nobody = resolve_consent(policy, SubjectFacts(""), scope.purpose, as_of, None)
+    missing = facts.known.isnull()
+    joined = posts.left_join(facts, posts.author_id == facts.author_id).select(
+        posts,
+        region=facts.region,
+        birth_date=facts.birth_date,
+        author_protected=facts.author_protected,
+        author_deactivated_at=facts.author_deactivated_at,
+        author_deleted_at=facts.author_deleted_at,
+        known=facts.known.fill_null(False),
+        consent_decision=ibis.ifelse(
+            missing, ibis.literal(nobody.decision.value, "string"), facts.consent_decision
+        ),
+        consent_rule=ibis.ifelse(
+            missing, ibis.literal(nobody.rule.value, "string"), facts.consent_rule
+        ),
+        consent_since=ibis.ifelse(
+            missing, ibis.literal(nobody.since, "timestamp('UTC', 6)"), facts.consent_since
+        ),
+        policy_version=ibis.ifelse(
+            missing, ibis.literal(nobody.policy_version, "string"), facts.policy_version
+        ),
     )
 
     region = joined.region.upper()

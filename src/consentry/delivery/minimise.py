@@ -68,7 +68,6 @@ _REST = f"[^{_END}]*"  # the rest of a core, whatever it is (cores never hold a 
 # Letters beyond ASCII: Latin-1 and Latin Extended-A/B, written as literal characters
 # because the three engines disagree on `\x{..}`, `\u....` and `\p{L}`.
 _LATIN = "À-ÖØ-öø-ɏ"
-_DIGIT = "[0-9]"
 
 # URLs: only those with a query string or a user path are replaced.
 _SCHEME = "(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww][.])"
@@ -89,9 +88,12 @@ _EMAIL = f"[A-Za-z0-9{_LATIN}._%+-]+@{_DOMAIN}"
 # its server (`@name@server.example`).
 _HANDLE = f"@[A-Za-z_{_LATIN}][A-Za-z0-9_{_LATIN}]*(?:@{_DOMAIN})?"
 
-# Cards: 13 or more digits, at most one space or dash between two digits; the check then
-# wants 13-19 digits and a valid Luhn sum.
-_CARD = "[0-9](?:[ -]?[0-9]){12,}"
+# Cards: the usual layouts (4-4-4-1..4, Amex/Diners 4-6-4..5, 13-19 digits in one run),
+# bounded so that two cards one space apart stay two candidates; the check then wants a
+# first digit 1-9, 13-19 digits and a valid Luhn sum.
+_CARD = (
+    "[0-9]{4}[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]{1,4}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5}|[0-9]{13,19}"
+)
 
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = f"{_OCTET}(?:[.]{_OCTET}){{3}}"
@@ -150,7 +152,8 @@ class _Rule:
     1. `pattern` finds candidates. Plain rules (`before` is None) replace every match.
     2. Checked rules find `(?:^|[^before])core`: the core must not follow a character of
        the class `before` (what look-behind would say, which RE2 lacks). The consumed
-       character is kept.
+       character is kept. With `digit_after` False, a core followed by a digit is no
+       candidate either (what look-ahead would say).
     3. The core is replaced when it has none of `not_shapes`, one of `shapes` (fully
        matching, digit count in range; no shapes: always) and, with `luhn`, a valid Luhn
        sum. Shapes of one rule must be disjoint (the engine retags a core by its shape).
@@ -162,6 +165,8 @@ class _Rule:
     shapes: tuple[_Shape, ...] = ()
     not_shapes: tuple[str, ...] = ()
     luhn: bool = False
+    digit_after: bool = True
+    """Whether a digit may follow the core (False: such a core is no candidate)."""
 
     @property
     def search(self) -> str:
@@ -173,7 +178,9 @@ class _Rule:
 
 _RULES: tuple[_Rule, ...] = (
     _Rule("url", _URL),
-    _Rule("handle", _HANDLE, before=f"A-Za-z0-9_{_LATIN}%+@/-"),
+    # Not after a word, an address or a placeholder (">": "<EMAIL>@x" stays as it is, so
+    # a second pass changes nothing).
+    _Rule("handle", _HANDLE, before=f"A-Za-z0-9_{_LATIN}%+@/>-"),
     _Rule("email", _EMAIL),
     _Rule(
         "card",
@@ -181,6 +188,7 @@ _RULES: tuple[_Rule, ...] = (
         before="0-9_+.,",
         shapes=(_Shape(_CARD_SHAPE, 13, 19),),
         luhn=True,
+        digit_after=False,
     ),
     _Rule(
         "ip",
@@ -324,6 +332,9 @@ def minimise_text(text: str, config: MinimisationConfig | None = None) -> str:
             match: re.Match[str], rule: _Rule = rule, placeholder: str = placeholder
         ) -> str:
             kept, core = match.group(1), match.group(2)
+            end, whole = match.end(), match.string
+            if not rule.digit_after and end < len(whole) and whole[end] in "0123456789":
+                return match.group(0)
             return kept + placeholder if _core_ok(rule, core) else match.group(0)
 
         text = _re(rule.search).sub(replace, text)
@@ -342,7 +353,7 @@ def minimise_text(text: str, config: MinimisationConfig | None = None) -> str:
 
 
 _DOUBLED = "0246813579"
-"""Luhn's doubled digit, reduced below 10 (2 × d, minus 9 above 9), by digit."""
+"""Luhn's doubled digit, reduced below 10 (2 * d, minus 9 above 9), by digit."""
 
 
 def _java_syntax() -> ir.BooleanValue:
@@ -422,19 +433,25 @@ def _checked_expr(text: ir.StringValue, rule: _Rule) -> ir.StringValue:
     """Apply a checked rule with whole-column rewrites (see `_Rule` for the rule itself).
 
     1. Fence every candidate core: `(^|[^before])(core)` → kept character, start, core, end.
-    2. Unfence cores of a `not_shapes` shape.
+    2. Unfence cores followed by a digit (when `digit_after` is False) and cores of a
+       `not_shapes` shape.
     3. Per shape: a fenced core of that shape is retagged, then becomes the placeholder if
        its digit count is in range (a shape without a range: becomes it at once). Shapes of
        one rule are disjoint, so a retagged core needs no other chance.
     4. Cards instead go through `_luhn_rewrites`.
     5. Drop every marker left: failed candidates read as before.
-    6. Rows without a candidate skip all that (most posts carry no identifier).
+    6. A rule without checks (handles) is one rewrite: kept character + placeholder.
+    7. Rows where step 1 fenced nothing skip steps 2-5.
     """
     import ibis
 
     placeholder = PLACEHOLDERS[rule.kind]
-    text_in = text
-    text = _sub(text, rule.search, 1, _START, 2, _END)
+    if not rule.shapes and rule.digit_after and not rule.not_shapes:
+        return _sub(text, rule.search, 1, placeholder)
+    fenced = _sub(text, rule.search, 1, _START, 2, _END)
+    text = fenced
+    if not rule.digit_after:
+        text = _sub(text, f"{_START}([^{_END}]*){_END}([0-9])", 1, 2)
     if rule.not_shapes:
         bad = "|".join(rule.not_shapes)
         text = _sub(text, f"{_START}((?:{bad})){_END}", 1)
@@ -450,11 +467,10 @@ def _checked_expr(text: ir.StringValue, rule: _Rule) -> ir.StringValue:
                 _SHAPE + _digits_between(shape.min_digits, shape.max_digits), placeholder
             )
             text = _sub(text, f"{_SHAPE}([^{_END}]*){_END}", _START, 1, _END)
-        if not rule.shapes:
-            text = text.re_replace(f"{_START}[^{_END}]*{_END}", placeholder)
     text = text.re_replace(_MARKERS, "")
-    result: ir.StringValue = ibis.ifelse(text_in.re_search(rule.search), text, text_in)
-    return result
+    # Rows with no candidate skip every rewrite after the fencing (most posts have none).
+    gated: ir.StringValue = ibis.ifelse(fenced.contains(_START), text, fenced)
+    return gated
 
 
 def minimise_expr(
@@ -466,13 +482,14 @@ def minimise_expr(
     2. Remove the reserved non-characters U+FDD0-U+FDDF (the engine's markers).
     3. Plain rules are one global `re_replace` each.
     4. Checked rules are a fixed sequence of global rewrites (`_checked_expr`); no Python
-       runs per row, no array lambdas.
+       runs per row, no array lambdas. DuckDB 2 rejects the `x -> …` lambdas Ibis 12
+       renders, and a rewrite sequence needs no per-candidate arrays.
     5. NULL stays NULL.
     """
     config = config or MinimisationConfig()
-    text = column
-    if config.names:
-        text = text.re_replace(_MARKERS, "")
+    if not config.names:
+        return column
+    text = column.re_replace(_MARKERS, "")
     for kind in config.names:
         rule = _RULE_OF[kind]
         if rule.before is None:
@@ -555,8 +572,8 @@ def corpus_scores(lines: Sequence[CorpusLine], outputs: Sequence[str]) -> Corpus
     """Token-level precision and recall of `outputs` against the labelled `lines`.
 
     1. Per line and kind, count placeholders in the output (predicted) and in the label
-       (expected) minus those already in the input; TP = min, FP = predicted − TP,
-       FN = expected − TP.
+       (expected) minus those already in the input; TP = min, FP = predicted - TP,
+       FN = expected - TP.
     2. Sum per kind; overall sums every kind.
     3. A line is exact when its output equals its label character for character.
     """

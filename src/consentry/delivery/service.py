@@ -189,8 +189,11 @@ def verify_delivery(directory: Path, keys: dict[str, Any]) -> VerifyReport:
     """Check manifest.sig against the published keys, then every file's sha256 and rows.
 
     1. The signature over manifest.json's exact bytes must verify with a published key.
-    2. Every listed file must exist with the listed sha256 and row count, and no other
-       Parquet file may be present.
+    2. manifest.json must be a manifest: JSON with a `files` list of `{name, sha256, rows}`;
+       otherwise that is the problem reported (the files cannot be checked).
+    3. Every listed file must be a plain file name in the directory (a name with a path in
+       it is a problem, never read), exist, and have the listed sha256 and row count; no
+       other Parquet file may be present.
     """
     import pyarrow.parquet as pq
 
@@ -205,18 +208,29 @@ def verify_delivery(directory: Path, keys: dict[str, Any]) -> VerifyReport:
     signature_ok = verify(keys, body, signature_path.read_bytes())
     if not signature_ok:
         problems.append("manifest.sig does not verify with the published keys")
-    manifest = json.loads(body)
-    listed = {f["name"] for f in manifest["files"]}
-    for entry in manifest["files"]:
-        path = directory / entry["name"]
-        if not path.exists():
-            problems.append(f"{entry['name']}: missing")
+    try:
+        entries = [
+            (str(f["name"]), str(f["sha256"]), int(f["rows"])) for f in json.loads(body)["files"]
+        ]
+    except (ValueError, TypeError, KeyError) as exc:
+        # A tampered manifest is a finding to report, not a crash.
+        problems.append(f"manifest.json is not a delivery manifest ({type(exc).__name__}: {exc})")
+        return VerifyReport(str(directory), signature_ok, False, problems)
+    listed = {name for name, _, _ in entries}
+    for name, sha256, rows in entries:
+        path = directory / name
+        if name in ("", ".", "..") or path.name != name:
+            problems.append(f"{name}: not a file name inside the delivery directory")
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != entry["sha256"]:
-            problems.append(f"{entry['name']}: sha256 {digest} != manifest {entry['sha256']}")
-        elif pq.ParquetFile(path).metadata.num_rows != entry["rows"]:
-            problems.append(f"{entry['name']}: row count differs from the manifest")
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if digest != sha256:
+            problems.append(f"{name}: sha256 {digest} != manifest {sha256}")
+        elif pq.ParquetFile(path).metadata.num_rows != rows:
+            problems.append(f"{name}: row count differs from the manifest")
     for extra in sorted(p.name for p in directory.glob("*.parquet") if p.name not in listed):
         problems.append(f"{extra}: not listed in the manifest")
     files_ok = not [p for p in problems if not p.startswith("manifest.sig")]

@@ -141,6 +141,31 @@ _LATEST_EVENTS = (
     )
     .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
 )
+_ASKED = sa.select(sa.bindparam("user_id", type_=sa.String).label("asked")).subquery("asked")
+_FACTS_AND_EVENTS = (
+    sa.select(
+        Subject.user_id,
+        Subject.region,
+        Subject.birth_date,
+        ConsentEventRow.purpose,
+        ConsentEventRow.choice,
+        ConsentEventRow.at,
+        ConsentEventRow.source,
+        ConsentEventRow.event_id,
+    )
+    .select_from(
+        _ASKED.outerjoin(Subject, Subject.user_id == _ASKED.c.asked).outerjoin(
+            ConsentEventRow,
+            sa.and_(
+                ConsentEventRow.user_id == _ASKED.c.asked,
+                ConsentEventRow.at <= sa.bindparam("at"),
+            ),
+        )
+    )
+    .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
+)
+"""One row per event of the user at or before `at` (one row of nulls when none), each with
+the subject's facts (null when unknown): the API's per-request read in one statement."""
 
 
 def _subject_facts(conn: sa.Connection, user_id: str) -> SubjectFacts | None:
@@ -204,11 +229,23 @@ class ConsentLedger:
     def _facts_and_latest(
         self, user_id: str, at: datetime
     ) -> tuple[SubjectFacts, dict[str, LatestChoice]]:
-        """`subject` (or bare facts for an unknown user) and `latest_choices`, read over one
-        connection in one read transaction: the API's hot path."""
+        """`subject` (or bare facts for an unknown user) and `latest_choices`, read with one
+        statement: the API's hot path."""
         with self.store.engine.connect() as conn:
-            facts = _subject_facts(conn, user_id) or SubjectFacts(user_id=user_id)
-            return facts, _latest_choices(conn, user_id, at)
+            rows = conn.execute(_FACTS_AND_EVENTS, {"user_id": user_id, "at": at}).all()
+        first = rows[0]
+        facts = (
+            SubjectFacts(user_id=user_id, region=first.region, birth_date=first.birth_date)
+            if first.user_id is not None
+            else SubjectFacts(user_id=user_id)
+        )
+        latest: dict[str, LatestChoice] = {}
+        for row in rows:  # ordered by (instant, event_id): the last one per purpose wins
+            if row.purpose is not None:
+                latest[row.purpose] = LatestChoice(
+                    Choice(row.choice), row.at, row.source, row.event_id
+                )
+        return facts, latest
 
     def resolve(self, user_id: str, purpose: str, at: datetime) -> ConsentDecision:
         """`resolve_consent` for one user and purpose, reading the ledger."""

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from consentry import __version__
 from consentry.api.auth import InvalidTokenError, verify_token
 from consentry.api.services import Services, services
+from consentry.delivery.eligibility import REASON_ORDER
 from consentry.delivery.licensees import registry_for
 from consentry.delivery.service import list_deliveries
 from consentry.web import templates
@@ -23,9 +24,18 @@ SESSION_ADMIN = "admin"
 
 
 def exclusion_bars(counts: dict[str, Any], width: int = 360) -> list[dict[str, Any]]:
-    """Bars for the delivered posts and each exclusion reason, scaled to the largest."""
+    """Bars for the delivered posts and each exclusion reason, scaled to the largest.
+
+    1. Reasons come in the order the checks run (REASON_ORDER), not the manifest file's key
+       order (manifest.json is written with sorted keys); reasons with no posts are left out.
+    2. The largest bar is `width` wide; a non-zero bar is at least 1 wide.
+    """
+    excluded = counts["excluded"]
+    order = [r.value for r in REASON_ORDER] + sorted(
+        set(excluded) - {r.value for r in REASON_ORDER}
+    )
     rows = [("delivered", int(counts["delivered"]))] + [
-        (reason, int(n)) for reason, n in counts["excluded"].items() if n
+        (reason, int(excluded[reason])) for reason in order if excluded.get(reason)
     ]
     top = max((n for _, n in rows), default=0) or 1
     return [
