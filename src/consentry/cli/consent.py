@@ -19,7 +19,7 @@ from consentry.cli.common import (
     progress,
     settings_from,
 )
-from consentry.engine import Lake, connect
+from consentry.engine import Lake, connect_for
 from consentry.instants import parse_instant
 from consentry.keys import Keyring
 from consentry.ledger.bulk import resolve_consent_bulk
@@ -162,7 +162,7 @@ def consent_resolve(
         events = ledger.events_arrow(purpose, when)
     finally:
         ledger.store.close()
-    backend = connect(engine or settings.engine, spark_master=settings.spark_master)
+    backend = connect_for(settings, engine)
     lake = Lake(settings.lake_dir)
     with progress() as bar:
         bar.add_task(f"resolving {purpose} for every user", total=None)

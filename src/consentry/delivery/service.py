@@ -17,7 +17,7 @@ from consentry.delivery.eligibility import LicenceScope
 from consentry.delivery.licensees import LicenseeRecord, registry_for
 from consentry.delivery.minimise import MinimisationConfig
 from consentry.delivery.signing import Signer, verify
-from consentry.engine import Lake, connect
+from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.ledger.sync import ledger_for
 from consentry.settings import Settings
@@ -102,7 +102,7 @@ def deliver(
     target = target_for(settings, record)
     events, policy = _events_for(settings, when)
     engine_name = engine or settings.engine
-    backend = connect(engine_name, spark_master=settings.spark_master)
+    backend = connect_for(settings, engine_name)
     manifest = build_delivery(
         backend=backend,
         lake=Lake(settings.lake_dir),
@@ -150,7 +150,7 @@ def explain(
     record = _licensee(settings, licensee)
     events, policy = _events_for(settings, when)
     return explain_post(
-        backend=connect(engine or settings.engine, spark_master=settings.spark_master),
+        backend=connect_for(settings, engine),
         lake=Lake(settings.lake_dir),
         policy=policy,
         events=events,

@@ -3,7 +3,15 @@
 See docs/engines.md for the lake layout, snapshots and engine selection.
 """
 
-from consentry.engine.backends import ENGINES, connect, spark_session
+from consentry.engine.backends import ENGINES, connect, connect_for, spark_session
 from consentry.engine.lake import PARQUET_COMPRESSION, ROWS_PER_PART, Lake
 
-__all__ = ["ENGINES", "PARQUET_COMPRESSION", "ROWS_PER_PART", "Lake", "connect", "spark_session"]
+__all__ = [
+    "ENGINES",
+    "PARQUET_COMPRESSION",
+    "ROWS_PER_PART",
+    "Lake",
+    "connect",
+    "connect_for",
+    "spark_session",
+]

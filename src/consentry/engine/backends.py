@@ -6,15 +6,18 @@ Both run the same Ibis expressions; tests/engine checks they agree row for row.
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from consentry.errors import BadInput, Problem
+from consentry.settings import Settings
 
 if TYPE_CHECKING:
     import ibis
     from pyspark.sql import SparkSession
 
-__all__ = ["ENGINES", "connect", "spark_session"]
+__all__ = ["ENGINES", "connect", "connect_for", "spark_session"]
 
 ENGINES: tuple[str, ...] = ("duckdb", "spark")
 """Engine names accepted by `connect` (and by CONSENTRY_ENGINE / `--engine`)."""
@@ -50,11 +53,32 @@ def spark_session(master: str = "local[2]") -> SparkSession:
     return session
 
 
+def _duckdb_size(text: str) -> str:
+    """A DuckDB size such as `1GB` or `512MB`; anything else is bad input."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", text.strip()):
+        raise BadInput(
+            Problem("CONSENTRY_DUCKDB_MEMORY_LIMIT", None, None, f"{text!r} is not a size like 1GB")
+        )
+    return text.strip()
+
+
+def connect_for(settings: Settings, engine: str | None = None) -> ibis.BaseBackend:
+    """The backend the settings ask for (engine, Spark master, DuckDB memory and spill)."""
+    return connect(
+        engine or settings.engine,
+        spark_master=settings.spark_master,
+        memory_limit=settings.duckdb_memory_limit,
+        temp_directory=settings.home / "tmp",
+    )
+
+
 def connect(
     engine: str = "duckdb",
     *,
     spark_master: str = "local[2]",
     spark: SparkSession | None = None,
+    memory_limit: str | None = None,
+    temp_directory: Path | None = None,
 ) -> ibis.BaseBackend:
     """An Ibis backend for `engine`.
 
@@ -62,6 +86,8 @@ def connect(
        Parquet, nothing is persisted by the engine).
     2. `spark`: PySpark over `spark` if given, else the shared `spark_session(spark_master)`.
     3. Anything else is bad input naming the known engines.
+    4. DuckDB's `memory_limit` (e.g. `1GB`) bounds its memory: sorts and joins beyond it
+       spill to `temp_directory` instead of growing the process.
     """
     # Imported here: Ibis takes about a second to import and most CLI commands never need it.
     import ibis
@@ -72,6 +98,11 @@ def connect(
         con.raw_sql("SET TimeZone = 'UTC'")
         # Ibis 12 compiles array lambdas as `x -> ...`, which DuckDB 2 refuses unless asked.
         con.raw_sql("SET lambda_syntax = 'ENABLE_SINGLE_ARROW'")
+        if memory_limit:
+            con.raw_sql(f"SET memory_limit = '{_duckdb_size(memory_limit)}'")
+        if temp_directory is not None:
+            temp_directory.mkdir(parents=True, exist_ok=True)
+            con.raw_sql(f"SET temp_directory = '{str(temp_directory).replace(chr(39), '')}'")
         return con
     if engine == "spark":
         session = spark if spark is not None else spark_session(spark_master)
