@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pyarrow as pa
 import pytest
@@ -18,8 +18,8 @@ from consentry.keys import Keyring
 from consentry.ledger.service import ConsentEventRecord, ConsentLedger
 from consentry.policy import load_policy
 from consentry.settings import Settings
-from consentry.sources.schema import arrow_schema
 from consentry.store import open_store
+from tests.factories import users_table as make_users_table
 from tests.web.html import Element, parse_html
 
 __all__ = ["POPULATION", "Site", "users_table"]
@@ -37,20 +37,7 @@ _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def users_table() -> pa.Table:
-    utc = pa.timestamp("us", tz="UTC")
-    n = len(POPULATION)
-    return pa.table(
-        {
-            "user_id": [u for u, _, _ in POPULATION],
-            "created_at": pa.array([datetime(2020, 1, 1, tzinfo=UTC)] * n, utc),
-            "region": [r for _, r, _ in POPULATION],
-            "birth_date": pa.array([b for _, _, b in POPULATION], pa.date32()),
-            "protected": [False] * n,
-            "deactivated_at": pa.array([None] * n, utc),
-            "deleted_at": pa.array([None] * n, utc),
-        },
-        schema=arrow_schema("users"),
-    )
+    return make_users_table(POPULATION)
 
 
 @dataclass
