@@ -253,7 +253,8 @@ def build_delivery(
     )
 
     deliveries_dir.mkdir(parents=True, exist_ok=True)
-    staging = deliveries_dir / f".staging-{delivery_id}"
+    _sweep_abandoned(deliveries_dir)
+    staging = deliveries_dir / f".staging-{delivery_id}-pid{os.getpid()}"
     staging.mkdir()
     try:
         step("writing part files")
@@ -370,6 +371,23 @@ def _fixed_chunks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.T
             pending, held = [rest], rest.num_rows
     if held:
         yield pa.concat_tables(pending).combine_chunks()
+
+
+def _sweep_abandoned(deliveries_dir: Path) -> None:
+    """Remove staging directories of builds whose process is gone (killed mid-build).
+
+    A staging directory names its builder's process id; a live builder's is left alone.
+    """
+    for staging in deliveries_dir.glob(".staging-*-pid*"):
+        pid = staging.name.rpartition("-pid")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(staging, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, owned by someone else
 
 
 def _write_parts(
