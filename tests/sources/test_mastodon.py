@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from consentry.cli.main import app
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError
+from consentry.ledger.sync import ledger_for
 from consentry.settings import Settings
 from consentry.sources import mastodon
 from consentry.sources.mastodon import import_mastodon, mastodon_url, read_mastodon
@@ -431,6 +432,15 @@ def test_cli_imports_and_logs_the_runs(mastodon_db: str, tmp_path: Path) -> None
         (report["users"]["run_id"], "users", 4),
         (report["posts"]["run_id"], "posts", 10),
     ]
+    # The imported accounts are subjects of the consent ledger, region and all.
+    ledger = ledger_for(settings)
+    try:
+        for user_id in lake.read_arrow("users").column("user_id").to_pylist():
+            subject = ledger.subject(user_id)
+            assert subject is not None
+            assert subject.region == "FR"
+    finally:
+        ledger.store.close()
 
     again = runner.invoke(
         app, ["--home", str(home), "import", "mastodon", "--database-url", mastodon_db], env=env

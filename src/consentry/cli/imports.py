@@ -18,6 +18,7 @@ from consentry.engine import Lake
 from consentry.ledger.sync import SYNCED_TABLES, sync_ledger
 from consentry.settings import Settings
 from consentry.sources import TABLES, ImportResult, import_files
+from consentry.sources.importer import record_result
 from consentry.sources.mastodon import register_cli as register_mastodon
 from consentry.store import open_store
 
@@ -33,15 +34,7 @@ import_app = typer.Typer(
 def record_run(settings: Settings, result: ImportResult) -> int:
     """Record a finished import in the control-plane store; returns the run id."""
     with open_store(settings.resolved_database_url) as store:
-        return store.record_import(
-            table=result.table,
-            origin=result.origin,
-            rows_read=result.rows_read,
-            rows_new=result.rows_new,
-            rows_total=result.rows_total,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-        )
+        return record_result(store, result)
 
 
 def run_import(settings: Settings, table: str, files: list[Path]) -> dict[str, Any]:

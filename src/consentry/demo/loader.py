@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from consentry.demo.facts import TABLE_ORDER
 from consentry.errors import BadInput, Problem
-from consentry.sources.importer import ImportResult, import_files
+from consentry.sources.importer import ImportResult, import_files, record_result
 from consentry.store import ImportLog
 
 if TYPE_CHECKING:
@@ -76,14 +76,6 @@ def load(
         if on_table is not None:
             on_table(table)
         result = import_files(lake, table, [files[table]])
-        run_id = log.record_import(
-            table=result.table,
-            origin=result.origin,
-            rows_read=result.rows_read,
-            rows_new=result.rows_new,
-            rows_total=result.rows_total,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-        )
+        run_id = record_result(log, result)
         loaded.append(LoadedTable(run_id, result))
     return loaded

@@ -585,6 +585,13 @@ class ConsentLedger:
         versions = names[np.searchsorted(starts, micros, side="right")]
         table = events.select(["event_id", "user_id", "purpose", "choice", "at", "source"])
         table = table.append_column("policy_version", pa.array(versions, pa.string()))
+        # Evidence for imported history: where it came from, and when we wrote it.
+        n = table.num_rows
+        table = (
+            table.append_column("evidence_origin", pa.repeat("lake:consent_events", n))
+            .append_column("evidence_client", pa.repeat("import", n))
+            .append_column("recorded_at", pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), n))
+        )
         digest = hashlib.sha256(
             "\n".join(sorted(pc.cast(table.column("event_id"), pa.string()).to_pylist())).encode()
         ).hexdigest()
@@ -593,14 +600,9 @@ class ConsentLedger:
             insert = _insert(session)
             target = ConsentEventRow.__table__
             for batch in table.to_batches(max_chunksize=_CHUNK):
-                rows = batch.to_pylist()
-                for row in rows:
-                    row["evidence_origin"] = "lake:consent_events"
-                    row["evidence_client"] = "import"
-                    row["recorded_at"] = now
                 session.execute(
                     insert(target)
-                    .values(rows)
+                    .values(batch.to_pylist())
                     .on_conflict_do_nothing(index_elements=[target.c.event_id])
                 )
             after = session.scalar(sa.select(sa.func.count()).select_from(ConsentEventRow)) or 0

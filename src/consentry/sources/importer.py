@@ -25,6 +25,7 @@ from consentry.sources.validate import Conformed, conform, conform_arrow
 
 if TYPE_CHECKING:
     from consentry.engine.lake import Lake
+    from consentry.store import ImportLog
 
 __all__ = [
     "PART_FILE_SIZE",
@@ -34,6 +35,7 @@ __all__ = [
     "import_files",
     "latest_per_key",
     "merge_into",
+    "record_result",
 ]
 
 PART_FILE_SIZE = "128MB"
@@ -62,6 +64,19 @@ class ImportResult:
     """Rows in the table after the import."""
     started_at: datetime
     finished_at: datetime
+
+
+def record_result(log: ImportLog, result: ImportResult) -> int:
+    """Record a finished import in the import log; returns the run id."""
+    return log.record_import(
+        table=result.table,
+        origin=result.origin,
+        rows_read=result.rows_read,
+        rows_new=result.rows_new,
+        rows_total=result.rows_total,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+    )
 
 
 def _spec(table: str) -> TableSpec:

@@ -32,7 +32,8 @@ from consentry.cli.common import (
 )
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError, Problem
-from consentry.sources.importer import ImportResult, import_arrow
+from consentry.ledger.sync import sync_ledger
+from consentry.sources.importer import ImportResult, import_arrow, record_result
 from consentry.sources.schema import TIMESTAMP_TYPE, arrow_schema
 from consentry.store import ImportLog, open_store
 
@@ -360,15 +361,7 @@ def import_mastodon(
 
 
 def _record(log: ImportLog, result: ImportResult) -> dict[str, Any]:
-    run_id = log.record_import(
-        table=result.table,
-        origin=result.origin,
-        rows_read=result.rows_read,
-        rows_new=result.rows_new,
-        rows_total=result.rows_total,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-    )
+    run_id = record_result(log, result)
     return {"run_id": run_id, **asdict(result)}
 
 
@@ -421,6 +414,8 @@ def register_cli(app: typer.Typer) -> None:
                     on_rows=advance,
                 )
             report = {name: _record(store, result) for name, result in results.items()}
+        # Imported accounts become subjects of the consent ledger, like `import users`.
+        sync_ledger(settings, ["users"])
         if as_json:
             print_json(report)
             return
