@@ -79,6 +79,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(signals_api.router)
     app.include_router(pages.router)
     app.include_router(admin_pages.router)
+    # --- capability routers, one line each ---
+    # revocations (issue 5)
+    # retention (issue 6)
+    # scraping (issue 7)
+    # audit (issue 8)
     # The more specific mount first: /static would otherwise shadow /static/swagger.
     app.mount(
         "/static/swagger",

@@ -62,6 +62,10 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "api_key_hash_prefix",
         "at",
     ),
+    # --- revocations (issue 5) ---
+    # --- retention (issue 6) ---
+    # --- scraping (issue 7) ---
+    # --- audit log and policy history (issue 8) ---
 }
 """Event type -> the payload fields it always carries (and nothing else)."""
 

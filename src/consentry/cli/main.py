@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from consentry import __version__
-from consentry.cli import admin, consent, deliver, demo, imports, licensee, policy, serve
+from consentry.cli import (
+    admin,
+    consent,
+    deliver,
+    demo,
+    imports,
+    licensee,
+    policy,
+    report,
+    serve,
+)
 from consentry.settings import Settings
 
 __all__ = ["app", "main"]
@@ -50,8 +60,14 @@ def root(
     ctx.obj = Settings.from_env(home=home)
 
 
-for module in (admin, policy, imports, demo, consent, licensee, deliver, serve):
+for module in (admin, policy, imports, demo, consent, licensee, deliver, report, serve):
     module.register(app)
+
+# --- capability command groups, one line each ---
+# revocations (issue 5)
+# retention (issue 6)
+# scraping (issue 7)
+# audit (issue 8)
 
 
 def main() -> None:

@@ -222,3 +222,15 @@ class Licensee(Base):
     """HMAC-SHA256 (hex) of the API key under a key derived from the master key."""
     api_key_prefix: Mapped[str] = mapped_column(sa.String(40))
     """The API key's first characters, to recognise it in lists (not enough to use it)."""
+
+
+# --- revocations (issue 5): models below this line -------------------------------------------
+
+
+# --- retention (issue 6): models below this line ---------------------------------------------
+
+
+# --- audit log (issue 8): models below this line ---------------------------------------------
+
+
+# --- scraping (issue 7): models below this line ----------------------------------------------

@@ -1,0 +1,23 @@
+"""Audit log: Merkle leaves and signed checkpoints (issue 8).
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-27 00:00:00+00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Placeholder while the capability is built; replaced by its tables."""
+
+
+def downgrade() -> None:
+    """Placeholder while the capability is built."""
