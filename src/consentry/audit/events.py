@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from consentry.audit.log import append_events
 from consentry.store.models import AuditEventRow
 
 __all__ = [
@@ -63,9 +64,58 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "at",
     ),
     # --- revocations (issue 5) ---
+    "revocation.issued": (
+        "run_id",
+        "licensee_id",
+        "trigger",
+        "as_of",
+        "lineage_rows",
+        "revoked",
+        "new",
+        "digest_sha256",
+    ),
+    "revocation.confirmed": (
+        "receipt_id",
+        "licensee_id",
+        "records",
+        "confirmed",
+        "already_confirmed",
+        "unknown",
+        "digest_sha256",
+    ),
     # --- retention (issue 6) ---
+    "hold.added": ("hold_id", "matter_sha256", "scope", "target_ref", "until", "at"),
+    "hold.released": ("hold_id", "matter_sha256", "at"),
+    "retention.planned": (
+        "purge_id",
+        "plan_sha256",
+        "policy_version",
+        "at",
+        "to_delete",
+        "to_anonymise",
+        "held",
+        "gaps",
+    ),
+    "retention.applied": (
+        "purge_id",
+        "plan_sha256",
+        "deleted",
+        "anonymised",
+        "delivery_dirs_removed",
+        "revocations",
+    ),
+    "retention.verified": ("purge_id", "plan_sha256", "remaining", "checked", "ok"),
     # --- scraping (issue 7) ---
     # --- audit log and policy history (issue 8) ---
+    "policy.published": (
+        "version",
+        "effective_from",
+        "version_sha256",
+        "file_sha256",
+        "previous_version",
+        "changes",
+        "purposes",
+    ),
 }
 """Event type -> the payload fields it always carries (and nothing else)."""
 
@@ -109,12 +159,8 @@ class SqlAuditSink:
             raise ValueError(
                 f"{event_type} carries exactly {sorted(fields)}, got {sorted(payload)}"
             )
-        row = AuditEventRow(
-            event_type=event_type, at=datetime.now(UTC), payload=canonical_json(payload)
-        )
-        session.add(row)
-        session.flush()
-        return row.seq
+        # 4. The event becomes the next leaf of the Merkle log, under the log's lock.
+        return append_events(session, [(event_type, canonical_json(payload))])[0]
 
     @staticmethod
     def read(session: Session, *, event_type: str | None = None) -> list[AuditEvent]:

@@ -24,6 +24,7 @@ from consentry.sources.schema import TABLES
 
 __all__ = [
     "AIPREF_CATEGORIES",
+    "ANONYMISABLE_FIELDS",
     "POLICY_FIELDS",
     "RETENTION_CATEGORIES",
     "RETENTION_TRIGGERS",
@@ -71,6 +72,17 @@ RETENTION_TRIGGERS: dict[str, frozenset[str]] = {
     "audit": frozenset({"max_age"}),
 }
 """Category -> the end conditions that make sense for it."""
+
+ANONYMISABLE_FIELDS: dict[str, dict[str, Literal["null", "hash"]]] = {
+    "posts": {"author_id": "hash", "text": "hash", "lang": "null"},
+    "profile": {"region": "hash", "birth_date": "null"},
+    "consent_evidence": {"user_id": "hash"},
+    "access_events": {"credential": "hash", "endpoint": "null"},
+}
+"""Category -> the columns `action: anonymise` may name, and how each is anonymised:
+`null` (the column is nullable) or `hash` (replaced by `anon:` + a keyed hash of the value,
+so equal values stay equal). Keys, instants the rules read and enum columns are never
+anonymised; deliveries and the audit log can only be deleted."""
 
 # Category -> canonical lake table whose columns `fields` may name (deliveries and audit
 # live in the control-plane store; their columns are not checked here).
@@ -372,13 +384,24 @@ class PolicyVersion(BaseModel):
                     )
             table = _CATEGORY_TABLES.get(category)
             if table is None:
+                if rule.action == "anonymise":
+                    raise PathError(
+                        (category, "action"), f"{category} can only be deleted, not anonymised"
+                    )
                 continue
             columns = TABLES[table].column_names
+            allowed_fields = ANONYMISABLE_FIELDS[category]
             for i, name in enumerate(rule.fields):
                 if name not in columns:
                     raise PathError(
                         (category, "fields", i),
                         f"{name!r} is not a column of {table}: " + ", ".join(columns),
+                    )
+                if name not in allowed_fields:
+                    raise PathError(
+                        (category, "fields", i),
+                        f"{name!r} cannot be anonymised (a key, an instant the rules read or a "
+                        f"fixed value); {category} may anonymise: " + ", ".join(allowed_fields),
                     )
         return rules
 

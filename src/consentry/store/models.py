@@ -22,6 +22,7 @@ __all__ = [
     "ConsentStateRow",
     "ImportRun",
     "Licensee",
+    "RevocationRow",
     "StoreMeta",
     "Subject",
     "UtcDateTime",
@@ -227,10 +228,148 @@ class Licensee(Base):
 # --- revocations (issue 5): models below this line -------------------------------------------
 
 
+class RevocationRow(Base):
+    """One revocation in the log: a delivered record the licensee must delete (issue 5).
+
+    One row per (licensee, record, carrying delivery): a record revoked once is logged once,
+    unless a later delivery carried it again. `seq` orders each licensee's feed (writers of
+    one licensee are serialised, so seq order is commit order). Never deleted; a receipt
+    only sets `confirmed_at` and `receipt_id`.
+    """
+
+    __tablename__ = "revocations"
+    __table_args__ = (
+        sa.UniqueConstraint("licensee_id", "record_id", "delivery_id"),
+        sa.Index("ix_revocations_licensee_seq", "licensee_id", "seq"),
+        sa.CheckConstraint("due_at >= revoked_at", name="due_after_revoked"),
+    )
+
+    seq: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    licensee_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("licensees.id"))
+    record_id: Mapped[str] = mapped_column(sa.String(64))
+    """The record's id as the licensee knows it (HMAC of the post id under its secret)."""
+    delivery_id: Mapped[str] = mapped_column(sa.String(64))
+    """The latest delivery that carried the record when it was revoked."""
+    delivery_ids: Mapped[list[str]] = mapped_column(sa.JSON)
+    """Every delivery that had carried it by then, oldest first."""
+    author_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    """revoked_at + the policy's `revocation_sla` in force at revoked_at."""
+    run_id: Mapped[str] = mapped_column(sa.String(64))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    receipt_id: Mapped[str | None] = mapped_column(sa.String(40))
+
+
 # --- retention (issue 6): models below this line ---------------------------------------------
 
 
+class LegalHold(Base):
+    """A legal hold (docs/retention.md): while active it blocks deletion of what it covers.
+
+    `scope` says what it covers: one user's data (`user`), one entity's access events
+    (`entity`) or a whole data category (`category`); `target` is that user id, entity or
+    category. Active from `created_at` until `until` (exclusive) or its release, whichever
+    comes first. Never deleted: a released hold stays as the record of the matter.
+    """
+
+    __tablename__ = "legal_holds"
+    __table_args__ = (
+        sa.CheckConstraint("scope IN ('user', 'entity', 'category')", name="scope_known"),
+        sa.CheckConstraint("until IS NULL OR until > created_at", name="until_after_created"),
+        sa.CheckConstraint(
+            "released_at IS NULL OR released_at >= created_at", name="released_after_created"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    matter: Mapped[str] = mapped_column(sa.String(200))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    scope: Mapped[str] = mapped_column(sa.String(16))
+    target: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RetentionPurge(Base):
+    """One execution of a retention plan and its state: planned -> applied -> verified.
+
+    `planned` holds the plan's per-category counts, `results` what was changed in each store,
+    `evidence` the re-query of every store after the change (counts only, no ids).
+    """
+
+    __tablename__ = "retention_purges"
+    __table_args__ = (
+        sa.CheckConstraint("state IN ('planned', 'applied', 'verified')", name="state_known"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    plan_sha256: Mapped[str] = mapped_column(sa.String(64))
+    policy_version: Mapped[str] = mapped_column(sa.String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    planned_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    planned: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    results: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+
 # --- audit log (issue 8): models below this line ---------------------------------------------
+
+
+class AuditLeafRow(Base):
+    """An audit event's place in the Merkle log (docs/audit.md): one leaf per event.
+
+    `leaf_index` is gap-free and assigned under the log's lock, in `event_seq` order;
+    `subtree_hashes` holds the complete subtrees this leaf completed (levels 1 and up), so
+    proofs read O(log n) rows and never rehash the log.
+    """
+
+    __tablename__ = "audit_leaves"
+
+    leaf_index: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    event_seq: Mapped[int] = mapped_column(
+        sa.BigInteger, sa.ForeignKey("audit_events.seq"), unique=True
+    )
+    leaf_hash: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    """SHA-256(0x00 || entry), the RFC 9162 leaf hash of the event's entry bytes."""
+    subtree_hashes: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    """32 bytes per complete subtree ending at this leaf, level 1 first (often empty)."""
+
+
+class AuditHeadRow(Base):
+    """The log's head (one row, id 1): its size and frontier. Appends lock this row."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    frontier: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    """The hashes of the complete subtrees the tree ends in, largest first."""
+
+
+class AuditCheckpointRow(Base):
+    """A signed checkpoint of the log (origin, size, root hash; Ed25519 signed note)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    origin: Mapped[str] = mapped_column(sa.String(128))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    note: Mapped[str] = mapped_column(sa.Text)
+    """The signed note exactly as published (checkpoint body, blank line, signature)."""
 
 
 # --- scraping (issue 7): models below this line ----------------------------------------------

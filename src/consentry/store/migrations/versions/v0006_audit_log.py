@@ -9,15 +9,94 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
+from consentry.audit.merkle import extend_frontier, leaf_hash
+
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+_INDEX = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# The leaf entry format of consentry.audit.log (version 1), repeated here so that this
+# migration keeps producing the same leaves whatever later code does.
+_ENTRY_PREFIX = "consentry-audit-v1\n"
+_AT_TEXT = {
+    "sqlite": "replace(at, ' ', 'T') || 'Z'",
+    "postgresql": "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+}
+
 
 def upgrade() -> None:
-    """Placeholder while the capability is built; replaced by its tables."""
+    """Create the log's tables, then make every existing audit event a leaf (in seq order)."""
+    op.create_table(
+        "audit_leaves",
+        sa.Column("leaf_index", _INDEX, autoincrement=False, nullable=False),
+        sa.Column("event_seq", sa.BigInteger(), nullable=False),
+        sa.Column("leaf_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("subtree_hashes", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["event_seq"],
+            ["audit_events.seq"],
+            name=op.f("fk_audit_leaves_event_seq_audit_events"),
+        ),
+        sa.PrimaryKeyConstraint("leaf_index", name=op.f("pk_audit_leaves")),
+        sa.UniqueConstraint("event_seq", name=op.f("uq_audit_leaves_event_seq")),
+    )
+    head = op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("frontier", sa.LargeBinary(), nullable=False),
+        sa.CheckConstraint("id = 1", name=op.f("ck_audit_head_single_row")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
+    )
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("origin", sa.String(length=128), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("root_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_checkpoints")),
+    )
+    op.create_index(
+        op.f("ix_audit_checkpoints_signed_at"), "audit_checkpoints", ["signed_at"]
+    )
+    bind = op.get_bind()
+    rows = bind.exec_driver_sql(
+        f"SELECT seq, event_type, {_AT_TEXT[bind.dialect.name]}, payload "
+        "FROM audit_events ORDER BY seq"
+    ).all()
+    hashes = [
+        leaf_hash(f"{_ENTRY_PREFIX}{kind}\n{at}\n{payload}".encode())
+        for _, kind, at, payload in rows
+    ]
+    size, frontier, completed = extend_frontier(0, [], hashes)
+    if rows:
+        op.bulk_insert(
+            sa.table(
+                "audit_leaves",
+                sa.column("leaf_index", _INDEX),
+                sa.column("event_seq", sa.BigInteger()),
+                sa.column("leaf_hash", sa.LargeBinary()),
+                sa.column("subtree_hashes", sa.LargeBinary()),
+            ),
+            [
+                {"leaf_index": i, "event_seq": row[0], "leaf_hash": h, "subtree_hashes": done}
+                for i, (row, h, done) in enumerate(zip(rows, hashes, completed, strict=True))
+            ],
+        )
+    op.bulk_insert(head, [{"id": 1, "size": size, "frontier": b"".join(frontier)}])
 
 
 def downgrade() -> None:
-    """Placeholder while the capability is built."""
+    """Drop the log's tables (the audit events themselves stay)."""
+    op.drop_index(op.f("ix_audit_checkpoints_signed_at"), table_name="audit_checkpoints")
+    op.drop_table("audit_checkpoints")
+    op.drop_table("audit_head")
+    op.drop_table("audit_leaves")
