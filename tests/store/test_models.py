@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
@@ -58,28 +59,45 @@ def test_naive_and_none() -> None:
         column.process_bind_param(datetime(2024, 1, 1), PG)
 
 
+def _expected_prefix(table: sa.Table, item: object) -> str:
+    """The name the naming convention gives `item` of `table`, up to its variable part."""
+    if isinstance(item, sa.PrimaryKeyConstraint):
+        return f"pk_{table.name}"
+    if isinstance(item, sa.UniqueConstraint):
+        return f"uq_{table.name}_"
+    if isinstance(item, sa.CheckConstraint):
+        return f"ck_{table.name}_"
+    if isinstance(item, sa.ForeignKeyConstraint):
+        return f"fk_{table.name}_"
+    if isinstance(item, sa.Index):
+        return "ix_"
+    raise AssertionError(f"unexpected schema item {item!r} on {table.name}")
+
+
 def test_constraint_names_follow_the_convention() -> None:
+    """Every constraint and index of every table is named by NAMING_CONVENTION (so
+    migrations can refer to them on every backend), and no two share a name."""
     assert Base.metadata.naming_convention == NAMING_CONVENTION
-    names = {c.name for table in Base.metadata.tables.values() for c in table.constraints} | {
-        i.name for table in Base.metadata.tables.values() for i in table.indexes
-    }
-    assert names == {
+    names: list[str] = []
+    wrong: list[str] = []
+    for table in Base.metadata.tables.values():
+        items: list[sa.Constraint | sa.Index] = [*table.constraints, *table.indexes]
+        for item in items:
+            name = str(item.name)
+            names.append(name)
+            prefix = _expected_prefix(table, item)
+            exact = isinstance(item, sa.PrimaryKeyConstraint)
+            if (name != prefix) if exact else not name.startswith(prefix):
+                wrong.append(f"{table.name}: {name} (expected {prefix}…)")
+    assert not wrong, wrong
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    # The foundation's own names, as its migrations wrote them.
+    assert {
         "pk_import_runs",
-        "pk_store_meta",
         "ck_import_runs_rows_non_negative",
-        "ck_import_runs_finished_after_started",
         "ix_import_runs_started_at",
-        "pk_subjects",
-        "pk_consent_events",
         "uq_consent_events_event_id",
-        "ck_consent_events_choice_known",
-        "ck_consent_events_source_known",
         "ix_consent_events_user_purpose_at",
-        "pk_consent_state",
-        "pk_audit_events",
-        "ix_audit_events_event_type",
-        "pk_licensees",
         "uq_licensees_name",
         "ck_licensees_period_ordered",
-        "ck_licensees_disabled_after_created",
-    }
+    } <= set(names)

@@ -81,9 +81,25 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_pages.router)
     # --- capability routers, one line each ---
     # revocations (issue 5)
+    from consentry.api.licensee import router as revocations_router
+
+    app.include_router(revocations_router)
     # retention (issue 6)
+    from consentry.web import retention as retention_pages
+
+    app.include_router(retention_pages.router)
     # scraping (issue 7)
+    from consentry.api import meter as meter_api
+    from consentry.web import scraping as scraping_pages
+
+    app.include_router(meter_api.router)
+    app.include_router(scraping_pages.router)
     # audit (issue 8)
+    from consentry.api import audit as audit_api
+    from consentry.web import transparency as transparency_pages
+
+    app.include_router(audit_api.router)
+    app.include_router(transparency_pages.router)
     # The more specific mount first: /static would otherwise shadow /static/swagger.
     app.mount(
         "/static/swagger",

@@ -106,6 +106,20 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
     ),
     "retention.verified": ("purge_id", "plan_sha256", "remaining", "checked", "ok"),
     # --- scraping (issue 7) ---
+    "scraping.assessed": (
+        "assessment_id",
+        "policy_version",
+        "mode",
+        "rounding",
+        "engine",
+        "accesses",
+        "entities",
+        "billed_entities",
+        "billed_windows",
+        "total_amount",
+        "currency",
+        "result_sha256",
+    ),
     # --- audit log and policy history (issue 8) ---
     "policy.published": (
         "version",

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
+from consentry.audit.policy_history import publish_policy
 from consentry.cli.common import console, exits_cleanly, print_json, settings_from
 from consentry.keys import Keyring
+from consentry.policy import load_policy
 from consentry.settings import Settings
 from consentry.store import open_store
 
@@ -30,7 +32,9 @@ def init_home(settings: Settings) -> dict[str, Any]:
        master key file only when `CONSENTRY_MASTER_KEY` is not set (a set one is checked).
     3. Open the control-plane store (`settings.resolved_database_url`) and apply every
        pending migration.
-    4. Report what exists now and what this run created or migrated.
+    4. Publish the policy file's versions that the audit log has not recorded yet
+       (`publish_policy`: a published version that changed is refused, nothing written).
+    5. Report what exists now and what this run created, migrated or published.
     """
     home_created = _ensure_dir(settings.home)
     lake_created = _ensure_dir(settings.lake_dir)
@@ -38,6 +42,7 @@ def init_home(settings: Settings) -> dict[str, Any]:
     with open_store(settings.resolved_database_url) as store:
         before = store.current_revision()
         after = store.migrate()
+        published = publish_policy(store, load_policy(settings.policy_file))
         meta = store.meta()
         return {
             "home": settings.home,
@@ -53,6 +58,7 @@ def init_home(settings: Settings) -> dict[str, Any]:
                 "migrated": before != after,
                 "schema_created_at": meta.get("schema_created_at"),
             },
+            "policy_published": [p.version for p in published],
         }
 
 
@@ -97,3 +103,9 @@ def register(app: typer.Typer) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        if report["policy_published"]:
+            console.print(
+                f"policy published {', '.join(report['policy_published'])} to the audit log",
+                highlight=False,
+                soft_wrap=True,
+            )

@@ -65,9 +65,21 @@ for module in (admin, policy, imports, demo, consent, licensee, deliver, report,
 
 # --- capability command groups, one line each ---
 # revocations (issue 5)
+from consentry.cli import revocations  # noqa: E402
+
+revocations.register(app)
 # retention (issue 6)
+from consentry.cli import retention  # noqa: E402
+
+retention.register(app)
 # scraping (issue 7)
+from consentry.cli import scraping  # noqa: E402
+
+scraping.register(app)
 # audit (issue 8)
+from consentry.cli import audit  # noqa: E402
+
+audit.register(app)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from consentry.policy.duration import Duration
 from consentry.policy.loader import default_policy_path, load_policy, parse_policy
 from consentry.policy.model import (
     AIPREF_CATEGORIES,
+    ANONYMISABLE_FIELDS,
     POLICY_FIELDS,
     RETENTION_CATEGORIES,
     RETENTION_TRIGGERS,
@@ -34,6 +35,7 @@ from consentry.policy.wording import (
 
 __all__ = [
     "AIPREF_CATEGORIES",
+    "ANONYMISABLE_FIELDS",
     "POLICY_FIELDS",
     "REGION_GROUPS",
     "RETENTION_CATEGORIES",

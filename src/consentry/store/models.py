@@ -16,13 +16,19 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "NAMING_CONVENTION",
+    "AuditCheckpointRow",
     "AuditEventRow",
+    "AuditHeadRow",
+    "AuditLeafRow",
     "Base",
     "ConsentEventRow",
     "ConsentStateRow",
     "ImportRun",
+    "LegalHold",
     "Licensee",
+    "RetentionPurge",
     "RevocationRow",
+    "ScrapingAssessmentRow",
     "StoreMeta",
     "Subject",
     "UtcDateTime",
@@ -373,3 +379,34 @@ class AuditCheckpointRow(Base):
 
 
 # --- scraping (issue 7): models below this line ----------------------------------------------
+
+
+class ScrapingAssessmentRow(Base):
+    """One recorded scraping assessment (`consentry scraping assess`): what was billed.
+
+    `summary` holds the billed entities' windows and the top entities' hourly rolling
+    series for the console; the full result is `result_sha256` (canonical JSON) and the
+    file `<home>/scraping/assessments/<id>.json`.
+    """
+
+    __tablename__ = "scraping_assessments"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "accesses >= 0 AND entities >= 0 AND billed_entities >= 0", name="counts_non_negative"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    # Indexed: the console reads the newest assessment.
+    assessed_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    policy_version: Mapped[str] = mapped_column(sa.String(64))
+    mode: Mapped[str] = mapped_column(sa.String(16))
+    rounding: Mapped[str] = mapped_column(sa.String(32))
+    engine: Mapped[str] = mapped_column(sa.String(16))
+    accesses: Mapped[int] = mapped_column(sa.BigInteger)
+    entities: Mapped[int] = mapped_column(sa.BigInteger)
+    billed_entities: Mapped[int] = mapped_column(sa.Integer)
+    total_amount: Mapped[str] = mapped_column(sa.String(32))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    result_sha256: Mapped[str] = mapped_column(sa.String(64))
+    summary: Mapped[dict[str, Any]] = mapped_column(sa.JSON)

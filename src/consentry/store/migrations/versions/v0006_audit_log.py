@@ -64,9 +64,7 @@ def upgrade() -> None:
         sa.Column("note", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_checkpoints")),
     )
-    op.create_index(
-        op.f("ix_audit_checkpoints_signed_at"), "audit_checkpoints", ["signed_at"]
-    )
+    op.create_index(op.f("ix_audit_checkpoints_signed_at"), "audit_checkpoints", ["signed_at"])
     bind = op.get_bind()
     rows = bind.exec_driver_sql(
         f"SELECT seq, event_type, {_AT_TEXT[bind.dialect.name]}, payload "

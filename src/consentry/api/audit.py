@@ -1,0 +1,112 @@
+"""The audit log over HTTP: signed checkpoints and consistency proofs (public), inclusion
+proofs (admin), and the transparency report as JSON (public)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.responses import PlainTextResponse
+
+from consentry.api.services import BearerIdentity, Services, services
+from consentry.audit.log import AuditLog, ConsistencyProof, InclusionProof
+from consentry.audit.transparency import transparency_report
+from consentry.cli.common import to_jsonable
+from consentry.delivery.signing import Signer
+from consentry.errors import BadInput, ConsentryError
+from consentry.web.transparency import report_period
+
+__all__ = ["consistency_json", "inclusion_json", "router"]
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def inclusion_json(proof: InclusionProof) -> dict[str, Any]:
+    """An inclusion proof as JSON (hashes base64, as in checkpoints)."""
+    leaf = proof.leaf
+    return {
+        "event_id": leaf.event_id,
+        "leaf_index": leaf.leaf_index,
+        "tree_size": proof.tree_size,
+        "event_type": leaf.event_type,
+        "at": leaf.at,
+        "payload": leaf.payload,
+        "entry": leaf.entry,
+        "leaf_hash": _b64(leaf.leaf_hash),
+        "root_hash": _b64(proof.root_hash),
+        "path": [_b64(h) for h in proof.path],
+    }
+
+
+def consistency_json(proof: ConsistencyProof) -> dict[str, Any]:
+    return {
+        "first": proof.first,
+        "second": proof.second,
+        "first_root": _b64(proof.first_root),
+        "second_root": _b64(proof.second_root),
+        "path": [_b64(h) for h in proof.path],
+    }
+
+
+@router.get(
+    "/checkpoint",
+    summary="The log's current signed checkpoint (C2SP checkpoint text)",
+    response_class=PlainTextResponse,
+)
+def checkpoint(svc: ServicesDep) -> PlainTextResponse:
+    """Origin, size and base64 root hash, then a blank line and the Ed25519 signature line.
+    Signed on request (deterministic for a given head); not recorded."""
+    signed = AuditLog(svc.store).checkpoint(Signer.from_keyring(svc.keyring), record=False)
+    return PlainTextResponse(signed.note(), media_type="text/plain; charset=utf-8")
+
+
+@router.get("/consistency", summary="Consistency proof between two tree sizes")
+def consistency(
+    svc: ServicesDep,
+    first: Annotated[int, Query(ge=0, description="The older tree size.")],
+    second: Annotated[int | None, Query(ge=0, description="The newer size (default: now).")] = None,
+) -> dict[str, Any]:
+    try:
+        return consistency_json(AuditLog(svc.store).consistency(first, second))
+    except ConsentryError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.get("/proof/{event_id}", summary="Inclusion proof of one audit event (admin)")
+def proof(
+    event_id: int,
+    svc: ServicesDep,
+    identity: BearerIdentity,
+    size: Annotated[int | None, Query(ge=1, description="Tree size (default: now).")] = None,
+) -> dict[str, Any]:
+    """The event's leaf entry, its index, and PATH(index, D[size]); admin tokens only (the
+    entries are pseudonymous, not public)."""
+    if identity.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "inclusion proofs need an admin token")
+    try:
+        return inclusion_json(AuditLog(svc.store).prove(event_id, size))
+    except ConsentryError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.get("/transparency", summary="The transparency report as JSON")
+def transparency(
+    svc: ServicesDep,
+    start: Annotated[str | None, Query(alias="from")] = None,
+    end: Annotated[str | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    try:
+        begin, stop = report_period(start or None, end or None)
+    except BadInput as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "; ".join(p.message for p in exc.problems)
+        ) from None
+    report = transparency_report(svc.store, Signer.from_keyring(svc.keyring), start=begin, end=stop)
+    result: dict[str, Any] = to_jsonable(report)
+    return result

@@ -1,0 +1,277 @@
+"""The licensee API under /v1/licensee: deliveries, their files, the revocation feed and
+deletion receipts. Callers authenticate with their API key (`Authorization: Bearer csk_…`)
+and only ever see their own deliveries and revocations.
+
+`router` also carries the user's recipients route and the revocation pages, so the app
+includes the whole capability with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from consentry.api.consent import require_json
+from consentry.api.services import Services, services
+from consentry.delivery.licensees import LicenseeRecord, authenticate_api_key
+from consentry.delivery.service import deliveries_dir
+from consentry.delivery.signing import Signer, b64url_encode
+from consentry.errors import BadInput
+from consentry.instants import rfc3339
+from consentry.revocation import (
+    MAX_PAGE,
+    MAX_RECEIPT_IDS,
+    Cursor,
+    RevocationLog,
+    decode_cursor,
+    encode_cursor,
+    parse_receipt_ids,
+)
+from consentry.revocation.batches import KEY_ID_HEADER, SIGNATURE_HEADER, sign_batch
+
+__all__ = ["api_router", "cursor_key", "licensee_identity", "router"]
+
+_DELIVERY_ID: Final = re.compile(r"dlv-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")
+_FILE_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+api_router = APIRouter(
+    prefix="/v1/licensee", tags=["licensee"], dependencies=[Depends(require_json)]
+)
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def licensee_identity(request: Request, svc: ServicesDep) -> LicenseeRecord:
+    """The active licensee named by `Authorization: Bearer <API key>`; 401 otherwise.
+
+    1. No bearer credential: 401 saying an API key is required.
+    2. Something that is not shaped like an API key (`csk_<16 hex>_<43 base64url>`), a key
+       that does not match, or a disabled licensee's key: 401 (which one is not said).
+    """
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a licensee API key is required (Authorization: Bearer csk_…)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    key = key.strip()
+    if not key.startswith("csk_"):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "not a licensee API key: they look like csk_<id>_<secret> "
+            "(user and admin tokens do not open the licensee API)",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    record = authenticate_api_key(svc.store, key, svc.keyring)
+    if record is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid API key, or the licensee is disabled",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return record
+
+
+LicenseeDep = Annotated[LicenseeRecord, Depends(licensee_identity)]
+
+
+def cursor_key(svc: Services) -> bytes:
+    """The key that authenticates feed cursors (derived from the session secret)."""
+    return hmac.new(
+        svc.keyring.session_secret, b"consentry revocation cursor key v1", hashlib.sha256
+    ).digest()
+
+
+def _unprocessable(exc: BadInput) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [str(p) for p in exc.problems])
+
+
+# -- deliveries ------------------------------------------------------------------------------
+
+
+def _manifest(svc: Services, licensee: LicenseeRecord, delivery_id: str) -> tuple[Path, Any]:
+    """The delivery's directory and manifest; 404 unless it is a visible delivery of this
+    licensee (another licensee's delivery is indistinguishable from none)."""
+    missing = HTTPException(
+        status.HTTP_404_NOT_FOUND, f"no delivery {delivery_id!r} for licensee {licensee.name}"
+    )
+    if not _DELIVERY_ID.fullmatch(delivery_id):
+        raise missing
+    directory = deliveries_dir(svc.settings) / delivery_id
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise missing from None
+    if manifest.get("licensee") != licensee.name:
+        raise missing
+    return directory, manifest
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    base = f"/v1/licensee/deliveries/{manifest['delivery_id']}"
+    return {
+        "delivery_id": manifest["delivery_id"],
+        "purpose": manifest["purpose"],
+        "as_of": manifest["as_of"],
+        "created_at": manifest["created_at"],
+        "policy_version": manifest["policy_version"],
+        "delivered": manifest["counts"]["delivered"],
+        "signing_key": manifest["signing_key"],
+        "manifest_url": f"{base}/manifest",
+        "signature_url": f"{base}/files/manifest.sig",
+        "files": [{**f, "url": f"{base}/files/{f['name']}"} for f in manifest["files"]],
+    }
+
+
+@api_router.get("/deliveries", summary="This licensee's deliveries, newest first")
+def list_my_deliveries(svc: ServicesDep, licensee: LicenseeDep) -> dict[str, Any]:
+    from consentry.delivery.service import list_deliveries
+
+    mine = [m for m in list_deliveries(svc.settings) if m["licensee"] == licensee.name]
+    return {"licensee": licensee.name, "deliveries": [_summary(m) for m in mine]}
+
+
+@api_router.get(
+    "/deliveries/{delivery_id}/manifest",
+    summary="A delivery's manifest.json, byte for byte, with its signature in a header",
+)
+def delivery_manifest(delivery_id: str, svc: ServicesDep, licensee: LicenseeDep) -> Response:
+    directory, _ = _manifest(svc, licensee, delivery_id)
+    body = (directory / "manifest.json").read_bytes()
+    signature = (directory / "manifest.sig").read_bytes()
+    return Response(
+        body,
+        media_type="application/json",
+        headers={
+            SIGNATURE_HEADER: b64url_encode(signature),
+            KEY_ID_HEADER: json.loads(body)["signing_key"],
+        },
+    )
+
+
+@api_router.get(
+    "/deliveries/{delivery_id}/files/{name}",
+    summary="One file of a delivery (part files, manifest.json, manifest.sig); Range requests",
+)
+def delivery_file(
+    delivery_id: str, name: str, svc: ServicesDep, licensee: LicenseeDep
+) -> FileResponse:
+    """Streamed from disk; `Range: bytes=…` gets 206 with that slice (resumable downloads).
+
+    Only names the manifest lists, `manifest.json` and `manifest.sig` are served."""
+    directory, manifest = _manifest(svc, licensee, delivery_id)
+    listed = {f["name"] for f in manifest["files"]} | {"manifest.json", "manifest.sig"}
+    if not _FILE_NAME.fullmatch(name) or name not in listed:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"delivery {delivery_id} has no file {name!r}"
+        )
+    media = "application/vnd.apache.parquet" if name.endswith(".parquet") else None
+    if name == "manifest.json":
+        media = "application/json"
+    elif name == "manifest.sig":
+        media = "application/octet-stream"
+    return FileResponse(directory / name, media_type=media, filename=name)
+
+
+# -- revocations -----------------------------------------------------------------------------
+
+
+@api_router.get(
+    "/revocations",
+    summary="The revocation feed: a signed batch after `cursor` (at-least-once, stable order)",
+)
+def revocation_feed(
+    svc: ServicesDep,
+    licensee: LicenseeDep,
+    cursor: Annotated[
+        str, Query(description="next_cursor of the previous batch; empty: from the start")
+    ] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> Response:
+    """One batch of this licensee's revocations after `cursor`, in log order.
+
+    1. The cursor must be one this server issued to this licensee (else 400).
+    2. The body is canonical JSON; `Consentry-Signature` is its Ed25519 signature (base64url)
+       under the key `Consentry-Key-Id` names (see /.well-known/consentry-keys.json).
+    3. `next_cursor` resumes after the last revocation served; revocations logged later
+       appear after it. Fetching with the same cursor again serves the same revocations
+       (at-least-once: store the cursor after applying the batch).
+    """
+    key = cursor_key(svc)
+    try:
+        position = decode_cursor(cursor, key, licensee.id)
+    except BadInput as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc.problems[0])) from None
+    log = RevocationLog(svc.store, svc.policy)
+    found = log.page(licensee.id, position.seq, limit + 1)
+    page, more = found[:limit], len(found) > limit
+    now = datetime.now(UTC)
+    last = page[-1].seq if page else position.seq
+    signer = Signer.for_home(svc.settings.home)
+    batch = {
+        "licensee": licensee.name,
+        "cursor": cursor,
+        "next_cursor": encode_cursor(Cursor(licensee.id, last), key),
+        "has_more": more,
+        "issued_at": rfc3339(now),
+        "signing_key": signer.kid,
+        "revocations": [entry.for_licensee(now) for entry in page],
+    }
+    body, headers = sign_batch(signer, batch)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+class ReceiptBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    record_ids: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_RECEIPT_IDS,
+        description="Record ids (64 hex digits) the licensee has deleted.",
+    )
+
+
+@api_router.post(
+    "/revocations/receipts",
+    summary="Confirm deletions: idempotent; ids that are not revocations are reported back",
+)
+def post_receipts(body: ReceiptBody, svc: ServicesDep, licensee: LicenseeDep) -> dict[str, Any]:
+    """1. Every id must be a record id (else 422 naming the bad positions; nothing changes).
+    2. Pending revocations of those records are confirmed; confirmed ones stay as they
+       were (`already_confirmed`); ids with no revocation of this licensee are `unknown`.
+    """
+    try:
+        ids = parse_receipt_ids(body.record_ids)
+    except BadInput as exc:
+        raise _unprocessable(exc) from None
+    result = RevocationLog(svc.store, svc.policy).confirm(licensee.id, ids)
+    return {
+        "receipt_id": result.receipt_id,
+        "confirmed": result.confirmed,
+        "already_confirmed": result.already_confirmed,
+        "unknown": result.unknown,
+    }
+
+
+def _router() -> APIRouter:
+    from consentry.api.recipients import router as recipients_router
+    from consentry.web.revocations import router as pages_router
+
+    combined = APIRouter()
+    combined.include_router(api_router)
+    combined.include_router(recipients_router)
+    combined.include_router(pages_router)
+    return combined
+
+
+router = _router()
+"""Everything issue 5 serves: the licensee API, the recipients route, the pages."""

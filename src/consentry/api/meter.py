@@ -1,0 +1,117 @@
+"""The online meter over HTTP: `POST /v1/meter/events` (batched) and `GET /v1/meter/alerts`.
+
+Both need an admin bearer token. The meter is built once per process on first use: the
+policy in force now, the lake's entities, and the in-process backend, unless the app was
+given another meter (`app.state.scraping_meter`, e.g. a Redis-backed one shared by several
+workers; see docs/scraping.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+import numpy as np
+import pyarrow as pa
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from consentry.api.services import BearerIdentity, Services, services
+from consentry.instants import rfc3339
+from consentry.scraping.assessment import from_us
+from consentry.scraping.meter import Meter, meter_for
+
+__all__ = ["MAX_BATCH", "MeterEvent", "MeterEvents", "meter_of", "router"]
+
+router = APIRouter(prefix="/v1/meter", tags=["scraping"])
+ServicesDep = Annotated[Services, Depends(services)]
+MAX_BATCH = 100_000
+"""Most events one POST may carry."""
+
+_LOCK = threading.Lock()
+
+
+class MeterEvent(BaseModel):
+    """One access as the platform's edge saw it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, description="Unique request id.")
+    ts: AwareDatetime = Field(description="When the request was served (with an offset).")
+    credential: str = Field(min_length=1, description="API key, account id or IP address.")
+    posts: int = Field(ge=0, description="Posts served.")
+
+
+class MeterEvents(BaseModel):
+    """A batch of accesses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[MeterEvent] = Field(max_length=MAX_BATCH)
+
+
+def meter_of(request: Request, svc: Services) -> Meter:
+    """The process's meter, built on first use (thread-safe)."""
+    found = getattr(request.app.state, "scraping_meter", None)
+    if isinstance(found, Meter):
+        return found
+    with _LOCK:
+        found = getattr(request.app.state, "scraping_meter", None)
+        if not isinstance(found, Meter):
+            found = meter_for(svc.settings)
+            request.app.state.scraping_meter = found
+    return found
+
+
+def _admin(identity: BearerIdentity) -> None:
+    if identity.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the meter needs an admin token")
+
+
+def _bounds_json(entity: str, latest_us: int, lower: int, upper: int) -> dict[str, Any]:
+    return {
+        "entity": entity,
+        "latest": rfc3339(from_us(latest_us)),
+        "lower": lower,
+        "upper": upper,
+    }
+
+
+@router.post("/events", summary="Feed a batch of accesses to the online meter")
+def post_events(
+    body: MeterEvents, request: Request, svc: ServicesDep, identity: BearerIdentity
+) -> dict[str, Any]:
+    """Attribute and count the batch; returns touched entities' bounds and new alerts."""
+    _admin(identity)
+    meter = meter_of(request, svc)
+    events = body.events
+    epoch = from_us(0)
+    ts = np.array(
+        [
+            (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+            for d in (e.ts - epoch for e in events)
+        ],
+        dtype=np.int64,
+    )
+    with _LOCK:
+        bounds, alerts = meter.ingest(
+            ts,
+            pa.array([e.credential for e in events], pa.string()),
+            np.array([e.posts for e in events], dtype=np.int64),
+        )
+    return {
+        "accepted": len(events),
+        "entities": [_bounds_json(b.entity, b.latest_us, b.lower, b.upper) for b in bounds],
+        "alerts": [a.to_json() for a in alerts],
+    }
+
+
+@router.get("/alerts", summary="Alerts raised by the online meter")
+def get_alerts(request: Request, svc: ServicesDep, identity: BearerIdentity) -> dict[str, Any]:
+    """Every alert so far (50 %, 80 %, 100 % of the threshold), in the order raised."""
+    _admin(identity)
+    meter = meter_of(request, svc)
+    return {
+        "threshold_posts": meter.terms.threshold,
+        "alerts": [a.to_json() for a in meter.alerts()],
+    }

@@ -1,0 +1,38 @@
+"""`GET /v1/users/{user_id}/recipients`: who received a user's posts, and what became of
+them after an opt-out (GDPR Art. 19)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, status
+
+from consentry.api.services import BearerIdentity, Services, services
+from consentry.instants import rfc3339
+from consentry.revocation import recipients_of
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["consent"])
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+@router.get(
+    "/users/{user_id}/recipients",
+    summary="Licensees that received the user's posts; revocations pending and confirmed",
+)
+def user_recipients(user_id: str, identity: BearerIdentity, svc: ServicesDep) -> dict[str, Any]:
+    """1. A user token reads only its own recipients; an admin token reads anyone's (403
+    otherwise). 2. One entry per licensee: purpose, deliveries, distinct posts, first and
+    last delivery instant, and the revocations of those posts by state."""
+    if not identity.may_act_on(user_id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "this token may not read another user's recipients"
+        )
+    now = datetime.now(UTC)
+    return {
+        "user_id": user_id,
+        "at": rfc3339(now),
+        "recipients": recipients_of(svc.settings, svc.store, svc.policy, user_id, now=now),
+    }

@@ -1,0 +1,122 @@
+"""`consentry revocations LICENSEE` and `consentry revocations overdue`.
+
+The group resolves its first word: a sub-command name (`list`, `overdue`) runs that
+command, anything else is a licensee name and runs `list` for it. So
+`consentry revocations acme-ai --json` is `consentry revocations list acme-ai --json`;
+a licensee literally named `overdue` or `list` is reached with `revocations list NAME`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from typer.core import TyperGroup
+
+from consentry.cli.common import console, exits_cleanly, print_json, progress, settings_from
+from consentry.instants import parse_instant
+from consentry.revocation import overdue_revocations, run_revocations
+
+__all__ = ["LicenseeOrCommandGroup", "register", "revocations_app"]
+
+TEXT_ROWS = 50
+"""Rows the text output shows before pointing at --json."""
+
+
+class LicenseeOrCommandGroup(TyperGroup):
+    """A group whose unknown first word is a licensee name for its `list` command."""
+
+    # Typed loosely: typer vendors its own click, whose classes these are.
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["list", *args]
+        return super().resolve_command(ctx, args)
+
+
+revocations_app = typer.Typer(
+    cls=LicenseeOrCommandGroup,
+    help="Revoked records: run the revocation job for a licensee (`revocations LICENSEE`), "
+    "or list revocations past their deadline (`revocations overdue`).",
+    no_args_is_help=True,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@revocations_app.command("list")
+@exits_cleanly
+def list_command(
+    ctx: typer.Context,
+    licensee: Annotated[str, typer.Argument(help="The licensee's name.")],
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Evaluate at this RFC 3339 instant or date; default now."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the revocation job for LICENSEE at --at and list every delivered record that is
+    no longer eligible (new ones are added to the revocation log)."""
+    settings = settings_from(ctx)
+    when = parse_instant(at, field="--at")
+    with progress() as bar:
+        task = bar.add_task("revoking", total=None)
+        report = run_revocations(
+            settings,
+            licensee,
+            at=when,
+            on_progress=lambda step: bar.update(task, description=step),
+        )
+    result = report.as_dict()
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"{report.licensee} at {result['as_of']}: {result['revoked']:,} revoked records "
+        f"({report.new:,} new) in {report.lineage_rows:,} lineage rows of "
+        f"{report.deliveries:,} deliveries; run {report.run_id}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_rows(result["revocations"])
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table("record_id", "reason", "since", "deliveries", "status", "new")
+    for row in rows[:TEXT_ROWS]:
+        table.add_row(
+            row["record_id"][:16] + "…",
+            row["reason"],
+            row["since"],
+            str(len(row["delivery_ids"])),
+            row["status"],
+            "yes" if row["new"] else "",
+        )
+    console.print(table)
+    if len(rows) > TEXT_ROWS:
+        console.print(f"… and {len(rows) - TEXT_ROWS:,} more (use --json for all)")
+
+
+@revocations_app.command("overdue")
+@exits_cleanly
+def overdue_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List revocations with no receipt past the policy's revocation_sla, per licensee."""
+    report = overdue_revocations(settings_from(ctx))
+    if as_json:
+        print_json(report)
+        return
+    if not report["overdue"]:
+        console.print(f"no overdue revocations at {report['at']}")
+        return
+    table = Table("licensee", "overdue", "oldest due")
+    for entry in report["licensees"]:
+        table.add_row(entry["licensee"], f"{entry['overdue']:,}", entry["oldest_due_at"])
+    console.print(f"{report['overdue']:,} overdue revocations at {report['at']}")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `revocations` group to the root command."""
+    app.add_typer(revocations_app, name="revocations")

@@ -1,0 +1,491 @@
+"""Assess access logs against the scraping clause: per entity, exact windows and damages.
+
+The engine path (Ibis on DuckDB or PySpark):
+
+1. Attribution (`consentry.scraping.attribution.attribute`): deduplicated accesses with
+   their entity and instant in microseconds.
+2. The exact pass finds, for every entity, its total posts and the largest number of posts
+   in any window `[s, s + window)` with s an access instant, and the earliest such s:
+   - method `numpy` (default on DuckDB): the engine sorts (entity code, ts) once; NumPy
+     computes every access's forward window with prefix sums and one binary search over a
+     composite (entity, instant) key, then per-entity maxima with `reduceat`;
+   - method `window` (default on Spark): a RANGE window `[ts, ts + window - 1 µs]` per
+     entity in the engine (closed on both ends at microsecond resolution = half-open).
+3. Screen: only entities whose maximum is over the line (strictly more than the threshold)
+   have their accesses fetched and billed by the pure rules (`consentry.scraping.rules`).
+4. Amounts per window (Decimal, half-up to cents once), per entity and in total.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from consentry.instants import rfc3339
+from consentry.scraping.attribution import Owners, attribute
+from consentry.scraping.canonical import canonical_lines, digests_of_ranges
+from consentry.scraping.rules import I64, MODES, Terms, select_windows, window_amount
+
+if TYPE_CHECKING:
+    import ibis
+    import ibis.expr.types as ir
+
+__all__ = [
+    "METHODS",
+    "Assessment",
+    "BilledWindow",
+    "EntityAssessment",
+    "EntityStats",
+    "assess",
+    "bill_entity",
+    "exact_stats_numpy",
+    "from_us",
+    "rolling_series",
+]
+
+METHODS: tuple[str, ...] = ("numpy", "window")
+SPARKLINE_ENTITIES = 50
+"""How many entities (largest maxima first) get an hourly rolling series for the console."""
+
+
+def from_us(us: int) -> datetime:
+    """A UTC datetime from microseconds since the epoch."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + np.timedelta64(int(us), "us").item()
+
+
+@dataclass(frozen=True, slots=True)
+class BilledWindow:
+    """One billed window: its span, posts, amount, credentials and evidence digest."""
+
+    start: datetime
+    end: datetime
+    posts: int
+    amount: Decimal
+    credentials: tuple[str, ...]
+    evidence_sha256: str
+    accesses: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": rfc3339(self.start),
+            "end": rfc3339(self.end),
+            "posts": self.posts,
+            "amount": f"{self.amount:.2f}",
+            "credentials": list(self.credentials),
+            "evidence_sha256": self.evidence_sha256,
+            "accesses": self.accesses,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EntityStats:
+    """What the exact pass finds for one entity."""
+
+    entity: str
+    posts_total: int
+    accesses: int
+    max_posts_in_window: int
+    max_window_start_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntityAssessment:
+    """One entity's result: totals, its densest window and the billed windows."""
+
+    entity: str
+    posts_total: int
+    accesses: int
+    max_posts_in_window: int
+    max_window_start: datetime
+    windows: tuple[BilledWindow, ...]
+    amount: Decimal
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entity": self.entity,
+            "posts_total": self.posts_total,
+            "accesses": self.accesses,
+            "max_posts_in_window": self.max_posts_in_window,
+            "max_window_start": rfc3339(self.max_window_start),
+            "windows": [w.to_json() for w in self.windows],
+            "amount": f"{self.amount:.2f}",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The whole result, in the shape `consentry scraping assess --json` prints."""
+
+    policy_version: str
+    terms: Terms
+    mode: str
+    engine: str
+    method: str
+    entities: tuple[EntityAssessment, ...]
+    accesses: int
+    sparklines: dict[str, list[int]] = field(default_factory=dict)
+    """Entity -> rolling-window posts sampled hourly (for the console), top entities only."""
+    sparkline_from: datetime | None = None
+    events: dict[str, pa.Table] = field(default_factory=dict, repr=False)
+    """Accesses fetched per entity (over-line and top entities), with `ts_us`."""
+
+    @property
+    def total_amount(self) -> Decimal:
+        return sum((e.amount for e in self.entities), Decimal("0.00"))
+
+    @property
+    def billed(self) -> list[EntityAssessment]:
+        return [e for e in self.entities if e.windows]
+
+    def entity(self, name: str) -> EntityAssessment | None:
+        return next((e for e in self.entities if e.entity == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy_version": self.policy_version,
+            "threshold_posts": self.terms.threshold,
+            "window_seconds": self.terms.window_us // 1_000_000,
+            "rounding": self.terms.rounding,
+            "mode": self.mode,
+            "currency": self.terms.currency,
+            "engine": self.engine,
+            "accesses": self.accesses,
+            "entities": [e.to_json() for e in self.entities],
+            "total_amount": f"{self.total_amount:.2f}",
+        }
+
+
+# ------------------------------------------------------------------- exact pass (NumPy)
+
+
+def _segment_starts(codes: I64) -> I64:
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]).astype(np.int64)
+
+
+def _forward_counts_segmented(codes: I64, ts: I64, posts: I64, window_us: int) -> I64:
+    """Posts in `[ts[i], ts[i] + window)` of access i's own entity, for sorted (code, ts).
+
+    A composite key `rank * stride + (ts - t0)` keeps entities apart in one sorted array
+    (stride > span + window), so one vectorised binary search serves every entity. When the
+    key would overflow int64, entities are processed in groups that fit.
+    """
+    n = len(ts)
+    counts = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return counts
+    cum = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(posts, out=cum[1:])
+    t0 = int(ts.min())
+    stride = int(ts.max()) - t0 + window_us + 1
+    starts = _segment_starts(codes)
+    per_group = max(1, (2**62) // stride)
+    bounds = np.r_[starts[::per_group], n]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        seg = codes[a:b]
+        rank = np.cumsum(np.r_[0, (seg[1:] != seg[:-1]).astype(np.int64)])
+        key = rank * stride + (ts[a:b] - t0)
+        lo = np.searchsorted(key, key, side="left")
+        hi = np.searchsorted(key, key + window_us, side="left")
+        counts[a:b] = cum[a + hi] - cum[a + lo]
+    return counts
+
+
+def exact_stats_numpy(
+    codes: I64, ts: I64, posts: I64, window_us: int
+) -> tuple[I64, I64, I64, I64, I64, I64]:
+    """Per entity (arrays sorted by code, ts): code, posts total, accesses, max window
+    posts, earliest start (µs) of a window with that many posts, and segment start index."""
+    counts = _forward_counts_segmented(codes, ts, posts, window_us)
+    starts = _segment_starts(codes)
+    if len(starts) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty, empty, empty
+    totals = np.add.reduceat(posts, starts)
+    lengths = np.diff(np.r_[starts, len(ts)])
+    maxima = np.maximum.reduceat(counts, starts)
+    seg_of = np.repeat(np.arange(len(starts)), lengths)
+    hits = np.flatnonzero(counts == maxima[seg_of])
+    _, first = np.unique(seg_of[hits], return_index=True)
+    max_start = ts[hits[first]]
+    return codes[starts], totals, lengths.astype(np.int64), maxima, max_start, starts
+
+
+# --------------------------------------------------------------------------- billing
+
+
+def bill_entity(entity: str, events: pa.Table, terms: Terms, mode: str) -> tuple[BilledWindow, ...]:
+    """The billed windows of one entity from its accesses (request_id, ts, credential,
+    posts, ts_us), any order."""
+    ordered = events.sort_by([("ts_us", "ascending"), ("request_id", "ascending")])
+    ts: I64 = ordered["ts_us"].to_numpy().astype(np.int64)
+    posts: I64 = ordered["posts"].to_numpy().astype(np.int64)
+    spans = select_windows(ts, posts, terms, mode)
+    if not spans:
+        return ()
+    # Canonical order is (ts, request_id): each window is a run of `ordered`, so the
+    # entity's lines are built once and every window hashes its own slice.
+    lines = canonical_lines(ordered)
+    ranges = [
+        (
+            int(np.searchsorted(ts, span.start_us, side="left")),
+            int(np.searchsorted(ts, span.start_us + terms.window_us, side="left")),
+        )
+        for span in spans
+    ]
+    digests = digests_of_ranges(lines, ranges)
+    creds = ordered["credential"].combine_chunks()
+    billed: list[BilledWindow] = []
+    for span, (lo, hi), digest in zip(spans, ranges, digests, strict=True):
+        billed.append(
+            BilledWindow(
+                start=from_us(span.start_us),
+                end=from_us(span.start_us + terms.window_us),
+                posts=span.posts,
+                amount=window_amount(span.posts, terms),
+                credentials=tuple(sorted(pc.unique(creds.slice(lo, hi - lo)).to_pylist())),
+                evidence_sha256=digest,
+                accesses=hi - lo,
+            )
+        )
+    return tuple(billed)
+
+
+def rolling_series(ts: I64, posts: I64, window_us: int, t_from: int, t_to: int) -> list[int]:
+    """Posts in the window ending at each whole hour from t_from to t_to: `[h - window, h)`."""
+    hours = np.arange(t_from, t_to + 3_600_000_000, 3_600_000_000, dtype=np.int64)
+    cum = np.zeros(len(ts) + 1, dtype=np.int64)
+    np.cumsum(posts, out=cum[1:])
+    hi = np.searchsorted(ts, hours, side="left")
+    lo = np.searchsorted(ts, hours - window_us, side="left")
+    result: list[int] = (cum[hi] - cum[lo]).tolist()
+    return result
+
+
+# --------------------------------------------------------------------------- engine path
+
+
+def _to_numpy(column: pa.ChunkedArray | pa.Array) -> I64:
+    return np.asarray(column.to_numpy(), dtype=np.int64)
+
+
+def _stats_numpy(backend: ibis.BaseBackend, att: ir.Table, window_us: int) -> pa.Table:
+    import ibis
+
+    names = backend.to_pyarrow(att.select("entity").distinct())["entity"].combine_chunks()
+    names = names.take(pc.sort_indices(names))
+    table = pa.table({"entity": names, "code": pa.array(np.arange(len(names), dtype=np.int64))})
+    joined = att.inner_join(ibis.memtable(table), "entity").select("code", "ts_us", "posts")
+    data = backend.to_pyarrow(joined.order_by(["code", "ts_us"]))
+    codes, totals, lengths, maxima, max_start, _ = exact_stats_numpy(
+        _to_numpy(data["code"]), _to_numpy(data["ts_us"]), _to_numpy(data["posts"]), window_us
+    )
+    del data
+    return pa.table(
+        {
+            "entity": names.take(pa.array(codes, pa.int64())),
+            "posts_total": pa.array(totals, pa.int64()),
+            "accesses": pa.array(lengths, pa.int64()),
+            "max_posts": pa.array(maxima, pa.int64()),
+            "max_start_us": pa.array(max_start, pa.int64()),
+        }
+    )
+
+
+def _stats_window(backend: ibis.BaseBackend, att: ir.Table, window_us: int) -> pa.Table:
+    import ibis
+
+    w = ibis.window(group_by=att.entity, order_by=att.ts_us, range=(0, window_us - 1))
+    counted = att.mutate(cnt=att.posts.sum().over(w))
+    counted = counted.mutate(mx=counted.cnt.max().over(group_by=counted.entity))
+    stats = counted.group_by("entity").agg(
+        posts_total=counted.posts.sum(),
+        accesses=counted.count(),
+        max_posts=counted.mx.max(),
+        max_start_us=counted.ts_us.min(where=counted.cnt == counted.mx),
+    )
+    result = backend.to_pyarrow(stats)
+    return result.cast(
+        pa.schema(
+            [
+                ("entity", pa.string()),
+                ("posts_total", pa.int64()),
+                ("accesses", pa.int64()),
+                ("max_posts", pa.int64()),
+                ("max_start_us", pa.int64()),
+            ]
+        )
+    )
+
+
+def assess(
+    backend: ibis.BaseBackend,
+    events: ir.Table,
+    owners: Owners,
+    terms: Terms,
+    *,
+    mode: str = "earliest",
+    policy_version: str,
+    method: str | None = None,
+    sparklines: int = SPARKLINE_ENTITIES,
+    only: Sequence[str] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> Assessment:
+    """Assess `events` (canonical access_events on `backend`) under `terms` (see module doc).
+
+    Entities come sorted by name; every entity with any access is listed (or only those
+    named in `only`, e.g. for one entity's evidence pack). The accesses fetched for billing
+    and for the console's series are kept in `Assessment.events`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}")
+    chosen = method or ("numpy" if backend.name == "duckdb" else "window")
+    if chosen not in METHODS:
+        raise ValueError(f"unknown method {chosen!r}")
+    step = on_progress or (lambda _: None)
+    if backend.name == "duckdb" and chosen == "numpy":
+        from consentry.scraping.columnar import assess_columnar
+
+        return assess_columnar(
+            backend,
+            events,
+            owners,
+            terms,
+            mode=mode,
+            policy_version=policy_version,
+            sparklines=sparklines,
+            only=only,
+            step=step,
+        )
+    step("attributing accesses")
+    # Cached once: the exact pass and the billing fetch both read it.
+    att = attribute(backend, events, owners)
+    if only is not None:
+        import ibis
+
+        names = ibis.memtable(pa.table({"entity": pa.array(list(only), pa.string())}))
+        att = att.semi_join(names, "entity")
+    # Materialised once on DuckDB: the exact pass and the billing fetch both read it.
+    # (Spark recomputes the lineage; its path is for cross-checks and clusters.)
+    table_name = f"scraping_attributed_{uuid.uuid4().hex[:12]}"
+    if backend.name == "duckdb":
+        att = backend.create_table(table_name, att)
+    try:
+        return _assess_attributed(
+            backend,
+            att,
+            terms,
+            mode=mode,
+            policy_version=policy_version,
+            method=chosen,
+            sparklines=sparklines,
+            step=step,
+        )
+    finally:
+        if backend.name == "duckdb":
+            backend.drop_table(table_name, force=True)
+
+
+def _assess_attributed(
+    backend: ibis.BaseBackend,
+    att: ir.Table,
+    terms: Terms,
+    *,
+    mode: str,
+    policy_version: str,
+    method: str,
+    sparklines: int,
+    step: Callable[[str], None],
+) -> Assessment:
+    import ibis
+
+    chosen = method
+    step("exact pass")
+    if chosen == "numpy":
+        stats = _stats_numpy(backend, att, terms.window_us)
+    else:
+        stats = _stats_window(backend, att, terms.window_us)
+    stats = stats.sort_by([("entity", "ascending")])
+    maxima = _to_numpy(stats["max_posts"])
+    over = np.flatnonzero(maxima > terms.threshold)
+    top = np.argsort(-maxima, kind="stable")[:sparklines]
+    wanted = sorted(set(stats["entity"].take(pa.array(np.union1d(over, top))).to_pylist()))
+    step("billing")
+    detail: dict[str, pa.Table] = {}
+    if wanted:
+        keep = ibis.memtable(pa.table({"entity": pa.array(wanted, pa.string())}))
+        subset = att.semi_join(keep, "entity").select(
+            "entity", "request_id", "ts", "credential", "posts", "ts_us"
+        )
+        fetched = backend.to_pyarrow(subset).sort_by([("entity", "ascending")])
+        ents = fetched["entity"].combine_chunks()
+        bounds = (
+            np.flatnonzero(
+                np.r_[
+                    True,
+                    np.asarray(pc.not_equal(ents[1:], ents[:-1]).to_numpy(zero_copy_only=False)),
+                    True,
+                ]
+            )
+            if len(ents)
+            else np.array([0])
+        )
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            detail[str(ents[a].as_py())] = fetched.slice(a, b - a)
+    over_names = set(stats["entity"].take(pa.array(over)).to_pylist()) if len(over) else set()
+    entities: list[EntityAssessment] = []
+    for row in stats.to_pylist():
+        name = row["entity"]
+        windows = bill_entity(name, detail[name], terms, mode) if name in over_names else ()
+        entities.append(
+            EntityAssessment(
+                entity=name,
+                posts_total=int(row["posts_total"]),
+                accesses=int(row["accesses"]),
+                max_posts_in_window=int(row["max_posts"]),
+                max_window_start=from_us(int(row["max_start_us"])),
+                windows=windows,
+                amount=sum((w.amount for w in windows), Decimal("0.00")),
+            )
+        )
+    series: dict[str, list[int]] = {}
+    series_from: datetime | None = None
+    if detail:
+        all_ts = np.concatenate([_to_numpy(t["ts_us"]) for t in detail.values()])
+        hour = 3_600_000_000
+        t_from = int(all_ts.min()) // hour * hour + hour
+        t_to = (int(all_ts.max()) // hour + 1) * hour + terms.window_us
+        series_from = from_us(t_from)
+        top_names = stats["entity"].take(pa.array(top)).to_pylist()
+        for name in top_names:
+            t = detail[name].sort_by("ts_us")
+            series[name] = rolling_series(
+                _to_numpy(t["ts_us"]), _to_numpy(t["posts"]), terms.window_us, t_from, t_to
+            )
+    accesses = int(pc.sum(stats["accesses"]).as_py() or 0)
+    return Assessment(
+        policy_version=policy_version,
+        terms=terms,
+        mode=mode,
+        engine=backend.name if backend.name == "duckdb" else "spark",
+        method=chosen,
+        entities=tuple(entities),
+        accesses=accesses,
+        sparklines=series,
+        sparkline_from=series_from,
+        events=detail,
+    )
+
+
+def entity_names(assessment: Assessment) -> Sequence[str]:
+    """Entities of an assessment, in output order."""
+    return [e.entity for e in assessment.entities]

@@ -1,0 +1,308 @@
+"""Who made each access: credentials and IP ranges owned by entities over time.
+
+Rules (docs/scraping.md):
+
+1. An `entities` row owns its credential during `[valid_from, valid_to)`; a null end is open.
+   A credential that parses as a CIDR range (`203.0.113.0/24`, `2001:db8::/32`) owns every
+   IP address inside it; anything else is matched exactly.
+2. The most specific owner wins: an exact credential match, then the longest prefix.
+3. An access nobody owns at its instant belongs to an entity named after its credential.
+4. Accesses with the same `request_id` count once: the first by (ts, credential, posts).
+5. One credential may not be owned twice at the same instant (overlapping rows of one
+   credential are bad input, reported at the later row).
+
+The engine path is Ibis (DuckDB or PySpark) and uses an equi-join on the credential plus a
+range condition on the instant: no as-of join, which PySpark lacks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from consentry.errors import BadInput, Problem
+from consentry.sources.readers import MAX_PROBLEMS
+from consentry.sources.schema import TIMESTAMP_TYPE
+
+if TYPE_CHECKING:
+    import ibis
+    import ibis.expr.types as ir
+
+__all__ = [
+    "EXACT_SPECIFICITY",
+    "FAR_FUTURE",
+    "FAR_PAST",
+    "Owners",
+    "attribute",
+    "check_owners",
+    "epoch_us",
+    "ipv4_to_int",
+    "owner_candidates",
+]
+
+EXACT_SPECIFICITY = 1000
+"""Specificity of an exact credential match (beats any prefix length, at most 128)."""
+
+FAR_PAST = datetime(1, 1, 2, tzinfo=UTC)
+FAR_FUTURE = datetime(9999, 12, 30, tzinfo=UTC)
+"""Stand-ins for open validity ends, inside both engines' timestamp ranges."""
+
+_CIDR_SHAPE = re.compile(r"^[0-9A-Fa-f:.]+/[0-9]+$")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+_IP_LIKE = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$|:"
+
+
+@dataclass(frozen=True, slots=True)
+class Owners:
+    """A checked `entities` table: exact rows and CIDR rows, with open ends filled in.
+
+    `exact` and `ranges` have columns credential, entity, valid_from, valid_to (timestamps,
+    never null: FAR_PAST / FAR_FUTURE stand for open ends); `ranges` also has `network`
+    (the parsed network objects, one per row).
+    """
+
+    exact: pa.Table
+    ranges: pa.Table
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @property
+    def empty(self) -> bool:
+        return bool(self.exact.num_rows == 0 and self.ranges.num_rows == 0)
+
+
+def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str | None:
+    """A network, None when `text` is not CIDR-shaped, or the reason it is a bad range."""
+    if "/" not in text or not _CIDR_SHAPE.match(text):
+        return None
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        return f"not a CIDR range: {exc}"
+
+
+def check_owners(table: pa.Table, *, location: str, row_numbers: pa.Array | None = None) -> Owners:
+    """Check an `entities` table (canonical schema) and split it into exact and range rows.
+
+    1. `valid_from` must be before `valid_to` when both are given.
+    2. A CIDR-shaped credential must be a valid network with no host bits set; ranges are
+       compared in their canonical spelling (`2001:0db8::/32` is `2001:db8::/32`).
+    3. Rows of one credential may not overlap in time (the later row is reported).
+    Every problem is `FILE:ROW: field: message`; nothing is returned when any is found.
+    """
+
+    def row_of(index: int) -> int:
+        return index + 1 if row_numbers is None else int(row_numbers[index].as_py())
+
+    problems: list[Problem] = []
+    creds = table["credential"].to_pylist()
+    lo = np.asarray(
+        pc.fill_null(table["valid_from"].cast(pa.int64()), np.iinfo(np.int64).min).to_numpy(),
+        dtype=np.int64,
+    )
+    hi = np.asarray(
+        pc.fill_null(table["valid_to"].cast(pa.int64()), np.iinfo(np.int64).max).to_numpy(),
+        dtype=np.int64,
+    )
+    for index in np.flatnonzero(lo >= hi)[:MAX_PROBLEMS].tolist():
+        problems.append(
+            Problem(location, row_of(index), "valid_to", "must be after valid_from (exclusive end)")
+        )
+    # CIDR parsing runs per row of the (small) entities dimension table only where a '/'
+    # appears; accesses are matched against the parsed networks vectorised.
+    canonical = list(creds)
+    is_range = np.zeros(len(creds), dtype=bool)
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    slash = np.asarray(pc.match_substring(table["credential"], "/").to_numpy(zero_copy_only=False))
+    for index in np.flatnonzero(slash).tolist():
+        parsed = _parse_network(creds[index])
+        if isinstance(parsed, str):
+            problems.append(Problem(location, row_of(index), "credential", parsed))
+        elif parsed is not None:
+            canonical[index] = str(parsed)
+            is_range[index] = True
+    keys = np.array(canonical, dtype=object)
+    order = np.lexsort((lo, keys)) if len(keys) else np.array([], dtype=np.int64)
+    same = keys[order][1:] == keys[order][:-1]
+    overlap = same & (hi[order][:-1] > lo[order][1:])
+    for k in np.flatnonzero(overlap)[:MAX_PROBLEMS].tolist():
+        earlier, later = int(order[k]), int(order[k + 1])
+        problems.append(
+            Problem(
+                location,
+                row_of(later),
+                "valid_from",
+                f"credential {canonical[later]!r} is already owned by row {row_of(earlier)} "
+                "during this interval (validity intervals of one credential may not overlap)",
+            )
+        )
+    if problems:
+        problems.sort(key=lambda p: p.row or 0)
+        raise BadInput(problems[:MAX_PROBLEMS])
+
+    def part(mask: npt.NDArray[np.bool_]) -> pa.Table:
+        idx = pa.array(np.flatnonzero(mask))
+        return pa.table(
+            {
+                "credential": pa.array(
+                    [canonical[i] for i in np.flatnonzero(mask).tolist()], pa.string()
+                ),
+                "entity": table["entity"].take(idx),
+                "valid_from": pc.fill_null(
+                    table["valid_from"].take(idx), pa.scalar(FAR_PAST, TIMESTAMP_TYPE)
+                ),
+                "valid_to": pc.fill_null(
+                    table["valid_to"].take(idx), pa.scalar(FAR_FUTURE, TIMESTAMP_TYPE)
+                ),
+            }
+        )
+
+    ranges = part(is_range)
+    nets = [ipaddress.ip_network(c) for c in ranges["credential"].to_pylist()]
+    networks.extend(nets)
+    return Owners(exact=part(~is_range), ranges=ranges, networks=tuple(networks))
+
+
+def ipv4_to_int(values: pa.Array) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """(is a dotted-quad IPv4 address, its 32-bit value) for each string, vectorised."""
+    ok = np.asarray(pc.fill_null(pc.match_substring_regex(values, _IPV4), False), dtype=bool)
+    parts = pc.split_pattern(pc.if_else(pa.array(ok), values, pa.scalar("0.0.0.0")), ".")
+    flat = pc.list_flatten(parts).cast(pa.int64()).to_numpy().reshape(-1, 4)
+    ints = (flat[:, 0] << 24) | (flat[:, 1] << 16) | (flat[:, 2] << 8) | flat[:, 3]
+    return ok, ints.astype(np.int64)
+
+
+def owner_candidates(credentials: pa.Array, owners: Owners) -> pa.Table:
+    """Every (credential, entity, valid_from, valid_to, specificity) that may own an access.
+
+    1. Exact rows match their credential (specificity EXACT_SPECIFICITY).
+    2. Each distinct access credential that is an IP address inside a range row gets that
+       row with specificity = the prefix length. IPv4 addresses are parsed and masked
+       vectorised; IPv6 addresses (rare in logs keyed by API keys) with `ipaddress`.
+    """
+    exact = owners.exact.append_column(
+        "specificity", pa.array(np.full(owners.exact.num_rows, EXACT_SPECIFICITY, np.int64))
+    )
+    pieces = [exact]
+    if owners.ranges.num_rows and len(credentials):
+        distinct = pc.unique(credentials.cast(pa.string()))
+        ok, ints = ipv4_to_int(distinct)
+        v6_mask = (
+            np.asarray(pc.fill_null(pc.match_substring(distinct, ":"), False), dtype=bool) & ~ok
+        )
+        v6_values = [(i, distinct[i].as_py()) for i in np.flatnonzero(v6_mask).tolist()]
+        v6_addresses: list[tuple[int, ipaddress.IPv6Address]] = []
+        for i, text in v6_values:
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            if isinstance(address, ipaddress.IPv6Address):
+                v6_addresses.append((i, address))
+        for row, network in enumerate(owners.networks):
+            if isinstance(network, ipaddress.IPv4Network):
+                shift = 32 - network.prefixlen
+                base = int(network.network_address) >> shift
+                hits = np.flatnonzero(ok & ((ints >> shift) == base))
+            else:
+                hits = np.array([i for i, a in v6_addresses if a in network], dtype=np.int64)
+            if len(hits) == 0:
+                continue
+            n = len(hits)
+            src = owners.ranges.slice(row, 1)
+            pieces.append(
+                pa.table(
+                    {
+                        "credential": distinct.take(pa.array(hits)),
+                        "entity": pa.array([src["entity"][0].as_py()] * n, pa.string()),
+                        "valid_from": pa.array([src["valid_from"][0].as_py()] * n, TIMESTAMP_TYPE),
+                        "valid_to": pa.array([src["valid_to"][0].as_py()] * n, TIMESTAMP_TYPE),
+                        "specificity": pa.array(np.full(n, network.prefixlen, np.int64)),
+                    }
+                )
+            )
+    return pa.concat_tables([p.cast(pieces[0].schema) for p in pieces])
+
+
+def epoch_us(backend: ibis.BaseBackend, ts: ir.TimestampValue) -> ir.IntegerValue:
+    """Microseconds since the epoch of a UTC timestamp, exact on both engines."""
+    from consentry.scraping._udfs import duckdb_epoch_us, spark_unix_micros
+
+    if backend.name == "duckdb":
+        return duckdb_epoch_us(ts)
+    return spark_unix_micros(ts)
+
+
+def _ip_like(credential: ir.StringValue) -> ir.BooleanValue:
+    return credential.re_search(_IP_LIKE)
+
+
+def attribute(backend: ibis.BaseBackend, events: ir.Table, owners: Owners) -> ir.Table:
+    """`events` (canonical access_events) with an `entity` and `ts_us` column, deduplicated.
+
+    1. Duplicates of a request_id are dropped, keeping the first by (ts, credential, posts).
+    2. Distinct IP-like credentials are fetched (only when there are range rows) to find
+       which ranges cover them (`owner_candidates`); the candidates go back as a table.
+    3. Accesses whose credential has no candidate are their own entity (a semi/anti join on
+       the small candidate set, no join of every access).
+    4. The others join their candidates on credential AND valid_from <= ts < valid_to;
+       the most specific match per request wins; none valid: their own entity.
+    """
+    import ibis
+
+    # Only request ids that occur more than once need ranking: one hash aggregate finds
+    # them, and the (costly) window runs on their rows alone.
+    base = events.select("request_id", "ts", "credential", "posts")
+    counted = base.group_by("request_id").agg(_n=base.count())
+    repeated = counted.filter(counted._n > 1).select("request_id")
+    single = base.anti_join(repeated, "request_id")
+    doubles = base.semi_join(repeated, "request_id")
+    ranked = doubles.mutate(
+        _dup=ibis.row_number().over(
+            group_by=doubles.request_id,
+            order_by=[doubles.ts, doubles.credential, doubles.posts],
+        )
+    )
+    unique = single.union(ranked.filter(ranked._dup == 0).drop("_dup"))
+    credentials = pa.array([], pa.string())
+    if owners.ranges.num_rows:
+        ip_like = unique.filter(_ip_like(unique.credential)).select("credential").distinct()
+        credentials = backend.to_pyarrow(ip_like)["credential"].combine_chunks()
+    candidates = owner_candidates(credentials, owners)
+    cols = ["request_id", "ts", "credential", "posts"]
+    if candidates.num_rows == 0:
+        plain = unique.select(*cols).mutate(entity=unique.credential)
+        return plain.mutate(ts_us=epoch_us(backend, plain.ts))
+    cand = ibis.memtable(
+        candidates.rename_columns(["c_credential", "c_entity", "c_from", "c_to", "c_spec"])
+    )
+    cand_creds = cand.select(credential=cand.c_credential).distinct()
+    plain = unique.anti_join(cand_creds, "credential").select(*cols)
+    plain = plain.mutate(entity=plain.credential)
+    owned = unique.semi_join(cand_creds, "credential").select(*cols)
+    matches = owned.inner_join(
+        cand,
+        [
+            owned.credential == cand.c_credential,
+            cand.c_from <= owned.ts,
+            owned.ts < cand.c_to,
+        ],
+    ).select(m_request=owned.request_id, m_entity=cand.c_entity, m_spec=cand.c_spec)
+    best = matches.mutate(
+        _rank=ibis.row_number().over(
+            group_by=matches.m_request, order_by=[matches.m_spec.desc(), matches.m_entity]
+        )
+    )
+    best = best.filter(best._rank == 0).select("m_request", "m_entity")
+    resolved = owned.left_join(best, owned.request_id == best.m_request)
+    resolved = resolved.select(*cols, entity=ibis.coalesce(resolved.m_entity, resolved.credential))
+    both = plain.union(resolved)
+    return both.mutate(ts_us=epoch_us(backend, both.ts))

@@ -1,0 +1,237 @@
+"""The evidence pack of one entity: HTML report, PNG chart, Parquet of contributing events.
+
+Layout of the pack directory (written to a staging directory, then renamed into place):
+
+    report.html     the windows, amounts, credentials and IPs, the chart, how to check
+    report.pdf      only when a converter (headless Chromium) is installed
+    chart.png       rolling-window posts at every request vs the threshold, billed windows shaded
+    events.parquet  every request of every billed window, with `window_start`; key-value
+                    metadata `consentry.evidence_sha256.<window start>` holds each digest
+    evidence.json   the entity's assessment (the `--json` entry) plus pack metadata
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from consentry import __version__
+from consentry.errors import ConsentryError
+from consentry.instants import rfc3339
+from consentry.scraping.assessment import Assessment, EntityAssessment
+from consentry.scraping.attribution import ipv4_to_int
+from consentry.scraping.canonical import canonical_order
+from consentry.settings import Settings
+
+__all__ = ["chart_png", "find_pdf_converter", "safe_name", "write_evidence"]
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("consentry.scraping", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+)
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(entity: str) -> str:
+    """A directory name for `entity` (unsafe characters replaced, never empty or dotted)."""
+    cleaned = _SAFE.sub("_", entity).strip("._") or "entity"
+    return cleaned[:100]
+
+
+def find_pdf_converter() -> str | None:
+    """The headless browser used to print the report to PDF, if installed."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def chart_png(
+    path: Path,
+    ts_us: np.ndarray[Any, Any],
+    posts: np.ndarray[Any, Any],
+    entity: EntityAssessment,
+    threshold: int,
+    window_us: int,
+) -> None:
+    """Plot posts in `(t - window, t]` at every request t (a step line), the threshold, and
+    shade the billed windows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    ts = np.asarray(ts_us, dtype=np.int64)
+    p = np.asarray(posts, dtype=np.int64)
+    cum = np.concatenate([[0], np.cumsum(p)])
+    # Sampled at every request and every instant a request leaves the window, so the line
+    # falls when it should instead of holding the last value.
+    at = np.unique(np.concatenate([ts, ts + window_us]))
+    hi = np.searchsorted(ts, at, side="right")
+    lo = np.searchsorted(ts, at - window_us, side="right")
+    rolling = cum[hi] - cum[lo]
+    when = at.astype("datetime64[us]")
+    fig, ax = plt.subplots(figsize=(11, 4), dpi=100)
+    for w in entity.windows:
+        ax.axvspan(
+            mdates.date2num(w.start.replace(tzinfo=None)),  # type: ignore[no-untyped-call]
+            mdates.date2num(w.end.replace(tzinfo=None)),  # type: ignore[no-untyped-call]
+            color="#f4b400",
+            alpha=0.25,
+            label="billed window" if w is entity.windows[0] else None,
+        )
+    ax.step(when, rolling, where="post", color="#1a73e8", linewidth=1.2, label="posts in window")
+    ax.axhline(threshold, color="#b3261e", linestyle="--", label=f"threshold {threshold:,}")
+    ax.set_ylabel("posts in the preceding window")
+    ax.set_title(f"{entity.entity}: rolling {window_us // 3_600_000_000} h count")
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))  # type: ignore[no-untyped-call]
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _ips(credentials: list[str]) -> list[str]:
+    if not credentials:
+        return []
+    arr = pa.array(credentials, pa.string())
+    v4, _ = ipv4_to_int(arr)
+    out = []
+    for c, is_v4 in zip(credentials, v4.tolist(), strict=True):
+        if is_v4 or ":" in c:
+            out.append(c)
+    return out
+
+
+def write_evidence(
+    settings: Settings, assessment: Assessment, entity: str, out: Path | None = None
+) -> dict[str, Any]:
+    """Write `entity`'s evidence pack (module doc) and return what was written."""
+    result = assessment.entity(entity)
+    if result is None:
+        raise ConsentryError(f"no accesses by entity {entity!r} in these events")
+    events = assessment.events.get(entity)
+    if events is None:
+        raise ConsentryError(f"the accesses of {entity!r} were not kept by the assessment")
+    terms = assessment.terms
+    target = (
+        Path(out)
+        if out is not None
+        else settings.home / "scraping" / "evidence" / safe_name(entity)
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        ordered = events.sort_by([("ts_us", "ascending"), ("request_id", "ascending")])
+        ts = np.asarray(ordered["ts_us"].to_numpy(), dtype=np.int64)
+        posts = np.asarray(ordered["posts"].to_numpy(), dtype=np.int64)
+        chart_png(staging / "chart.png", ts, posts, result, terms.threshold, terms.window_us)
+        parts = []
+        metadata: dict[bytes, bytes] = {}
+        for w in result.windows:
+            start_us = int((w.start - datetime(1970, 1, 1, tzinfo=UTC)) // _US)
+            mask = pc.and_(
+                pc.greater_equal(ordered["ts_us"], start_us),
+                pc.less(ordered["ts_us"], start_us + terms.window_us),
+            )
+            part = canonical_order(
+                ordered.filter(mask).select(["request_id", "ts", "credential", "posts"])
+            )
+            parts.append(
+                part.append_column(
+                    "window_start",
+                    pa.array([w.start] * part.num_rows, pa.timestamp("us", tz="UTC")),
+                )
+            )
+            metadata[f"consentry.evidence_sha256.{rfc3339(w.start)}".encode()] = (
+                w.evidence_sha256.encode()
+            )
+        schema = pa.schema(
+            [
+                ("request_id", pa.string()),
+                ("ts", pa.timestamp("us", tz="UTC")),
+                ("credential", pa.string()),
+                ("posts", pa.int64()),
+                ("window_start", pa.timestamp("us", tz="UTC")),
+            ]
+        )
+        table = pa.concat_tables([p.cast(schema) for p in parts]) if parts else schema.empty_table()
+        table = table.replace_schema_metadata(metadata)
+        pq.write_table(table, staging / "events.parquet", compression="zstd")
+        credentials = sorted({c for w in result.windows for c in w.credentials})
+        document = {
+            **result.to_json(),
+            "policy_version": assessment.policy_version,
+            "threshold_posts": terms.threshold,
+            "window_seconds": terms.window_us // 1_000_000,
+            "rounding": terms.rounding,
+            "mode": assessment.mode,
+            "currency": terms.currency,
+            "credentials": credentials,
+            "ips": _ips(credentials),
+            "generated_at": rfc3339(datetime.now(UTC).replace(microsecond=0)),
+        }
+        html = _TEMPLATES.get_template("evidence.html").render(
+            **document,
+            window_hours=terms.window_us // 3_600_000_000,
+            amount_per_million=terms.amount_per_million,
+            version=__version__,
+        )
+        (staging / "report.html").write_text(html, encoding="utf-8")
+        converter = find_pdf_converter()
+        pdf = False
+        if converter:
+            done = subprocess.run(
+                [
+                    converter,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                    f"--print-to-pdf={staging / 'report.pdf'}",
+                    (staging / "report.html").as_uri(),
+                ],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+            pdf = done.returncode == 0 and (staging / "report.pdf").is_file()
+        document["files"] = sorted(p.name for p in staging.iterdir())
+        (staging / "evidence.json").write_text(
+            json.dumps(document, indent=2, sort_keys=True), encoding="utf-8"
+        )
+        document["files"] = sorted(p.name for p in staging.iterdir())
+        old = None
+        if target.exists():
+            old = target.parent / f".old-{uuid.uuid4().hex}"
+            os.rename(target, old)
+        os.rename(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {**document, "directory": str(target), "pdf": pdf}
+
+
+_US = np.timedelta64(1, "us").item()

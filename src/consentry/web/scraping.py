@@ -1,0 +1,143 @@
+"""Admin pages for scraping: entities ranked by their densest window, evidence, live meter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from consentry import __version__
+from consentry.api.meter import meter_of
+from consentry.api.services import Services, services
+from consentry.instants import rfc3339
+from consentry.scraping.assessment import from_us
+from consentry.scraping.evidence import safe_name
+from consentry.scraping.meter import MemoryMeter
+from consentry.scraping.service import latest_assessment, scraping_dir
+from consentry.web import templates
+from consentry.web.admin import SESSION_ADMIN
+from consentry.web.pages import error_page
+
+__all__ = ["EVIDENCE_FILES", "router", "sparkline"]
+
+router = APIRouter(include_in_schema=False)
+ServicesDep = Annotated[Services, Depends(services)]
+EVIDENCE_FILES = ("report.html", "report.pdf", "chart.png", "events.parquet", "evidence.json")
+"""Files of an evidence pack the console serves."""
+
+
+def _admin(request: Request) -> str | None:
+    name = request.session.get(SESSION_ADMIN)
+    return name if isinstance(name, str) else None
+
+
+def sparkline(
+    series: list[int], threshold: int, width: int = 240, height: int = 40
+) -> dict[str, Any]:
+    """SVG polyline points for `series`, scaled so the threshold line is visible.
+
+    1. The vertical scale tops out at max(series, threshold) x 1.05.
+    2. Points are spread evenly over `width`; y grows downwards (SVG).
+    """
+    top = max(max(series, default=0), threshold) * 1.05 or 1.0
+    n = max(len(series) - 1, 1)
+    points = " ".join(
+        f"{i * width / n:.1f},{height - v * height / top:.1f}" for i, v in enumerate(series)
+    )
+    return {
+        "points": points,
+        "threshold_y": round(height - threshold * height / top, 1),
+        "width": width,
+        "height": height,
+        "over": max(series, default=0) > threshold,
+    }
+
+
+@router.get("/admin/scraping", response_class=HTMLResponse)
+def admin_scraping(request: Request, svc: ServicesDep) -> Response:
+    """The latest recorded assessment: entities ranked by their densest window."""
+    if _admin(request) is None:
+        return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
+    latest = latest_assessment(svc.settings)
+    rows: list[dict[str, Any]] = []
+    if latest is not None:
+        summary = latest["summary"]
+        threshold = int(summary["threshold_posts"])
+        for e in summary["top"]:
+            pack = scraping_dir(svc.settings) / "evidence" / safe_name(e["entity"])
+            rows.append(
+                {
+                    **e,
+                    "spark": sparkline(e.get("series", []), threshold),
+                    "evidence": (pack / "report.html").is_file(),
+                    "slug": safe_name(e["entity"]),
+                }
+            )
+    return templates.TemplateResponse(
+        request,
+        "admin_scraping.html",
+        {"version": __version__, "admin": _admin(request), "latest": latest, "rows": rows},
+    )
+
+
+@router.get("/admin/scraping/evidence/{slug}/{name}")
+def admin_evidence_file(request: Request, svc: ServicesDep, slug: str, name: str) -> Response:
+    """A file of an evidence pack written by `consentry scraping evidence`."""
+    if _admin(request) is None:
+        return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
+    if slug != safe_name(slug) or name not in EVIDENCE_FILES:
+        return error_page(request, 404, "No such evidence", "Check the link.")
+    path: Path = scraping_dir(svc.settings) / "evidence" / slug / name
+    if not path.is_file():
+        return error_page(
+            request,
+            404,
+            "No evidence pack yet",
+            "Write it with `consentry scraping evidence ENTITY`.",
+            link=("/admin/scraping", "Back to scraping"),
+        )
+    return FileResponse(path)
+
+
+@router.get("/admin/meter", response_class=HTMLResponse)
+def admin_meter(request: Request) -> Response:
+    """Live charts of the online meter (the page polls /admin/meter/data)."""
+    if _admin(request) is None:
+        return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
+    return templates.TemplateResponse(
+        request, "admin_meter.html", {"version": __version__, "admin": _admin(request)}
+    )
+
+
+@router.get("/admin/meter/data")
+def admin_meter_data(request: Request, svc: ServicesDep) -> Response:
+    """The meter's current bounds (top entities) and alerts, for the live page."""
+    if _admin(request) is None:
+        return JSONResponse({"error": "sign in as admin"}, status.HTTP_401_UNAUTHORIZED)
+    meter = meter_of(request, svc)
+    backend = meter.backend
+    names: list[str]
+    if isinstance(backend, MemoryMeter):
+        names = backend.entities()
+    else:
+        names = sorted({a.entity for a in meter.alerts()})
+    bounds = [b for b in (meter.bounds(n) for n in names) if b is not None]
+    bounds.sort(key=lambda b: (-b.upper, b.entity))
+    return JSONResponse(
+        {
+            "threshold_posts": meter.terms.threshold,
+            "events": meter.events,
+            "entities": [
+                {
+                    "entity": b.entity,
+                    "latest": rfc3339(from_us(b.latest_us)),
+                    "lower": b.lower,
+                    "upper": b.upper,
+                }
+                for b in bounds[:12]
+            ],
+            "alerts": [a.to_json() for a in meter.alerts()][-50:],
+        }
+    )

@@ -1,0 +1,145 @@
+"""Legal holds: store operations, what they cover and when, and audit events without names."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consentry.audit import SqlAuditSink
+from consentry.errors import BadInput, ConsentryError
+from consentry.keys import Keyring
+from consentry.retention import (
+    HoldRecord,
+    add_hold,
+    covering_hold,
+    hold_set,
+    list_holds,
+    matter_sha256,
+    release_hold,
+)
+from consentry.settings import Settings
+from consentry.store import open_store
+from tests.retention.conftest import initialised_home
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_add_release_list_and_audit(tmp_path: object, settings: Settings) -> None:
+    home = initialised_home(settings.home.parent / "h")
+    keyring = Keyring.for_settings(home)
+    with open_store(home.resolved_database_url) as store:
+        hold = add_hold(
+            store, keyring, matter="Doe v X", reason="claim", scope="user", target="u-1"
+        )
+        cat = add_hold(
+            store,
+            keyring,
+            matter="DPC 2026/17",
+            reason="inquiry",
+            scope="category",
+            target="access_events",
+            until=datetime.now(UTC) + timedelta(days=30),
+        )
+        assert [h.id for h in list_holds(store, active_at=datetime.now(UTC))] == [hold.id, cat.id]
+        assert covering_hold(store, category="posts", user_id="u-1") == list_holds(store)[0]
+        assert covering_hold(store, category="posts", user_id="u-2") is None
+        assert covering_hold(store, category="access_events") is not None
+        released = release_hold(store, hold.id)
+        assert released.released_at is not None
+        assert released.state_at(datetime.now(UTC)) == "released"
+        with pytest.raises(ConsentryError, match="not active"):
+            release_hold(store, hold.id)
+        with pytest.raises(BadInput):
+            release_hold(store, "hold-nope")
+        assert covering_hold(store, category="posts", user_id="u-1") is None
+        with store.session() as session:
+            added = [e.payload for e in SqlAuditSink.read(session, event_type="hold.added")]
+            gone = [e.payload for e in SqlAuditSink.read(session, event_type="hold.released")]
+    # No names in the log: the user as a pseudonymous reference, the matter as a hash.
+    assert added[0]["target_ref"] == keyring.pseudonym("u-1") != "u-1"
+    assert added[0]["matter_sha256"] == matter_sha256("Doe v X")
+    assert added[1]["target_ref"] == "access_events"
+    assert added[1]["until"] is not None
+    assert "Doe" not in str(added) + str(gone)
+    assert gone == [
+        {"hold_id": hold.id, "matter_sha256": matter_sha256("Doe v X"), "at": gone[0]["at"]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"matter": " "}, "--matter"),
+        ({"reason": ""}, "--reason"),
+        ({"scope": "planet"}, "scope"),
+        ({"scope": "category", "target": "dms"}, "--category"),
+        ({"until": datetime(2020, 1, 1, tzinfo=UTC)}, "--until"),
+        ({"target": "x" * 200}, "--user"),
+    ],
+)
+def test_bad_holds_are_refused(settings: Settings, kwargs: dict[str, object], field: str) -> None:
+    home = initialised_home(settings.home.parent / "h")
+    args: dict[str, object] = {"matter": "M", "reason": "R", "scope": "user", "target": "u-1"}
+    args.update(kwargs)
+    with open_store(home.resolved_database_url) as store:
+        with pytest.raises(BadInput) as info:
+            add_hold(store, Keyring.for_settings(home), **args)  # type: ignore[arg-type]
+        assert info.value.problems[0].field == field
+        assert list_holds(store) == []
+
+
+def _hold(
+    i: int, scope: str, target: str, start: int, until: int | None, released: int | None
+) -> HoldRecord:
+    return HoldRecord(
+        id=f"hold-{i:02d}",
+        matter="m",
+        reason="r",
+        scope=scope,
+        target=target,
+        created_at=T + timedelta(days=start),
+        until=None if until is None else T + timedelta(days=start + until + 1),
+        released_at=None if released is None else T + timedelta(days=start + released),
+    )
+
+
+holds = st.lists(
+    st.builds(
+        _hold,
+        st.integers(0, 99),
+        st.sampled_from(["user", "entity", "category"]),
+        st.sampled_from(["a", "b", "posts"]),
+        st.integers(0, 20),
+        st.none() | st.integers(0, 20),
+        st.none() | st.integers(0, 20),
+    ),
+    max_size=8,
+    unique_by=lambda h: h.id,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(holds=holds, day=st.integers(0, 45))
+def test_hold_set_names_the_smallest_active_hold(holds: list[HoldRecord], day: int) -> None:
+    at = T + timedelta(days=day)
+    indexed = hold_set(holds, at)
+    active = [h for h in holds if h.active_at(at)]
+    assert [h.id for h in indexed.active] == sorted(h.id for h in active)
+    for scope, table in (
+        ("user", indexed.users),
+        ("entity", indexed.entities),
+        ("category", indexed.categories),
+    ):
+        for target in ("a", "b", "posts"):
+            covering = sorted(h.id for h in active if h.scope == scope and h.target == target)
+            assert table.get(target) == (covering[0] if covering else None)
+    for h in holds:
+        expected = (
+            h.created_at <= at
+            and (h.until is None or at < h.until)
+            and (h.released_at is None or at < h.released_at)
+        )
+        assert h.active_at(at) == expected

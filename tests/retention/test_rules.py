@@ -1,0 +1,103 @@
+"""Cut-offs: one comparison per row agrees exactly with `RetentionRule.expires_at`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consentry.policy import Duration, RetentionRule
+from consentry.retention import Condition, cutoff, cutoffs_for, is_due, trigger_of
+
+instants = st.datetimes(
+    min_value=datetime(2001, 1, 1), max_value=datetime(2040, 12, 31), timezones=st.just(UTC)
+)
+durations = st.builds(
+    Duration,
+    years=st.integers(0, 3),
+    months=st.integers(0, 30),
+    days=st.integers(0, 400),
+    seconds=st.integers(0, 200_000),
+)
+
+
+exact = st.builds(Duration, days=st.integers(0, 4000), seconds=st.integers(0, 200_000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(duration=exact, at=instants, record=instants)
+def test_an_exact_duration_has_a_cut_off(
+    duration: Duration, at: datetime, record: datetime
+) -> None:
+    cut = cutoff(duration, at)
+    assert duration.add_to(cut) <= at
+    assert duration.add_to(cut + timedelta(microseconds=1)) > at
+    # The vectorised test (`record <= cut`) is the row-at-a-time one (`record + d <= at`).
+    assert (record <= cut) == Condition(duration, at).holds_for(record)
+
+
+def test_calendar_durations_have_no_cut_off() -> None:
+    # 31 August 00:00 + 6 months = 28 February 00:00, due at 28 February 00:00, while
+    # 29 August 12:00 (earlier) + 6 months = 28 February 12:00 is not: no prefix, no cut-off.
+    at = datetime(2026, 2, 28, tzinfo=UTC)
+    condition = Condition(Duration(months=6), at)
+    assert condition.cutoff is None
+    assert condition.holds_for(datetime(2025, 8, 31, tzinfo=UTC))
+    assert not condition.holds_for(datetime(2025, 8, 29, 12, tzinfo=UTC))
+    assert condition.describe() == "+ P6M <= 2026-02-28T00:00:00Z"
+    with pytest.raises(ValueError, match="calendar parts"):
+        cutoff(Duration(months=6), at)
+
+
+@st.composite
+def rules(draw: st.DrawFn) -> RetentionRule:
+    """A rule with at least one end condition."""
+    max_age = draw(st.none() | durations.filter(lambda d: not d.is_zero))
+    active = draw(st.none() | st.just(True))
+    grace = draw(st.none() | durations)
+    post = draw(st.none() | durations)
+    if max_age is None and active is None and grace is None and post is None:
+        max_age = Duration(months=18)
+    return RetentionRule(
+        max_age=max_age,
+        while_account_active=active,
+        after_account_deleted=grace,
+        after_post_deleted=post,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rule=rules(),
+    at=instants,
+    created=instants,
+    account=st.none() | instants,
+    post=st.none() | instants,
+)
+def test_trigger_of_agrees_with_expires_at(
+    rule: RetentionRule,
+    at: datetime,
+    created: datetime,
+    account: datetime | None,
+    post: datetime | None,
+) -> None:
+    cuts = cutoffs_for(rule, at)
+    found = trigger_of(cuts, created, account_deleted_at=account, post_deleted_at=post)
+    assert (found is not None) == is_due(
+        rule, at, created, account_deleted_at=account, post_deleted_at=post
+    )
+    if found == "max_age":
+        assert rule.max_age is not None
+
+
+def test_account_trigger_is_named_after_the_rule() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert cutoffs_for(RetentionRule(while_account_active=True), at).account_trigger == (
+        "while_account_active"
+    )
+    rule = RetentionRule(while_account_active=True, after_account_deleted=Duration(days=30))
+    cuts = cutoffs_for(rule, at)
+    assert cuts.account_trigger == "after_account_deleted"
+    assert cuts.as_dict() == {"after_account_deleted": "account deleted_at <= 2025-12-02T00:00:00Z"}

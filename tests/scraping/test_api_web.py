@@ -1,0 +1,113 @@
+"""`POST /v1/meter/events`, `GET /v1/meter/alerts`, and the admin pages."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from consentry.api.app import create_app
+from consentry.api.auth import issue_token
+from consentry.cli.admin import init_home
+from consentry.cli.main import app
+from consentry.keys import Keyring
+from consentry.settings import Settings
+
+
+def bearer(settings: Settings, role: str) -> dict[str, str]:
+    token = issue_token(Keyring.for_home(settings.home).platform_secret, "ops", role)  # type: ignore[arg-type]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_meter_endpoints_count_alert_and_need_an_admin(settings: Settings) -> None:
+    init_home(settings)
+    client = TestClient(create_app(settings))
+    batch = {
+        "events": [
+            {
+                "request_id": f"r{i}",
+                "ts": f"2025-03-05T00:{i:02d}:00Z",
+                "credential": "ak_x",
+                "posts": 300_000,
+            }
+            for i in range(4)
+        ]
+    }
+    assert client.post("/v1/meter/events", json=batch).status_code == 401
+    assert (
+        client.post("/v1/meter/events", json=batch, headers=bearer(settings, "user")).status_code
+        == 403
+    )
+    response = client.post("/v1/meter/events", json=batch, headers=bearer(settings, "admin"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 4
+    assert body["entities"] == [
+        {"entity": "ak_x", "latest": "2025-03-05T00:03:00Z", "lower": 1_200_000, "upper": 1_200_000}
+    ]
+    assert [(a["level"], a["upper"]) for a in body["alerts"]] == [
+        (50, 600_000),
+        (80, 900_000),
+        (100, 1_200_000),
+    ]
+    alerts = client.get("/v1/meter/alerts", headers=bearer(settings, "admin")).json()
+    assert alerts["threshold_posts"] == 1_000_000
+    assert len(alerts["alerts"]) == 3
+    bad = {
+        "events": [{"request_id": "r", "ts": "2025-03-05T00:00:00", "credential": "a", "posts": -1}]
+    }
+    assert (
+        client.post("/v1/meter/events", json=bad, headers=bearer(settings, "admin")).status_code
+        == 422
+    )
+
+
+def sign_in(client: TestClient, settings: Settings) -> None:
+    page = client.get("/admin/signin").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    token = issue_token(Keyring.for_home(settings.home).platform_secret, "ops", "admin")
+    response = client.post(
+        "/admin/signin", data={"token": token, "csrf": csrf.group(1)}, follow_redirects=False
+    )
+    assert response.status_code == 303
+
+
+def test_admin_pages_rank_entities_and_link_evidence(settings: Settings, demo_dir: Path) -> None:
+    init_home(settings)
+    runner = CliRunner()
+    files = [
+        "--events",
+        str(demo_dir / "access_events.parquet"),
+        "--entities",
+        str(demo_dir / "entities.parquet"),
+    ]
+    assert (
+        runner.invoke(app, ["--home", str(settings.home), "scraping", "assess", *files]).exit_code
+        == 0
+    )
+    done = runner.invoke(
+        app, ["--home", str(settings.home), "scraping", "evidence", "scraper-alpha", *files]
+    )
+    assert done.exit_code == 0, done.stderr
+    client = TestClient(create_app(settings))
+    assert client.get("/admin/scraping", follow_redirects=False).status_code == 303
+    sign_in(client, settings)
+    html = client.get("/admin/scraping").text
+    order = re.findall(r"<tr><td><code>([^<]+)</code></td>", html)
+    assert order[:3] == ["scraper-alpha", "scraper-charlie", "scraper-bravo"]
+    assert html.count("<polyline") >= 3
+    assert 'href="/admin/scraping/evidence/scraper-alpha/report.html"' in html
+    report = client.get("/admin/scraping/evidence/scraper-alpha/report.html")
+    assert report.status_code == 200
+    assert "52500.00" in report.text
+    assert client.get("/admin/scraping/evidence/scraper-bravo/report.html").status_code == 404
+    assert client.get("/admin/scraping/evidence/..%2Fx/report.html").status_code == 404
+    meter_page = client.get("/admin/meter").text
+    assert '<script src="/static/meter.js"></script>' in meter_page
+    assert client.get("/static/meter.js").status_code == 200
+    data = client.get("/admin/meter/data").json()
+    assert data["threshold_posts"] == 1_000_000
+    assert data["events"] == 0

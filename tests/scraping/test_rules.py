@@ -1,0 +1,114 @@
+"""The billing rules against brute force: windows, modes, amounts."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consentry.scraping.rules import (
+    Terms,
+    earliest_windows,
+    forward_counts,
+    max_total_windows,
+    window_amount,
+)
+from tests.scraping import brute
+
+WINDOW = 10
+
+
+def terms(threshold: int, rounding: str = "pro_rata", rate: str = "15000") -> Terms:
+    return Terms(threshold, WINDOW, Decimal(rate), "USD", rounding)  # type: ignore[arg-type]
+
+
+events = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 9)), min_size=0, max_size=14)
+
+
+def arrays(rows: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    rows = sorted(rows)
+    return (
+        np.array([t for t, _ in rows], dtype=np.int64),
+        np.array([p for _, p in rows], dtype=np.int64),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_forward_counts_match_brute_force(rows: list[tuple[int, int]]) -> None:
+    ts, posts = arrays(rows)
+    counts, lo, hi = forward_counts(ts, posts, WINDOW)
+    for i, t in enumerate(ts.tolist()):
+        assert counts[i] == brute.window_posts(ts.tolist(), posts.tolist(), t, WINDOW)
+        # Ties share one window starting at the first access of that instant.
+        assert ts[lo[i]] == t
+        assert lo[i] == 0 or ts[lo[i] - 1] < t
+        assert hi[i] == len(ts) or ts[hi[i]] >= t + WINDOW
+
+
+@settings(max_examples=150, deadline=None)
+@given(events, st.integers(0, 20))
+def test_earliest_matches_brute_force(rows: list[tuple[int, int]], threshold: int) -> None:
+    ts, posts = arrays(rows)
+    got = [(w.start_us, w.posts) for w in earliest_windows(ts, posts, terms(threshold))]
+    assert got == brute.earliest(ts.tolist(), posts.tolist(), WINDOW, threshold)
+
+
+@settings(max_examples=120, deadline=None)
+@given(events, st.integers(0, 20))
+def test_max_total_is_optimal_over_any_start(rows: list[tuple[int, int]], threshold: int) -> None:
+    ts, posts = arrays(rows)
+    spans = max_total_windows(ts, posts, terms(threshold))
+    total = sum(w.posts for w in spans)
+    assert total == brute.max_total(ts.tolist(), posts.tolist(), WINDOW, threshold)
+    for a, b in itertools.pairwise(spans):
+        assert b.start_us >= a.start_us + WINDOW  # disjoint: no post billed twice
+    for w in spans:
+        assert w.posts == brute.window_posts(ts.tolist(), posts.tolist(), w.start_us, WINDOW)
+        assert w.posts > threshold
+    # Never less than earliest.
+    assert total >= sum(w.posts for w in earliest_windows(ts, posts, terms(threshold)))
+
+
+def test_access_instants_alone_are_not_enough_for_max_total() -> None:
+    # 5:11 then 14:6 and 16:6 with threshold 10: [0,10) + [10,20) bill 23, while windows
+    # starting at accesses can bill at most 17.
+    ts = np.array([5, 14, 16], dtype=np.int64)
+    posts = np.array([11, 6, 6], dtype=np.int64)
+    spans = max_total_windows(ts, posts, terms(10))
+    assert sum(w.posts for w in spans) == 23
+    # The first window cannot start at its access (5): it would swallow 14; it ends at 6.
+    assert [w.start_us for w in spans] == [-4, 14]
+
+
+def test_half_open_edges_and_exact_threshold() -> None:
+    ts = np.array([0, 9, 10], dtype=np.int64)
+    posts = np.array([5, 5, 100], dtype=np.int64)
+    # [0, 10) holds exactly 10 posts: not over a threshold of 10 (strictly more).
+    assert [w.posts for w in earliest_windows(ts[:2], posts[:2], terms(10))] == []
+    assert [w.posts for w in earliest_windows(ts[:2], posts[:2], terms(9))] == [10]
+    # The access at exactly start + window belongs to the next window.
+    counts, _, _ = forward_counts(ts, posts, WINDOW)
+    assert counts.tolist() == [10, 105, 100]
+
+
+def test_earliest_resumes_at_first_access_at_or_after_the_end() -> None:
+    ts = np.array([0, 5, 10, 12, 25], dtype=np.int64)
+    posts = np.array([6, 6, 6, 6, 20], dtype=np.int64)
+    got = [(w.start_us, w.posts) for w in earliest_windows(ts, posts, terms(10))]
+    # [0,10) bills 12; resume at 10: [10,20) bills 12; resume at 25: [25,35) bills 20.
+    assert got == [(0, 12), (10, 12), (25, 20)]
+
+
+def test_amounts_by_rounding() -> None:
+    assert window_amount(1_500_000, terms(1, "pro_rata")) == Decimal("22500.00")
+    assert window_amount(1_500_000, terms(1, "per_full_million")) == Decimal("15000.00")
+    assert window_amount(1_500_000, terms(1, "per_started_million")) == Decimal("30000.00")
+    assert window_amount(1_000_001, terms(1, "per_started_million")) == Decimal("30000.00")
+    # 15,000 x 1/1e6 = 0.015: half-up to cents once.
+    assert window_amount(1, terms(1, "pro_rata")) == Decimal("0.02")
+    assert window_amount(3, terms(1, "pro_rata", "1")) == Decimal("0.00")
+    assert window_amount(5_000, terms(1, "pro_rata", "1")) == Decimal("0.01")
