@@ -153,16 +153,67 @@ def _deliveries(count: int) -> Any:
     )
 
 
-def run_consentry(root: str, deliveries: int, memory_limit: str, cut: str) -> dict[str, Any]:
-    """`revocation_candidates` at AS_OF, then the log append; timings and results."""
+def _append_seconds(settings: Any, policy: Any, rows: Any, lineage_rows: int) -> tuple[float, int]:
+    """Init a home on `settings`' store, add the licensee, time one `RevocationLog.append`."""
     from consentry.cli.admin import init_home
-    from consentry.delivery.eligibility import LicenceScope
     from consentry.delivery.licensees import registry_for
+    from consentry.revocation import RevocationLog
+    from consentry.store import open_store
+
+    init_home(settings)
+    registry = registry_for(settings)
+    try:
+        licensee = registry.add("bench", PURPOSE).record
+    finally:
+        registry.store.close()
+    store = open_store(settings.resolved_database_url)
+    try:
+        with stopwatch() as logging:
+            new = RevocationLog(store, policy).append(
+                licensee.id, rows, run_id="bench", trigger="run", as_of=AS_OF,
+                lineage_rows=lineage_rows, revoked=rows.num_rows,
+            )  # fmt: skip
+    finally:
+        store.close()
+    return logging.seconds, new
+
+
+def _pg_append_seconds(
+    root: str, pg_url: str, policy: Any, rows: Any, lineage_rows: int
+) -> tuple[float, int]:
+    """`_append_seconds` on a PostgreSQL store in a fresh schema (dropped afterwards)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from consentry.settings import Settings
+
+    schema = f"bench_log_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        settings = Settings(
+            home=Path(root) / "home-pg",
+            database_url=f"{pg_url}?options=-csearch_path%3D{schema}",
+        )
+        return _append_seconds(settings, policy, rows, lineage_rows)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def run_consentry(
+    root: str, deliveries: int, memory_limit: str, cut: str, pg_url: str | None
+) -> dict[str, Any]:
+    """`revocation_candidates` at AS_OF, then the log append (SQLite; and PostgreSQL when
+    `pg_url` is given); timings and results."""
+    from consentry.delivery.eligibility import LicenceScope
     from consentry.engine import Lake, connect
     from consentry.policy import load_policy
-    from consentry.revocation import RevocationLog, revocation_candidates
+    from consentry.revocation import revocation_candidates
     from consentry.settings import Settings
-    from consentry.store import open_store
 
     lake = Lake(Path(root) / "lake")
     settings = Settings(home=Path(root) / "home")
@@ -183,31 +234,23 @@ def run_consentry(root: str, deliveries: int, memory_limit: str, cut: str) -> di
     import pyarrow.compute as pc
 
     in_sample = records.filter(pc.less(records.column("post_id"), cut))
-    init_home(settings)
-    registry = registry_for(settings)
-    try:
-        licensee = registry.add("bench", PURPOSE).record
-    finally:
-        registry.store.close()
     rows = records.select(["record_id", "delivery_id", "delivery_ids", "author_id", "reason"])
     rows = rows.append_column("since", records.column("since").fill_null(AS_OF))
-    store = open_store(settings.resolved_database_url)
-    try:
-        with stopwatch() as logging:
-            new = RevocationLog(store, policy).append(
-                licensee.id, rows, run_id="bench", trigger="run", as_of=AS_OF,
-                lineage_rows=found.lineage_rows, revoked=rows.num_rows,
-            )  # fmt: skip
-    finally:
-        store.close()
+    log_seconds, new = _append_seconds(settings, policy, rows, found.lineage_rows)
+    pg_log = (
+        None
+        if pg_url is None
+        else _pg_append_seconds(root, pg_url, policy, rows, found.lineage_rows)
+    )
     return {
         "seconds": evaluation.seconds,
         "cpu_seconds": cpu,
         "lineage_rows": found.lineage_rows,
         "revoked": records.num_rows,
         "reasons": {r["reason"]: r["record_id_count"] for r in reasons},
-        "log_seconds": logging.seconds,
+        "log_seconds": log_seconds,
         "logged": new,
+        "pg_log": pg_log,
         "sample_records": sorted(in_sample.column("record_id").to_pylist()),
     }
 
@@ -331,7 +374,10 @@ def main() -> None:
             ).value  # fmt: skip
         print(f"generated in {gen.seconds:,.1f} s: {counts}; {load_note()}")
         cut = f"p{int(args.posts * args.pg_fraction):09d}"
-        ours = run_isolated(run_consentry, root, args.deliveries, args.duckdb_memory_limit, cut)
+        ours = run_isolated(
+            run_consentry, root, args.deliveries, args.duckdb_memory_limit, cut,
+            None if args.skip_postgres else args.pg_url,
+        )  # fmt: skip
         c = ours.value
         rows = [
             [
@@ -353,6 +399,12 @@ def main() -> None:
             f"log append (SQLite, one transaction): {c['logged']:,} revocations in "
             f"{c['log_seconds']:,.1f} s ({rate(c['logged'], c['log_seconds']):,.0f}/s)"
         )
+        if c["pg_log"] is not None:
+            seconds, logged = c["pg_log"]
+            print(
+                f"log append (PostgreSQL, COPY, one transaction): {logged:,} revocations in "
+                f"{seconds:,.1f} s ({rate(logged, seconds):,.0f}/s)"
+            )
         if not args.skip_postgres:
             theirs = run_isolated(run_postgres, root, args.pg_url, cut)
             p = theirs.value

@@ -8,9 +8,11 @@ New capabilities add a driver to DRIVERS.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -19,12 +21,14 @@ from consentry.audit.checkpoint import parse_signed_checkpoint
 from consentry.audit.log import AuditLog
 from consentry.audit.merkle import verify_inclusion
 from consentry.cli.main import app as cli
+from consentry.delivery.licensees import registry_for
 from consentry.delivery.signing import Signer
 from consentry.engine import Lake
 from consentry.keys import Keyring
 from consentry.ledger.service import Evidence
 from consentry.ledger.sync import ledger_for
 from consentry.policy import Choice
+from consentry.revocation.log import RevocationLog
 from consentry.settings import Settings
 from consentry.store import open_store
 
@@ -37,6 +41,12 @@ def run(home: Path, *args: str) -> str:
     result = CliRunner().invoke(cli, ["--home", str(home), *args])
     assert result.exit_code == 0, (args, result.output)
     return result.output
+
+
+def run_json(home: Path, *args: str) -> Any:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args, "--json"])
+    assert result.exit_code == 0, (args, result.output)
+    return json.loads(result.stdout)
 
 
 def drive_subjects(home: Path) -> set[str]:
@@ -89,12 +99,69 @@ def drive_deliveries(home: Path) -> set[str]:
     return {"delivery.built"}
 
 
+def drive_revocations(home: Path) -> set[str]:
+    """Authors of delivered posts opt out; the revocation job revokes their records and the
+    licensee confirms the deletion with receipts."""
+    settings = Settings(home=home)
+    lineage = Lake(home / "lake").read_arrow("delivery_lineage")
+    authors = sorted(set(lineage.column("author_id").to_pylist()))[:2]
+    ledger = ledger_for(settings)
+    try:
+        for user in authors:
+            ledger.record(
+                user,
+                "ai_training_third_party",
+                Choice.DENY,
+                source="settings",
+                evidence=Evidence(origin="test", client="browser"),
+            )
+    finally:
+        ledger.store.close()
+    report = run_json(home, "revocations", "acme")
+    assert report["new"] > 0
+    registry = registry_for(settings)
+    try:
+        licensee_id = registry.get("acme").id
+        log = RevocationLog(registry.store, registry.policy)
+        confirmed = log.confirm(licensee_id, [r["record_id"] for r in report["revocations"]])
+        assert not confirmed.unknown
+    finally:
+        registry.store.close()
+    return {"revocation.issued", "revocation.confirmed"}
+
+
+def drive_retention(home: Path) -> set[str]:
+    """A legal hold is placed and released; a retention plan is made and applied."""
+    hold = run_json(
+        home, "hold", "add", "--matter", "m-1", "--reason", "test", "--category", "posts"
+    )
+    run(home, "hold", "release", hold["id"])
+    plan = home / "plan.json"
+    run(home, "retention", "plan", "--out", str(plan))
+    run(home, "retention", "apply", str(plan))
+    return {
+        "hold.added",
+        "hold.released",
+        "retention.planned",
+        "retention.applied",
+        "retention.verified",
+    }
+
+
+def drive_scraping(home: Path) -> set[str]:
+    run(home, "scraping", "assess")
+    return {"scraping.assessed"}
+
+
 DRIVERS: list[tuple[str, Callable[[Path], set[str]]]] = [
     ("subjects", drive_subjects),
     ("policy", drive_policy),
     ("consent", drive_consent),
     ("licensees", drive_licensees),
     ("deliveries", drive_deliveries),
+    ("revocations", drive_revocations),
+    ("retention", drive_retention),
+    ("scraping", drive_scraping),
 ]
 """Capability -> driver, in the order they run (later ones rely on earlier state)."""
 

@@ -149,7 +149,6 @@ def resolve_credentials(credentials: pa.Array, first: I64, last: I64, owners: Ow
     """
     creds = credentials.cast(pa.string())
     n = len(creds)
-    own_name: list[Any] = [None] * 0
     cand = owner_candidates(creds, owners)
     idx = pc.index_in(cand["credential"], value_set=creds)
     valid = pc.is_valid(idx)
@@ -193,7 +192,6 @@ def resolve_credentials(credentials: pa.Array, first: I64, last: I64, owners: Ow
             else:
                 segments += [(ci, at, ent) for at, ent in pieces]
             k = j
-    _ = own_name
     # Entity names: each static credential's entity (itself by default) plus segment owners.
     static_names = creds
     if entity_of:
@@ -210,7 +208,7 @@ def resolve_credentials(credentials: pa.Array, first: I64, last: I64, owners: Ow
     seg_names = pa.array([ent for _, _, ent in segments], pa.string())
     all_names = pc.unique(pa.concat_arrays([static_names, seg_names]))
     names = all_names.take(pc.sort_indices(all_names))
-    code = np.asarray(
+    code = np.array(
         pc.index_in(static_names, value_set=names).to_numpy(zero_copy_only=False), dtype=np.int32
     )
     for ci, d in dyn_index.items():
