@@ -6,7 +6,7 @@ Not a test: nothing is asserted. Run (defaults: the issue's size, 10,000,000 pos
     .venv/bin/python bench/delivery.py
     .venv/bin/python bench/delivery.py --users 100000 --posts 1000000 --pandas-posts 100000
     .venv/bin/python bench/delivery.py --users 2000000 --posts 20000000 --skip-pandas \
-        --skip-presidio [--duckdb-memory-limit 1GB]
+        --skip-presidio [--duckdb-memory-limit 2GB]
 
 1. Generate the demo platform with `consentry.demo.generate_tables` (vectorised) and put
    users, consent events and posts into a temporary lake (`Lake.write_arrow`; posts are
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import print_table, rate, ratio, run_isolated, stopwatch
+from consentry.settings import Settings
 
 KEY = b"bench-licensee-secret-32-bytes!!"
 """The licensee's pseudonymisation secret (both sides use it, so record ids compare)."""
@@ -446,8 +447,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--duckdb-memory-limit",
-        default=None,
-        help="optional DuckDB memory_limit for the build (e.g. 1GB; spills to the temp dir)",
+        default=Settings().duckdb_memory_limit,
+        help="DuckDB memory_limit for the build (spills to a temp dir); default: the "
+        "CONSENTRY_DUCKDB_MEMORY_LIMIT default that `consentry deliver` uses",
     )
     parser.add_argument("--skip-pandas", action="store_true", help="omit peer 1")
     parser.add_argument("--skip-presidio", action="store_true", help="omit peer 2")

@@ -19,7 +19,8 @@ deletions); a quick run while developing:
    eligibility expression for the delivered posts, joined with the lineage, one row per
    revoked record with its deliveries, reason and since. Timed end to end; lineage rows
    examined per second. Then the new revocations are appended to a SQLite revocation log
-   (`RevocationLog.append`, one transaction), timed separately.
+   (`RevocationLog.append`, one transaction: bulk `executemany`), and unless
+   `--skip-postgres` to a PostgreSQL one in a fresh schema (`COPY`), each timed separately.
 3. Peer: the same question as plain SQL on PostgreSQL: lineage anti-joined with the eligible
    posts (posts x users x each user's latest consent event, the same checks), revoked
    records grouped with their deliveries. Loading 50M rows into PostgreSQL takes longer

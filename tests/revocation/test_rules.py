@@ -21,6 +21,8 @@ from consentry.revocation import (
     decode_cursor,
     due_at,
     encode_cursor,
+    lines_digest,
+    lines_digest_arrow,
     parse_receipt_ids,
     status_of,
 )
@@ -129,3 +131,17 @@ def test_delivery_masks_and_rank_lists_agree(rows: list[set[int]]) -> None:
     assert np.array_equal(from_masks[0], from_lists[0])
     assert np.array_equal(from_masks[1], from_lists[1])
     assert from_masks[1].tolist() == [r for row in rows for r in sorted(row)]
+
+
+@given(st.lists(st.text(max_size=12), max_size=300), st.integers(min_value=1, max_value=4))
+def test_the_arrow_digest_equals_the_python_one(lines: list[str], pieces: int) -> None:
+    # Any text (astral code points, surrogate-free) in any chunking: Arrow's byte order of
+    # UTF-8 is Python's code point order, so both digests agree.
+    size = max(1, len(lines) // pieces)
+    chunked = pa.chunked_array(
+        [pa.array(lines[i : i + size], pa.string()) for i in range(0, len(lines), size)]
+        or [pa.array([], pa.string())]
+    )
+    expected = lines_digest(lines)
+    assert lines_digest_arrow(chunked) == expected
+    assert lines_digest_arrow(pa.array(lines, pa.string())) == expected

@@ -225,3 +225,42 @@ def test_lineage_table_absent_means_nothing_to_revoke(settings: Any) -> None:
     assert (
         revoke_purged(home.settings, post_ids=pa.array(["p01"]), purged_at=AS_OF, purge_id="p") == 0
     )
+
+
+def _listing(report: Any) -> list[tuple[Any, ...]]:
+    return sorted(
+        (r["record_id"], tuple(r["delivery_ids"]), r["reason"], r["since"])
+        for r in report.revocations
+    )
+
+
+def test_lineage_parts_read_by_footer_or_by_rows_give_the_same_revocations(
+    revocation_home: tuple[RevocationHome, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Per-delivery parts are picked by their footers and read without `delivery_id`; a part
+    # whose footer proves no single delivery (here: every delivery, both licensees', in one
+    # part) is read row by row with a join. Masks and rank lists give the same deliveries.
+    home, _ = revocation_home
+    home.deliver("eu", as_of=AS_OF)
+    home.deliver("open", as_of=AS_OF)
+    home.opt_out("u-us", at=datetime.now(UTC) - timedelta(minutes=1))
+    from consentry.revocation import job
+
+    parts = home.lake.files(LINEAGE_TABLE)
+    assert len(parts) == 3
+    assert all(job._single_delivery(p)[0] for p in parts)
+    by_part = run_revocations(home.settings, "open")
+    assert by_part.new > 0
+    assert by_part.deliveries == 2
+    assert all(len(r["delivery_ids"]) == 2 for r in by_part.revocations)
+    monkeypatch.setattr(job, "_MASK_LIMIT", 0)
+    as_lists = run_revocations(home.settings, "open")
+    monkeypatch.undo()
+    home.lake.write_arrow(LINEAGE_TABLE, home.lake.read_arrow(LINEAGE_TABLE))
+    (mixed,) = home.lake.files(LINEAGE_TABLE)
+    assert job._single_delivery(mixed)[0] is None
+    by_rows = run_revocations(home.settings, "open")
+    for other in (as_lists, by_rows):
+        assert _listing(other) == _listing(by_part)
+        assert other.lineage_rows == by_part.lineage_rows == 2 * len(OPEN_DELIVERED)
+        assert other.new == 0

@@ -3,7 +3,8 @@
 The eligibility of a delivered post is computed by the delivery's own expression
 (`consentry.delivery.eligibility.eligibility`, with `author_facts` materialised once as the
 build does), so a revocation's reason is always the code the build would give today. The
-rest is one DuckDB query over the lake's lineage parts: no Python loop touches a row.
+rest is two DuckDB queries over the lineage parts of the licensee's deliveries (picked by
+their Parquet footers): no Python loop touches a row.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class _Parts:
     `whole` maps a delivery rank to the parts holding only that delivery's rows (the build
     writes one part per delivery), so those are read without their `delivery_id` column and
     without a join; `mixed` are parts whose footer does not prove a single delivery (read
-    with a join on `delivery_id`, as before). Parts of other deliveries are never opened.
-    """
+    with a join on `delivery_id`). Parts of other deliveries are not scanned (only their
+    footers are read)."""
 
     whole: dict[int, list[Path]]
     mixed: list[Path]
@@ -141,17 +142,15 @@ def _register_lineage(
         return None
     duck = con.con
     duck.register("rv_deliveries", deliveries.cast(DELIVERIES_SCHEMA))
-    duck.execute(
-        "CREATE OR REPLACE TEMP TABLE rv_ranks AS SELECT delivery_id, "
-        "(row_number() OVER (ORDER BY delivered_at, delivery_id) - 1)::INTEGER AS rank "
-        "FROM rv_deliveries"
-    )
-    # Each rank's bit for the delivery mask (unsigned all through: a signed shift would
-    # widen every row to a 128-bit integer).
+    # Each rank's bit for the delivery mask, unsigned all through: a signed shift would
+    # widen every lineage row to a 128-bit integer.
     duck.execute(
         "CREATE OR REPLACE TEMP TABLE rv_ranks AS SELECT delivery_id, rank, "
         f"CASE WHEN rank < {_MASK_LIMIT} THEN 1::UBIGINT << rank::UBIGINT "
-        "ELSE 0::UBIGINT END AS bit FROM rv_ranks"
+        "ELSE 0::UBIGINT END AS bit FROM ("
+        "SELECT delivery_id, "
+        "(row_number() OVER (ORDER BY delivered_at, delivery_id) - 1)::INTEGER AS rank "
+        "FROM rv_deliveries)"
     )
     duck.unregister("rv_deliveries")
     ranked = duck.sql("SELECT delivery_id, rank FROM rv_ranks").fetchall()
@@ -320,10 +319,16 @@ def revocation_candidates(
        else the decision's own `since`. Checks with no instant in the data (visibility,
        protection, scope) give none; the log then keeps the instant it first saw the
        record (see the service).
-    3. One pass over the lineage of those deliveries (one DuckDB query) keeps the rows whose
-       post is ineligible or no longer in the lake (`missing`: no reason, no since) and
-       groups them per post: its record id, the deliveries that carried it oldest first,
-       the latest one (`delivery_id`), reason, since. Lineage rows examined are counted.
+    3. The lineage parts are picked by delivery from their footers (`_pick_parts`): a part
+       proven to hold one given delivery is read without its `delivery_id` column, one that
+       proves nothing is read with a join on it, parts of other deliveries are not read.
+    4. Pass 1 reads only `post_id` of those lineage rows, keeps the rows whose post is
+       ineligible or no longer in the lake (`missing`: no reason, no since) and groups
+       them per post: the deliveries that carried it and the latest one's rank.
+    5. Pass 2 reads the record and author id of each such post from the parts of its
+       latest carrying delivery only. The result: its record id, the deliveries that
+       carried it oldest first, the latest one (`delivery_id`), reason, since. Lineage rows
+       examined (every row of the given deliveries) are counted from the footers.
     """
     as_of = as_of.astimezone(UTC)
     if backend.name != "duckdb":

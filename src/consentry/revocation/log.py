@@ -134,10 +134,6 @@ def _entry(row: RevocationRow) -> RevocationEntry:
     )
 
 
-def _py(value: Any) -> Any:
-    return value.astimezone(UTC) if isinstance(value, datetime) else value
-
-
 _COLUMNS: Final = ("record_id", "delivery_id", "delivery_ids", "author_id", "reason", "since")
 _SQLITE_INSTANT: Final = "%Y-%m-%d %H:%M:%S"
 """SQLAlchemy's SQLite DATETIME text (`UtcDateTime` stores the UTC wall time); Arrow's `%S`
@@ -196,7 +192,13 @@ def _bulk_insert(
     postgres = session.get_bind().dialect.name == "postgresql"
     fmt = _PG_INSTANT if postgres else _SQLITE_INSTANT
     cursor = dbapi.cursor()
+    cache: int | None = None
     try:
+        if not postgres:
+            # A page cache big enough for the indexes a large append touches (the default
+            # 2 MiB makes every index insert a page read); a cap, not an allocation.
+            cache = int(cursor.execute("PRAGMA cache_size").fetchone()[0])
+            cursor.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
         if postgres:
             cursor.execute(
                 "CREATE TEMP TABLE rv_incoming (ord bigint, record_id text, delivery_id text, "
@@ -250,34 +252,59 @@ def _bulk_insert(
             )
             cursor.execute("DROP TABLE rv_incoming")
     finally:
+        if cache is not None:
+            cursor.execute(f"PRAGMA cache_size = {cache}")
         cursor.close()
 
 
 _SQLITE_PY: Final = "%Y-%m-%d %H:%M:%S.%f"
+_SQLITE_CACHE_KIB: Final = 256 * 1024
+"""SQLite page cache during a bulk append, in KiB."""
 
 
-def _new_since(session: Session, licensee_id: str, before: int) -> pa.Table:
-    """`record_id`, `delivery_id` of the licensee's revocations after `before` (the ones
-    this transaction added), fetched in bulk on the session's connection."""
+def _new_since(session: Session, licensee_id: str, before: int, rows: pa.Table) -> pa.Array:
+    """The lines `record_id:delivery_id` of the licensee's revocations after `before` (the
+    ones this transaction added from `rows`).
+
+    Every row added comes from `rows` (the transaction holds the licensee's writer lock),
+    so when as many were added as `rows` has distinct lines, they are exactly those lines:
+    one count on the (licensee, seq) index instead of reading them back. Otherwise (some
+    were logged already) they are fetched in bulk on the session's connection.
+    """
     dbapi: Any = session.connection().connection.driver_connection
     mark = "%s" if session.get_bind().dialect.name == "postgresql" else "?"
+    where = f"FROM revocations WHERE licensee_id = {mark} AND seq > {mark}"
     cursor = dbapi.cursor()
     try:
-        cursor.execute(
-            f"SELECT record_id, delivery_id FROM revocations "
-            f"WHERE licensee_id = {mark} AND seq > {mark}",
-            (licensee_id, before),
+        given = (
+            pc.unique(
+                pc.binary_join_element_wise(
+                    rows.column("record_id"), rows.column("delivery_id"), ":"
+                ).combine_chunks()
+            )
+            if rows.num_rows
+            else pa.array([], pa.string())
         )
-        found = cursor.fetchall()
+        cursor.execute(f"SELECT count(*) {where}", (licensee_id, before))
+        if int(cursor.fetchone()[0]) == len(given):
+            return given
+        cursor.execute(f"SELECT record_id || ':' || delivery_id {where}", (licensee_id, before))
+        lines = [line for (line,) in cursor.fetchall()]
     finally:
         cursor.close()
-    records, deliveries = (list(c) for c in zip(*found, strict=True)) if found else ([], [])
-    return pa.table(
-        {
-            "record_id": pa.array(records, pa.string()),
-            "delivery_id": pa.array(deliveries, pa.string()),
-        }
-    )
+    return pa.array(lines, pa.string())
+
+
+_FETCH: Final = 100_000
+"""Rows per `fetchmany` when reading a whole log."""
+
+
+def _log_column(values: Sequence[Any], kind: pa.DataType, *, postgres: bool) -> pa.Array:
+    """One fetched column as Arrow: instants parsed as a column (see `entries_arrow`)."""
+    if kind != UTC_TS or postgres:
+        return pa.array(values, type=kind)
+    # SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC, as `UtcDateTime` writes it.
+    return pa.array(values, type=pa.string()).cast(pa.timestamp("us")).cast(UTC_TS)
 
 
 class RevocationLog:
@@ -332,12 +359,14 @@ class RevocationLog:
         `since` (all set).
 
         1. One transaction, holding the licensee's writer lock: each row is inserted unless
-           its (licensee, record, delivery) is logged already; `revoked_at` is now and
-           `due_at` now plus the SLA in force now.
+           its (licensee, record, delivery) is logged already, in (record, delivery) order
+           and in bulk (`_bulk_insert`); `revoked_at` is now and `due_at` now plus the SLA
+           in force now.
         2. With `purge`, rows of these records logged as `post_removed` (the post left the
            lake before its purge was recorded) become `retention_purged`, since the purge.
         3. A `revocation.issued` audit event (counts and a digest of the new rows) commits
-           with them. `on_batch(rows_so_far)` is called after every insert statement.
+           with them. `on_batch(rows_so_far)` is called after every bulk step (`_BATCH`
+           rows), inside the transaction.
         """
         now = self._clock()
         due = due_at(self.policy, now)
@@ -369,7 +398,7 @@ class RevocationLog:
                         )
                         .values(reason=ExtraReason.RETENTION_PURGED.value, since=as_of)
                     )
-            new_rows = _new_since(session, licensee_id, int(before or 0))
+            new_rows = _new_since(session, licensee_id, int(before or 0), rows)
             self.audit.append(
                 session,
                 "revocation.issued",
@@ -380,44 +409,46 @@ class RevocationLog:
                     "as_of": rfc3339(as_of),
                     "lineage_rows": lineage_rows,
                     "revoked": revoked,
-                    "new": new_rows.num_rows,
+                    "new": len(new_rows),
                     "digest_sha256": lines_digest_arrow(new_rows),
                 },
             )
-            return int(new_rows.num_rows)
+            return len(new_rows)
 
     # -- reading -----------------------------------------------------------------------------
 
     def entries_arrow(self, licensee_id: str) -> pa.Table:
-        """The licensee's whole log (LOG_SCHEMA), streamed from the store."""
-        query = (
-            sa.select(
-                RevocationRow.seq,
-                RevocationRow.record_id,
-                RevocationRow.delivery_id,
-                RevocationRow.reason,
-                RevocationRow.since,
-                RevocationRow.revoked_at,
-                RevocationRow.due_at,
-                RevocationRow.confirmed_at,
-            )
-            .where(RevocationRow.licensee_id == licensee_id)
-            .order_by(RevocationRow.seq)
-            .execution_options(yield_per=50_000)
-        )
+        """The licensee's whole log (LOG_SCHEMA), fetched in bulk from the store.
+
+        1. Raw driver cursor, `fetchmany` in batches: no ORM objects, no per-value Python.
+        2. SQLite keeps instants as UTC wall-time text (`UtcDateTime`); Arrow parses them as
+           a column. PostgreSQL returns aware datetimes, which Arrow converts to UTC.
+        """
+        postgres = self.store.engine.dialect.name == "postgresql"
+        mark = "%s" if postgres else "?"
         batches = []
-        with self.store.session() as session:
-            for part in session.execute(query).partitions():
-                columns = list(zip(*part, strict=True))
-                batches.append(
-                    pa.record_batch(
-                        [
-                            pa.array([_py(v) for v in col], type=f.type)
-                            for col, f in zip(columns, LOG_SCHEMA, strict=True)
-                        ],
-                        schema=LOG_SCHEMA,
-                    )
+        with self.store.engine.connect() as conn:
+            dbapi: Any = conn.connection.driver_connection
+            cursor = dbapi.cursor()
+            try:
+                cursor.execute(
+                    "SELECT seq, record_id, delivery_id, reason, since, revoked_at, due_at, "
+                    f"confirmed_at FROM revocations WHERE licensee_id = {mark} ORDER BY seq",
+                    (licensee_id,),
                 )
+                while part := cursor.fetchmany(_FETCH):
+                    columns = list(zip(*part, strict=True))
+                    batches.append(
+                        pa.record_batch(
+                            [
+                                _log_column(values, field.type, postgres=postgres)
+                                for values, field in zip(columns, LOG_SCHEMA, strict=True)
+                            ],
+                            schema=LOG_SCHEMA,
+                        )
+                    )
+            finally:
+                cursor.close()
         return pa.Table.from_batches(batches, schema=LOG_SCHEMA)
 
     def page(self, licensee_id: str, after_seq: int, limit: int) -> list[RevocationEntry]:

@@ -104,19 +104,17 @@ def lines_digest(lines: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8")).hexdigest()
 
 
-def lines_digest_arrow(pairs: pa.Table) -> str:
-    """`lines_digest` of the lines `record_id:delivery_id` of `pairs`, sorted by Arrow.
+def lines_digest_arrow(lines: pa.Array | pa.ChunkedArray) -> str:
+    """`lines_digest` of an Arrow array of strings, sorted by Arrow.
 
     Arrow sorts strings by their UTF-8 bytes, which is code point order, the order
     Python's `sorted` gives, so the digest is the same as `lines_digest`'s.
     """
-    if pairs.num_rows == 0:
-        return lines_digest([])
-    lines = pc.binary_join_element_wise(pairs.column("record_id"), pairs.column("delivery_id"), ":")
     ordered = pc.take(lines, pc.sort_indices(lines))
+    chunks = ordered.chunks if isinstance(ordered, pa.ChunkedArray) else [ordered]
     digest = hashlib.sha256()
     first = True
-    for chunk in ordered.chunks:
+    for chunk in chunks:
         for start in range(0, len(chunk), 100_000):
             text = "\n".join(chunk.slice(start, 100_000).to_pylist())
             digest.update((text if first else "\n" + text).encode("utf-8"))
