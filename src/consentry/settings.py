@@ -19,6 +19,7 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "CONSENTRY_SPARK_MASTER": "Spark master URL for --engine spark (default local[2]).",
     "CONSENTRY_REDIS_URL": "Redis URL for shared online counters.",
     "CONSENTRY_DUCKDB_MEMORY_LIMIT": "Memory DuckDB may use before spilling to disk (1GB).",
+    "CONSENTRY_METER_BACKEND": "Online scraping meter of the API: memory (per process) or redis.",
     "CONSENTRY_MASTER_KEY": "Master key (base64url of 32 bytes) sealing licensee secrets; "
     "default: <home>/keys/master.key.",
 }
@@ -45,6 +46,7 @@ class Settings:
     spark_master: str = "local[2]"
     redis_url: str = "redis://127.0.0.1:6379/0"
     duckdb_memory_limit: str = "1GB"
+    meter_backend: str = "memory"
     master_key: str | None = field(default=None, repr=False)
     """`CONSENTRY_MASTER_KEY` as given (base64url text); None: use `<home>/keys/master.key`.
     Kept out of `repr` so it never lands in logs."""
@@ -61,6 +63,7 @@ class Settings:
             spark_master=env.get("CONSENTRY_SPARK_MASTER", "local[2]"),
             redis_url=env.get("CONSENTRY_REDIS_URL", "redis://127.0.0.1:6379/0"),
             duckdb_memory_limit=env.get("CONSENTRY_DUCKDB_MEMORY_LIMIT", "1GB"),
+            meter_backend=env.get("CONSENTRY_METER_BACKEND", "memory"),
             master_key=env.get("CONSENTRY_MASTER_KEY") or None,
         )
 

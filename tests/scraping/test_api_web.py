@@ -111,3 +111,52 @@ def test_admin_pages_rank_entities_and_link_evidence(settings: Settings, demo_di
     data = client.get("/admin/meter/data").json()
     assert data["threshold_posts"] == 1_000_000
     assert data["events"] == 0
+
+
+def test_api_workers_share_the_redis_meter(settings: Settings) -> None:
+    import dataclasses
+    import uuid
+
+    from consentry.scraping.meter import RedisMeter
+    from tests.services import ensure_redis
+
+    ensure_redis()
+    init_home(settings)
+    shared = dataclasses.replace(settings, meter_backend="redis")
+    workers = [TestClient(create_app(shared)), TestClient(create_app(shared))]
+    credential = f"ak_{uuid.uuid4().hex}"
+    headers = bearer(settings, "admin")
+    replies = []
+    for i, client in enumerate(workers):
+        batch = {
+            "events": [
+                {
+                    "request_id": f"r{i}{j}",
+                    "ts": f"2025-03-05T00:0{i}:{j:02d}Z",
+                    "credential": credential,
+                    "posts": 300_000,
+                }
+                for j in range(2)
+            ]
+        }
+        response = client.post("/v1/meter/events", json=batch, headers=headers)
+        assert response.status_code == 200, response.text
+        replies.append(response.json())
+    # The second worker sees the first worker's posts: one counter in Redis.
+    assert replies[0]["entities"][0]["upper"] == 600_000
+    assert replies[1]["entities"][0]["upper"] == 1_200_000
+    assert [a["level"] for a in replies[1]["alerts"]] == [80, 100]
+    meter = workers[0].app.state.scraping_meter  # type: ignore[attr-defined]
+    assert isinstance(meter.backend, RedisMeter)
+    try:
+        levels = [
+            a["level"]
+            for a in workers[0].get("/v1/meter/alerts", headers=headers).json()["alerts"]
+            if a["entity"] == credential
+        ]
+        assert levels == [50, 80, 100]
+    finally:
+        client = meter.backend.client
+        for key in client.scan_iter(match=f"{meter.backend.prefix}:{{{credential}}}:*"):
+            client.delete(key)
+        client.srem(f"{meter.backend.prefix}:alerted", credential)

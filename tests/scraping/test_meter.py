@@ -126,3 +126,117 @@ def test_redis_matches_memory(tmp_path: object) -> None:
     finally:
         assert isinstance(redis_meter.backend, RedisMeter)
         redis_meter.backend.clear()
+
+
+class _RowByRow:
+    """The meter's rules applied one (entity, bucket) row at a time (the plain reading)."""
+
+    def __init__(self, terms: Terms, bucket: int) -> None:
+        self.terms, self.bucket, self.span = terms, bucket, terms.window_us // bucket
+        self.store: dict[str, dict[int, int]] = {}
+        self.top: dict[str, int] = {}
+        self.latest: dict[str, int] = {}
+        self.armed: dict[str, int] = {}
+        self.alerts: list[tuple[str, int, int, int, int, bool]] = []
+
+    def feed(self, ts: list[int], ents: list[str], posts: list[int]) -> None:
+        sums: dict[tuple[str, int], int] = {}
+        newest: dict[str, int] = {}
+        for t, e, p in zip(ts, ents, posts, strict=True):
+            sums[(e, t // self.bucket)] = sums.get((e, t // self.bucket), 0) + p
+            newest[e] = max(newest.get(e, t), t)
+        thr = self.terms.threshold
+        for (e, k), p in sorted(sums.items()):
+            store = self.store.setdefault(e, {})
+            if e not in self.top:
+                self.top[e], self.latest[e] = k, newest[e]
+            if k < self.top[e] - self.span:
+                continue  # late
+            self.top[e] = max(self.top[e], k)
+            for old in [b for b in store if b < self.top[e] - self.span]:
+                del store[old]
+            store[k] = store.get(k, 0) + p
+            self.latest[e] = max(self.latest[e], newest[e])
+            upper = sum(store.values())
+            lower = upper - store.get(self.top[e] - self.span, 0)
+            level = (
+                100
+                if upper > thr
+                else 80
+                if upper * 100 >= thr * 80
+                else 50
+                if upper * 100 >= thr * 50
+                else 0
+            )
+            armed = self.armed.get(e, 0)
+            if level == 0:
+                self.armed[e] = 0
+                continue
+            at = min(newest[e], (k + 1) * self.bucket - 1)
+            for lv in (50, 80, 100):
+                if armed < lv <= level:
+                    ok = lower > thr if lv == 100 else lower * 100 >= thr * lv
+                    self.alerts.append((e, lv, at, lower, upper, ok))
+            self.armed[e] = max(armed, level)
+
+    def bounds(self, e: str) -> tuple[int, int, int]:
+        store = self.store[e]
+        upper = sum(v for b, v in store.items() if b >= self.top[e] - self.span)
+        return self.latest[e], upper - store.get(self.top[e] - self.span, 0), upper
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60 * MIN), st.sampled_from(["a", "b", "c"]), st.integers(0, 40)),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(1, 6),
+)
+def test_vectorised_meter_equals_row_by_row(rows: list[tuple[int, str, int]], batches: int) -> None:
+    # Batches roughly in time order but overlapping, so late rows and re-arming happen.
+    rows.sort(key=lambda r: r[0] // (15 * MIN))
+    meter = Meter(TERMS, NO_OWNERS)
+    plain = _RowByRow(TERMS, MIN)
+    for part in np.array_split(np.arange(len(rows)), batches):
+        if len(part) == 0:
+            continue
+        ts = [rows[i][0] for i in part]
+        ents = [rows[i][1] for i in part]
+        ps = [rows[i][2] for i in part]
+        bounds, _ = meter.ingest(np.array(ts, np.int64), ents, np.array(ps, np.int64))
+        plain.feed(ts, ents, ps)
+        for b in bounds:
+            assert (b.latest_us, b.lower, b.upper) == plain.bounds(b.entity)
+    for e in plain.store:
+        got = meter.bounds(e)
+        assert got is not None
+        assert (got.latest_us, got.lower, got.upper) == plain.bounds(e)
+    # Per entity, in the order raised (across entities a batch goes in registry order).
+    got_alerts = [
+        (a.entity, a.level, a.at_us, a.lower, a.upper, a.confirmed) for a in meter.alerts()
+    ]
+    assert sorted(got_alerts, key=lambda a: a[0]) == sorted(plain.alerts, key=lambda a: a[0])
+
+
+def test_redis_alert_instants_are_exact_at_real_timestamps() -> None:
+    url = ensure_redis()
+    prefix = f"test7:{uuid.uuid4().hex}"
+    base = 1_741_140_000_123_457  # 2025-03-05, 16 digits
+    ts = base + np.arange(4, dtype=np.int64) * MIN
+    posts = np.array([30, 25, 30, 10], dtype=np.int64)
+    memory = Meter(TERMS, NO_OWNERS)
+    shared = Meter(TERMS, NO_OWNERS, RedisMeter(TERMS, MIN, url, prefix))
+    try:
+        want, got = [], []
+        for i in range(4):  # one access per batch: an alert is dated by that access
+            want += memory.ingest(ts[i : i + 1], ["ak"], posts[i : i + 1])[1]
+            got += shared.ingest(ts[i : i + 1], ["ak"], posts[i : i + 1])[1]
+        assert got == want
+        assert [(a.level, a.at_us) for a in want] == [(50, int(ts[1])), (80, int(ts[2]))]
+        assert isinstance(shared.backend, RedisMeter)
+        assert shared.backend.alerts() == want  # read back from the alert list
+    finally:
+        assert isinstance(shared.backend, RedisMeter)
+        shared.backend.clear()

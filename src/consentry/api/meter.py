@@ -1,9 +1,9 @@
 """The online meter over HTTP: `POST /v1/meter/events` (batched) and `GET /v1/meter/alerts`.
 
 Both need an admin bearer token. The meter is built once per process on first use: the
-policy in force now, the lake's entities, and the in-process backend, unless the app was
-given another meter (`app.state.scraping_meter`, e.g. a Redis-backed one shared by several
-workers; see docs/scraping.md).
+policy in force now, the lake's entities, and the backend named by `CONSENTRY_METER_BACKEND`
+(`memory`: per process; `redis`: shared by every worker), unless the app was given another
+meter (`app.state.scraping_meter`; see docs/scraping.md).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def meter_of(request: Request, svc: Services) -> Meter:
     with _LOCK:
         found = getattr(request.app.state, "scraping_meter", None)
         if not isinstance(found, Meter):
-            found = meter_for(svc.settings)
+            found = meter_for(svc.settings, backend=svc.settings.meter_backend)
             request.app.state.scraping_meter = found
     return found
 

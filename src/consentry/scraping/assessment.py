@@ -1,6 +1,8 @@
 """Assess access logs against the scraping clause: per entity, exact windows and damages.
 
-The engine path (Ibis on DuckDB or PySpark):
+On DuckDB with method `numpy` (the default) the columnar path in
+`consentry.scraping.columnar` runs instead (same results, built for volume). The Ibis
+path (PySpark, or DuckDB with method `window`):
 
 1. Attribution (`consentry.scraping.attribution.attribute`): deduplicated accesses with
    their entity and instant in microseconds.
@@ -135,7 +137,8 @@ class Assessment:
     """Entity -> rolling-window posts sampled hourly (for the console), top entities only."""
     sparkline_from: datetime | None = None
     events: dict[str, pa.Table] = field(default_factory=dict, repr=False)
-    """Accesses fetched per entity (over-line and top entities), with `ts_us`."""
+    """Accesses fetched per entity, with `ts_us`: on the Ibis path the over-line and top
+    entities; on the columnar DuckDB path only the entities named in `only` (evidence)."""
 
     @property
     def total_amount(self) -> Decimal:

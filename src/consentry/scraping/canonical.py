@@ -25,12 +25,12 @@ __all__ = [
     "canonical_lines_columns",
     "canonical_order",
     "digests_of_ranges",
+    "escaped_binary",
     "evidence_sha256",
     "format_instants",
 ]
 
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
-_SPECIAL = r"[\\\t\n\r]"
 _DAY_US = 86_400_000_000
 _FIRST_DAY = -354_285  # 1000-01-01: days before it print with fewer than four year digits
 _LAST_DAY = 2_932_896  # 9999-12-31
@@ -63,72 +63,135 @@ def canonical_lines(events: pa.Table) -> pa.Array:
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
-def format_instants(ts_us: npt.NDArray[np.int64]) -> pa.Array:
-    """`YYYY-MM-DDTHH:MM:SS.ffffffZ` (27 bytes) for each instant, as large_binary.
+def _fixed(rows: npt.NDArray[np.uint8]) -> pa.Array:
+    """A binary array over the rows of a 2-D uint8 array (zero copy)."""
+    n, width = rows.shape
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+    data = np.ascontiguousarray(rows)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
-    Vectorised digit arithmetic (Arrow's strftime is an order of magnitude slower): the
-    date comes from a table of the few distinct days, the time of day from integer
-    divisions. Instants outside years 1000-9999 fall back to `pc.strftime`.
-    """
+
+def _clock_tables() -> tuple[pa.Array, pa.Array]:
+    """`HH:MM:SS.` for every second of a day; `ffffffZ` + TAB for every microsecond."""
+    global _CLOCK, _MICROS
+    if _CLOCK is None or _MICROS is None:
+        sec = np.arange(86_400)
+        clock = np.empty((86_400, 9), dtype=np.uint8)
+        for col, value in ((0, sec // 3600), (3, sec // 60 % 60), (6, sec % 60)):
+            clock[:, col] = 48 + value // 10
+            clock[:, col + 1] = 48 + value % 10
+        clock[:, 2] = clock[:, 5] = ord(":")
+        clock[:, 8] = ord(".")
+        micro = np.arange(1_000_000)
+        micros = np.empty((1_000_000, 8), dtype=np.uint8)
+        for k in range(6):
+            micros[:, 5 - k] = 48 + micro // 10**k % 10
+        micros[:, 6] = ord("Z")
+        micros[:, 7] = ord("\t")
+        _CLOCK, _MICROS = _fixed(clock), _fixed(micros)
+    return _CLOCK, _MICROS
+
+
+_CLOCK: pa.Array | None = None
+_MICROS: pa.Array | None = None
+
+
+def _instant_pieces(ts_us: npt.NDArray[np.int64]) -> list[pa.Array] | None:
+    """Three binary columns that concatenate to `YYYY-MM-DDTHH:MM:SS.ffffffZ` + TAB per
+    instant (table lookups: the few distinct days, the 86,400 seconds of a day, the
+    1,000,000 microseconds); None outside years 1000-9999 or over long spans."""
     ts = np.asarray(ts_us, dtype=np.int64)
-    n = len(ts)
-    if n == 0:
-        return pa.array([], pa.large_binary())
-    day = np.floor_divide(ts, _DAY_US)
+    if len(ts) == 0:
+        return None
+    day, tod = np.divmod(ts, _DAY_US)
     d0, d1 = int(day.min()), int(day.max())
-    if d0 < _FIRST_DAY or d1 > _LAST_DAY or d1 - d0 > 1_000_000:
-        text = pc.strftime(pa.array(ts, pa.timestamp("us", tz="UTC")), "%Y-%m-%dT%H:%M:%SZ")
-        return text.cast(pa.large_binary())
+    if d0 < _FIRST_DAY or d1 > _LAST_DAY or d1 - d0 > 100_000:
+        return None
     dates = np.datetime_as_string(np.arange(d0, d1 + 1).astype("datetime64[D]"))
-    table = np.frombuffer("".join(dates.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 10)
-    out = np.empty((n, 27), dtype=np.uint8)
-    out[:, :10] = table[day - d0]
-    tod = ts - day * _DAY_US
-    seconds, micros = np.divmod(tod, 1_000_000)
-    minutes, sec = np.divmod(seconds, 60)
-    hours, mins = np.divmod(minutes, 60)
-    for col, value in ((11, hours), (14, mins), (17, sec)):
-        out[:, col] = 48 + value // 10
-        out[:, col + 1] = 48 + value % 10
-    for k in range(6):
-        out[:, 25 - k] = 48 + micros % 10
-        micros //= 10
-    out[:, 10] = ord("T")
-    out[:, 13] = out[:, 16] = ord(":")
-    out[:, 19] = ord(".")
-    out[:, 26] = ord("Z")
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(27), n, [None, pa.py_buffer(out)])
-    return fixed.cast(pa.large_binary())
+    table = np.frombuffer(
+        "".join(f"{d}T" for d in dates.tolist()).encode("ascii"), dtype=np.uint8
+    ).reshape(-1, 11)
+    clock, micros = _clock_tables()
+    day -= d0
+    seconds, micro = np.divmod(tod, 1_000_000)
+    return [
+        pc.take(_fixed(table), pa.array(day)),
+        pc.take(clock, pa.array(seconds)),
+        pc.take(micros, pa.array(micro)),
+    ]
 
 
-def _escaped_binary(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+def format_instants(ts_us: npt.NDArray[np.int64]) -> pa.Array:
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ` for each instant (binary), as `pc.strftime` writes it
+    with `%Y-%m-%dT%H:%M:%SZ` but by table lookups (module doc)."""
+    pieces = _instant_pieces(ts_us)
+    if pieces is None:
+        text = pc.strftime(
+            pa.array(np.asarray(ts_us, dtype=np.int64), pa.timestamp("us", tz="UTC")),
+            "%Y-%m-%dT%H:%M:%SZ",
+        )
+        return text.cast(pa.binary())
+    joined = pc.binary_join_element_wise(*pieces, b"")
+    return pc.binary_slice(joined, 0, 27) if len(joined) else joined
+
+
+def escaped_binary(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """`values` (strings) with the canonical escapes applied, as binary. The bytes are
+    scanned once for a backslash, tab, LF or CR; only then are the replacements run."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    values = values.cast(pa.large_string())
-    if pc.any(pc.match_substring_regex(values, _SPECIAL)).as_py():
-        values = _escaped(values)
-    return values.cast(pa.large_binary())
+    if pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type):
+        values = values.cast(pa.large_string())
+        wide = True
+    else:
+        values = values.cast(pa.string())
+        wide = False
+    if len(values):
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int64 if wide else np.int32)
+        data = values.buffers()[2]
+        lo, hi = int(offsets[values.offset]), int(offsets[values.offset + len(values)])
+        raw = (
+            np.frombuffer(data, dtype=np.uint8)[lo:hi]
+            if data is not None
+            else np.zeros(0, np.uint8)
+        )
+        if any(bool((raw == byte).any()) for byte in (92, 9, 10, 13)):
+            values = _escaped(values)
+    return values.cast(pa.large_binary() if wide else pa.binary())
 
 
 def canonical_lines_columns(
     ts_us: npt.NDArray[np.int64],
-    request_id: pa.ChunkedArray | pa.Array,
-    credential: pa.ChunkedArray | pa.Array,
+    request_id: pa.Array,
+    credential: pa.Array,
     posts: npt.NDArray[np.int64],
 ) -> pa.Array:
     """The canonical lines of accesses given as columns, in the order given (the caller has
-    put them in canonical order); same bytes as `canonical_lines`, large_binary."""
+    put them in canonical order); same bytes as `canonical_lines`. `request_id` and
+    `credential` must already be escaped binary (`escaped_binary`). One join of nine
+    pieces: the instant's three table lookups (the last ends with TAB), request_id, TAB,
+    credential, TAB, posts, LF."""
+    wide = pa.types.is_large_binary(request_id.type) or pa.types.is_large_binary(credential.type)
+    kind = pa.large_binary() if wide else pa.binary()
+    if len(request_id) == 0:
+        return pa.array([], kind)
+    pieces = _instant_pieces(ts_us)
+    if pieces is None:
+        stamps = format_instants(ts_us)
+        pieces = [stamps, pa.array([b"\t"] * len(stamps), pa.binary())]
+    counts = pa.array(np.asarray(posts, dtype=np.int64)).cast(pa.string()).cast(pa.binary())
+    tab = pa.scalar(b"\t", kind)
     line = pc.binary_join_element_wise(
-        format_instants(ts_us),
-        _escaped_binary(request_id),
-        _escaped_binary(credential),
-        pa.array(np.asarray(posts, dtype=np.int64)).cast(pa.large_string()).cast(pa.large_binary()),
-        pa.scalar(b"\t", pa.large_binary()),
+        *[p.cast(kind) for p in pieces],
+        request_id.cast(kind),
+        tab,
+        credential.cast(kind),
+        tab,
+        counts.cast(kind),
+        pa.scalar(b"\n", kind),
+        pa.scalar(b"", kind),
     )
-    joined = pc.binary_join_element_wise(
-        line, pa.scalar(b"\n", pa.large_binary()), pa.scalar(b"", pa.large_binary())
-    )
-    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+    return line.combine_chunks() if isinstance(line, pa.ChunkedArray) else line
 
 
 def evidence_sha256(events: pa.Table) -> str:

@@ -18,25 +18,29 @@ a sort.
    both, since the ranking groups by the id itself); every other access is unique for
    certain. Without repeats nothing else happens.
 3. **Exact pass.** DuckDB streams (credential code, instant, posts) joined to the small
-   credential table; NumPy packs (entity, instant - t0, posts) into one uint64 when the bits
-   fit and sorts it (SIMD sort), else sorts with `lexsort`. Per chunk of entities (composite
-   keys stay in int64): prefix sums, window ends by one merge (a sort of keys and
-   `key + window` tagged in the low bit: a key's end is its position among the merged
-   values minus its rank), per-entity totals and maxima with `reduceat`.
+   credential table; NumPy packs (entity's low bits, instant - t0, posts) into one uint64
+   per access, one array per chunk of entity codes (their high bits), and sorts each (SIMD
+   sort); `lexsort` only when instant and posts leave fewer than 8 bits. Per chunk of
+   entities (composite keys stay in int64): prefix sums, window ends by one merge (a
+   sort of keys and `key + window` tagged in the low bit: a key's end is its position
+   among the merged values minus its rank), per-entity totals and maxima with
+   `reduceat`.
 4. **Billing.** Mode `earliest` runs vectorised over all over-line entities at once (one
    binary search per round, one round per billed window of the busiest entity); mode
    `max_total` runs the pure rule per over-line entity.
-5. **Evidence.** Only the accesses of billed entities are fetched again with their strings
-   (in groups of entities bounded in rows), placed into windows by a binary search, ordered
-   by (window, ts) with ties by request_id, formatted into canonical lines with NumPy digit
-   arithmetic and Arrow joins, and each window's contiguous slice of the line buffer is
-   hashed (`canonical.py`).
+5. **Evidence.** One more scan joins the accesses of billed entities to their window in
+   the engine (entity and `start <= ts < end`) and returns window, offset, request_id,
+   credential index and posts. Groups of consecutive windows (at most 4M accesses each,
+   two threads) are ordered by (window, offset) with ties by request_id, formatted into
+   canonical lines by table lookups and one Arrow join, and each window's contiguous slice
+   of the line buffer is hashed (`canonical.py`).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -48,7 +52,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.scraping.attribution import Owners, owner_candidates
-from consentry.scraping.canonical import canonical_lines_columns, digests_of_ranges
+from consentry.scraping.canonical import (
+    canonical_lines_columns,
+    digests_of_ranges,
+    escaped_binary,
+)
 from consentry.scraping.rules import I64, Terms, max_total_windows, window_amount
 
 if TYPE_CHECKING:
@@ -72,8 +80,11 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHUNK_ROWS = 1 << 24
 """Rows per chunk of the exact pass (bounds the temporaries; entities never straddle)."""
-_EVIDENCE_ROWS = 20_000_000
-"""Rows per evidence fetch (groups of billed entities), to bound memory."""
+_EVIDENCE_ROWS = 4_000_000
+_PACK_BITS = 64
+_MIN_CHUNK_BITS = 8
+"""Bits of a packed key, and the fewest of them left for entity codes (else lexsort)."""
+"""Accesses per evidence group (consecutive windows), to bound the sort and line buffer."""
 U64 = npt.NDArray[np.uint64]
 
 
@@ -141,7 +152,9 @@ class CredentialMap:
         return out
 
 
-def resolve_credentials(credentials: pa.Array, first: I64, last: I64, owners: Owners) -> CredentialMap:
+def resolve_credentials(
+    credentials: pa.Array, first: I64, last: I64, owners: Owners
+) -> CredentialMap:
     """Resolve every distinct credential over its span `[first, last]` (module doc, step 1).
 
     Rules as `attribution.attribute`: exact match beats any prefix, the longest prefix beats
@@ -411,7 +424,7 @@ class _Session:
 
     def __init__(self, backend: ibis.BaseBackend) -> None:
         self.backend = backend
-        self.con: duckdb.DuckDBPyConnection = backend.con  # type: ignore[attr-defined]
+        self.con: duckdb.DuckDBPyConnection = backend.con
         self.tag = uuid.uuid4().hex[:12]
         self.views: list[str] = []
         self.registered: list[str] = []
@@ -430,7 +443,9 @@ class _Session:
         return self.con.sql(sql).arrow().read_all()
 
     def batches(self, sql: str) -> pa.RecordBatchReader:
-        return self.con.sql(sql).arrow()
+        """Stream the result (DuckDB does not hold it whole)."""
+        reader: pa.RecordBatchReader = self.con.sql(sql).to_arrow_reader(1 << 20)
+        return reader
 
     def close(self) -> None:
         for name in self.registered:
@@ -438,7 +453,7 @@ class _Session:
         for name in self.tables:
             self.con.sql(f"DROP TABLE IF EXISTS {name}")
         for name in self.views:
-            self.backend.drop_view(name, force=True)  # type: ignore[attr-defined]
+            self.backend.drop_view(name, force=True)
 
 
 def _column(table: pa.Table, name: str, dtype: Any) -> Any:
@@ -477,7 +492,9 @@ def _dedup_source(ses: _Session, view: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Layout:
-    """How (code, ts - t0, posts) pack into one uint64 (None: they do not fit)."""
+    """How (low code bits, ts - t0, posts) pack into one uint64 per access: `tbits` +
+    `pbits` bits, the remaining (at least 8) hold the code's low bits; the code's high
+    bits pick a chunk. Not packable: negative posts or too wide a span."""
 
     rows: int
     t0: int
@@ -486,7 +503,7 @@ class _Layout:
     packable: bool
 
     @classmethod
-    def of(cls, spans: pa.Table, entities: int) -> _Layout:
+    def of(cls, spans: pa.Table) -> _Layout:
         rows = int(pc.sum(spans["n"]).as_py() or 0)
         if rows == 0:
             return cls(0, 0, 0, 0, False)
@@ -494,8 +511,8 @@ class _Layout:
         tbits = (int(pc.max(spans["hi"]).as_py()) - t0).bit_length()
         pmin = int(pc.min(spans["pmin"]).as_py())
         pbits = int(pc.max(spans["pmax"]).as_py()).bit_length()
-        cbits = max(entities - 1, 0).bit_length()
-        fits = cbits + tbits + pbits <= 64 and tbits + pbits <= 63
+        # At least 256 entities per chunk (module doc, step 3); else lexsort.
+        fits = tbits + pbits <= _PACK_BITS - _MIN_CHUNK_BITS
         return cls(rows, t0, tbits, pbits, pmin >= 0 and fits)
 
 
@@ -509,8 +526,9 @@ def _fetch_sorted(
 ) -> tuple[I64, I64, I64]:
     """(code, ts, posts) of every attributed access, sorted by (code, ts).
 
-    Packed (module doc, step 3): each batch goes straight into one preallocated uint64 key
-    per access, so the three columns never coexist with the key in memory.
+    Packed (module doc, step 3): each batch goes straight into uint64 keys per chunk of
+    entity codes, so the three columns never coexist with the keys in memory; each chunk
+    is sorted and unpacked in code order.
     """
     sql = (
         f"SELECT c.code AS code, epoch_us(s.ts) AS t, s.posts AS posts "
@@ -529,26 +547,48 @@ def _fetch_sorted(
         return c, t, p
 
     if layout.packable:
-        key = np.empty(layout.rows, dtype=np.uint64)
+        # Entities whose codes share their high bits go to one chunk; inside a chunk the
+        # low code bits, the instant and the posts fill one uint64.
+        shift_t = layout.pbits
+        shift_c = layout.tbits + layout.pbits
+        chunk_bits = _PACK_BITS - shift_c
+        low_mask = (1 << chunk_bits) - 1
+        parts: dict[int, list[U64]] = {}
         filled = 0
-        shift_c = np.uint64(layout.tbits + layout.pbits)
-        shift_t = np.uint64(layout.pbits)
         for batch in ses.batches(sql):
             c, t, p = decoded(batch)
-            part = key[filled : filled + len(t)]
-            np.left_shift(c.astype(np.uint64), shift_c, out=part)
-            part |= (t - layout.t0).astype(np.uint64) << shift_t
+            if len(t) == 0:
+                continue
+            part = (c.astype(np.uint64) & np.uint64(low_mask)) << np.uint64(shift_c)
+            part |= (t - layout.t0).astype(np.uint64) << np.uint64(shift_t)
             part |= p.astype(np.uint64)
+            chunk = c >> chunk_bits
+            if int(chunk.min()) == int(chunk.max()):
+                parts.setdefault(int(chunk[0]), []).append(part)
+            else:
+                order = np.argsort(chunk, kind="stable")
+                chunk, part = chunk[order], part[order]
+                cuts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1], True])
+                for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+                    parts.setdefault(int(chunk[a]), []).append(part[a:b])
             filled += len(t)
-        key = key[:filled]
-        key.sort()
-        out_p = (key & np.uint64((1 << layout.pbits) - 1)).astype(np.int64)
-        key >>= shift_t
-        out_t = (key & np.uint64((1 << layout.tbits) - 1)).astype(np.int64)
-        out_t += layout.t0
-        key >>= np.uint64(layout.tbits)
-        out_c = key.astype(np.int64)
-        del key
+        out_c = np.empty(filled, dtype=np.int64)
+        out_t = np.empty(filled, dtype=np.int64)
+        out_p = np.empty(filled, dtype=np.int64)
+        at = 0
+        for chunk_id in sorted(parts):
+            key = np.concatenate(parts.pop(chunk_id))
+            key.sort()
+            n = len(key)
+            out_p[at : at + n] = key & np.uint64((1 << layout.pbits) - 1)
+            key >>= np.uint64(shift_t)
+            out_t[at : at + n] = key & np.uint64((1 << layout.tbits) - 1)
+            out_t[at : at + n] += layout.t0
+            key >>= np.uint64(layout.tbits)
+            out_c[at : at + n] = key
+            out_c[at : at + n] += chunk_id << chunk_bits
+            at += n
+            del key
         return out_c, out_t, out_p
     codes: list[npt.NDArray[np.int32]] = []
     times: list[I64] = []
@@ -579,96 +619,175 @@ def _evidence(
     if nw == 0:
         return digests, credentials, accesses
     w = terms.window_us
-    billed = np.unique(res.w_code)
-    rows_of = dict(zip(res.codes.tolist(), res.accesses.tolist(), strict=True))
-    # Groups of billed entities bounded in rows; one fetch per group.
-    groups: list[list[int]] = [[]]
-    size = 0
-    for c in billed.tolist():
-        if size and size + rows_of[c] > _EVIDENCE_ROWS:
-            groups.append([])
-            size = 0
-        groups[-1].append(c)
-        size += rows_of[c]
+    billed = np.zeros(len(cmap.names), dtype=bool)
+    billed[res.w_code] = True
     dyn = cmap.code < 0
-    for group in groups:
-        wanted = np.zeros(len(cmap.names), dtype=bool)
-        wanted[np.asarray(group, dtype=np.int64)] = True
-        static_ok = np.zeros(len(cmap.code), dtype=bool)
-        static_ok[~dyn] = wanted[cmap.code[~dyn]]
-        relevant = np.flatnonzero(static_ok | dyn)
-        table = ses.register(
-            "evcreds",
-            pa.table(
-                {
-                    "credential": cmap.credentials.take(pa.array(relevant)),
-                    "code": pa.array(cmap.code[relevant], pa.int32()),
-                }
-            ),
+    static_ok = np.zeros(len(cmap.code), dtype=bool)
+    static_ok[~dyn] = billed[cmap.code[~dyn]]
+    relevant = np.flatnonzero(static_ok | dyn)
+    # Credential strings are never fetched: the join returns each access's credential
+    # index; escaping is checked once on the distinct values.
+    cred_text = escaped_binary(cmap.credentials)
+    table = ses.register(
+        "evcreds",
+        pa.table(
+            {
+                "credential": cmap.credentials.take(pa.array(relevant)),
+                "code": pa.array(cmap.code[relevant], pa.int32()),
+                "cidx": pa.array(relevant.astype(np.int32), pa.int32()),
+            }
+        ),
+    )
+    wins = ses.register(
+        "wins",
+        pa.table(
+            {
+                "win": pa.array(np.arange(nw, dtype=np.int64)),
+                "code": pa.array(res.w_code.astype(np.int32), pa.int32()),
+                "start": pa.array(res.w_start),
+                "stop": pa.array(res.w_start + w),
+            }
+        ),
+    )
+    attributed = (
+        f"SELECT c.code AS code, epoch_us(s.ts) AS t, s.request_id AS request_id, "
+        f"c.cidx AS cidx, s.posts AS posts "
+        f"FROM {src} s JOIN {table} c ON s.credential = c.credential"
+    )
+    if cmap.dynamic:
+        segs = ses.register("segs", _segments_table(cmap))
+        attributed = (
+            f"WITH a AS ({attributed}) "
+            f"SELECT code, t, request_id, cidx, posts FROM a WHERE code >= 0 UNION ALL "
+            f"SELECT g.code, a.t, a.request_id, a.cidx, a.posts FROM a JOIN {segs} g "
+            f"ON a.code = g.dcode AND a.t >= g.lo AND a.t < g.hi WHERE a.code < 0"
         )
-        fetched = ses.arrow(
-            f"SELECT c.code AS code, epoch_us(s.ts) AS t, s.request_id AS request_id, "
-            f"s.credential AS credential, s.posts AS posts "
-            f"FROM {src} s JOIN {table} c ON s.credential = c.credential"
+    # One scan: each access joins the window of its entity that holds it (windows are
+    # disjoint); accesses outside every window are dropped by the engine.
+    # Streamed into preallocated arrays (the windows' access counts are known), so the
+    # Arrow batches and the NumPy columns never coexist whole.
+    total = int(accesses.sum())
+    all_win = np.empty(total, dtype=np.int64)
+    all_rel = np.empty(total, dtype=np.int64)
+    all_cidx = np.empty(total, dtype=np.int32)
+    all_posts = np.empty(total, dtype=np.int64)
+    rid_chunks: list[pa.Array] = []
+    filled = 0
+    for batch in ses.batches(
+        f"SELECT w.win AS win, b.t - w.start AS rel, b.request_id AS request_id, "
+        f"b.cidx AS cidx, b.posts AS posts FROM ({attributed}) b JOIN {wins} w "
+        f"ON b.code = w.code AND b.t >= w.start AND b.t < w.stop"
+    ):
+        n = batch.num_rows
+        if filled + n > total:  # cannot happen: every access is in one window
+            raise RuntimeError("evidence fetch returned more accesses than the windows hold")
+        all_win[filled : filled + n] = batch.column(0).to_numpy()
+        all_rel[filled : filled + n] = batch.column(1).to_numpy()
+        all_cidx[filled : filled + n] = batch.column(3).to_numpy()
+        all_posts[filled : filled + n] = batch.column(4).to_numpy()
+        rid_chunks.append(batch.column(2).cast(pa.large_string()))
+        filled += n
+    all_win, all_rel = all_win[:filled], all_rel[:filled]
+    all_cidx, all_posts = all_cidx[:filled], all_posts[:filled]
+    # One array (takes from a chunked array of strings concatenate per call).
+    all_rid = pa.concat_arrays(rid_chunks) if rid_chunks else pa.array([], pa.large_string())
+    del rid_chunks
+    # Groups of consecutive windows of at most _EVIDENCE_ROWS accesses, processed one by
+    # one (bounds the sort and the line buffer).
+    sizes = np.bincount(all_win, minlength=nw)
+    group_of = np.zeros(nw, dtype=np.int64)
+    size = 0
+    g = 0
+    for k, n in enumerate(sizes.tolist()):
+        if size and size + n > _EVIDENCE_ROWS:
+            g += 1
+            size = 0
+        group_of[k] = g
+        size += n
+    row_group = group_of[all_win] if g else None
+
+    def one(gi: int) -> None:
+        picked = (
+            np.flatnonzero(row_group == gi)
+            if row_group is not None
+            else np.arange(len(all_win), dtype=np.int64)
         )
-        ses.con.unregister(table)
-        ses.registered.remove(table)
-        ts = _column(fetched, "t", np.int64)
-        code = cmap.codes_at(_column(fetched, "code", np.int32), ts).astype(np.int64)
-        # The window of each access: the last window of its entity starting at or before it.
-        sel = np.flatnonzero(np.isin(res.w_code, np.asarray(group, dtype=np.int64)))
-        wc, ws = res.w_code[sel], res.w_start[sel]
-        pos = pair_search(wc, ws, code, ts)
-        inside = pos >= 0
-        cand = np.flatnonzero(inside)
-        pc_ = pos[cand]
-        ok = (wc[pc_] == code[cand]) & (ts[cand] < ws[pc_] + w)
-        rows = cand[ok]
-        win = pos[rows]
-        del pos, inside, cand, pc_, ok
+        if len(picked) == 0:
+            return
+        sel = np.flatnonzero(group_of == gi)
+        ws = res.w_start[sel]
+        win = all_win[picked] - sel[0]
+        rel = all_rel[picked]
         # Order by (window, ts), ties by request_id (canonical order inside each window).
-        rel = ts[rows] - ws[win]
-        if (len(sel).bit_length() + (w - 1).bit_length()) <= 63:
-            order = np.argsort((win << (w - 1).bit_length()) | rel)
+        wbits = (w - 1).bit_length()
+        if len(sel).bit_length() + wbits <= 63:
+            order = np.argsort((win << wbits) | rel)
         else:
             order = np.lexsort((rel, win))
-        rows, win, rel = rows[order], win[order], rel[order]
+        rows, win, rel = order, win[order], rel[order]
+        rows = picked[rows]
         same = np.flatnonzero((win[1:] == win[:-1]) & (rel[1:] == rel[:-1]))
         if len(same):
-            rows = _tie_break(rows, win, rel, same, fetched["request_id"])
-        taken = fetched.take(pa.array(rows))
+            rows = _tie_break(rows, same, all_rid)
+        cidx = all_cidx[rows]
         lines = canonical_lines_columns(
-            ts[rows], taken["request_id"], taken["credential"], _column(taken, "posts", np.int64)
+            ws[win] + rel,
+            escaped_binary(all_rid.take(pa.array(rows))),
+            cred_text.take(pa.array(cidx)),
+            all_posts[rows],
         )
         bounds = np.flatnonzero(np.r_[True, win[1:] != win[:-1], True])
         ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
-        for (lo, hi), d in zip(ranges, digests_of_ranges(lines, ranges), strict=True):
+        for (lo, _hi), d in zip(ranges, digests_of_ranges(lines, ranges), strict=True):
             digests[int(sel[win[lo]])] = d
+            accesses[int(sel[win[lo]])] = _hi - lo
         del lines
-        # Credentials per window: distinct (window, credential) pairs, sorted.
-        enc = pc.dictionary_encode(taken["credential"]).combine_chunks()
-        dict_sorted = pc.rank(enc.dictionary, sort_keys="ascending", tiebreaker="first")
-        ranks = np.asarray(dict_sorted.to_numpy(), dtype=np.int64)[
-            np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        ]
-        pairs = np.unique(win.astype(np.int64) * (len(enc.dictionary) + 1) + ranks)
-        pw = pairs // (len(enc.dictionary) + 1)
-        pr = pairs % (len(enc.dictionary) + 1)
-        by_rank = enc.dictionary.take(pc.sort_indices(enc.dictionary)).to_pylist()
-        cuts = np.flatnonzero(np.r_[True, pw[1:] != pw[:-1], True])
+        # Credentials per window: distinct (window, credential) pairs, by credential text.
+        used = np.unique(cidx)
+        text_rank = np.empty(len(cmap.credentials), dtype=np.int64)
+        used_text = cmap.credentials.take(pa.array(used))
+        by_text = np.asarray(pc.sort_indices(used_text).to_numpy(), dtype=np.int64)
+        text_rank[used[by_text]] = np.arange(len(used), dtype=np.int64)
+        pairs = np.unique(win.astype(np.int64) * len(used) + text_rank[cidx])
+        pw, pr = np.divmod(pairs, len(used))
+        sorted_text = used_text.take(pa.array(by_text)).to_pylist()
+        runs = np.flatnonzero(np.r_[True, pw[1:] != pw[:-1], True])
         pr_list = pr.tolist()
         pw_list = pw.tolist()
-        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
-            credentials[int(sel[pw_list[a]])] = tuple(by_rank[r - 1] for r in pr_list[a:b])
-        del fetched, taken
+        for a, b in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
+            credentials[int(sel[pw_list[a]])] = tuple(sorted_text[r] for r in pr_list[a:b])
+
+    # Groups in two threads: the sorts, Arrow kernels and SHA-256 release the GIL.
+    if g == 0:
+        one(0)
+    else:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(one, range(g + 1)))
     return digests, credentials, accesses
 
 
-def _tie_break(rows: I64, win: I64, rel: I64, same: I64, request_id: pa.ChunkedArray) -> I64:
-    """Reorder runs of equal (window, ts) by request_id (byte order)."""
+def _segments_table(cmap: CredentialMap) -> pa.Table:
+    """Dynamic credentials' segments as `[lo, hi) -> code` rows keyed by the credential's
+    placeholder code `-(d + 1)` (the last segment of each is open-ended)."""
+    d = cmap.seg_dyn
+    last = np.r_[d[1:] != d[:-1], True]
+    hi = np.r_[cmap.seg_from[1:], 0]
+    hi[last] = np.iinfo(np.int64).max
+    return pa.table(
+        {
+            "dcode": pa.array((-(d + 1)).astype(np.int32), pa.int32()),
+            "lo": pa.array(cmap.seg_from),
+            "hi": pa.array(hi),
+            "code": pa.array(cmap.seg_code.astype(np.int32), pa.int32()),
+        }
+    )
+
+
+def _tie_break(rows: I64, same: I64, request_id: pa.Array) -> I64:
+    """Reorder runs of equal (window, ts) by request_id (byte order); `same[k]` marks that
+    positions same[k] and same[k] + 1 are tied."""
     starts = np.r_[True, np.diff(same) != 1]
     first = same[starts]
-    # Run k covers positions first[k] .. last[k] + 1.
     last_idx = np.r_[np.flatnonzero(starts)[1:], len(same)] - 1
     last = same[last_idx] + 1
     lengths = last - first + 1
@@ -683,7 +802,6 @@ def _tie_break(rows: I64, win: I64, rel: I64, same: I64, request_id: pa.ChunkedA
     )
     out = rows.copy()
     out[members] = rows[members[order]]
-    _ = (win, rel)
     return out
 
 
@@ -727,7 +845,7 @@ def assess_columnar(
     """The assessment on DuckDB by the columnar path (module doc)."""
     ses = _Session(backend)
     view = ses.name("events")
-    backend.create_view(  # type: ignore[attr-defined]
+    backend.create_view(
         view, events.select("request_id", "ts", "credential", "posts"), overwrite=True
     )
     ses.views.append(view)
@@ -767,7 +885,7 @@ def _assess(
         _column(spans, "hi", np.int64),
         owners,
     )
-    layout = _Layout.of(spans, len(cmap.names))
+    layout = _Layout.of(spans)
     del spans
     keep_codes: I64 | None = None
     if only is not None:
@@ -781,6 +899,34 @@ def _assess(
     step("exact pass")
     code, ts, posts = _fetch_sorted(ses, src, creds, cmap, layout, keep_codes)
     res = exact_pass(code, ts, posts, terms, mode)
+    # Console series: the top entities by maximum, hourly, over the span of the entities
+    # the billing looked at (over-line and top ones), as the Ibis path does.
+    series: dict[str, list[int]] = {}
+    series_from: datetime | None = None
+    maxima = res.maxima
+    if len(maxima):
+        over = np.flatnonzero(maxima > terms.threshold)
+        top = np.argsort(-maxima, kind="stable")[:sparklines]
+        looked = np.union1d(over, top)
+        if len(looked):
+            ends = res.first_row + res.accesses
+            hour = 3_600_000_000
+            t_min = int(ts[res.first_row[looked]].min())
+            t_max = int(ts[ends[looked] - 1].max())
+            t_from = t_min // hour * hour + hour
+            t_to = (t_max // hour + 1) * hour + terms.window_us
+            series_from = _dt(t_from)
+            top_names = dict(
+                zip(
+                    top.tolist(), cmap.names.take(pa.array(res.codes[top])).to_pylist(), strict=True
+                )
+            )
+            for k in top.tolist():
+                a, b = int(res.first_row[k]), int(ends[k])
+                series[top_names[k]] = rolling_series(
+                    ts[a:b], posts[a:b], terms.window_us, t_from, t_to
+                )
+    del code, ts, posts  # the evidence fetch needs the memory
     step("billing")
     digests, window_creds, window_accesses = _evidence(ses, src, cmap, res, terms)
     names = cmap.names
@@ -829,28 +975,6 @@ def _assess(
                 amount=sum((x.amount for x in windows), zero) if windows else zero,
             )
         )
-    # Console series: the top entities by maximum, hourly, over the span of the entities
-    # the billing looked at (over-line and top ones), as the Ibis path does.
-    series: dict[str, list[int]] = {}
-    series_from: datetime | None = None
-    maxima = res.maxima
-    if len(maxima):
-        over = np.flatnonzero(maxima > terms.threshold)
-        top = np.argsort(-maxima, kind="stable")[:sparklines]
-        looked = np.union1d(over, top)
-        if len(looked):
-            ends = res.first_row + res.accesses
-            hour = 3_600_000_000
-            t_min = int(ts[res.first_row[looked]].min())
-            t_max = int(ts[ends[looked] - 1].max())
-            t_from = t_min // hour * hour + hour
-            t_to = (t_max // hour + 1) * hour + terms.window_us
-            series_from = _dt(t_from)
-            for k in top.tolist():
-                a, b = int(res.first_row[k]), int(ends[k])
-                series[entity_names[k]] = rolling_series(
-                    ts[a:b], posts[a:b], terms.window_us, t_from, t_to
-                )
     events_kept: dict[str, pa.Table] = {}
     if only is not None:
         events_kept = _fetch_entity_events(ses, src, creds, cmap, list(only))

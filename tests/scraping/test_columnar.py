@@ -1,0 +1,240 @@
+"""The columnar DuckDB path's pieces against plain counterparts, and its chunked paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ibis
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consentry.engine import connect
+from consentry.scraping import columnar
+from consentry.scraping.assessment import assess
+from consentry.scraping.attribution import check_owners
+from consentry.scraping.canonical import (
+    canonical_lines,
+    canonical_lines_columns,
+    escaped_binary,
+    format_instants,
+)
+from consentry.scraping.columnar import (
+    earliest_all,
+    exact_pass,
+    forward_ends,
+    pair_search,
+    sort_accesses,
+)
+from consentry.scraping.reference import reference_assessment
+from consentry.scraping.rules import Terms, earliest_windows, forward_counts
+from tests.scraping.cases import DAY_US, ENTITIES, TERMS, events_table, rows
+
+instants = st.one_of(
+    st.integers(-(10**12), 10**12),
+    st.integers(1_700_000_000_000_000, 1_800_000_000_000_000),
+    st.integers(-30_000_000_000_000_000, 200_000_000_000_000_000),  # years 1019-8307
+    st.sampled_from([-62_135_596_800_000_000, 253_402_300_799_999_999]),  # years 1 and 9999
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(instants, min_size=1, max_size=20))
+def test_format_instants_matches_strftime(values: list[int]) -> None:
+    ts = np.array(values, dtype=np.int64)
+    expected = pc.strftime(pa.array(ts, pa.timestamp("us", tz="UTC")), "%Y-%m-%dT%H:%M:%SZ")
+    assert [b.decode() for b in format_instants(ts).to_pylist()] == expected.to_pylist()
+
+
+text = st.text(alphabet=st.sampled_from(["a", "Z", "\\", "\t", "\n", "\r", "é", "0"]), max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(text, instants, text, st.integers(0, 10**12)), min_size=1, max_size=12))
+def test_canonical_lines_from_columns_match_the_table_form(
+    items: list[tuple[str, int, str, int]],
+) -> None:
+    table = pa.table(
+        {
+            "request_id": [r for r, _, _, _ in items],
+            "ts": pa.array([t for _, t, _, _ in items], pa.timestamp("us", tz="UTC")),
+            "credential": [c for _, _, c, _ in items],
+            "posts": pa.array([p for _, _, _, p in items], pa.int64()),
+        }
+    )
+    ordered = table.sort_by([("ts", "ascending"), ("request_id", "ascending")])
+    got = canonical_lines_columns(
+        ordered["ts"].cast(pa.int64()).to_numpy(),
+        escaped_binary(ordered["request_id"]),
+        escaped_binary(ordered["credential"]),
+        ordered["posts"].to_numpy(),
+    )
+    assert [b.decode() for b in got.to_pylist()] == canonical_lines(table).to_pylist()
+
+
+accesses = st.lists(
+    st.tuples(st.integers(0, 6), st.integers(0, 40), st.integers(0, 9)), min_size=1, max_size=40
+)
+
+
+def _arrays(items: list[tuple[int, int, int]]) -> tuple[Any, Any, Any]:
+    code = np.array([c for c, _, _ in items], dtype=np.int32)
+    ts = np.array([t for _, t, _ in items], dtype=np.int64)
+    posts = np.array([p for _, _, p in items], dtype=np.int64)
+    return code, ts, posts
+
+
+@settings(max_examples=80, deadline=None)
+@given(accesses)
+def test_packed_sort_equals_lexsort(items: list[tuple[int, int, int]]) -> None:
+    code, ts, posts = _arrays(items)
+    c1, t1, p1 = sort_accesses(code, ts, posts)
+    order = np.lexsort((posts, ts, code))
+    assert c1.tolist() == code[order].tolist()
+    assert t1.tolist() == ts[order].tolist()
+    assert p1.tolist() == posts[order].tolist()
+    # Posts too wide to pack: the lexsort path gives the same (code, ts) order and sums.
+    big = posts + (1 << 40)
+    c2, t2, p2 = sort_accesses(code, ts + 10**15, big)
+    assert c2.tolist() == c1.tolist()
+    assert (t2 - 10**15).tolist() == t1.tolist()
+    assert sorted(zip(c2.tolist(), t2.tolist(), p2.tolist(), strict=True)) == sorted(
+        zip(c1.tolist(), (t1 + 10**15).tolist(), (p1 + (1 << 40)).tolist(), strict=True)
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(-50, 50), min_size=1, max_size=40), st.integers(1, 30))
+def test_forward_ends_is_a_left_search(values: list[int], window: int) -> None:
+    key = np.sort(np.array(values, dtype=np.int64))
+    expected = np.searchsorted(key, key + window, side="left")
+    assert forward_ends(key, window).tolist() == expected.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(-20, 20)), min_size=1, max_size=15),
+    st.lists(st.tuples(st.integers(0, 4), st.integers(-25, 25)), min_size=1, max_size=15),
+    st.booleans(),
+)
+def test_pair_search_both_ways(
+    keys: list[tuple[int, int]], queries: list[tuple[int, int]], huge: bool
+) -> None:
+    keys = sorted(set(keys))
+    scale = 2**58 if huge else 1  # huge: the composite key would overflow
+    km = np.array([k for k, _ in keys], dtype=np.int64)
+    kn = np.array([v for _, v in keys], dtype=np.int64) * scale
+    qm = np.array([k for k, _ in queries], dtype=np.int64)
+    qn = np.array([v for _, v in queries], dtype=np.int64) * scale
+    got = pair_search(km, kn, qm, qn).tolist()
+    pairs = list(zip(km.tolist(), kn.tolist(), strict=True))
+    for (m, v), g in zip(zip(qm.tolist(), qn.tolist(), strict=True), got, strict=True):
+        expected = max((i for i, p in enumerate(pairs) if p <= (m, v)), default=-1)
+        assert g == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(accesses, st.integers(0, 25))
+def test_exact_pass_matches_the_rules_per_entity(
+    items: list[tuple[int, int, int]], threshold: int
+) -> None:
+    code, ts, posts = _arrays(items)
+    c, t, p = sort_accesses(code, ts, posts)
+    terms = Terms(threshold, 10, TERMS.amount_per_million, "USD", "pro_rata")
+    res = exact_pass(c, t, p, terms, "earliest")
+    got_windows = list(
+        zip(res.w_code.tolist(), res.w_start.tolist(), res.w_posts.tolist(), strict=True)
+    )
+    expected_windows = []
+    for k, entity in enumerate(res.codes.tolist()):
+        rows = np.flatnonzero(c == entity)
+        counts, _, _ = forward_counts(t[rows], p[rows], 10)
+        assert res.maxima[k] == counts.max()
+        assert res.max_start[k] == t[rows][np.argmax(counts == counts.max())]
+        assert res.totals[k] == p[rows].sum()
+        expected_windows += [
+            (entity, w.start_us, w.posts) for w in earliest_windows(t[rows], p[rows], terms)
+        ]
+    assert got_windows == expected_windows
+
+
+def test_earliest_all_with_nothing_over_the_line() -> None:
+    z = np.zeros(3, dtype=np.int64)
+    out = earliest_all(z, z, z, z, z, z, Terms(5, 10, TERMS.amount_per_million, "USD", "pro_rata"))
+    assert all(len(x) == 0 for x in out)
+
+
+def _engine(events: pa.Table, mode: str, **kw: Any) -> dict[str, Any]:
+    owners = check_owners(ENTITIES, location="entities")
+    result = assess(
+        connect("duckdb"),
+        ibis.memtable(events.combine_chunks()),
+        owners,
+        TERMS,
+        mode=mode,
+        policy_version="test",
+        method="numpy",
+        **kw,
+    )
+    doc = result.to_json()
+    doc.pop("engine")
+    return doc
+
+
+@pytest.mark.parametrize("mode", ["earliest", "max_total"])
+@settings(max_examples=15, deadline=None)
+@given(items=rows)
+def test_tiny_chunks_and_evidence_groups_change_nothing(
+    mode: str, items: list[tuple[int, int, str, int]]
+) -> None:
+    events = events_table(items)
+    expected = reference_assessment(events, ENTITIES, TERMS, mode=mode, policy_version="test")
+    saved = (
+        columnar._CHUNK_ROWS,
+        columnar._EVIDENCE_ROWS,
+        columnar._PACK_BITS,
+        columnar._MIN_CHUNK_BITS,
+    )
+    # One access per exact-pass chunk and evidence group; packed keys with room for one
+    # bit of entity code (two entities per sort chunk).
+    bits = (3 * DAY_US).bit_length() + 3 + 1
+    columnar._CHUNK_ROWS, columnar._EVIDENCE_ROWS = 1, 1
+    columnar._PACK_BITS, columnar._MIN_CHUNK_BITS = bits, 1
+    try:
+        assert _engine(events, mode) == expected
+    finally:
+        (
+            columnar._CHUNK_ROWS,
+            columnar._EVIDENCE_ROWS,
+            columnar._PACK_BITS,
+            columnar._MIN_CHUNK_BITS,
+        ) = saved
+
+
+def test_only_one_entity_keeps_its_accesses() -> None:
+    items = [
+        (1, 0, "ak_b", 6),
+        (2, 5, "ak_b", 6),
+        (3, 7, "10.0.0.5", 20),
+        (4, DAY_US + 3, "ak_a", 11),
+        (4, DAY_US + 3, "ak_a", 11),  # an exact duplicate row counts once
+    ]
+    events = events_table(items)
+    full = _engine(events, "earliest")
+    owners = check_owners(ENTITIES, location="entities")
+    one = assess(
+        connect("duckdb"),
+        ibis.memtable(events.combine_chunks()),
+        owners,
+        TERMS,
+        policy_version="test",
+        method="numpy",
+        only=["alpha"],
+    )
+    (alpha,) = one.to_json()["entities"]
+    assert alpha == next(e for e in full["entities"] if e["entity"] == "alpha")
+    assert one.events["alpha"].num_rows == 2
+    assert [e["entity"] for e in full["entities"]] == ["alpha", "beta", "delta"]
