@@ -120,12 +120,13 @@ def ours(path: str, threshold: int, memory_limit: str) -> dict[str, Any]:
     terms = Terms(threshold, DAY_US, Decimal("15000"), "USD", "pro_rata")
     stages: list[tuple[str, float]] = []
     started = time.perf_counter()
-    mark = [started, "setup"]
+    mark: tuple[float, str] = (started, "setup")
 
     def step(name: str) -> None:
+        nonlocal mark
         now = time.perf_counter()
-        stages.append((str(mark[1]), now - float(mark[0])))
-        mark[0], mark[1] = now, name
+        stages.append((mark[1], now - mark[0]))
+        mark = (now, name)
 
     backend = connect(
         "duckdb", memory_limit=memory_limit, temp_directory=Path("/tmp/consentry-bench")

@@ -34,7 +34,7 @@ def test_plain_delivery_ids_take_the_vectorised_path(values: list[list[str]]) ->
 
 @given(st.lists(instants, max_size=20))
 def test_sqlite_instants_are_written_and_read_as_the_orm_does(values: list[datetime]) -> None:
-    bind = sqlite.DATETIME().bind_processor(sqlite.dialect())
+    bind = sqlite.DATETIME().bind_processor(sqlite.dialect())  # type: ignore[no-untyped-call]
     assert bind is not None
     written = pc.strftime(pa.array(values, pa.timestamp("us", tz="UTC")), _SQLITE_INSTANT)
     expected = [bind(v.replace(tzinfo=None)) for v in values]

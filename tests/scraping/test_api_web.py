@@ -156,7 +156,7 @@ def test_api_workers_share_the_redis_meter(settings: Settings) -> None:
         ]
         assert levels == [50, 80, 100]
     finally:
-        client = meter.backend.client
-        for key in client.scan_iter(match=f"{meter.backend.prefix}:{{{credential}}}:*"):
-            client.delete(key)
-        client.srem(f"{meter.backend.prefix}:alerted", credential)
+        redis_client = meter.backend.client
+        for key in redis_client.scan_iter(match=f"{meter.backend.prefix}:{{{credential}}}:*"):
+            redis_client.delete(key)
+        redis_client.srem(f"{meter.backend.prefix}:alerted", credential)

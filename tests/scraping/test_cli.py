@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,7 +25,7 @@ def run(home: Path, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def assess_json(home: Path, demo_dir: Path, *extra: str) -> dict:
+def assess_json(home: Path, demo_dir: Path, *extra: str) -> dict[str, Any]:
     code, out, err = run(
         home,
         "scraping",
@@ -37,7 +38,8 @@ def assess_json(home: Path, demo_dir: Path, *extra: str) -> dict:
         *extra,
     )
     assert code == 0, err
-    return json.loads(out)
+    parsed: dict[str, Any] = json.loads(out)
+    return parsed
 
 
 def test_the_three_demo_scrapers_come_out_as_designed(settings: Settings, demo_dir: Path) -> None:
