@@ -117,6 +117,47 @@ def _lock_head(session: Session) -> tuple[int, list[bytes]]:
     return size, _split(frontier)
 
 
+def _copy_postgresql(
+    session: Session,
+    events: Sequence[tuple[str, str]],
+    now: datetime,
+    size: int,
+    hashes: Sequence[bytes],
+    completed: Sequence[bytes],
+) -> list[int]:
+    """Write a batch of events and their leaves on PostgreSQL with COPY, in the session's
+    transaction (under the head lock taken by the caller).
+
+    1. The events' seqs are drawn from the column's own sequence, one `nextval` per event in
+       order, so they increase along the batch exactly as the INSERT … RETURNING path's do.
+    2. Both tables are then filled with COPY: row by row INSERTs with RETURNING cost more in
+       round trips and parsing than the rows themselves (bench/audit.py, docs/audit.md).
+    """
+    seqs = [
+        int(seq)
+        for seq in session.scalars(
+            sa.text(
+                "SELECT nextval(pg_get_serial_sequence('audit_events', 'seq')) "
+                "FROM generate_series(1, :n) ORDER BY 1"
+            ),
+            {"n": len(events)},
+        )
+    ]
+    cursor = session.connection().connection.cursor()
+    try:
+        with cursor.copy("COPY audit_events (seq, event_type, at, payload) FROM STDIN") as copy:
+            for seq, (event_type, payload) in zip(seqs, events, strict=True):
+                copy.write_row((seq, event_type, now, payload))
+        with cursor.copy(
+            "COPY audit_leaves (leaf_index, event_seq, leaf_hash, subtree_hashes) FROM STDIN"
+        ) as copy:
+            for i, (seq, digest, subtrees) in enumerate(zip(seqs, hashes, completed, strict=True)):
+                copy.write_row((size + i, seq, digest, subtrees))
+    finally:
+        cursor.close()
+    return seqs
+
+
 def append_events(session: Session, events: Sequence[tuple[str, str]]) -> list[int]:
     """Append events (type, canonical JSON payload) as leaves, in the caller's transaction.
 
@@ -132,21 +173,24 @@ def append_events(session: Session, events: Sequence[tuple[str, str]]) -> list[i
     size, frontier = _lock_head(session)
     now = datetime.now(UTC)
     at = instant_text(now)
-    seqs = list(
-        session.scalars(
-            sa.insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True),
-            [{"event_type": t, "at": now, "payload": p} for t, p in events],
-        )
-    )
     hashes = [leaf_hash(entry_text(t, at, p).encode()) for t, p in events]
     new_size, new_frontier, completed = extend_frontier(size, frontier, hashes)
-    session.execute(
-        sa.insert(_LEAVES),
-        [
-            {"leaf_index": size + i, "event_seq": s, "leaf_hash": h, "subtree_hashes": c}
-            for i, (s, h, c) in enumerate(zip(seqs, hashes, completed, strict=True))
-        ],
-    )
+    if session.get_bind().dialect.name == "postgresql":
+        seqs = _copy_postgresql(session, events, now, size, hashes, completed)
+    else:
+        seqs = list(
+            session.scalars(
+                sa.insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True),
+                [{"event_type": t, "at": now, "payload": p} for t, p in events],
+            )
+        )
+        session.execute(
+            sa.insert(_LEAVES),
+            [
+                {"leaf_index": size + i, "event_seq": s, "leaf_hash": h, "subtree_hashes": c}
+                for i, (s, h, c) in enumerate(zip(seqs, hashes, completed, strict=True))
+            ],
+        )
     session.execute(
         _HEAD.update().where(_HEAD.c.id == 1).values(size=new_size, frontier=b"".join(new_frontier))
     )
@@ -396,17 +440,23 @@ class AuditLog:
 
     def _stream(self, session: Session) -> Iterator[Sequence[Any]]:
         at = _AT_TEXT[session.get_bind().dialect.name]
-        result = session.connection().exec_driver_sql(
-            "SELECT l.leaf_index, l.event_seq, e.event_type, "
-            f"{at}, e.payload, l.leaf_hash, l.subtree_hashes "
-            "FROM audit_leaves l LEFT JOIN audit_events e ON e.seq = l.event_seq "
-            "ORDER BY l.leaf_index"
-        )
-        while True:
-            chunk = result.fetchmany(_CHUNK)
-            if not chunk:
-                return
-            yield chunk
+        # The driver's own cursor, in the session's transaction: SQLAlchemy's result rows
+        # cost about as much again as the driver's fetch, for a million plain tuples.
+        cursor = session.connection().connection.cursor()
+        try:
+            cursor.execute(
+                "SELECT l.leaf_index, l.event_seq, e.event_type, "
+                f"{at}, e.payload, l.leaf_hash, l.subtree_hashes "
+                "FROM audit_leaves l LEFT JOIN audit_events e ON e.seq = l.event_seq "
+                "ORDER BY l.leaf_index"
+            )
+            while True:
+                chunk = cursor.fetchmany(_CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            cursor.close()
 
     def verify(
         self,
