@@ -11,10 +11,22 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["POSTGRES_URL", "REDIS_URL", "ensure_postgres", "ensure_redis"]
+import httpx
+
+__all__ = [
+    "POSTGRES_URL",
+    "REDIS_URL",
+    "ensure_postgres",
+    "ensure_redis",
+    "free_port",
+    "serving",
+]
 
 POSTGRES_URL = os.environ.get(
     "CONSENTRY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -86,3 +98,52 @@ def ensure_redis() -> str:
             "these tests need the real server (see .ci/run)."
         )
     return REDIS_URL
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(home: Path, *, seconds: float = 30) -> Iterator[str]:
+    """Run a real `consentry serve` for `home` on a free loopback port; yield its base URL.
+
+    1. The server is a subprocess (`python -m consentry.cli serve`), as a user starts it.
+    2. Ready means `/healthz` answers 200; a server that exits first, or is not ready
+       within `seconds`, fails the test with its output.
+    3. On exit the server is terminated (killed if it does not stop within 10 s).
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port),
+         "--log-level", "warning"],
+        env={**os.environ, "CONSENTRY_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            assert server.poll() is None, "consentry serve exited:\n" + (
+                server.stdout.read().decode() if server.stdout else ""
+            )
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"consentry serve did not come up in {seconds} s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

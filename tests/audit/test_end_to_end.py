@@ -72,10 +72,10 @@ def drive_policy(home: Path) -> set[str]:
     return {"policy.published"}
 
 
-def drive_consent(home: Path) -> set[str]:
+def opt_out(home: Path, users: list[str]) -> None:
+    """`users` opt out of third-party training on the settings page."""
     ledger = ledger_for(Settings(home=home))
     try:
-        users = Lake(home / "lake").read_arrow("users").column("user_id").to_pylist()[:3]
         for user in users:
             ledger.record(
                 user,
@@ -86,6 +86,10 @@ def drive_consent(home: Path) -> set[str]:
             )
     finally:
         ledger.store.close()
+
+
+def drive_consent(home: Path) -> set[str]:
+    opt_out(home, Lake(home / "lake").read_arrow("users").column("user_id").to_pylist()[:3])
     return {"consent.changed"}
 
 
@@ -104,19 +108,7 @@ def drive_revocations(home: Path) -> set[str]:
     licensee confirms the deletion with receipts."""
     settings = Settings(home=home)
     lineage = Lake(home / "lake").read_arrow("delivery_lineage")
-    authors = sorted(set(lineage.column("author_id").to_pylist()))[:2]
-    ledger = ledger_for(settings)
-    try:
-        for user in authors:
-            ledger.record(
-                user,
-                "ai_training_third_party",
-                Choice.DENY,
-                source="settings",
-                evidence=Evidence(origin="test", client="browser"),
-            )
-    finally:
-        ledger.store.close()
+    opt_out(home, sorted(set(lineage.column("author_id").to_pylist()))[:2])
     report = run_json(home, "revocations", "acme")
     assert report["new"] > 0
     registry = registry_for(settings)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,19 +10,14 @@ from pathlib import Path
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.services import free_port
 
 
 def test_serve_answers_healthz_and_home(home: Path) -> None:
     env = {**os.environ, "CONSENTRY_HOME": str(home)}
     exe = [sys.executable, "-m", "consentry.cli"]
     subprocess.run([*exe, "init"], env=env, check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         env=env,

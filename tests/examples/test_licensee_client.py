@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from consentry.delivery.pseudonyms import hmac_hex
 from consentry.keys import Keyring
 from consentry.settings import Settings
 from tests.delivery.conftest import THIRD, make_lake_home
+from tests.services import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "examples" / "licensee_client.py"
@@ -38,13 +37,6 @@ class Served:
     url: str
     settings: Settings
     api_key: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _cli(home: Path, *args: str) -> Any:
@@ -84,36 +76,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
         api_key = registry.add("alpha", THIRD).api_key
     finally:
         registry.store.close()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port),
-         "--log-level", "warning"],
-        env={**os.environ, "CONSENTRY_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, "consentry serve exited:\n" + (
-                server.stdout.read().decode() if server.stdout else ""
-            )
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "consentry serve did not come up in 30 s"
-            time.sleep(0.2)
+    with serving(home) as url:
         yield Served(url, settings, api_key)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def test_deliver_opt_out_revoke_sync(served: Served, tmp_path: Path) -> None:

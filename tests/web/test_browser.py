@@ -8,17 +8,14 @@ skip. Screenshots of every step go to `test-artifacts/` at the repository root.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -27,20 +24,15 @@ from consentry.keys import Keyring
 from consentry.ledger.rules import ConsentRule
 from consentry.ledger.service import ConsentLedger
 from consentry.policy import REGION_GROUPS, Choice, load_policy
+from consentry.scraping.evidence import HEADLESS_CHROMIUM_ARGS
 from consentry.settings import Settings
 from consentry.store import open_store
+from tests.services import serving
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+CHROMIUM_ARGS = list(HEADLESS_CHROMIUM_ARGS)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 THIRD = "ai_training_third_party"
 EUROPE = REGION_GROUPS["EU"] | REGION_GROUPS["EEA"] | REGION_GROUPS["UK"]
@@ -66,13 +58,6 @@ def _cli(home: Path, *args: str, timeout: float = 120) -> None:
     assert done.returncode == 0, f"consentry {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A small real demo platform (`consentry demo generate`) served by `consentry serve`."""
@@ -89,36 +74,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     lake = Lake(settings.lake_dir)
     assert ledger.subject(lake.read_arrow("users").column("user_id")[0].as_py()) is not None
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port),
-         "--log-level", "warning"],
-        env={**os.environ, "CONSENTRY_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, "consentry serve exited:\n" + (
-                server.stdout.read().decode() if server.stdout else ""
-            )
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "consentry serve did not come up in 30 s"
-            time.sleep(0.2)
-        yield Served(url, home, ledger)
+        with serving(home) as url:
+            yield Served(url, home, ledger)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
         ledger.store.close()
 
 

@@ -8,10 +8,6 @@ does; screenshots go to `test-artifacts/`.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +19,8 @@ from playwright.sync_api import Page
 from consentry.delivery.licensees import registry_for
 from consentry.settings import Settings
 from tests.delivery.conftest import AS_OF, THIRD, make_lake_home
-from tests.web.test_browser import _chromium, _cli, _free_port, _shot
+from tests.services import serving
+from tests.web.test_browser import _chromium, _cli, _shot
 
 pytestmark = pytest.mark.browser
 
@@ -53,34 +50,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     marker = home / "demo" / "demo.json"  # demo sign-in for the world's users
     marker.parent.mkdir()
     marker.write_text(json.dumps({"users": 11, "seed": 1}))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port),
-         "--log-level", "warning"],
-        env={**os.environ, "CONSENTRY_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, "consentry serve exited"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "consentry serve did not come up in 30 s"
-            time.sleep(0.2)
+    with serving(home) as url:
         yield Served(url, home, api_key)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def _cells(page: Page) -> tuple[str, str]:

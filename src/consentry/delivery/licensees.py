@@ -58,6 +58,7 @@ __all__ = [
     "NewLicensee",
     "api_key_hash",
     "authenticate_api_key",
+    "licensee_named",
     "licensee_secret",
     "registry_for",
     "validate_terms",
@@ -518,3 +519,12 @@ def registry_for(settings: Settings, *, policy: PolicyFile | None = None) -> Lic
     except BaseException:
         store.close()
         raise
+
+
+def licensee_named(settings: Settings, name: str) -> LicenseeRecord:
+    """The home's licensee called `name` (disabled ones included); bad input when unknown."""
+    registry = registry_for(settings)
+    try:
+        return registry.get(name)
+    finally:
+        registry.store.close()

@@ -14,7 +14,7 @@ from typing import Any
 from consentry.audit import SqlAuditSink
 from consentry.delivery.build import DeliveryTarget, build_delivery, explain_post
 from consentry.delivery.eligibility import LicenceScope
-from consentry.delivery.licensees import LicenseeRecord, registry_for
+from consentry.delivery.licensees import LicenseeRecord, licensee_named, registry_for
 from consentry.delivery.minimise import MinimisationConfig
 from consentry.delivery.signing import Signer, verify
 from consentry.engine import Lake, connect_for
@@ -60,14 +60,6 @@ def target_for(settings: Settings, record: LicenseeRecord) -> DeliveryTarget:
     )
 
 
-def _licensee(settings: Settings, name: str) -> LicenseeRecord:
-    registry = registry_for(settings)
-    try:
-        return registry.get(name)
-    finally:
-        registry.store.close()
-
-
 def _events_for(settings: Settings, as_of: datetime) -> Any:
     ledger = ledger_for(settings)
     try:
@@ -96,7 +88,7 @@ def deliver(
     when = (as_of or now).astimezone(UTC)
     if when > now:
         raise BadInput(Problem("command line", None, "--as-of", "the cut-off is in the future"))
-    record = _licensee(settings, licensee)
+    record = licensee_named(settings, licensee)
     if not record.active:
         raise ConsentryError(f"licensee {licensee!r} is disabled: it gets no deliveries")
     target = target_for(settings, record)
@@ -147,7 +139,7 @@ def explain(
     when = (as_of or datetime.now(UTC)).astimezone(UTC)
     if when > datetime.now(UTC):
         raise BadInput(Problem("command line", None, "--as-of", "the cut-off is in the future"))
-    record = _licensee(settings, licensee)
+    record = licensee_named(settings, licensee)
     events, policy = _events_for(settings, when)
     return explain_post(
         backend=connect_for(settings, engine),

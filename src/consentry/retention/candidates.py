@@ -111,6 +111,32 @@ def _due(column: ir.TimestampValue, condition: Condition) -> ir.BooleanValue:
     return test.fill_null(False)
 
 
+def _due_conditions(
+    cuts: Cutoffs | None,
+    *,
+    created: ir.TimestampValue,
+    account: ir.TimestampValue | None = None,
+    post: ir.TimestampValue | None = None,
+) -> list[tuple[ir.BooleanValue, str]]:
+    """The rule's due tests for one category, each with the trigger it reports.
+
+    1. `max_age` on the row's creation instant, when the rule has it.
+    2. The account trigger on the owner's deletion instant, when the rule has it and the
+       category has an owner (`account` given).
+    3. `after_post_deleted` on the post's deletion instant, for posts (`post` given).
+    """
+    if cuts is None:
+        return []
+    due: list[tuple[ir.BooleanValue, str]] = []
+    if cuts.created is not None:
+        due.append((_due(created, cuts.created), "max_age"))
+    if cuts.account is not None and account is not None:
+        due.append((_due(account, cuts.account), cuts.account_trigger))
+    if cuts.post is not None and post is not None:
+        due.append((_due(post, cuts.post), "after_post_deleted"))
+    return due
+
+
 def _anonymised(rows: ir.Table, category: str, rule: RetentionRule) -> ir.BooleanValue:
     """True where every field the rule names is already anonymised (null, or `anon:…`)."""
     how = ANONYMISABLE_FIELDS[category]
@@ -260,14 +286,12 @@ def _posts(
     rows = _with_user_facts(
         src.posts, "author_id", src, holds, need_account=need_account, owners=owners
     )
-    due: list[tuple[ir.BooleanValue, str]] = []
-    if cuts is not None:
-        if cuts.created is not None:
-            due.append((_due(rows.created_at, cuts.created), "max_age"))
-        if cuts.account is not None:
-            due.append((_due(rows._acct_deleted, cuts.account), cuts.account_trigger))
-        if cuts.post is not None:
-            due.append((_due(rows.deleted_at, cuts.post), "after_post_deleted"))
+    due = _due_conditions(
+        cuts,
+        created=rows.created_at,
+        account=rows._acct_deleted if need_account else None,
+        post=rows.deleted_at,
+    )
     return _flag(
         rows,
         category="posts",
@@ -283,12 +307,7 @@ def _profile(
     src: Sources, rule: RetentionRule | None, cuts: Cutoffs | None, holds: HoldSet, owners: bool
 ) -> Flagged:
     rows = _with_user_facts(src.users, "user_id", src, holds, need_account=False, owners=False)
-    due: list[tuple[ir.BooleanValue, str]] = []
-    if cuts is not None:
-        if cuts.created is not None:
-            due.append((_due(rows.created_at, cuts.created), "max_age"))
-        if cuts.account is not None:
-            due.append((_due(rows.deleted_at, cuts.account), cuts.account_trigger))
+    due = _due_conditions(cuts, created=rows.created_at, account=rows.deleted_at)
     return _flag(
         rows,
         category="profile",
@@ -307,12 +326,9 @@ def _consent(
     rows = _with_user_facts(
         src.consent, "user_id", src, holds, need_account=need_account, owners=owners
     )
-    due: list[tuple[ir.BooleanValue, str]] = []
-    if cuts is not None:
-        if cuts.created is not None:
-            due.append((_due(rows.at, cuts.created), "max_age"))
-        if cuts.account is not None:
-            due.append((_due(rows._acct_deleted, cuts.account), cuts.account_trigger))
+    due = _due_conditions(
+        cuts, created=rows.at, account=rows._acct_deleted if need_account else None
+    )
     return _flag(
         rows,
         category="consent_evidence",
@@ -357,9 +373,7 @@ def _access(
         rows = rows.left_join(matched, rows.request_id == matched._rid).drop("_rid")
         rows = rows.left_join(direct, rows.credential == direct._dcred).drop("_dcred")
         entity_hold = rows._owned_hold.coalesce(rows._direct_hold)
-    due: list[tuple[ir.BooleanValue, str]] = []
-    if cuts is not None and cuts.created is not None:
-        due.append((_due(rows.ts, cuts.created), "max_age"))
+    due = _due_conditions(cuts, created=rows.ts)
     return _flag(
         rows,
         category="access_events",
@@ -386,9 +400,7 @@ def _deliveries(
         )
         rows = rows.left_join(covered, rows.delivery_id == covered._lid).drop("_lid")
         user_hold = rows._user_hold
-    due: list[tuple[ir.BooleanValue, str]] = []
-    if cuts is not None and cuts.created is not None:
-        due.append((_due(rows.created_at, cuts.created), "max_age"))
+    due = _due_conditions(cuts, created=rows.created_at)
     return _flag(
         rows,
         category="deliveries",

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.delivery.build import LINEAGE_TABLE
-from consentry.delivery.licensees import LicenseeRecord, registry_for
+from consentry.delivery.licensees import LicenseeRecord, licensee_named, registry_for
 from consentry.delivery.service import list_deliveries, target_for
 from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, Problem
@@ -68,14 +68,6 @@ def visible_deliveries(
             "purpose": pa.array([m["purpose"] for m in manifests], pa.string()),
         }
     )
-
-
-def _licensee(settings: Settings, name: str) -> LicenseeRecord:
-    registry = registry_for(settings)
-    try:
-        return registry.get(name)
-    finally:
-        registry.store.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +126,7 @@ def run_revocations(
     if when > now:
         raise BadInput(Problem("command line", None, "--at", "the instant is in the future"))
     step = on_progress or (lambda _message: None)
-    record = _licensee(settings, licensee)
+    record = licensee_named(settings, licensee)
     scope = target_for(settings, record).scope
     deliveries = visible_deliveries(settings, licensee=record.name, until=when)
     ledger = ledger_for(settings)

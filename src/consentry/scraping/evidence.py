@@ -36,7 +36,23 @@ from consentry.scraping.attribution import ipv4_to_int
 from consentry.scraping.canonical import canonical_order
 from consentry.settings import Settings
 
-__all__ = ["chart_png", "find_pdf_converter", "safe_name", "write_evidence"]
+__all__ = [
+    "HEADLESS_CHROMIUM_ARGS",
+    "chart_png",
+    "find_pdf_converter",
+    "safe_name",
+    "write_evidence",
+]
+
+HEADLESS_CHROMIUM_ARGS: tuple[str, ...] = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+)
+"""How Chromium runs without a display or network chatter (PDF printing; browser tests)."""
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("consentry.scraping", "templates"),
@@ -202,12 +218,7 @@ def write_evidence(
             done = subprocess.run(
                 [
                     converter,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--no-first-run",
+                    *HEADLESS_CHROMIUM_ARGS,
                     f"--print-to-pdf={staging / 'report.pdf'}",
                     (staging / "report.html").as_uri(),
                 ],
