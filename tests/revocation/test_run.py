@@ -264,3 +264,19 @@ def test_lineage_parts_read_by_footer_or_by_rows_give_the_same_revocations(
         assert _listing(other) == _listing(by_part)
         assert other.lineage_rows == by_part.lineage_rows == 2 * len(OPEN_DELIVERED)
         assert other.new == 0
+    # A lineage that lists each post twice per delivery (never written by a build) still
+    # gives one revocation per record.
+    doubled = home.lake.read_arrow(LINEAGE_TABLE)
+    home.lake.write_arrow(LINEAGE_TABLE, pa.concat_tables([doubled, doubled]))
+    twice = run_revocations(home.settings, "open")
+    assert _listing(twice) == _listing(by_part)
+    assert twice.lineage_rows == 2 * by_part.lineage_rows
+
+
+def test_one_per_post_keeps_the_first_row_of_each_post() -> None:
+    from consentry.revocation.job import _one_per_post
+
+    table = pa.table({"post_id": ["b", "a", "b", "c", "a"], "n": [0, 1, 2, 3, 4]})
+    assert _one_per_post(table).to_pydict() == {"post_id": ["b", "a", "c"], "n": [0, 1, 3]}
+    distinct = table.slice(1, 3)
+    assert _one_per_post(distinct) is distinct
