@@ -28,7 +28,8 @@ over 7 days from 1,000,000 Zipf credentials); a quick run:
    - a Redis sorted-set sliding log (one Lua call per event: ZADD, drop and subtract
      expired entries) on `--redis-events` events, pipelined, extrapolated.
 4. Online meter: `Meter.ingest` in batches of 10,000 time-ordered events, in-process and on
-   Redis (pipelined Lua, one call per entity and batch).
+   Redis (one round trip per batch: one Lua call per Redis Cluster slot, one GET and one
+   SET per entity).
 """
 
 from __future__ import annotations

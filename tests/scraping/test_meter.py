@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consentry.scraping.attribution import check_owners
@@ -95,7 +95,7 @@ def test_two_processes_share_counters_in_redis() -> None:
         assert [lv for e, lv in levels if e == "ak_shared"] == [50, 80, 100]
         # Hash tags: every key of one entity sits in the same cluster slot.
         keys = [k.decode() for k in backend.client.scan_iter(match=f"{prefix}:*")]
-        assert f"{prefix}:{{ak_shared}}:b" in keys
+        assert f"{prefix}:{{ak_shared}}:m" in keys
         assert f"{prefix}:{{ak_shared}}:alerts" in keys
     finally:
         backend.clear()
@@ -240,3 +240,221 @@ def test_redis_alert_instants_are_exact_at_real_timestamps() -> None:
     finally:
         assert isinstance(shared.backend, RedisMeter)
         shared.backend.clear()
+
+
+def _same_slot_names() -> tuple[str, str]:
+    """Two entity names whose hash tags fall in one Redis Cluster slot (CRC16 mod 16384)."""
+    import binascii
+
+    seen: dict[int, str] = {}
+    for i in range(100_000):
+        name = f"e{i}"
+        slot = binascii.crc_hqx(name.encode(), 0) % 16384
+        if slot in seen:
+            return seen[slot], name
+        seen[slot] = name
+    raise AssertionError("no two names share a slot")
+
+
+_PAIR = _same_slot_names()
+_NAMES = ["a", "b{x}", "c%7B", "", _PAIR[0], _PAIR[1]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 45),
+            st.integers(0, 59),
+            st.sampled_from(range(len(_NAMES))),
+            st.integers(0, 40),
+        ),
+        min_size=1,
+        max_size=150,
+    ),
+    st.integers(1, 8),
+    st.sampled_from(["ordered", "overlapping", "shuffled"]),
+)
+@example(  # the floor reaches the old top bucket exactly (the last stored pair)
+    [(0, 0, 0, 60), (2, 0, 0, 1), (12, 0, 0, 5)], 3, "ordered"
+)
+@example(  # rows between the oldest kept bucket and the top (out of time order), then
+    # buckets leave: a pair written out of order would stay
+    [
+        (0, 0, 0, 1),
+        (3, 0, 0, 2),
+        (6, 0, 0, 3),
+        (9, 0, 0, 4),
+        (4, 0, 0, 5),
+        (5, 0, 0, 9),
+        (14, 0, 0, 1),
+    ],
+    3,
+    "shuffled",
+)
+@example(  # a row exactly at the new floor, which is also a stored bucket
+    [(0, 0, 0, 7), (3, 0, 0, 2), (5, 0, 0, 9), (3, 0, 0, 4), (13, 0, 0, 60)], 2, "shuffled"
+)
+def test_redis_and_memory_give_the_same_bounds_and_alerts(
+    rows: list[tuple[int, int, int, int]], batches: int, order: str
+) -> None:
+    # Minutes 0-45 against a 10-minute window: buckets leave the window, floors fall on
+    # stored buckets, idle gaps and entities with many buckets occur. Ordered batches take
+    # the script's fast path; overlapping and shuffled ones send rows older than an
+    # entity's top (slow path) and late rows.
+    if order == "ordered":
+        rows.sort()
+    elif order == "overlapping":
+        rows.sort(key=lambda r: r[0] // 15)
+    url = ensure_redis()
+    prefix = f"test7:{uuid.uuid4().hex}"
+    memory = Meter(TERMS, NO_OWNERS)
+    store = RedisMeter(TERMS, MIN, url, prefix)
+    shared = Meter(TERMS, NO_OWNERS, store)
+    try:
+        for part in np.array_split(np.arange(len(rows)), batches):
+            if len(part) == 0:
+                continue
+            ts = np.array([rows[i][0] * MIN + rows[i][1] * 1_000_000 for i in part], np.int64)
+            creds = pa.array([_NAMES[rows[i][2]] for i in part], pa.string())
+            posts = np.array([rows[i][3] for i in part], np.int64)
+            want_bounds, want_alerts = memory.ingest(ts, creds, posts)
+            got_bounds, got_alerts = shared.ingest(ts, creds, posts)
+            assert list(got_bounds) == list(want_bounds)
+            assert got_alerts == want_alerts
+            for name in _NAMES:
+                assert store.bounds(name) == memory.bounds(name)
+        by_entity = sorted(memory.alerts(), key=lambda a: a.entity)  # stable: per entity order
+        assert store.alerts() == by_entity
+    finally:
+        store.clear()
+
+
+def test_entities_of_one_slot_share_a_call() -> None:
+    url = ensure_redis()
+    prefix = f"test7:{uuid.uuid4().hex}"
+    store = RedisMeter(TERMS, MIN, url, prefix)
+    meter = Meter(TERMS, NO_OWNERS, store)
+    try:
+        names = [*_PAIR, "other"]
+        ts = np.array([0, MIN, 2 * MIN], np.int64)
+        meter.ingest(ts, pa.array(names), np.array([30, 60, 5], np.int64))
+        ids = meter.attributor.entities(pa.array(names), ts)
+        order = np.argsort(ids)
+        codes = ids[order]
+        _, entities, call_first = store._encode(
+            meter.attributor.names, codes, ts[order] // MIN, np.ones(3, np.int64), ts[order]
+        )
+        assert len(entities) == 3
+        assert len(call_first) == 2  # the pair in one call
+        assert [b.upper for b in map(store.bounds, names) if b] == [30, 60, 5]
+        # One call updated both entities of the slot; each keeps its own keys.
+        keys = {k.decode() for k in store.client.scan_iter(match=f"{prefix}:*")}
+        assert {f"{prefix}:{{{n}}}:m" for n in names} <= keys
+    finally:
+        store.clear()
+
+
+def test_a_lost_script_is_loaded_again() -> None:
+    url = ensure_redis()
+    prefix = f"test7:{uuid.uuid4().hex}"
+    store = RedisMeter(TERMS, MIN, url, prefix)
+    meter = Meter(TERMS, NO_OWNERS, store)
+    memory = Meter(TERMS, NO_OWNERS)
+    try:
+        ts = np.array([0, MIN, 2 * MIN, 3 * MIN], np.int64)
+        creds = pa.array(["x", "y", "x", "z"])
+        posts = np.array([30, 25, 30, 60], np.int64)
+        store.sha = "0" * 40  # as if the server had been restarted: NOSCRIPT for every call
+        got = meter.ingest(ts, creds, posts)
+        want = memory.ingest(ts, creds, posts)
+        assert (list(got[0]), got[1]) == (list(want[0]), want[1])
+        assert store.sha != "0" * 40
+    finally:
+        store.clear()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.text(max_size=12) | st.sampled_from(["a", "b", "ab", "ba", ""]), max_size=30),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([0, 1, 3, None]),
+)
+def test_string_table_ids_are_exact_even_when_hashes_collide(
+    batches: list[list[str]], mask: int | None
+) -> None:
+    from consentry.scraping.meter import _StringTable
+
+    table = _StringTable()
+    if mask is not None:
+        # Few distinct hashes: every lookup probes past strings of the same hash, and new
+        # strings race for the same free slots; ids must still follow the bytes.
+        real = table._hashes
+        table._hashes = lambda off, data: real(off, data) & np.uint64(mask)  # type: ignore[method-assign]
+    want: dict[str, int] = {}
+    for batch in batches:
+        distinct = list(dict.fromkeys(s for s in batch if "\x00" not in s))
+        got = table.find(pa.array(distinct, pa.string())).tolist()
+        for s, i in zip(distinct, got, strict=True):
+            assert want.setdefault(s, len(want)) == i
+        assert table.size == len(want)
+
+
+_T0 = 1_741_132_800_000_000  # 2025-03-05T00:00:00Z
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ak_1", "ak_2", "10.1.2.3", "10.1.9.9", "10.2.0.1", "org-a"]),
+            st.integers(0, 4 * 60),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(1, 4),
+)
+def test_attributor_follows_the_ownership_rules(
+    accesses: list[tuple[str, int]], batches: int
+) -> None:
+    from consentry.scraping.attribution import owner_candidates
+    from consentry.scraping.meter import Attributor
+
+    def at(minutes: int) -> object:
+        from consentry.scraping.assessment import from_us
+
+        return from_us(_T0 + minutes * MIN)
+
+    rows = [
+        {"credential": "ak_1", "entity": "org-a", "valid_from": None, "valid_to": None},
+        {"credential": "ak_2", "entity": "org-b", "valid_from": at(60), "valid_to": at(120)},
+        {"credential": "ak_2", "entity": "org-c", "valid_from": at(180), "valid_to": None},
+        {"credential": "10.1.0.0/16", "entity": "hoster", "valid_from": None, "valid_to": None},
+        {"credential": "10.1.2.0/24", "entity": "lab", "valid_from": at(30), "valid_to": at(90)},
+        {"credential": "10.1.2.3", "entity": "ak_1", "valid_from": at(100), "valid_to": None},
+        {"credential": "org-a", "entity": "org-z", "valid_from": None, "valid_to": at(200)},
+    ]
+    owners = check_owners(pa.Table.from_pylist(rows, schema=arrow_schema("entities")), location="e")
+    attributor = Attributor(owners)
+    accesses.sort(key=lambda a: a[1])
+    for part in np.array_split(np.arange(len(accesses)), batches):
+        if len(part) == 0:
+            continue
+        creds = [accesses[i][0] for i in part]
+        ts = np.array([_T0 + accesses[i][1] * MIN for i in part], np.int64)
+        ids = attributor.entities(pa.array(creds, pa.string()), ts)
+        for cred, t, got in zip(creds, ts.tolist(), ids.tolist(), strict=True):
+            cands = owner_candidates(pa.array([cred]), owners).to_pylist()
+            valid = [
+                c
+                for c in cands
+                if c["credential"] == cred
+                and c["valid_from"].timestamp() * 1e6 <= t < c["valid_to"].timestamp() * 1e6
+            ]
+            want = max(valid, key=lambda c: c["specificity"])["entity"] if valid else cred
+            assert attributor.names[got] == want
+    assert len(set(attributor.names)) == len(attributor.names)  # one id per entity
