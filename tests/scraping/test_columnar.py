@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from consentry.engine import connect
 from consentry.scraping import columnar
-from consentry.scraping.assessment import assess
+from consentry.scraping.assessment import Assessment, assess
 from consentry.scraping.attribution import check_owners
 from consentry.scraping.canonical import (
     canonical_lines,
@@ -167,19 +167,22 @@ def test_earliest_all_with_nothing_over_the_line() -> None:
     assert all(len(x) == 0 for x in out)
 
 
-def _engine(events: pa.Table, mode: str, **kw: Any) -> dict[str, Any]:
+def _assess(events: pa.Table, **kw: Any) -> Assessment:
+    """The columnar path on embedded DuckDB over `events` with the test entities."""
     owners = check_owners(ENTITIES, location="entities")
-    result = assess(
+    return assess(
         connect("duckdb"),
         ibis.memtable(events.combine_chunks()),
         owners,
         TERMS,
-        mode=mode,
         policy_version="test",
         method="numpy",
         **kw,
     )
-    doc = result.to_json()
+
+
+def _engine(events: pa.Table, mode: str, **kw: Any) -> dict[str, Any]:
+    doc = _assess(events, mode=mode, **kw).to_json()
     doc.pop("engine")
     return doc
 
@@ -224,16 +227,7 @@ def test_only_one_entity_keeps_its_accesses() -> None:
     ]
     events = events_table(items)
     full = _engine(events, "earliest")
-    owners = check_owners(ENTITIES, location="entities")
-    one = assess(
-        connect("duckdb"),
-        ibis.memtable(events.combine_chunks()),
-        owners,
-        TERMS,
-        policy_version="test",
-        method="numpy",
-        only=["alpha"],
-    )
+    one = _assess(events, only=["alpha"])
     (alpha,) = one.to_json()["entities"]
     assert alpha == next(e for e in full["entities"] if e["entity"] == "alpha")
     assert one.events["alpha"].num_rows == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 import numpy as np
@@ -20,6 +22,16 @@ from tests.services import ensure_redis
 MIN = 60_000_000
 TERMS = Terms(100, 10 * MIN, Decimal("15000"), "USD", "pro_rata")
 NO_OWNERS = check_owners(arrow_schema("entities").empty_table(), location="entities")
+
+
+@contextmanager
+def redis_store() -> Iterator[RedisMeter]:
+    """A Redis backend on the real server under a fresh key prefix, emptied afterwards."""
+    store = RedisMeter(TERMS, MIN, ensure_redis(), f"test7:{uuid.uuid4().hex}")
+    try:
+        yield store
+    finally:
+        store.clear()
 
 
 @settings(max_examples=60, deadline=None)
@@ -73,16 +85,14 @@ def _feed(url: str, prefix: str, worker: int) -> None:
 
 def test_two_processes_share_counters_in_redis() -> None:
     url = ensure_redis()
-    prefix = f"test7:{uuid.uuid4().hex}"
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_feed, args=(url, prefix, w)) for w in (1, 2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    backend = RedisMeter(TERMS, MIN, url, prefix)
-    try:
+    with redis_store() as backend:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_feed, args=(url, backend.prefix, w)) for w in (1, 2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
         shared = backend.bounds("ak_shared")
         assert shared is not None
         # Every access lies within 5 minutes of the start, inside one 10-minute window.
@@ -94,23 +104,19 @@ def test_two_processes_share_counters_in_redis() -> None:
         levels = [(a.entity, a.level) for a in backend.alerts()]
         assert [lv for e, lv in levels if e == "ak_shared"] == [50, 80, 100]
         # Hash tags: every key of one entity sits in the same cluster slot.
-        keys = [k.decode() for k in backend.client.scan_iter(match=f"{prefix}:*")]
-        assert f"{prefix}:{{ak_shared}}:m" in keys
-        assert f"{prefix}:{{ak_shared}}:alerts" in keys
-    finally:
-        backend.clear()
+        keys = [k.decode() for k in backend.client.scan_iter(match=f"{backend.prefix}:*")]
+        assert f"{backend.prefix}:{{ak_shared}}:m" in keys
+        assert f"{backend.prefix}:{{ak_shared}}:alerts" in keys
 
 
-def test_redis_matches_memory(tmp_path: object) -> None:
-    url = ensure_redis()
-    prefix = f"test7:{uuid.uuid4().hex}"
+def test_redis_matches_memory() -> None:
     rng = np.random.default_rng(3)
     ts = np.sort(rng.integers(0, 60 * MIN, 2_000)).astype(np.int64)
     creds = pa.array([f"ak_{i}" for i in rng.integers(0, 5, 2_000)])
     posts = rng.integers(0, 5, 2_000).astype(np.int64)
     memory = Meter(TERMS, NO_OWNERS)
-    redis_meter = Meter(TERMS, NO_OWNERS, RedisMeter(TERMS, MIN, url, prefix))
-    try:
+    with redis_store() as store:
+        redis_meter = Meter(TERMS, NO_OWNERS, store)
         for a in range(0, 2_000, 250):
             memory.ingest(ts[a : a + 250], creds[a : a + 250], posts[a : a + 250])
             redis_meter.ingest(ts[a : a + 250], creds[a : a + 250], posts[a : a + 250])
@@ -123,9 +129,6 @@ def test_redis_matches_memory(tmp_path: object) -> None:
             (a.entity, a.level, a.at_us)
             for a in sorted(redis_meter.alerts(), key=lambda a: (a.entity, a.at_us, a.level))
         ]
-    finally:
-        assert isinstance(redis_meter.backend, RedisMeter)
-        redis_meter.backend.clear()
 
 
 class _RowByRow:
@@ -221,25 +224,19 @@ def test_vectorised_meter_equals_row_by_row(rows: list[tuple[int, str, int]], ba
 
 
 def test_redis_alert_instants_are_exact_at_real_timestamps() -> None:
-    url = ensure_redis()
-    prefix = f"test7:{uuid.uuid4().hex}"
     base = 1_741_140_000_123_457  # 2025-03-05, 16 digits
     ts = base + np.arange(4, dtype=np.int64) * MIN
     posts = np.array([30, 25, 30, 10], dtype=np.int64)
     memory = Meter(TERMS, NO_OWNERS)
-    shared = Meter(TERMS, NO_OWNERS, RedisMeter(TERMS, MIN, url, prefix))
-    try:
+    with redis_store() as store:
+        shared = Meter(TERMS, NO_OWNERS, store)
         want, got = [], []
         for i in range(4):  # one access per batch: an alert is dated by that access
             want += memory.ingest(ts[i : i + 1], ["ak"], posts[i : i + 1])[1]
             got += shared.ingest(ts[i : i + 1], ["ak"], posts[i : i + 1])[1]
         assert got == want
         assert [(a.level, a.at_us) for a in want] == [(50, int(ts[1])), (80, int(ts[2]))]
-        assert isinstance(shared.backend, RedisMeter)
-        assert shared.backend.alerts() == want  # read back from the alert list
-    finally:
-        assert isinstance(shared.backend, RedisMeter)
-        shared.backend.clear()
+        assert store.alerts() == want  # read back from the alert list
 
 
 def _same_slot_names() -> tuple[str, str]:
@@ -306,12 +303,9 @@ def test_redis_and_memory_give_the_same_bounds_and_alerts(
         rows.sort()
     elif order == "overlapping":
         rows.sort(key=lambda r: r[0] // 15)
-    url = ensure_redis()
-    prefix = f"test7:{uuid.uuid4().hex}"
     memory = Meter(TERMS, NO_OWNERS)
-    store = RedisMeter(TERMS, MIN, url, prefix)
-    shared = Meter(TERMS, NO_OWNERS, store)
-    try:
+    with redis_store() as store:
+        shared = Meter(TERMS, NO_OWNERS, store)
         for part in np.array_split(np.arange(len(rows)), batches):
             if len(part) == 0:
                 continue
@@ -326,16 +320,11 @@ def test_redis_and_memory_give_the_same_bounds_and_alerts(
                 assert store.bounds(name) == memory.bounds(name)
         by_entity = sorted(memory.alerts(), key=lambda a: a.entity)  # stable: per entity order
         assert store.alerts() == by_entity
-    finally:
-        store.clear()
 
 
 def test_entities_of_one_slot_share_a_call() -> None:
-    url = ensure_redis()
-    prefix = f"test7:{uuid.uuid4().hex}"
-    store = RedisMeter(TERMS, MIN, url, prefix)
-    meter = Meter(TERMS, NO_OWNERS, store)
-    try:
+    with redis_store() as store:
+        meter = Meter(TERMS, NO_OWNERS, store)
         names = [*_PAIR, "other"]
         ts = np.array([0, MIN, 2 * MIN], np.int64)
         meter.ingest(ts, pa.array(names), np.array([30, 60, 5], np.int64))
@@ -349,19 +338,14 @@ def test_entities_of_one_slot_share_a_call() -> None:
         assert len(call_first) == 2  # the pair in one call
         assert [b.upper for b in map(store.bounds, names) if b] == [30, 60, 5]
         # One call updated both entities of the slot; each keeps its own keys.
-        keys = {k.decode() for k in store.client.scan_iter(match=f"{prefix}:*")}
-        assert {f"{prefix}:{{{n}}}:m" for n in names} <= keys
-    finally:
-        store.clear()
+        keys = {k.decode() for k in store.client.scan_iter(match=f"{store.prefix}:*")}
+        assert {f"{store.prefix}:{{{n}}}:m" for n in names} <= keys
 
 
 def test_a_lost_script_is_loaded_again() -> None:
-    url = ensure_redis()
-    prefix = f"test7:{uuid.uuid4().hex}"
-    store = RedisMeter(TERMS, MIN, url, prefix)
-    meter = Meter(TERMS, NO_OWNERS, store)
     memory = Meter(TERMS, NO_OWNERS)
-    try:
+    with redis_store() as store:
+        meter = Meter(TERMS, NO_OWNERS, store)
         ts = np.array([0, MIN, 2 * MIN, 3 * MIN], np.int64)
         creds = pa.array(["x", "y", "x", "z"])
         posts = np.array([30, 25, 30, 60], np.int64)
@@ -370,8 +354,6 @@ def test_a_lost_script_is_loaded_again() -> None:
         want = memory.ingest(ts, creds, posts)
         assert (list(got[0]), got[1]) == (list(want[0]), want[1])
         assert store.sha != "0" * 40
-    finally:
-        store.clear()
 
 
 @settings(max_examples=40, deadline=None)

@@ -20,6 +20,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.binary import binary_parts
 from consentry.delivery.eligibility import REASON_ORDER
 from consentry.errors import BadInput, Problem
 from consentry.policy import Duration, PolicyFile
@@ -110,16 +111,19 @@ def lines_digest_arrow(lines: pa.Array | pa.ChunkedArray) -> str:
     Arrow sorts strings by their UTF-8 bytes, which is code point order, the order
     Python's `sorted` gives, so the digest is the same as `lines_digest`'s.
     """
+    if len(lines) == 0:
+        return lines_digest([])
     ordered = pc.take(lines, pc.sort_indices(lines))
-    chunks = ordered.chunks if isinstance(ordered, pa.ChunkedArray) else [ordered]
-    digest = hashlib.sha256()
-    first = True
-    for chunk in chunks:
-        for start in range(0, len(chunk), 100_000):
-            text = "\n".join(chunk.slice(start, 100_000).to_pylist())
-            digest.update((text if first else "\n" + text).encode("utf-8"))
-            first = False
-    return digest.hexdigest()
+    if isinstance(ordered, pa.ChunkedArray):
+        ordered = ordered.combine_chunks()
+    # Each line with its newline, then the one contiguous data buffer hashed without the
+    # last newline: no Python string per line.
+    wide = pa.large_string()
+    ended = pc.binary_join_element_wise(
+        ordered.cast(wide), pa.scalar("\n", wide), pa.scalar("", wide)
+    )
+    _, data = binary_parts(ended)
+    return hashlib.sha256(data[:-1]).hexdigest()
 
 
 # -- feed cursors ----------------------------------------------------------------------------

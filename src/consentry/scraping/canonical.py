@@ -20,6 +20,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.binary import binary_parts
+
 __all__ = [
     "canonical_lines",
     "canonical_lines_columns",
@@ -147,14 +149,7 @@ def escaped_binary(values: pa.ChunkedArray | pa.Array) -> pa.Array:
         values = values.cast(pa.string())
         wide = False
     if len(values):
-        offsets = np.frombuffer(values.buffers()[1], dtype=np.int64 if wide else np.int32)
-        data = values.buffers()[2]
-        lo, hi = int(offsets[values.offset]), int(offsets[values.offset + len(values)])
-        raw = (
-            np.frombuffer(data, dtype=np.uint8)[lo:hi]
-            if data is not None
-            else np.zeros(0, np.uint8)
-        )
+        raw = np.frombuffer(binary_parts(values)[1], dtype=np.uint8)
         if any(bool((raw == byte).any()) for byte in (92, 9, 10, 13)):
             values = _escaped(values)
     return values.cast(pa.large_binary() if wide else pa.binary())
@@ -203,20 +198,7 @@ def digests_of_ranges(lines: pa.Array, ranges: list[tuple[int, int]]) -> list[st
     """SHA-256 (hex) of lines `lo <= i < hi` for each range, from one canonical array
     (windows are runs of one entity's accesses in canonical order, so one array of lines
     per entity serves all of its windows)."""
-    if pa.types.is_string(lines.type):
-        lines = lines.cast(pa.large_string())
-    elif pa.types.is_binary(lines.type):
-        lines = lines.cast(pa.large_binary())
-    out: list[str] = []
-    if len(lines) == 0:
-        return [hashlib.sha256().hexdigest() for _ in ranges]
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
-    data = memoryview(lines.buffers()[2])
-    for lo, hi in ranges:
-        digest = hashlib.sha256()
-        if hi > lo:
-            start = int(offsets[lines.offset + lo])
-            end = int(offsets[lines.offset + hi])
-            digest.update(data[start:end])
-        out.append(digest.hexdigest())
-    return out
+    offsets, data = binary_parts(lines)
+    return [
+        hashlib.sha256(data[int(offsets[lo]) : int(offsets[hi])]).hexdigest() for lo, hi in ranges
+    ]

@@ -40,6 +40,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.binary import binary_parts
 from consentry.instants import rfc3339
 from consentry.scraping.attribution import FAR_FUTURE, FAR_PAST, Owners, owner_candidates
 from consentry.scraping.rules import Terms
@@ -190,17 +191,6 @@ def _mix(x: _U64) -> _U64:
     return out
 
 
-def _string_parts(values: pa.Array) -> tuple[I64, npt.NDArray[np.uint8]]:
-    """Offsets (from 0) and bytes of a string/binary array without nulls."""
-    arr = values.cast(pa.large_binary())
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[
-        arr.offset : arr.offset + len(arr) + 1
-    ]
-    data = arr.buffers()[2]
-    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    return offsets - offsets[0], raw[int(offsets[0]) : int(offsets[-1])]
-
-
 _A = TypeVar("_A", bound=np.generic)
 
 
@@ -211,6 +201,13 @@ def _fit(arr: npt.NDArray[_A], n: int) -> npt.NDArray[_A]:
     grown = np.zeros(max(n, 2 * len(arr), 1024), dtype=arr.dtype)
     grown[: len(arr)] = arr
     return grown
+
+
+def _ranges(lo: I64, hi: I64) -> I64:
+    """The indexes lo[0]..hi[0]-1, lo[1]..hi[1]-1, ... as one array."""
+    size = hi - lo
+    out: I64 = np.repeat(lo - (np.cumsum(size) - size), size) + np.arange(int(size.sum()))
+    return out
 
 
 class _StringTable:
@@ -239,7 +236,7 @@ class _StringTable:
         words = (lens + 7) // 8
         first = np.cumsum(words) - words
         padded = np.zeros(int(words.sum()) * 8, dtype=np.uint8)
-        padded[np.arange(len(data)) + np.repeat(first * 8 - off[:-1], lens)] = data
+        padded[_ranges(first * 8, first * 8 + lens)] = data
         flat = padded.view(np.uint64)
         h = _mix(self._seed ^ lens.astype(np.uint64))
         todo = np.arange(len(lens))
@@ -257,9 +254,9 @@ class _StringTable:
         both = np.flatnonzero(same & (q_len > 0))
         n = q_len[both]
         if len(both):
-            step = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-            a = self._data[np.repeat(self._off[ids[both]], n) + step]
-            b = data[np.repeat(off[q[both]], n) + step]
+            mine, theirs = self._off[ids[both]], off[q[both]]
+            a = self._data[_ranges(mine, mine + n)]
+            b = data[_ranges(theirs, theirs + n)]
             differ = np.add.reduceat((a != b).astype(np.int64), np.cumsum(n) - n)
             same[both] = differ == 0
         return same
@@ -278,7 +275,8 @@ class _StringTable:
     def find(self, values: pa.Array) -> I64:
         """The id of each string of `values` (distinct strings, no nulls); unknown ones are
         added, numbered in the order given."""
-        off, data = _string_parts(values)
+        off, raw = binary_parts(values)
+        data = np.frombuffer(raw, dtype=np.uint8)
         h = self._hashes(off, data)
         n = len(h)
         out = np.full(n, -1, dtype=np.int64)
@@ -301,10 +299,9 @@ class _StringTable:
             start = self.size
             out[new] = np.arange(start, start + len(new))
             lens = off[new + 1] - off[new]
-            step = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
             end = int(self._off[start]) + int(lens.sum())
             self._data = _fit(self._data, end)
-            self._data[int(self._off[start]) : end] = data[np.repeat(off[new], lens) + step]
+            self._data[int(self._off[start]) : end] = data[_ranges(off[new], off[new] + lens)]
             self._off = _fit(self._off, start + len(new) + 1)
             self._off[start + 1 : start + len(new) + 1] = self._off[start] + np.cumsum(lens)
             self._hash = _fit(self._hash, start + len(new))
@@ -504,7 +501,7 @@ class Attributor:
             k = -codes[rows] - 1
             n = count[k]
             pair_row = np.repeat(np.arange(len(rows)), n)
-            cand = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n - first[k], n)
+            cand = _ranges(first[k], first[k] + n)
             t = ts[rows][pair_row]
             hits = np.flatnonzero((t >= c_from[cand]) & (t < c_to[cand]))
             chosen = own[k]
@@ -523,13 +520,6 @@ def _levels(upper: I64, threshold: int) -> I64:
     level[upper * 100 >= threshold * 80] = 80
     level[upper > threshold] = 100
     return level
-
-
-def _ranges(lo: I64, hi: I64) -> I64:
-    """The indexes lo[0]..hi[0]-1, lo[1]..hi[1]-1, ... as one array."""
-    size = hi - lo
-    out: I64 = np.repeat(lo - (np.cumsum(size) - size), size) + np.arange(int(size.sum()))
-    return out
 
 
 class MemoryMeter:
@@ -1094,11 +1084,8 @@ class RedisMeter:
         take[pos + 1 + per_call] = calls + ents + np.arange(calls)
         take[pos + 2 + per_call] = 2 * calls + ents + np.arange(calls)
         take[pos + 3 + per_call] = 3 * calls + ents
-        stream = pieces.take(pa.array(take))
-        offsets = np.frombuffer(stream.buffers()[1], dtype=np.int64)[stream.offset :]
-        data = stream.buffers()[2]
-        buffer = memoryview(data)[int(offsets[0]) : int(offsets[len(stream)])] if data else b""
-        return memoryview(buffer), order, call_first
+        _, buffer = binary_parts(pieces.take(pa.array(take)))
+        return buffer, order, call_first
 
     def _fixed(self) -> tuple[int, int, int]:
         return self.span, self.terms.threshold, self.bucket_us
