@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-__all__ = ["binary_parts"]
+__all__ = ["binary_parts", "fixed_rows", "fixed_width"]
 
 
 def binary_parts(values: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], memoryview]:
@@ -27,3 +27,37 @@ def binary_parts(values: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.int
     buffer = arr.buffers()[2]
     data = memoryview(buffer if buffer is not None else b"")
     return offsets - offsets[0], data[int(offsets[0]) : int(offsets[-1])]
+
+
+def fixed_width(values: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.void] | None:
+    """The values as NumPy `V<width>` items (zero copy) when every value has the same
+    non-zero byte length, else None.
+
+    NumPy takes fixed-width items with one typed copy each, where Arrow's take of a
+    variable-width array calls `memcpy` per value: several times faster for short ids.
+    """
+    offsets, data = binary_parts(values)
+    if len(offsets) < 2:
+        return None
+    width = int(offsets[1])
+    if width == 0 or int(offsets[-1]) != width * (len(offsets) - 1):
+        return None
+    if not bool((np.diff(offsets) == width).all()):
+        return None
+    return np.frombuffer(data, dtype=f"V{width}")
+
+
+def fixed_rows(items: npt.NDArray[np.void] | npt.NDArray[np.uint8]) -> pa.Array:
+    """A binary array over fixed-width items (`V<width>` or rows of a 2-D uint8 array),
+    without copying the bytes; 64-bit offsets when 32 bits cannot address them."""
+    rows = (
+        items.view(np.uint8).reshape(len(items), items.dtype.itemsize)
+        if items.dtype.kind == "V"
+        else items
+    )
+    n, width = rows.shape
+    data = np.ascontiguousarray(rows)
+    large = width * n >= 2**31
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int64 if large else np.int32)
+    kind = pa.large_binary() if large else pa.binary()
+    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])

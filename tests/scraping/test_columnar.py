@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consentry.engine import connect
@@ -215,6 +215,72 @@ def test_tiny_chunks_and_evidence_groups_change_nothing(
             columnar._PACK_BITS,
             columnar._MIN_CHUNK_BITS,
         ) = saved
+
+
+@settings(max_examples=30, deadline=None)
+@given(items=rows, ids=st.sampled_from(["fixed", "ragged", "fixed with TAB"]))
+@example(items=[(1, 0, "ak_a", 6), (2, 5, "ak_a", 6)], ids="fixed with TAB")
+@example(items=[(1, 0, "ak_a", 6), (2, 5, "ak_a", 6), (4, 9, "ak_a", 1)], ids="ragged")
+def test_small_evidence_groups_with_packed_sorts_change_nothing(
+    items: list[tuple[int, int, str, int]], ids: str
+) -> None:
+    """Groups of a few accesses: the partition by group and the order inside each group
+    run as packed sorts (the test above forces their lexsort fallbacks). Request ids of
+    one width take the fixed-width path unless one needs escaping; ragged ones, some
+    with a TAB to escape, the Arrow path."""
+    events = events_table(items)
+    if ids != "fixed":
+        names = events["request_id"].to_pylist()
+        if ids == "ragged":
+            names = [r + "\t" * (int(r[1:]) % 2) + "x" * (int(r[1:]) % 3) for r in names]
+        else:
+            names = [r + "\t" for r in names]
+        field = pa.field("request_id", pa.string(), nullable=False)
+        events = events.set_column(0, field, pa.array(names, pa.string()))
+    expected = reference_assessment(events, ENTITIES, TERMS, mode="earliest", policy_version="test")
+    saved = columnar._EVIDENCE_ROWS
+    columnar._EVIDENCE_ROWS = 3
+    try:
+        assert _engine(events, "earliest") == expected
+    finally:
+        columnar._EVIDENCE_ROWS = saved
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=60), st.booleans())
+def test_partition_is_a_stable_sort_by_group(groups: list[int], tight: bool) -> None:
+    group = np.array(groups, dtype=np.int64)
+    count = int(group.max()) + 1 if len(group) else 1
+    # tight: (group, row) does not pack, the stable argsort answers.
+    saved = columnar._PACK_BITS
+    columnar._PACK_BITS = 3 if tight else saved
+    try:
+        order, ends = columnar._partition(group, count)
+    finally:
+        columnar._PACK_BITS = saved
+    assert order.tolist() == np.argsort(group, kind="stable").tolist()
+    assert ends.tolist() == np.cumsum(np.bincount(group, minlength=count)).tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 99)), min_size=1, max_size=60),
+    st.booleans(),
+)
+def test_window_order_equals_lexsort(items: list[tuple[int, int]], tight: bool) -> None:
+    win = np.array([w for w, _ in items], dtype=np.int64)
+    rel = np.array([r for _, r in items], dtype=np.int64)
+    # tight: the packed key does not fit, the lexsort fallback answers.
+    saved = columnar._PACK_BITS
+    columnar._PACK_BITS = 8 if tight else saved
+    try:
+        w, r, order = columnar._window_order(win, rel, 7)
+    finally:
+        columnar._PACK_BITS = saved
+    expected = np.lexsort((rel, win))
+    assert order.tolist() == expected.tolist()  # ties keep their input order
+    assert w.tolist() == win[expected].tolist()
+    assert r.tolist() == rel[expected].tolist()
 
 
 def test_only_one_entity_keeps_its_accesses() -> None:

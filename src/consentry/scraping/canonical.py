@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from consentry.binary import binary_parts
+from consentry.binary import binary_parts, fixed_rows
 
 __all__ = [
     "canonical_lines",
@@ -30,6 +30,8 @@ __all__ = [
     "escaped_binary",
     "evidence_sha256",
     "format_instants",
+    "needs_escape",
+    "tabbed",
 ]
 
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
@@ -65,15 +67,13 @@ def canonical_lines(events: pa.Table) -> pa.Array:
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
-def _fixed(rows: npt.NDArray[np.uint8]) -> pa.Array:
-    """A binary array over the rows of a 2-D uint8 array (zero copy)."""
-    n, width = rows.shape
-    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+def _void(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.void]:
+    """The rows of a 2-D uint8 array as one `V<width>` item each (zero copy)."""
     data = np.ascontiguousarray(rows)
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return data.view(f"V{data.shape[1]}").ravel()
 
 
-def _clock_tables() -> tuple[pa.Array, pa.Array]:
+def _clock_tables() -> tuple[npt.NDArray[np.void], npt.NDArray[np.void]]:
     """`HH:MM:SS.` for every second of a day; `ffffffZ` + TAB for every microsecond."""
     global _CLOCK, _MICROS
     if _CLOCK is None or _MICROS is None:
@@ -90,18 +90,19 @@ def _clock_tables() -> tuple[pa.Array, pa.Array]:
             micros[:, 5 - k] = 48 + micro // 10**k % 10
         micros[:, 6] = ord("Z")
         micros[:, 7] = ord("\t")
-        _CLOCK, _MICROS = _fixed(clock), _fixed(micros)
+        _CLOCK, _MICROS = _void(clock), _void(micros)
     return _CLOCK, _MICROS
 
 
-_CLOCK: pa.Array | None = None
-_MICROS: pa.Array | None = None
+_CLOCK: npt.NDArray[np.void] | None = None
+_MICROS: npt.NDArray[np.void] | None = None
 
 
 def _instant_pieces(ts_us: npt.NDArray[np.int64]) -> list[pa.Array] | None:
     """Three binary columns that concatenate to `YYYY-MM-DDTHH:MM:SS.ffffffZ` + TAB per
     instant (table lookups: the few distinct days, the 86,400 seconds of a day, the
-    1,000,000 microseconds); None outside years 1000-9999 or over long spans."""
+    1,000,000 microseconds; NumPy takes of fixed-width items, no per-value memcpy);
+    None outside years 1000-9999 or over long spans."""
     ts = np.asarray(ts_us, dtype=np.int64)
     if len(ts) == 0:
         return None
@@ -117,9 +118,9 @@ def _instant_pieces(ts_us: npt.NDArray[np.int64]) -> list[pa.Array] | None:
     day -= d0
     seconds, micro = np.divmod(tod, 1_000_000)
     return [
-        pc.take(_fixed(table), pa.array(day)),
-        pc.take(clock, pa.array(seconds)),
-        pc.take(micros, pa.array(micro)),
+        fixed_rows(_void(table)[day]),
+        fixed_rows(clock[seconds]),
+        fixed_rows(micros[micro]),
     ]
 
 
@@ -148,11 +149,53 @@ def escaped_binary(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     else:
         values = values.cast(pa.string())
         wide = False
-    if len(values):
-        raw = np.frombuffer(binary_parts(values)[1], dtype=np.uint8)
-        if any(bool((raw == byte).any()) for byte in (92, 9, 10, 13)):
-            values = _escaped(values)
+    if needs_escape(values):
+        values = _escaped(values)
     return values.cast(pa.large_binary() if wide else pa.binary())
+
+
+_SCAN_BYTES = 1 << 26
+
+
+def needs_escape(values: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether any value holds a byte the canonical form escapes (backslash, TAB, LF, CR).
+    Scanned in slices of 64 MiB: two SIMD comparisons per byte, and the exact test only
+    on a slice with a control byte."""
+    if len(values) == 0:
+        return False
+    raw = np.frombuffer(binary_parts(values)[1], dtype=np.uint8)
+    for at in range(0, len(raw), _SCAN_BYTES):
+        part = raw[at : at + _SCAN_BYTES]
+        if bool((part == 92).any()):
+            return True
+        if bool((part < 14).any()) and any(bool((part == b).any()) for b in (9, 10, 13)):
+            return True
+    return False
+
+
+def tabbed(values: pa.Array) -> pa.Array:
+    """TAB + value + TAB for each value (escaped binary): the middle of a canonical line,
+    built once per distinct credential instead of once per line."""
+    tab = pa.scalar(b"\t", values.type)
+    joined = pc.binary_join_element_wise(tab, values, tab, pa.scalar(b"", values.type))
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
+
+_SMALL_POSTS = 100_000
+"""Posts counts below this are written from a table of their texts (one take)."""
+
+
+def _posts_text(posts: npt.NDArray[np.int64]) -> pa.Array:
+    """Each count in base 10 followed by LF."""
+    counts = np.asarray(posts, dtype=np.int64)
+    lf = pa.scalar(b"\n", pa.binary())
+    if len(counts) and int(counts.min()) >= 0 and int(counts.max()) < _SMALL_POSTS:
+        texts = pa.array(np.arange(int(counts.max()) + 1)).cast(pa.string()).cast(pa.binary())
+        table = pc.binary_join_element_wise(texts, lf, pa.scalar(b"", pa.binary()))
+        return table.take(pa.array(counts))
+    texts = pa.array(counts).cast(pa.string()).cast(pa.binary())
+    joined: pa.Array = pc.binary_join_element_wise(texts, lf, pa.scalar(b"", pa.binary()))
+    return joined
 
 
 def canonical_lines_columns(
@@ -160,13 +203,19 @@ def canonical_lines_columns(
     request_id: pa.Array,
     credential: pa.Array,
     posts: npt.NDArray[np.int64],
+    *,
+    credential_tabbed: bool = False,
 ) -> pa.Array:
     """The canonical lines of accesses given as columns, in the order given (the caller has
     put them in canonical order); same bytes as `canonical_lines`. `request_id` and
-    `credential` must already be escaped binary (`escaped_binary`). One join of nine
-    pieces: the instant's three table lookups (the last ends with TAB), request_id, TAB,
-    credential, TAB, posts, LF."""
-    wide = pa.types.is_large_binary(request_id.type) or pa.types.is_large_binary(credential.type)
+    `credential` must already be escaped binary (`escaped_binary`); with
+    `credential_tabbed`, each credential already carries its TABs (`tabbed`).
+
+    One join of six columns and no scalars (Arrow's join is several times slower with
+    scalar pieces): the instant's three table lookups (the last ends with TAB),
+    request_id, TAB + credential + TAB, posts + LF."""
+    middle = credential if credential_tabbed else tabbed(credential)
+    wide = pa.types.is_large_binary(request_id.type) or pa.types.is_large_binary(middle.type)
     kind = pa.large_binary() if wide else pa.binary()
     if len(request_id) == 0:
         return pa.array([], kind)
@@ -174,16 +223,11 @@ def canonical_lines_columns(
     if pieces is None:
         stamps = format_instants(ts_us)
         pieces = [stamps, pa.array([b"\t"] * len(stamps), pa.binary())]
-    counts = pa.array(np.asarray(posts, dtype=np.int64)).cast(pa.string()).cast(pa.binary())
-    tab = pa.scalar(b"\t", kind)
     line = pc.binary_join_element_wise(
         *[p.cast(kind) for p in pieces],
         request_id.cast(kind),
-        tab,
-        credential.cast(kind),
-        tab,
-        counts.cast(kind),
-        pa.scalar(b"\n", kind),
+        middle.cast(kind),
+        _posts_text(posts).cast(kind),
         pa.scalar(b"", kind),
     )
     return line.combine_chunks() if isinstance(line, pa.ChunkedArray) else line

@@ -51,11 +51,14 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.binary import fixed_rows, fixed_width
 from consentry.scraping.attribution import Owners, owner_candidates
 from consentry.scraping.canonical import (
     canonical_lines_columns,
     digests_of_ranges,
     escaped_binary,
+    needs_escape,
+    tabbed,
 )
 from consentry.scraping.rules import I64, Terms, max_total_windows, window_amount
 
@@ -289,7 +292,8 @@ def forward_ends(key: I64, window_us: int) -> I64:
     merged[:n] += 1
     np.add(key, window_us, out=merged[n:])
     merged[n:] *= 2
-    merged.sort()
+    # Two sorted runs: the stable sort (timsort) finds them and merges once, O(n).
+    merged.sort(kind="stable")
     pos = np.flatnonzero((merged & 1) == 0)
     del merged
     pos -= np.arange(n, dtype=np.int64)
@@ -692,71 +696,76 @@ def _evidence(
     # One array (takes from a chunked array of strings concatenate per call).
     all_rid = pa.concat_arrays(rid_chunks) if rid_chunks else pa.array([], pa.large_string())
     del rid_chunks
-    # Groups of consecutive windows of at most _EVIDENCE_ROWS accesses, processed one by
-    # one (bounds the sort and the line buffer).
-    sizes = np.bincount(all_win, minlength=nw)
+    # Groups of consecutive windows, processed one by one (bounds the sort and the line
+    # buffer): at most _EVIDENCE_ROWS accesses, and few enough windows and rows that
+    # (window in group, instant in window, row in group) pack into one uint64.
+    rel_bits = (w - 1).bit_length()
     group_of = np.zeros(nw, dtype=np.int64)
-    size = 0
-    g = 0
-    for k, n in enumerate(sizes.tolist()):
-        if size and size + n > _EVIDENCE_ROWS:
+    rows_in = wins_in = g = 0
+    for k, n in enumerate(accesses.tolist()):
+        if wins_in and (
+            rows_in + n > _EVIDENCE_ROWS
+            or wins_in.bit_length() + (rows_in + n - 1).bit_length() + rel_bits > _PACK_BITS
+        ):
             g += 1
-            size = 0
+            rows_in = wins_in = 0
         group_of[k] = g
-        size += n
-    # The rows of each group, ascending: one stable sort by group (a radix sort on 16-bit
-    # keys) instead of a scan of every row per group.
-    row_group = group_of[all_win]
-    by_group = np.argsort(row_group.astype(np.int16 if g < (1 << 15) else np.int64), kind="stable")
-    group_end = np.cumsum(np.bincount(row_group, minlength=g + 1))
-    del row_group
+        rows_in += n
+        wins_in += 1
+    group_first = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
+    group_stop = np.r_[group_first[1:], nw]
+    by_group, group_end = _partition(group_of[all_win], g + 1)
+    # Request ids of one byte length (the usual case) are taken by NumPy as fixed-width
+    # items; escaping is checked once on all of them.
+    rid_items = fixed_width(all_rid) if not needs_escape(all_rid) else None
+    tab_text = tabbed(cred_text)
 
     def one(gi: int) -> None:
         picked = by_group[(group_end[gi - 1] if gi else 0) : group_end[gi]]
         if len(picked) == 0:
             return
-        sel = np.flatnonzero(group_of == gi)
-        ws = res.w_start[sel]
-        win = all_win[picked] - sel[0]
-        rel = all_rel[picked]
-        # Order by (window, ts), ties by request_id (canonical order inside each window).
-        wbits = (w - 1).bit_length()
-        if len(sel).bit_length() + wbits <= 63:
-            order = np.argsort((win << wbits) | rel)
-        else:
-            order = np.lexsort((rel, win))
-        rows, win, rel = order, win[order], rel[order]
-        rows = picked[rows]
+        first = int(group_first[gi])
+        ws = res.w_start[first : group_stop[gi]]
+        win, rel, order = _window_order(all_win[picked] - first, all_rel[picked], rel_bits)
+        rows = picked[order]
         same = np.flatnonzero((win[1:] == win[:-1]) & (rel[1:] == rel[:-1]))
         if len(same):
             rows = _tie_break(rows, same, all_rid)
         cidx = all_cidx[rows]
+        # The group's credentials as a small table (cache-resident takes).
+        used = np.flatnonzero(np.bincount(cidx, minlength=len(cmap.credentials)))
+        local = np.empty(len(cmap.credentials), dtype=np.int64)
+        local[used] = np.arange(len(used), dtype=np.int64)
+        if rid_items is not None:
+            rid = fixed_rows(rid_items[rows])
+        else:
+            rid = escaped_binary(all_rid.take(pa.array(rows)))
         lines = canonical_lines_columns(
             ws[win] + rel,
-            escaped_binary(all_rid.take(pa.array(rows))),
-            cred_text.take(pa.array(cidx)),
+            rid,
+            tab_text.take(pa.array(used)).take(pa.array(local[cidx])),
             all_posts[rows],
+            credential_tabbed=True,
         )
         bounds = np.flatnonzero(np.r_[True, win[1:] != win[:-1], True])
         ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
         for (lo, _hi), d in zip(ranges, digests_of_ranges(lines, ranges), strict=True):
-            digests[int(sel[win[lo]])] = d
-            accesses[int(sel[win[lo]])] = _hi - lo
+            digests[first + int(win[lo])] = d
+            accesses[first + int(win[lo])] = _hi - lo
         del lines
         # Credentials per window: distinct (window, credential) pairs, by credential text.
-        used = np.unique(cidx)
-        text_rank = np.empty(len(cmap.credentials), dtype=np.int64)
         used_text = cmap.credentials.take(pa.array(used))
         by_text = np.asarray(pc.sort_indices(used_text).to_numpy(), dtype=np.int64)
-        text_rank[used[by_text]] = np.arange(len(used), dtype=np.int64)
-        pairs = np.unique(win.astype(np.int64) * len(used) + text_rank[cidx])
+        text_rank = np.empty(len(used), dtype=np.int64)
+        text_rank[by_text] = np.arange(len(used), dtype=np.int64)
+        pairs = np.unique(win.astype(np.int64) * len(used) + text_rank[local[cidx]])
         pw, pr = np.divmod(pairs, len(used))
         sorted_text = used_text.take(pa.array(by_text)).to_pylist()
         runs = np.flatnonzero(np.r_[True, pw[1:] != pw[:-1], True])
         pr_list = pr.tolist()
         pw_list = pw.tolist()
         for a, b in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
-            credentials[int(sel[pw_list[a]])] = tuple(sorted_text[r] for r in pr_list[a:b])
+            credentials[first + pw_list[a]] = tuple(sorted_text[r] for r in pr_list[a:b])
 
     # Groups in two threads: the sorts, Arrow kernels and SHA-256 release the GIL.
     if g == 0:
@@ -782,6 +791,44 @@ def _segments_table(cmap: CredentialMap) -> pa.Table:
             "code": pa.array(cmap.seg_code.astype(np.int32), pa.int32()),
         }
     )
+
+
+def _partition(group: I64, groups: int) -> tuple[I64, I64]:
+    """Row indices ordered by group, ascending within each group, and the end of each
+    group's run: one sort of packed (group, row) keys (NumPy has no fast stable argsort
+    for wide keys), or nothing to do for one group."""
+    n = len(group)
+    ends = np.cumsum(np.bincount(group, minlength=groups)).astype(np.int64)
+    if groups <= 1:
+        return np.arange(n, dtype=np.int64), ends
+    row_bits = max(n - 1, 1).bit_length()
+    if (groups - 1).bit_length() + row_bits > _PACK_BITS:
+        return np.argsort(group, kind="stable").astype(np.int64), ends
+    key = group.astype(np.uint64) << np.uint64(row_bits)
+    key |= np.arange(n, dtype=np.uint64)
+    key.sort()
+    key &= np.uint64((1 << row_bits) - 1)
+    return key.view(np.int64), ends
+
+
+def _window_order(win: I64, rel: I64, rel_bits: int) -> tuple[I64, I64, I64]:
+    """(window, instant) sorted, and the order that sorts them: one sort of packed
+    (window, instant, position) keys when they fit in 64 bits, else a lexsort."""
+    n = len(win)
+    pos_bits = max(n - 1, 1).bit_length()
+    win_bits = max(int(win.max()), 1).bit_length()
+    if win_bits + rel_bits + pos_bits > _PACK_BITS:
+        order = np.lexsort((rel, win))
+        return win[order], rel[order], order
+    key = win.astype(np.uint64) << np.uint64(rel_bits + pos_bits)
+    key |= rel.astype(np.uint64) << np.uint64(pos_bits)
+    key |= np.arange(n, dtype=np.uint64)
+    key.sort()
+    order = (key & np.uint64((1 << pos_bits) - 1)).astype(np.int64)
+    key >>= np.uint64(pos_bits)
+    rel = (key & np.uint64((1 << rel_bits) - 1)).astype(np.int64)
+    key >>= np.uint64(rel_bits)
+    return key.astype(np.int64), rel, order
 
 
 def _tie_break(rows: I64, same: I64, request_id: pa.Array) -> I64:
