@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -81,7 +81,7 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CHUNK_ROWS = 1 << 24
+_CHUNK_ROWS = 1 << 22
 """Rows per chunk of the exact pass (bounds the temporaries; entities never straddle)."""
 _EVIDENCE_ROWS = 4_000_000
 _PACK_BITS = 64
@@ -357,12 +357,16 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
     per_chunk = max(1, (1 << 61) // stride)
     maxima = np.zeros(len(starts), dtype=np.int64)
     max_start = np.zeros(len(starts), dtype=np.int64)
-    wins: list[tuple[I64, I64, I64, I64, I64]] = []
+    # Chunks: whole entities, at most per_chunk of them, about _CHUNK_ROWS rows each.
+    bounds: list[tuple[int, int]] = []
     s = 0
     while s < len(starts):
-        # A chunk: whole entities, at most per_chunk of them, about _CHUNK_ROWS rows.
         limit = int(np.searchsorted(ends, int(starts[s]) + _CHUNK_ROWS, side="right"))
         e = min(len(starts), s + per_chunk, max(limit, s + 1))
+        bounds.append((s, e))
+        s = e
+
+    def one(s: int, e: int) -> list[_Windows]:
         a, b = int(starts[s]), int(ends[e - 1])
         seg = code[a:b]
         rank = np.zeros(b - a, dtype=np.int64)
@@ -382,24 +386,26 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
         first_hit = hits[np.r_[True, seg_of[1:] != seg_of[:-1]]]
         max_start[s:e] = ts[a + first_hit]
         if mode == "earliest":
-            wc, ws, wl, wh, wp = earliest_all(key, seg, ts[a:b], counts, lo + a, hi + a, terms)
-            wins.append((wc, ws, wl, wh, wp))
-        else:
-            for k in np.flatnonzero(mx > terms.threshold).tolist():
-                sa, sb = int(starts[s + k]), int(ends[s + k])
-                spans = max_total_windows(ts[sa:sb], posts[sa:sb], terms)
-                if spans:
-                    wins.append(
-                        (
-                            np.full(len(spans), int(code[sa]), dtype=np.int64),
-                            np.array([x.start_us for x in spans], dtype=np.int64),
-                            np.array([x.lo + sa for x in spans], dtype=np.int64),
-                            np.array([x.hi + sa for x in spans], dtype=np.int64),
-                            np.array([x.posts for x in spans], dtype=np.int64),
-                        )
+            return [earliest_all(key, seg, ts[a:b], counts, lo + a, hi + a, terms)]
+        wins: list[_Windows] = []
+        for k in np.flatnonzero(mx > terms.threshold).tolist():
+            sa, sb = int(starts[s + k]), int(ends[s + k])
+            spans = max_total_windows(ts[sa:sb], posts[sa:sb], terms)
+            if spans:
+                wins.append(
+                    (
+                        np.full(len(spans), int(code[sa]), dtype=np.int64),
+                        np.array([x.start_us for x in spans], dtype=np.int64),
+                        np.array([x.lo + sa for x in spans], dtype=np.int64),
+                        np.array([x.hi + sa for x in spans], dtype=np.int64),
+                        np.array([x.posts for x in spans], dtype=np.int64),
                     )
-        del key, lo, hi, counts
-        s = e
+                )
+        return wins
+
+    # Chunks in two threads (NumPy's sorts and ufuncs release the GIL); windows are
+    # concatenated in chunk order, i.e. by code, then start.
+    wins = [part for parts in _in_threads(one, bounds) for part in parts]
     totals = np.add.reduceat(posts, starts) if n else np.zeros(0, np.int64)
     if wins:
         w_code, w_start, w_lo, w_hi, w_posts = (np.concatenate(x) for x in zip(*wins, strict=True))
@@ -418,6 +424,18 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
         w_hi=w_hi,
         w_posts=w_posts,
     )
+
+
+_T = TypeVar("_T")
+_Windows = tuple[I64, I64, I64, I64, I64]
+
+
+def _in_threads(fn: Callable[[int, int], _T], bounds: list[tuple[int, int]]) -> list[_T]:
+    """`fn(a, b)` for every pair, two at a time, results in the order given."""
+    if len(bounds) <= 1:
+        return [fn(a, b) for a, b in bounds]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda ab: fn(*ab), bounds))
 
 
 # ------------------------------------------------------------------------------ engine
@@ -579,20 +597,25 @@ def _fetch_sorted(
         out_c = np.empty(filled, dtype=np.int64)
         out_t = np.empty(filled, dtype=np.int64)
         out_p = np.empty(filled, dtype=np.int64)
-        at = 0
-        for chunk_id in sorted(parts):
-            key = np.concatenate(parts.pop(chunk_id))
+        chunk_ids = sorted(parts)
+        at = np.cumsum([0] + [sum(len(x) for x in parts[c]) for c in chunk_ids]).tolist()
+
+        def unpack(k: int, _: int) -> None:
+            # Chunks sort in two threads; each writes its own slice of the output.
+            chunk_id = chunk_ids[k]
+            key = np.concatenate(parts[chunk_id])
+            parts[chunk_id] = []
             key.sort()
-            n = len(key)
-            out_p[at : at + n] = key & np.uint64((1 << layout.pbits) - 1)
+            lo, hi = at[k], at[k + 1]
+            out_p[lo:hi] = key & np.uint64((1 << layout.pbits) - 1)
             key >>= np.uint64(shift_t)
-            out_t[at : at + n] = key & np.uint64((1 << layout.tbits) - 1)
-            out_t[at : at + n] += layout.t0
+            out_t[lo:hi] = key & np.uint64((1 << layout.tbits) - 1)
+            out_t[lo:hi] += layout.t0
             key >>= np.uint64(layout.tbits)
-            out_c[at : at + n] = key
-            out_c[at : at + n] += chunk_id << chunk_bits
-            at += n
-            del key
+            out_c[lo:hi] = key
+            out_c[lo:hi] += chunk_id << chunk_bits
+
+        _in_threads(unpack, [(k, 0) for k in range(len(chunk_ids))])
         return out_c, out_t, out_p
     codes: list[npt.NDArray[np.int32]] = []
     times: list[I64] = []
