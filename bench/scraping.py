@@ -155,6 +155,7 @@ def plain_window(path: str, memory_limit: str) -> dict[str, Any]:
 
     con = duckdb.connect()
     con.sql("SET TimeZone = 'UTC'")
+    con.sql("SET enable_progress_bar = false")
     con.sql(f"SET memory_limit = '{memory_limit}'")
     started = time.perf_counter()
     rows = con.sql(
