@@ -283,48 +283,6 @@ def test_window_order_equals_lexsort(items: list[tuple[int, int]], tight: bool) 
     assert r.tolist() == rel[expected].tolist()
 
 
-@settings(max_examples=200, deadline=None)
-@example({0: [0, 5, 5]}, [(0, 32), (0, 12), (0, 41)], False)  # 32: the window of the period before
-@given(
-    st.dictionaries(st.integers(0, 3), st.lists(st.integers(0, 4), max_size=4), max_size=4),
-    st.lists(st.tuples(st.integers(0, 4), st.integers(-12, 60)), min_size=1, max_size=40),
-    st.booleans(),
-)
-def test_window_rows_match_a_brute_force(
-    plan: dict[int, list[int]], items: list[tuple[int, int]], search: bool
-) -> None:
-    """Windows of length 10 per entity, starts at least 10 apart (gaps drawn), accesses
-    around and between them; the (entity, period) table and the binary search fallback
-    both agree with checking every window."""
-    window = 10
-    windows = sorted(
-        {
-            (code, start)
-            for code, gaps in plan.items()
-            for start in np.cumsum([window + g for g in gaps]).tolist()
-        }
-    )
-    if not windows:
-        return
-    w_code = np.array([c for c, _ in windows], dtype=np.int64)
-    w_start = np.array([s for _, s in windows], dtype=np.int64)
-    code = np.array([c for c, _ in items], dtype=np.int32)
-    ts = np.array([t for _, t in items], dtype=np.int64)
-    saved = columnar._WINDOW_TABLE_CELLS
-    columnar._WINDOW_TABLE_CELLS = 0 if search else saved
-    try:
-        rows, win = columnar._window_rows(code, ts, w_code, w_start, window)
-    finally:
-        columnar._WINDOW_TABLE_CELLS = saved
-    expected = [
-        (i, j)
-        for i, (c, t) in enumerate(items)
-        for j, (wc, ws) in enumerate(windows)
-        if c == wc and ws <= t < ws + window
-    ]
-    assert list(zip(rows.tolist(), win.tolist(), strict=True)) == expected
-
-
 def test_only_one_entity_keeps_its_accesses() -> None:
     items = [
         (1, 0, "ak_b", 6),

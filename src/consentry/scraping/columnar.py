@@ -1,8 +1,8 @@
 """The columnar DuckDB path of the assessment (method `numpy` on DuckDB, the default).
 
 Same results as the Ibis path and `reference.py` (the cross-checks run both), built for
-volume: per access only four numbers and the request_id leave the engine, once, and no
-string goes through a sort.
+volume: nothing per access leaves the engine but three numbers, and no string goes through
+a sort.
 
 1. **Attribution per distinct credential.** One aggregate gives every distinct credential
    with its first and last access. Each is resolved once (`owner_candidates`): a credential
@@ -17,32 +17,30 @@ string goes through a sort.
    ts, credential, posts, as the rule says; a hash collision of two different ids keeps
    both, since the ranking groups by the id itself); every other access is unique for
    certain. Without repeats nothing else happens.
-3. **Exact pass.** DuckDB streams (credential code, instant, posts, credential index,
-   request_id) joined to the small credential table; NumPy packs (entity's low bits,
-   instant - t0, posts) into one uint64 per access, one array per chunk of entity codes
-   (their high bits), and sorts each (SIMD sort, two chunks at a time in threads);
-   `lexsort` only when instant and posts leave fewer than 8 bits. Per chunk of entities
-   of about 4M rows (two threads; composite keys stay in int64): prefix sums, window ends
-   by one merge (keys and `key + window` tagged in the low bit are two sorted runs that
-   a stable sort merges in one pass: a key's end is its position among the merged values
-   minus its rank), per-entity totals and maxima with `reduceat`.
+3. **Exact pass.** DuckDB streams (credential code, instant, posts) joined to the small
+   credential table; NumPy packs (entity's low bits, instant - t0, posts) into one uint64
+   per access, one array per chunk of entity codes (their high bits), and sorts each (SIMD
+   sort, two chunks at a time in threads); `lexsort` only when instant and posts leave
+   fewer than 8 bits. Per chunk of entities of about 4M rows (two threads; composite keys
+   stay in int64): prefix sums, window ends by one merge (keys and `key + window` tagged
+   in the low bit are two sorted runs that a stable sort merges in one pass: a key's end
+   is its position among the merged values minus its rank), per-entity totals and maxima
+   with `reduceat`.
 4. **Billing.** Mode `earliest` runs vectorised over all over-line entities at once (one
    binary search per round, one round per billed window of the busiest entity); mode
    `max_total` runs the pure rule per over-line entity.
-5. **Evidence.** No second scan: the exact pass's fetch also keeps every access in the
-   engine's order with its credential index and request_id (`_Scan`). The accesses of
-   billed windows are found there by a table (billed entity, period of one window
-   length) -> window, since an entity's windows start at least one window length apart
-   (`_window_rows`; a binary search over the windows when the table would be large).
-   Windows form groups of consecutive windows (at most 4M accesses, and few enough
-   windows and rows that (window, offset, row) pack into one uint64); one sort of packed
-   (group, row) keys partitions the accesses, and per group (two threads) one sort of
-   packed (window, offset, row) keys gives the canonical order, ties by request_id.
-   NumPy has no fast argsort here (AVX2 only: ~40 s for 100M), while its SIMD sort of
-   uint64 takes ~2 s, hence the packing. Lines are formatted by table lookups and one
-   Arrow join of six columns (fixed-width request ids and the instant's tables taken by
-   NumPy as fixed-width items: Arrow's variable-width take copies value by value), and
-   each window's contiguous slice of the line buffer is hashed (`canonical.py`).
+5. **Evidence.** One more scan joins the accesses of billed entities to their window in
+   the engine (entity and `start <= ts < end`) and returns window, offset, request_id,
+   credential index and posts. Windows form groups of consecutive windows (at most 4M
+   accesses, and few enough windows and rows that (window, offset, row) pack into one
+   uint64); one sort of packed (group, row) keys partitions the rows, and per group (two
+   threads) one sort of packed (window, offset, row) keys gives the canonical order, ties
+   by request_id. NumPy has no fast argsort here (AVX2 only: ~40 s for 100M), while its
+   SIMD sort of uint64 takes ~2 s, hence the packing. Lines are formatted by table
+   lookups and one Arrow join of six columns (fixed-width request ids and the instant's
+   tables taken by NumPy as fixed-width items: Arrow's variable-width take copies value
+   by value), and each window's contiguous slice of the line buffer is hashed
+   (`canonical.py`).
 """
 
 from __future__ import annotations
@@ -547,100 +545,6 @@ class _Layout:
         return cls(rows, t0, tbits, pbits, pmin >= 0 and fits)
 
 
-@dataclass(frozen=True, slots=True)
-class _Scan:
-    """The attributed accesses in the engine's order: entity code, instant, posts,
-    credential index and request_id (one array)."""
-
-    code: npt.NDArray[np.int32]
-    ts: I64
-    posts: I64
-    cidx: npt.NDArray[np.int32]
-    request_id: pa.Array
-
-
-class _ScanBuilder:
-    """Collects `_Scan` columns batch by batch into arrays preallocated for `rows`
-    accesses (an upper bound: duplicates and filtered entities only remove rows)."""
-
-    def __init__(self, rows: int) -> None:
-        self.code = np.empty(rows, dtype=np.int32)
-        self.ts = np.empty(rows, dtype=np.int64)
-        self.posts = np.empty(rows, dtype=np.int64)
-        self.cidx = np.empty(rows, dtype=np.int32)
-        self.ids: list[pa.Array] = []
-        self.filled = 0
-
-    def add(
-        self,
-        code: npt.NDArray[np.int32],
-        ts: I64,
-        posts: I64,
-        cidx: npt.NDArray[np.int32],
-        request_id: pa.Array,
-    ) -> None:
-        a, b = self.filled, self.filled + len(ts)
-        if b > len(self.ts):  # cannot happen: the spans counted every access
-            raise RuntimeError("the engine returned more accesses than it counted")
-        self.code[a:b], self.ts[a:b], self.posts[a:b], self.cidx[a:b] = code, ts, posts, cidx
-        self.ids.append(request_id.cast(pa.large_string()))
-        self.filled = b
-
-    def done(self) -> _Scan:
-        n = self.filled
-        ids = pa.concat_arrays(self.ids) if self.ids else pa.array([], pa.large_string())
-        self.ids = []
-        return _Scan(self.code[:n], self.ts[:n], self.posts[:n], self.cidx[:n], ids)
-
-
-_WINDOW_TABLE_CELLS = 1 << 26
-"""Largest (billed entity x period) table `_window_rows` builds (int64 cells), else it
-searches the sorted windows."""
-
-
-def _window_rows(
-    code: npt.NDArray[np.int32], ts: I64, w_code: I64, w_start: I64, window_us: int
-) -> tuple[I64, I64]:
-    """The accesses (indices into `code`/`ts`) that lie in a billed window, in index
-    order, and each one's window (an index into `w_code`/`w_start`).
-
-    1. An entity's windows do not overlap and all have length `window_us`, so their
-       starts are at least `window_us` apart: in each period
-       `[t0 + k * window_us, t0 + (k + 1) * window_us)` at most one of an entity's
-       windows starts.
-    2. A table (billed entity, period) -> window holds them; an access at `t` can only
-       lie in the window that starts in its own period at or before `t`, or else in the
-       one that starts in the period before and has not ended by `t`.
-    3. When the table would be too large (long logs, many billed entities), one binary
-       search over the windows sorted by (entity, start) finds the candidate instead.
-    """
-    nw = len(w_code)
-    billed = np.unique(w_code)
-    rank = np.full(int(max(int(code.max()) if len(code) else 0, int(w_code.max())) + 1), -1)
-    rank[billed] = np.arange(len(billed))
-    cand = np.flatnonzero(rank[code] >= 0)
-    t = ts[cand]
-    t0 = int(w_start.min())
-    periods = (int(w_start.max()) - t0) // window_us + 1
-    if len(billed) * (periods + 1) <= _WINDOW_TABLE_CELLS:
-        table = np.full((len(billed), periods + 1), -1, dtype=np.int64)
-        table[rank[w_code], (w_start - t0) // window_us + 1] = np.arange(nw, dtype=np.int64)
-        # Column 0 and instants before t0 (no window starts there) read "none".
-        period = np.clip((t - t0) // window_us + 1, 0, periods)
-        period[t < t0] = 0
-        row = rank[code[cand]] * (periods + 1)
-        flat = table.ravel()
-        own = flat[row + period]
-        before = flat[row + np.maximum(period - 1, 0)]
-        in_own = (own >= 0) & (w_start[np.maximum(own, 0)] <= t)
-        win = np.where(in_own, own, before)
-    else:
-        win = pair_search(w_code, w_start, code[cand].astype(np.int64), t)
-    ok = win >= 0
-    ok[ok] = (w_code[win[ok]] == code[cand[ok]]) & (t[ok] < w_start[win[ok]] + window_us)
-    return cand[ok], win[ok]
-
-
 def _fetch_sorted(
     ses: _Session,
     src: str,
@@ -648,34 +552,27 @@ def _fetch_sorted(
     cmap: CredentialMap,
     layout: _Layout,
     keep_codes: I64 | None,
-) -> tuple[I64, I64, I64, _Scan]:
-    """(code, ts, posts) of every attributed access, sorted by (code, ts), and the same
-    accesses in the engine's order with credential index and request_id (`_Scan`, for
-    the evidence: the only scan of the request ids).
+) -> tuple[I64, I64, I64]:
+    """(code, ts, posts) of every attributed access, sorted by (code, ts).
 
     Packed (module doc, step 3): each batch goes straight into uint64 keys per chunk of
-    entity codes; each chunk is sorted and unpacked in code order.
+    entity codes, so the three columns never coexist with the keys in memory; each chunk
+    is sorted and unpacked in code order.
     """
     sql = (
-        f"SELECT c.code AS code, epoch_us(s.ts) AS t, s.posts AS posts, c.cidx AS cidx, "
-        f"s.request_id AS request_id "
+        f"SELECT c.code AS code, epoch_us(s.ts) AS t, s.posts AS posts "
         f"FROM {src} s JOIN {creds} c ON s.credential = c.credential"
     )
-    scan = _ScanBuilder(layout.rows)
 
     def decoded(batch: pa.RecordBatch) -> tuple[npt.NDArray[np.int32], I64, I64]:
         t = np.asarray(batch.column(1).to_numpy(), dtype=np.int64)
         c = np.asarray(batch.column(0).to_numpy(), dtype=np.int32)
         p = np.asarray(batch.column(2).to_numpy(), dtype=np.int64)
-        ci = np.asarray(batch.column(3).to_numpy(), dtype=np.int32)
-        rid = batch.column(4)
         if cmap.dynamic:
             c = cmap.codes_at(c, t)
         if keep_codes is not None:
             keep = np.isin(c, keep_codes)
-            c, t, p, ci = c[keep], t[keep], p[keep], ci[keep]
-            rid = rid.filter(pa.array(keep))
-        scan.add(c, t, p, ci, rid)
+            c, t, p = c[keep], t[keep], p[keep]
         return c, t, p
 
     if layout.packable:
@@ -726,16 +623,24 @@ def _fetch_sorted(
             out_c[lo:hi] += chunk_id << chunk_bits
 
         _in_threads(unpack, [(k, 0) for k in range(len(chunk_ids))])
-        return out_c, out_t, out_p, scan.done()
+        return out_c, out_t, out_p
+    codes: list[npt.NDArray[np.int32]] = []
+    times: list[I64] = []
+    posts: list[I64] = []
     for batch in ses.batches(sql):
-        decoded(batch)
-    done = scan.done()
-    out_c, out_t, out_p = sort_accesses(done.code, done.ts, done.posts)
-    return out_c, out_t, out_p, done
+        c, t, p = decoded(batch)
+        codes.append(c)
+        times.append(t)
+        posts.append(p)
+    if not times:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z.copy(), z.copy()
+    return sort_accesses(np.concatenate(codes), np.concatenate(times), np.concatenate(posts))
 
 
 def _evidence(
-    scan: _Scan,
+    ses: _Session,
+    src: str,
     cmap: CredentialMap,
     res: ExactResult,
     terms: Terms,
@@ -748,13 +653,79 @@ def _evidence(
     if nw == 0:
         return digests, credentials, accesses
     w = terms.window_us
-    # Escaping is checked once on the distinct credentials.
+    billed = np.zeros(len(cmap.names), dtype=bool)
+    billed[res.w_code] = True
+    dyn = cmap.code < 0
+    static_ok = np.zeros(len(cmap.code), dtype=bool)
+    static_ok[~dyn] = billed[cmap.code[~dyn]]
+    relevant = np.flatnonzero(static_ok | dyn)
+    # Credential strings are never fetched: the join returns each access's credential
+    # index; escaping is checked once on the distinct values.
     cred_text = escaped_binary(cmap.credentials)
-    rows, all_win = _window_rows(scan.code, scan.ts, res.w_code, res.w_start, w)
-    if len(rows) != int(accesses.sum()):  # cannot happen: the exact pass counted them
-        raise RuntimeError("the billed windows' accesses differ from the exact pass's count")
-    all_rel = scan.ts[rows] - res.w_start[all_win]
-    all_rid = scan.request_id
+    table = ses.register(
+        "evcreds",
+        pa.table(
+            {
+                "credential": cmap.credentials.take(pa.array(relevant)),
+                "code": pa.array(cmap.code[relevant], pa.int32()),
+                "cidx": pa.array(relevant.astype(np.int32), pa.int32()),
+            }
+        ),
+    )
+    wins = ses.register(
+        "wins",
+        pa.table(
+            {
+                "win": pa.array(np.arange(nw, dtype=np.int64)),
+                "code": pa.array(res.w_code.astype(np.int32), pa.int32()),
+                "start": pa.array(res.w_start),
+                "stop": pa.array(res.w_start + w),
+            }
+        ),
+    )
+    attributed = (
+        f"SELECT c.code AS code, epoch_us(s.ts) AS t, s.request_id AS request_id, "
+        f"c.cidx AS cidx, s.posts AS posts "
+        f"FROM {src} s JOIN {table} c ON s.credential = c.credential"
+    )
+    if cmap.dynamic:
+        segs = ses.register("segs", _segments_table(cmap))
+        attributed = (
+            f"WITH a AS ({attributed}) "
+            f"SELECT code, t, request_id, cidx, posts FROM a WHERE code >= 0 UNION ALL "
+            f"SELECT g.code, a.t, a.request_id, a.cidx, a.posts FROM a JOIN {segs} g "
+            f"ON a.code = g.dcode AND a.t >= g.lo AND a.t < g.hi WHERE a.code < 0"
+        )
+    # One scan: each access joins the window of its entity that holds it (windows are
+    # disjoint); accesses outside every window are dropped by the engine.
+    # Streamed into preallocated arrays (the windows' access counts are known), so the
+    # Arrow batches and the NumPy columns never coexist whole.
+    total = int(accesses.sum())
+    all_win = np.empty(total, dtype=np.int64)
+    all_rel = np.empty(total, dtype=np.int64)
+    all_cidx = np.empty(total, dtype=np.int32)
+    all_posts = np.empty(total, dtype=np.int64)
+    rid_chunks: list[pa.Array] = []
+    filled = 0
+    for batch in ses.batches(
+        f"SELECT w.win AS win, b.t - w.start AS rel, b.request_id AS request_id, "
+        f"b.cidx AS cidx, b.posts AS posts FROM ({attributed}) b JOIN {wins} w "
+        f"ON b.code = w.code AND b.t >= w.start AND b.t < w.stop"
+    ):
+        n = batch.num_rows
+        if filled + n > total:  # cannot happen: every access is in one window
+            raise RuntimeError("evidence fetch returned more accesses than the windows hold")
+        all_win[filled : filled + n] = batch.column(0).to_numpy()
+        all_rel[filled : filled + n] = batch.column(1).to_numpy()
+        all_cidx[filled : filled + n] = batch.column(3).to_numpy()
+        all_posts[filled : filled + n] = batch.column(4).to_numpy()
+        rid_chunks.append(batch.column(2).cast(pa.large_string()))
+        filled += n
+    all_win, all_rel = all_win[:filled], all_rel[:filled]
+    all_cidx, all_posts = all_cidx[:filled], all_posts[:filled]
+    # One array (takes from a chunked array of strings concatenate per call).
+    all_rid = pa.concat_arrays(rid_chunks) if rid_chunks else pa.array([], pa.large_string())
+    del rid_chunks
     # Groups of consecutive windows, processed one by one (bounds the sort and the line
     # buffer): at most _EVIDENCE_ROWS accesses, and few enough windows and rows that
     # (window in group, instant in window, row in group) pack into one uint64.
@@ -774,7 +745,6 @@ def _evidence(
     group_first = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
     group_stop = np.r_[group_first[1:], nw]
     by_group, group_end = _partition(group_of[all_win], g + 1)
-    in_window = rows
     # Request ids of one byte length (the usual case) are taken by NumPy as fixed-width
     # items; escaping is checked once on all of them.
     rid_items = fixed_width(all_rid) if not needs_escape(all_rid) else None
@@ -787,11 +757,11 @@ def _evidence(
         first = int(group_first[gi])
         ws = res.w_start[first : group_stop[gi]]
         win, rel, order = _window_order(all_win[picked] - first, all_rel[picked], rel_bits)
-        rows = in_window[picked[order]]
+        rows = picked[order]
         same = np.flatnonzero((win[1:] == win[:-1]) & (rel[1:] == rel[:-1]))
         if len(same):
             rows = _tie_break(rows, same, all_rid)
-        cidx = scan.cidx[rows]
+        cidx = all_cidx[rows]
         # The group's credentials as a small table (cache-resident takes).
         used = np.flatnonzero(np.bincount(cidx, minlength=len(cmap.credentials)))
         local = np.empty(len(cmap.credentials), dtype=np.int64)
@@ -804,7 +774,7 @@ def _evidence(
             ws[win] + rel,
             rid,
             tab_text.take(pa.array(used)).take(pa.array(local[cidx])),
-            scan.posts[rows],
+            all_posts[rows],
             credential_tabbed=True,
         )
         bounds = np.flatnonzero(np.r_[True, win[1:] != win[:-1], True])
@@ -834,6 +804,23 @@ def _evidence(
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(one, range(g + 1)))
     return digests, credentials, accesses
+
+
+def _segments_table(cmap: CredentialMap) -> pa.Table:
+    """Dynamic credentials' segments as `[lo, hi) -> code` rows keyed by the credential's
+    placeholder code `-(d + 1)` (the last segment of each is open-ended)."""
+    d = cmap.seg_dyn
+    last = np.r_[d[1:] != d[:-1], True]
+    hi = np.r_[cmap.seg_from[1:], 0]
+    hi[last] = np.iinfo(np.int64).max
+    return pa.table(
+        {
+            "dcode": pa.array((-(d + 1)).astype(np.int32), pa.int32()),
+            "lo": pa.array(cmap.seg_from),
+            "hi": pa.array(hi),
+            "code": pa.array(cmap.seg_code.astype(np.int32), pa.int32()),
+        }
+    )
 
 
 def _partition(group: I64, groups: int) -> tuple[I64, I64]:
@@ -984,17 +971,11 @@ def _assess(
         keep_codes = np.flatnonzero(np.asarray(wanted.to_numpy(zero_copy_only=False), dtype=bool))
     creds = ses.register(
         "creds",
-        pa.table(
-            {
-                "credential": cmap.credentials,
-                "code": pa.array(cmap.code, pa.int32()),
-                "cidx": pa.array(np.arange(len(cmap.code), dtype=np.int32)),
-            }
-        ),
+        pa.table({"credential": cmap.credentials, "code": pa.array(cmap.code, pa.int32())}),
     )
     src = _dedup_source(ses, view)
     step("exact pass")
-    code, ts, posts, scan = _fetch_sorted(ses, src, creds, cmap, layout, keep_codes)
+    code, ts, posts = _fetch_sorted(ses, src, creds, cmap, layout, keep_codes)
     res = exact_pass(code, ts, posts, terms, mode)
     # Console series: the top entities by maximum, hourly, over the span of the entities
     # the billing looked at (over-line and top ones), as the Ibis path does.
@@ -1025,8 +1006,7 @@ def _assess(
                 )
     del code, ts, posts  # the evidence fetch needs the memory
     step("billing")
-    digests, window_creds, window_accesses = _evidence(scan, cmap, res, terms)
-    del scan
+    digests, window_creds, window_accesses = _evidence(ses, src, cmap, res, terms)
     names = cmap.names
     entity_names = names.take(pa.array(res.codes)).to_pylist()
     # Windows per entity, in start order (they come sorted by code, then start).
