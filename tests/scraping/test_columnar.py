@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import ibis
@@ -167,6 +169,19 @@ def test_earliest_all_with_nothing_over_the_line() -> None:
     assert all(len(x) == 0 for x in out)
 
 
+@contextmanager
+def _constants(**values: int) -> Iterator[None]:
+    """`columnar`'s module constants set to `values` inside the block, restored after."""
+    saved = {name: getattr(columnar, name) for name in values}
+    for name, value in values.items():
+        setattr(columnar, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(columnar, name, value)
+
+
 def _assess(events: pa.Table, **kw: Any) -> Assessment:
     """The columnar path on embedded DuckDB over `events` with the test entities."""
     owners = check_owners(ENTITIES, location="entities")
@@ -195,26 +210,11 @@ def test_tiny_chunks_and_evidence_groups_change_nothing(
 ) -> None:
     events = events_table(items)
     expected = reference_assessment(events, ENTITIES, TERMS, mode=mode, policy_version="test")
-    saved = (
-        columnar._CHUNK_ROWS,
-        columnar._EVIDENCE_ROWS,
-        columnar._PACK_BITS,
-        columnar._MIN_CHUNK_BITS,
-    )
     # One access per exact-pass chunk and evidence group; packed keys with room for one
     # bit of entity code (two entities per sort chunk).
     bits = (3 * DAY_US).bit_length() + 3 + 1
-    columnar._CHUNK_ROWS, columnar._EVIDENCE_ROWS = 1, 1
-    columnar._PACK_BITS, columnar._MIN_CHUNK_BITS = bits, 1
-    try:
+    with _constants(_CHUNK_ROWS=1, _EVIDENCE_ROWS=1, _PACK_BITS=bits, _MIN_CHUNK_BITS=1):
         assert _engine(events, mode) == expected
-    finally:
-        (
-            columnar._CHUNK_ROWS,
-            columnar._EVIDENCE_ROWS,
-            columnar._PACK_BITS,
-            columnar._MIN_CHUNK_BITS,
-        ) = saved
 
 
 @settings(max_examples=30, deadline=None)
@@ -238,12 +238,8 @@ def test_small_evidence_groups_with_packed_sorts_change_nothing(
         field = pa.field("request_id", pa.string(), nullable=False)
         events = events.set_column(0, field, pa.array(names, pa.string()))
     expected = reference_assessment(events, ENTITIES, TERMS, mode="earliest", policy_version="test")
-    saved = columnar._EVIDENCE_ROWS
-    columnar._EVIDENCE_ROWS = 3
-    try:
+    with _constants(_EVIDENCE_ROWS=3):
         assert _engine(events, "earliest") == expected
-    finally:
-        columnar._EVIDENCE_ROWS = saved
 
 
 @settings(max_examples=80, deadline=None)
@@ -252,12 +248,8 @@ def test_partition_is_a_stable_sort_by_group(groups: list[int], tight: bool) -> 
     group = np.array(groups, dtype=np.int64)
     count = int(group.max()) + 1 if len(group) else 1
     # tight: (group, row) does not pack, the stable argsort answers.
-    saved = columnar._PACK_BITS
-    columnar._PACK_BITS = 3 if tight else saved
-    try:
+    with _constants(_PACK_BITS=3) if tight else nullcontext():
         order, ends = columnar._partition(group, count)
-    finally:
-        columnar._PACK_BITS = saved
     assert order.tolist() == np.argsort(group, kind="stable").tolist()
     assert ends.tolist() == np.cumsum(np.bincount(group, minlength=count)).tolist()
 
@@ -271,12 +263,8 @@ def test_window_order_equals_lexsort(items: list[tuple[int, int]], tight: bool) 
     win = np.array([w for w, _ in items], dtype=np.int64)
     rel = np.array([r for _, r in items], dtype=np.int64)
     # tight: the packed key does not fit, the lexsort fallback answers.
-    saved = columnar._PACK_BITS
-    columnar._PACK_BITS = 8 if tight else saved
-    try:
+    with _constants(_PACK_BITS=8) if tight else nullcontext():
         w, r, order = columnar._window_order(win, rel, 7)
-    finally:
-        columnar._PACK_BITS = saved
     expected = np.lexsort((rel, win))
     assert order.tolist() == expected.tolist()  # ties keep their input order
     assert w.tolist() == win[expected].tolist()

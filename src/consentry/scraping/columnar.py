@@ -373,7 +373,8 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
         bounds.append((s, e))
         s = e
 
-    def one(s: int, e: int) -> list[_Windows]:
+    def one(chunk: tuple[int, int]) -> list[_Windows]:
+        s, e = chunk
         a, b = int(starts[s]), int(ends[e - 1])
         seg = code[a:b]
         rank = np.zeros(b - a, dtype=np.int64)
@@ -433,16 +434,18 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
     )
 
 
+_A = TypeVar("_A")
 _T = TypeVar("_T")
 _Windows = tuple[I64, I64, I64, I64, I64]
 
 
-def _in_threads(fn: Callable[[int, int], _T], bounds: list[tuple[int, int]]) -> list[_T]:
-    """`fn(a, b)` for every pair, two at a time, results in the order given."""
-    if len(bounds) <= 1:
-        return [fn(a, b) for a, b in bounds]
+def _in_threads(fn: Callable[[_A], _T], items: Sequence[_A]) -> list[_T]:
+    """`fn(item)` for every item, two at a time (NumPy's sorts and ufuncs, Arrow's kernels
+    and SHA-256 release the GIL), results in the order given; one item runs here."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda ab: fn(*ab), bounds))
+        return list(pool.map(fn, items))
 
 
 # ------------------------------------------------------------------------------ engine
@@ -607,7 +610,7 @@ def _fetch_sorted(
         chunk_ids = sorted(parts)
         at = np.cumsum([0] + [sum(len(x) for x in parts[c]) for c in chunk_ids]).tolist()
 
-        def unpack(k: int, _: int) -> None:
+        def unpack(k: int) -> None:
             # Chunks sort in two threads; each writes its own slice of the output.
             chunk_id = chunk_ids[k]
             key = np.concatenate(parts[chunk_id])
@@ -622,7 +625,7 @@ def _fetch_sorted(
             out_c[lo:hi] = key
             out_c[lo:hi] += chunk_id << chunk_bits
 
-        _in_threads(unpack, [(k, 0) for k in range(len(chunk_ids))])
+        _in_threads(unpack, range(len(chunk_ids)))
         return out_c, out_t, out_p
     codes: list[npt.NDArray[np.int32]] = []
     times: list[I64] = []
@@ -797,12 +800,7 @@ def _evidence(
         for a, b in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
             credentials[first + pw_list[a]] = tuple(sorted_text[r] for r in pr_list[a:b])
 
-    # Groups in two threads: the sorts, Arrow kernels and SHA-256 release the GIL.
-    if g == 0:
-        one(0)
-    else:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(one, range(g + 1)))
+    _in_threads(one, range(g + 1))  # groups two at a time
     return digests, credentials, accesses
 
 
