@@ -84,20 +84,24 @@ def stopwatch() -> Iterator[Stopwatch]:
 
 @dataclass(slots=True)
 class Measured:
-    """What one side of a benchmark returned from its own process, and that process's peak."""
+    """What one side of a benchmark returned from its own process, that process's peak,
+    and the CPU seconds it used (user and system, all threads, the whole process)."""
 
     value: Any
     peak_rss_mib: float
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_user_s: float = 0.0
+    cpu_system_s: float = 0.0
 
 
 def _child(target: Callable[..., Any], args: tuple[Any, ...], queue: Any) -> None:
     try:
         value = target(*args)
     except BaseException:
-        queue.put(("error", traceback.format_exc(), 0.0))
+        queue.put(("error", traceback.format_exc(), 0.0, (0.0, 0.0)))
         raise
-    queue.put(("ok", value, peak_rss_mib()))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    queue.put(("ok", value, peak_rss_mib(), (usage.ru_utime, usage.ru_stime)))
 
 
 def run_isolated(target: Callable[..., Any], *args: Any) -> Measured:
@@ -114,12 +118,12 @@ def run_isolated(target: Callable[..., Any], *args: Any) -> Measured:
     proc = ctx.Process(target=_child, args=(target, args, queue))
     proc.start()
     try:
-        status, value, peak = queue.get()
+        status, value, peak, (user, system) = queue.get()
     finally:
         proc.join()
     if status != "ok":
         raise RuntimeError(f"{getattr(target, '__name__', target)} failed:\n{value}")
-    return Measured(value=value, peak_rss_mib=peak)
+    return Measured(value=value, peak_rss_mib=peak, cpu_user_s=user, cpu_system_s=system)
 
 
 def rate(count: float, seconds: float) -> float:

@@ -18,7 +18,8 @@ over 7 days from 1,000,000 Zipf credentials); a quick run:
    `consentry/scraping/columnar.py`) over the Parquet file: read, de-duplicate,
    attribute, exact pass, billing with evidence digests of every billed window. Events/s
    end to end, time per stage and peak RSS (`--memory-limit` bounds DuckDB; NumPy holds
-   about 30 bytes per access).
+   about 30 bytes per access); for ours and the window query also the process's user and
+   system CPU seconds.
 3. Peers, each in its own spawned process (own peak RSS):
    - a plain DuckDB query `SUM(posts) OVER (PARTITION BY credential ORDER BY ts RANGE
      BETWEEN INTERVAL 24 HOURS PRECEDING AND CURRENT ROW)` + max per credential (no
@@ -286,6 +287,15 @@ def main() -> None:
         f"{mine.value['billed_accesses']:,} accesses (hashed as evidence)"
     )
     window = run_isolated(plain_window, str(path), args.memory_limit)
+    # System time is mostly the kernel handing out fresh pages; on a VM whose host backs
+    # guest memory lazily it is a large share of the CPU (docs/scraping.md, machine speed).
+    print(
+        "process CPU seconds (user / system): "
+        + "; ".join(
+            f"{name} {m.cpu_user_s:.1f} / {m.cpu_system_s:.1f}"
+            for name, m in (("ours", mine), ("window query", window))
+        )
+    )
     panda = run_isolated(pandas_rolling, str(path), min(args.pandas_events, events))
     log = run_isolated(redis_sliding_log, str(path), min(args.redis_events, events), args.redis_url)
     m_mem = run_isolated(
