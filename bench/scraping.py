@@ -288,7 +288,8 @@ def main() -> None:
     )
     window = run_isolated(plain_window, str(path), args.memory_limit)
     # System time is mostly the kernel handing out fresh pages; on a VM whose host backs
-    # guest memory lazily it is a large share of the CPU (docs/scraping.md, machine speed).
+    # guest memory lazily it is a large share of the CPU (docs/scraping.md, "Fresh memory
+    # on these VMs").
     print(
         "process CPU seconds (user / system): "
         + "; ".join(

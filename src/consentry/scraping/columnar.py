@@ -37,11 +37,10 @@ a sort.
    threads) one sort of packed (window, offset, row) keys gives the canonical order, ties
    by request_id. NumPy's argsort is far slower than its SIMD sort of the same uint64 keys
    (AVX2: ~40 s against ~2 s for 100M; AVX-512: 3.2 s for 20M against 7.7 s for 100M),
-   hence the packing. Lines are formatted by table
-   lookups and one Arrow join of six columns (fixed-width request ids and the instant's
-   tables taken by NumPy as fixed-width items: Arrow's variable-width take copies value
-   by value), and each window's contiguous slice of the line buffer is hashed
-   (`canonical.py`).
+   hence the packing. Lines are formatted by table lookups and one Arrow join of six
+   columns (fixed-width request ids and the instant's tables taken by NumPy as fixed-width
+   items: Arrow's variable-width take copies value by value), and each window's contiguous
+   slice of the line buffer is hashed (`canonical.py`).
 """
 
 from __future__ import annotations
