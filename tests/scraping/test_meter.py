@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consentry.scraping.attribution import check_owners
-from consentry.scraping.meter import Meter, RedisMeter
+from consentry.scraping.meter import Meter, RedisMeter, hash_tags
 from consentry.scraping.rules import Terms
 from consentry.sources.schema import arrow_schema
 from tests.services import ensure_redis
@@ -340,6 +340,27 @@ def test_entities_of_one_slot_share_a_call() -> None:
         # One call updated both entities of the slot; each keeps its own keys.
         keys = {k.decode() for k in store.client.scan_iter(match=f"{store.prefix}:*")}
         assert {f"{store.prefix}:{{{n}}}:m" for n in names} <= keys
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="%{}7BDa0", max_size=6), min_size=1, max_size=12, unique=True))
+@example(["", "%00", "%", "{", "}", "%7B", "%25"])
+def test_hash_tags_are_distinct_non_empty_and_brace_free(names: list[str]) -> None:
+    tags = hash_tags(pa.array(names, pa.string())).to_pylist()
+    assert len(set(tags)) == len(names)  # distinct names never share their keys
+    assert all(tags)
+    assert not any("{" in t or "}" in t for t in tags)
+
+
+def test_the_empty_entity_name_keeps_its_keys_in_one_slot() -> None:
+    """Redis Cluster hashes the whole key when its tag is empty; `%00` stands in."""
+    with redis_store() as store:
+        meter = Meter(TERMS, NO_OWNERS, store)
+        meter.ingest(np.array([0, MIN], np.int64), pa.array(["", "%00"]), np.array([7, 9]))
+        keys = {k.decode() for k in store.client.scan_iter(match=f"{store.prefix}:*")}
+        assert f"{store.prefix}:{{%00}}:m" in keys
+        assert f"{store.prefix}:{{%2500}}:m" in keys  # the name "%00" is another entity
+        assert [b.upper for b in map(store.bounds, ["", "%00"]) if b] == [7, 9]
 
 
 def test_a_lost_script_is_loaded_again() -> None:

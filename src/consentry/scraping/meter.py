@@ -56,6 +56,7 @@ __all__ = [
     "Meter",
     "MeterBackend",
     "RedisMeter",
+    "hash_tags",
     "meter_for",
     "replay",
 ]
@@ -916,9 +917,18 @@ return table.concat(out) .. table.concat(raised)
 """
 
 
-def _tag(entity: str) -> str:
-    """The entity as a hash tag: braces would end the tag early, so they are escaped."""
-    return entity.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+def hash_tags(entities: pa.Array) -> pa.Array:
+    """Each entity name as a Redis Cluster hash tag (the text between `{` and `}`).
+
+    1. `%`, `{` and `}` are written `%25`, `%7B` and `%7D`: a brace would end the tag early,
+       and escaping `%` first keeps distinct names distinct.
+    2. The empty name is written `%00` (which step 1 never produces): Redis Cluster hashes
+       the whole key when the tag is empty, which would put an entity's two keys in
+       different slots.
+    """
+    tags = pc.replace_substring(entities.cast(pa.string()), "%", "%25")
+    tags = pc.replace_substring(pc.replace_substring(tags, "{", "%7B"), "}", "%7D")
+    return pc.if_else(pc.equal(tags, ""), pa.scalar("%00"), tags)
 
 
 _STATE = struct.Struct("<6d")
@@ -976,7 +986,8 @@ class RedisMeter:
         self._slot = np.full(0, -1, dtype=np.int64)
 
     def _keys(self, entity: str) -> list[str]:
-        base = f"{self.prefix}:{{{_tag(entity)}}}"
+        tag = hash_tags(pa.array([entity], pa.string()))[0].as_py()
+        base = f"{self.prefix}:{{{tag}}}"
         return [f"{base}:m", f"{base}:alerts"]
 
     def _slots(self, codes: I64, tags: pa.Array) -> I64:
@@ -1026,10 +1037,7 @@ class RedisMeter:
         starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
         counts = np.diff(np.r_[starts, len(codes)])
         ent_codes = codes[starts]
-        tags = pc.replace_substring(
-            pa.array(list(map(names.__getitem__, ent_codes.tolist())), pa.string()), "%", "%25"
-        )
-        tags = pc.replace_substring(pc.replace_substring(tags, "{", "%7B"), "}", "%7D")
+        tags = hash_tags(pa.array(list(map(names.__getitem__, ent_codes.tolist())), pa.string()))
         slots = self._slots(ent_codes, tags)
         order = np.argsort(slots, kind="stable")
         s = slots[order]
