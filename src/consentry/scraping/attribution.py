@@ -217,14 +217,15 @@ def owner_candidates(credentials: pa.Array, owners: Owners) -> pa.Table:
             if len(hits) == 0:
                 continue
             n = len(hits)
-            src = owners.ranges.slice(row, 1)
+            # The range row repeated once per hit (a take, not n Python objects).
+            src = owners.ranges.slice(row, 1).take(pa.array(np.zeros(n, dtype=np.int64)))
             pieces.append(
                 pa.table(
                     {
                         "credential": distinct.take(pa.array(hits)),
-                        "entity": pa.array([src["entity"][0].as_py()] * n, pa.string()),
-                        "valid_from": pa.array([src["valid_from"][0].as_py()] * n, TIMESTAMP_TYPE),
-                        "valid_to": pa.array([src["valid_to"][0].as_py()] * n, TIMESTAMP_TYPE),
+                        "entity": src["entity"],
+                        "valid_from": src["valid_from"],
+                        "valid_to": src["valid_to"],
                         "specificity": pa.array(np.full(n, network.prefixlen, np.int64)),
                     }
                 )
