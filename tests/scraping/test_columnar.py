@@ -271,6 +271,33 @@ def test_window_order_equals_lexsort(items: list[tuple[int, int]], tight: bool) 
     assert r.tolist() == rel[expected].tolist()
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(st.text(max_size=5), max_size=6), max_size=6),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
+@example([["aa", "bb"], ["aaaaaaaa", "", "é"]], 0, 0)  # longer strings after the estimate
+@example([["x", "y", "z"], ["w"]], 1, 2)  # a slice (offsets not from 0), rows to spare
+def test_string_column_gives_back_what_was_appended(
+    chunks: list[list[str]], skip: int, spare: int
+) -> None:
+    arrays = [pa.array(chunk, pa.string()) for chunk in chunks]
+    if arrays:
+        arrays[0] = arrays[0].slice(skip)
+    expected = [value for array in arrays for value in array.to_pylist()]
+    column = columnar._StringColumn(len(expected) + spare)
+    for array in arrays:
+        column.append(array)
+    assert column.array().to_pylist() == expected
+
+
+def test_string_column_refuses_more_rows_than_announced() -> None:
+    column = columnar._StringColumn(1)
+    with pytest.raises(ValueError, match="more strings than the rows announced"):
+        column.append(pa.array(["a", "b"]))
+
+
 def test_only_one_entity_keeps_its_accesses() -> None:
     items = [
         (1, 0, "ak_b", 6),

@@ -58,7 +58,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from consentry.binary import fixed_rows, fixed_width
+from consentry.binary import binary_parts, fixed_rows, fixed_width
 from consentry.scraping.attribution import Owners, owner_candidates
 from consentry.scraping.canonical import (
     canonical_lines_columns,
@@ -708,7 +708,7 @@ def _evidence(
     all_rel = np.empty(total, dtype=np.int64)
     all_cidx = np.empty(total, dtype=np.int32)
     all_posts = np.empty(total, dtype=np.int64)
-    rid_chunks: list[pa.Array] = []
+    rid_column = _StringColumn(total)
     filled = 0
     for batch in ses.batches(
         f"SELECT w.win AS win, b.t - w.start AS rel, b.request_id AS request_id, "
@@ -722,13 +722,12 @@ def _evidence(
         all_rel[filled : filled + n] = batch.column(1).to_numpy()
         all_cidx[filled : filled + n] = batch.column(3).to_numpy()
         all_posts[filled : filled + n] = batch.column(4).to_numpy()
-        rid_chunks.append(batch.column(2).cast(pa.large_string()))
+        rid_column.append(batch.column(2))
         filled += n
     all_win, all_rel = all_win[:filled], all_rel[:filled]
     all_cidx, all_posts = all_cidx[:filled], all_posts[:filled]
-    # One array (takes from a chunked array of strings concatenate per call).
-    all_rid = pa.concat_arrays(rid_chunks) if rid_chunks else pa.array([], pa.large_string())
-    del rid_chunks
+    all_rid = rid_column.array()
+    del rid_column
     # Groups of consecutive windows, processed one by one (bounds the sort and the line
     # buffer): at most _EVIDENCE_ROWS accesses, and few enough windows and rows that
     # (window in group, instant in window, row in group) pack into one uint64.
@@ -802,6 +801,40 @@ def _evidence(
 
     _in_threads(one, range(g + 1))  # groups two at a time
     return digests, credentials, accesses
+
+
+class _StringColumn:
+    """Strings appended batch by batch to NumPy buffers (bytes, 64-bit offsets) and read
+    back as one Arrow array without a copy: a list of chunks concatenated at the end
+    would hold every value twice (2 GB more peak memory for the evidence at 100M)."""
+
+    def __init__(self, rows: int) -> None:
+        self._off = np.zeros(rows + 1, dtype=np.int64)
+        self._bytes = np.empty(0, dtype=np.uint8)
+        self._rows = 0
+
+    def append(self, values: pa.Array) -> None:
+        off, data = binary_parts(values)
+        n = len(off) - 1
+        if self._rows + n > len(self._off) - 1:
+            raise ValueError("more strings than the rows announced")
+        at = int(self._off[self._rows])
+        end = at + len(data)
+        if end > len(self._bytes):
+            # Sized for every announced row from the bytes per row so far: one allocation
+            # when the strings have one length (request ids usually do).
+            grown = np.empty(max(end, end * (len(self._off) - 1) // (self._rows + n)), np.uint8)
+            grown[:at] = self._bytes[:at]
+            self._bytes = grown
+        self._bytes[at:end] = np.frombuffer(data, dtype=np.uint8)
+        self._off[self._rows + 1 : self._rows + n + 1] = off[1:] + at
+        self._rows += n
+
+    def array(self) -> pa.Array:
+        size = int(self._off[self._rows])
+        return pa.LargeStringArray.from_buffers(
+            self._rows, pa.py_buffer(self._off[: self._rows + 1]), pa.py_buffer(self._bytes[:size])
+        )
 
 
 def _segments_table(cmap: CredentialMap) -> pa.Table:
