@@ -47,16 +47,11 @@ def fixed_width(values: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.void] | No
     return np.frombuffer(data, dtype=f"V{width}")
 
 
-def fixed_rows(items: npt.NDArray[np.void] | npt.NDArray[np.uint8]) -> pa.Array:
-    """A binary array over fixed-width items (`V<width>` or rows of a 2-D uint8 array),
-    without copying the bytes; 64-bit offsets when 32 bits cannot address them."""
-    rows = (
-        items.view(np.uint8).reshape(len(items), items.dtype.itemsize)
-        if items.dtype.kind == "V"
-        else items
-    )
-    n, width = rows.shape
-    data = np.ascontiguousarray(rows)
+def fixed_rows(items: npt.NDArray[np.void]) -> pa.Array:
+    """A binary array over fixed-width `V<width>` items, without copying the bytes; 64-bit
+    offsets when 32 bits cannot address them."""
+    n, width = len(items), items.dtype.itemsize
+    data = np.ascontiguousarray(items).view(np.uint8)
     large = width * n >= 2**31
     offsets = np.arange(0, width * (n + 1), width, dtype=np.int64 if large else np.int32)
     kind = pa.large_binary() if large else pa.binary()

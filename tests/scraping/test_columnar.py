@@ -23,6 +23,7 @@ from consentry.scraping.canonical import (
     canonical_lines_columns,
     escaped_binary,
     format_instants,
+    tabbed,
 )
 from consentry.scraping.columnar import (
     earliest_all,
@@ -71,7 +72,7 @@ def test_canonical_lines_from_columns_match_the_table_form(
     got = canonical_lines_columns(
         ordered["ts"].cast(pa.int64()).to_numpy(),
         escaped_binary(ordered["request_id"]),
-        escaped_binary(ordered["credential"]),
+        tabbed(escaped_binary(ordered["credential"])),
         ordered["posts"].to_numpy(),
     )
     assert [b.decode() for b in got.to_pylist()] == canonical_lines(table).to_pylist()

@@ -186,36 +186,34 @@ _SMALL_POSTS = 100_000
 
 
 def _posts_text(posts: npt.NDArray[np.int64]) -> pa.Array:
-    """Each count in base 10 followed by LF."""
+    """Each count in base 10 followed by LF; counts below `_SMALL_POSTS` are taken from a
+    table of the texts of 0..max."""
     counts = np.asarray(posts, dtype=np.int64)
-    lf = pa.scalar(b"\n", pa.binary())
-    if len(counts) and int(counts.min()) >= 0 and int(counts.max()) < _SMALL_POSTS:
-        texts = pa.array(np.arange(int(counts.max()) + 1)).cast(pa.string()).cast(pa.binary())
-        table = pc.binary_join_element_wise(texts, lf, pa.scalar(b"", pa.binary()))
-        return table.take(pa.array(counts))
-    texts = pa.array(counts).cast(pa.string()).cast(pa.binary())
-    joined: pa.Array = pc.binary_join_element_wise(texts, lf, pa.scalar(b"", pa.binary()))
-    return joined
+    small = len(counts) > 0 and int(counts.min()) >= 0 and int(counts.max()) < _SMALL_POSTS
+    values = np.arange(int(counts.max()) + 1) if small else counts
+    texts = pa.array(values).cast(pa.string()).cast(pa.binary())
+    lf, empty = pa.scalar(b"\n", pa.binary()), pa.scalar(b"", pa.binary())
+    joined: pa.Array = pc.binary_join_element_wise(texts, lf, empty)
+    return joined.take(pa.array(counts)) if small else joined
 
 
 def canonical_lines_columns(
     ts_us: npt.NDArray[np.int64],
     request_id: pa.Array,
-    credential: pa.Array,
+    tabbed_credential: pa.Array,
     posts: npt.NDArray[np.int64],
-    *,
-    credential_tabbed: bool = False,
 ) -> pa.Array:
     """The canonical lines of accesses given as columns, in the order given (the caller has
-    put them in canonical order); same bytes as `canonical_lines`. `request_id` and
-    `credential` must already be escaped binary (`escaped_binary`); with
-    `credential_tabbed`, each credential already carries its TABs (`tabbed`).
+    put them in canonical order); same bytes as `canonical_lines`. `request_id` must
+    already be escaped binary (`escaped_binary`), and each credential escaped and between
+    its TABs (`tabbed`: built once per distinct credential, not once per line).
 
     One join of six columns and no scalars (Arrow's join is several times slower with
     scalar pieces): the instant's three table lookups (the last ends with TAB),
     request_id, TAB + credential + TAB, posts + LF."""
-    middle = credential if credential_tabbed else tabbed(credential)
-    wide = pa.types.is_large_binary(request_id.type) or pa.types.is_large_binary(middle.type)
+    wide = pa.types.is_large_binary(request_id.type) or pa.types.is_large_binary(
+        tabbed_credential.type
+    )
     kind = pa.large_binary() if wide else pa.binary()
     if len(request_id) == 0:
         return pa.array([], kind)
@@ -226,7 +224,7 @@ def canonical_lines_columns(
     line = pc.binary_join_element_wise(
         *[p.cast(kind) for p in pieces],
         request_id.cast(kind),
-        middle.cast(kind),
+        tabbed_credential.cast(kind),
         _posts_text(posts).cast(kind),
         pa.scalar(b"", kind),
     )

@@ -663,8 +663,8 @@ def _evidence(
     static_ok[~dyn] = billed[cmap.code[~dyn]]
     relevant = np.flatnonzero(static_ok | dyn)
     # Credential strings are never fetched: the join returns each access's credential
-    # index; escaping is checked once on the distinct values.
-    cred_text = escaped_binary(cmap.credentials)
+    # index; each distinct credential is escaped and put between its TABs once.
+    tab_text = tabbed(escaped_binary(cmap.credentials))
     table = ses.register(
         "evcreds",
         pa.table(
@@ -750,7 +750,6 @@ def _evidence(
     # Request ids of one byte length (the usual case) are taken by NumPy as fixed-width
     # items; escaping is checked once on all of them.
     rid_items = fixed_width(all_rid) if not needs_escape(all_rid) else None
-    tab_text = tabbed(cred_text)
 
     def one(gi: int) -> None:
         picked = by_group[(group_end[gi - 1] if gi else 0) : group_end[gi]]
@@ -777,7 +776,6 @@ def _evidence(
             rid,
             tab_text.take(pa.array(used)).take(pa.array(local[cidx])),
             all_posts[rows],
-            credential_tabbed=True,
         )
         bounds = np.flatnonzero(np.r_[True, win[1:] != win[:-1], True])
         ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
