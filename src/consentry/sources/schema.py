@@ -12,6 +12,7 @@ from typing import Literal
 import pyarrow as pa
 
 __all__ = [
+    "MAX_POSTS_PER_ACCESS",
     "TABLES",
     "ColumnKind",
     "ColumnSpec",
@@ -46,6 +47,8 @@ class ColumnSpec:
     """Allowed values for an `enum` column."""
     minimum: int | None = None
     """Smallest allowed value for an `int` column."""
+    maximum: int | None = None
+    """Largest allowed value for an `int` column."""
     description: str = ""
 
     @property
@@ -73,6 +76,12 @@ class TableSpec:
                 return c
         raise KeyError(name)
 
+
+MAX_POSTS_PER_ACCESS = 1_000_000_000
+"""The most posts one access event may count (the import, the meter and the API refuse more).
+
+Bounded so that every sum the scraping rules take stays exact in 64-bit integers: 2^63 / 10^9
+is over nine billion maximal accesses of one entity before a sum could overflow."""
 
 VISIBILITIES = ("public", "unlisted", "protected", "direct")
 CHOICES = ("allow", "deny")
@@ -158,7 +167,13 @@ TABLES: dict[str, TableSpec] = {
                     "string",
                     description="API key, account id or IP address that made the request.",
                 ),
-                ColumnSpec("posts", "int", minimum=0, description="Number of posts served (>= 0)."),
+                ColumnSpec(
+                    "posts",
+                    "int",
+                    minimum=0,
+                    maximum=MAX_POSTS_PER_ACCESS,
+                    description="Number of posts served (0 to 1,000,000,000).",
+                ),
                 ColumnSpec(
                     "endpoint", "string", nullable=True, description="Endpoint that served them."
                 ),
