@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,16 +26,16 @@ from consentry.delivery import build
 from consentry.delivery.build import (
     DELIVERED_SCHEMA,
     LINEAGE_TABLE,
-    build_delivery,
     evaluate_posts,
 )
 from consentry.delivery.eligibility import REASON_ORDER
 from consentry.delivery.licensees import registry_for
 from consentry.delivery.pseudonyms import hmac_hex
-from consentry.delivery.service import target_for, verify_delivery
+from consentry.delivery.service import verify_delivery
 from consentry.delivery.signing import Signer, verify
 from consentry.engine import Lake, connect
 from consentry.errors import BadInput, ConsentryError
+from consentry.jobs import JobBusy
 from consentry.ledger.sync import ledger_for
 from consentry.settings import Settings
 from consentry.store import open_store
@@ -360,7 +361,7 @@ def test_a_crash_while_writing_parts_leaves_no_delivery_and_no_lineage(
     assert State.of(built.home) == before  # no directory at all, staging included
 
 
-def test_a_crash_before_the_rename_leaves_no_visible_delivery(
+def test_a_failure_before_the_commit_leaves_nothing(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = State.of(built.home)
@@ -371,12 +372,8 @@ def test_a_crash_before_the_rename_leaves_no_visible_delivery(
     monkeypatch.setattr(Signer, "sign", refuse)
     with pytest.raises(ConsentryError, match="signing key unavailable"):
         built.home.deliver("eu")
-    after = State.of(built.home)
-    assert after.entries == before.entries
-    assert after.audited == before.audited
-    # Lineage was committed before the rename; its rows name a delivery that does not exist.
-    orphans = {r["delivery_id"] for r in after.lineage} - {r["delivery_id"] for r in before.lineage}
-    assert not orphans & set(after.entries)
+    # No directory, no audit event, no lineage: the job was rolled back before its commit.
+    assert State.of(built.home) == before
 
 
 def test_a_disabled_licensee_gets_nothing(built: Built) -> None:
@@ -400,76 +397,53 @@ def test_a_cutoff_in_the_future_is_bad_input(built: Built) -> None:
     assert State.of(built.home) == before
 
 
-def test_concurrent_lineage_appends_lose_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_concurrent_deliveries_lose_no_lineage_and_one_licensee_waits_its_turn(
+    lake_home: LakeHome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lake = Lake(tmp_path / "lake")
+    for name in ("third-a", "third-b", "third-c"):
+        lake_home.add_licensee(name)
     original = Lake.files
 
     def slow_files(self: Lake, name: str) -> list[Path]:
-        # Widen the window between reading the live parts and committing the new snapshot.
+        # Widen the window between reading the live lineage parts and publishing.
         found = original(self, name)
         time.sleep(0.05)
         return found
 
     monkeypatch.setattr(Lake, "files", slow_files)
-
-    def lineage(delivery_id: str) -> pa.Table:
-        return pa.table(
-            {
-                "delivery_id": [delivery_id],
-                "licensee": ["x"],
-                "record_id": [f"r-{delivery_id}"],
-                "post_id": [f"p-{delivery_id}"],
-                "author_id": ["a"],
-            },
-            schema=build.LINEAGE_SCHEMA,
-        )
-
-    ids = [f"d{i}" for i in range(6)]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        digests = list(pool.map(lambda d: build._append_lineage(lake, lineage(d)), ids))
+        manifests = list(pool.map(lake_home.deliver, ["third-a", "third-b", "third-c"]))
+        # Two deliveries for one licensee at once: the second is refused, not doubled.
+        building, refused = threading.Event(), threading.Event()
+
+        def hold(step: str) -> None:
+            building.set()
+            assert refused.wait(60), "the second delivery never came"
+
+        first = pool.submit(lake_home.deliver, "third-a", on_progress=hold)
+        assert building.wait(60)
+        with pytest.raises(JobBusy, match="deliver:"):
+            lake_home.deliver("third-a")
+        refused.set()
+        manifests.append(first.result())
     monkeypatch.setattr(Lake, "files", original)
-    stored = lake.read_arrow(LINEAGE_TABLE)
-    assert sorted(stored.column("delivery_id").to_pylist()) == ids
-    parts = {hashlib.sha256(p.read_bytes()).hexdigest() for p in lake.files(LINEAGE_TABLE)}
-    assert parts == set(digests)
+    lineage = lake_home.lake.read_arrow(LINEAGE_TABLE)
+    for manifest in manifests:
+        rows = lineage.filter(pa.compute.equal(lineage["delivery_id"], manifest["delivery_id"]))
+        assert rows.num_rows == manifest["counts"]["delivered"] > 0
+    parts = {
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in lake_home.lake.files(LINEAGE_TABLE)
+    }
+    assert parts == {m["lineage_sha256"] for m in manifests}
 
 
 # -- engines ----------------------------------------------------------------------------------
 
 
-def _build_with(home: LakeHome, backend: Any, engine: str, name: str) -> dict[str, Any]:
-    settings = home.settings
-    registry = registry_for(settings)
-    try:
-        record = registry.get(name)
-    finally:
-        registry.store.close()
-    ledger = ledger_for(settings)
-    try:
-        purposes = sorted({p.key for v in ledger.policy.versions for p in v.purposes})
-        events = ledger.events_arrow(purposes, AS_OF)
-        policy = ledger.policy
-    finally:
-        ledger.store.close()
-    return build_delivery(
-        backend=backend,
-        lake=Lake(settings.lake_dir),
-        policy=policy,
-        events=events,
-        target=target_for(settings, record),
-        as_of=AS_OF,
-        deliveries_dir=home.deliveries,
-        signer=Signer.for_home(settings.home),
-        engine=engine,
-    )
-
-
 @pytest.mark.spark
 def test_spark_delivers_the_same_records_as_duckdb(lake_home: LakeHome, spark_session: Any) -> None:
-    duck = _build_with(lake_home, connect("duckdb"), "duckdb", "open")
-    spark = _build_with(lake_home, connect("spark", spark=spark_session), "spark", "open")
+    duck = lake_home.deliver("open", engine="duckdb")
+    spark = lake_home.deliver("open", engine="spark")
     assert spark["engine"] == "spark"
     assert spark["counts"] == duck["counts"] == expected_counts("open")
     # Both sorted by record_id: the same rows in the same order, value for value.

@@ -37,8 +37,16 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "policy_version",
         "at",
         "ledger_seq",
+        "events_digest",
     ),
-    "consent.imported": ("events_read", "events_new", "subjects_affected", "digest_sha256"),
+    "consent.imported": (
+        "events_read",
+        "events_new",
+        "subjects_affected",
+        "digest_sha256",
+        "events_digest",
+    ),
+    "consent.anchored": ("events", "events_digest"),
     "subjects.synced": ("subjects_read", "subjects_new", "subjects_updated", "digest_sha256"),
     "delivery.built": (
         "delivery_id",

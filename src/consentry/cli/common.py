@@ -35,6 +35,7 @@ __all__ = [
     "exits_cleanly",
     "print_json",
     "progress",
+    "recover_first",
     "settings_from",
     "to_jsonable",
 ]
@@ -52,6 +53,19 @@ def settings_from(ctx: typer.Context) -> Settings:
     if isinstance(obj, Settings):
         return obj
     return Settings.from_env()
+
+
+def recover_first(settings: Settings) -> None:
+    """Before a job starts: require an initialised store and recover interrupted jobs,
+    saying on stderr what was recovered (docs/invariants.md, "Jobs")."""
+    from consentry.recovery import recover  # imports every capability: only when needed
+
+    for job in recover(settings):
+        err_console.print(
+            f"recovered {job.kind} job {job.id} ({job.subject}), interrupted at {job.step}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def to_jsonable(value: Any) -> Any:

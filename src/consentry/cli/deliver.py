@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consentry.cli.common import console, exits_cleanly, print_json, progress, settings_from
+from consentry.cli.common import (
+    console,
+    exits_cleanly,
+    print_json,
+    progress,
+    recover_first,
+    settings_from,
+)
 from consentry.delivery.service import deliver, explain, verify_delivery
 from consentry.delivery.signing import Signer
 from consentry.errors import BadInput, ConsentryError, Problem
@@ -36,6 +43,7 @@ def deliver_command(
     """Build a signed, consent-filtered delivery for LICENSEE at --as-of."""
     settings = settings_from(ctx)
     when = parse_instant(as_of, field="--as-of")
+    recover_first(settings)
     with progress() as bar:
         task = bar.add_task("delivering", total=None)
         manifest = deliver(

@@ -9,12 +9,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from consentry.cli.common import console, exits_cleanly, print_json, progress, settings_from
+from consentry.cli.common import (
+    console,
+    exits_cleanly,
+    print_json,
+    progress,
+    recover_first,
+    settings_from,
+)
 from consentry.demo import generate, read_facts
 from consentry.demo.loader import LoadedTable, demo_files, load
-from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError, Problem
-from consentry.ledger.sync import sync_ledger
 from consentry.settings import Settings
 from consentry.store import open_store
 
@@ -41,17 +46,14 @@ def _require_store(settings: Settings) -> None:
 def _load(settings: Settings, source: Path) -> list[LoadedTable]:
     demo_files(source)
     _require_store(settings)
-    with progress() as bar, open_store(settings.resolved_database_url) as store:
+    recover_first(settings)
+    with progress() as bar:
         task = bar.add_task("loading", total=5)
 
         def advance(table: str) -> None:
             bar.update(task, description=f"importing {table}", advance=1)
 
-        loaded = load(Lake(settings.lake_dir), store, source, on_table=advance)
-        bar.update(task, description="syncing the consent ledger")
-    # The settings page, the API and resolution read subjects and events from the ledger.
-    sync_ledger(settings)
-    return loaded
+        return load(settings, source, on_table=advance)
 
 
 def _print_loaded(loaded: list[LoadedTable]) -> None:

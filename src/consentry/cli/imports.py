@@ -12,17 +12,15 @@ from consentry.cli.common import (
     exits_cleanly,
     print_json,
     progress,
+    recover_first,
     settings_from,
 )
-from consentry.engine import Lake
-from consentry.ledger.sync import SYNCED_TABLES, sync_ledger
+from consentry.intake import check_import, commit_import, import_table
 from consentry.settings import Settings
-from consentry.sources import TABLES, ImportResult, import_files
-from consentry.sources.importer import record_result
-from consentry.sources.mastodon import register_cli as register_mastodon
-from consentry.store import open_store
+from consentry.sources import TABLES
+from consentry.sources.mastodon import DEFAULT_REGION, mastodon_url, read_mastodon
 
-__all__ = ["import_app", "record_run", "register", "run_import"]
+__all__ = ["import_app", "register", "run_import"]
 
 import_app = typer.Typer(
     name="import",
@@ -31,36 +29,17 @@ import_app = typer.Typer(
 )
 
 
-def record_run(settings: Settings, result: ImportResult) -> int:
-    """Record a finished import in the control-plane store; returns the run id."""
-    with open_store(settings.resolved_database_url) as store:
-        return record_result(store, result)
-
-
 def run_import(settings: Settings, table: str, files: list[Path]) -> dict[str, Any]:
-    """Import `files` into `table` of the home's lake, record the run, return a report.
-
-    1. Validate every file, then merge in one atomic snapshot (`import_files`).
-    2. Record the run in the store (needs `consentry init` first).
-    3. For `users` and `consent_events`, bring the consent ledger up to date.
-    """
+    """Import `files` into `table` of the home (`consentry.intake.import_table`: the lake
+    and the control plane together, or nothing); return the report."""
     with progress() as bar:
-        bar.add_task(f"importing {len(files)} file(s) into {table}", total=None)
-        result = import_files(Lake(settings.lake_dir), table, files)
-    run_id = record_run(settings, result)
-    ledger = sync_ledger(settings, [table]) if table in SYNCED_TABLES else {}
-    return {
-        "run_id": run_id,
-        "table": result.table,
-        "origin": result.origin,
-        "rows_read": result.rows_read,
-        "rows_new": result.rows_new,
-        "rows_replaced": result.rows_replaced,
-        "rows_total": result.rows_total,
-        "started_at": result.started_at,
-        "finished_at": result.finished_at,
-        "ledger": ledger,
-    }
+        task = bar.add_task(f"validating {len(files)} file(s) for {table}", total=None)
+        checked = check_import(table, files=files)
+        recover_first(settings)
+        report = commit_import(
+            settings, checked, on_step=lambda step: bar.update(task, description=step)
+        )
+    return report.to_json()
 
 
 def _add_table_command(table: str) -> None:
@@ -96,8 +75,58 @@ def _add_table_command(table: str) -> None:
 for _table in TABLES:
     _add_table_command(_table)
 
-# The Mastodon connector adds `consentry import mastodon` to this group.
-register_mastodon(import_app)
+
+@import_app.command("mastodon")
+@exits_cleanly
+def mastodon_command(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str,
+        typer.Option(
+            "--database-url",
+            metavar="URL",
+            help="The Mastodon server's PostgreSQL database (postgresql://USER@HOST/DB).",
+        ),
+    ],
+    default_region: Annotated[
+        str,
+        typer.Option(
+            "--default-region",
+            metavar="CC",
+            help="ISO 3166-1 alpha-2 region given to every account (Mastodon has none).",
+        ),
+    ] = DEFAULT_REGION,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Import local accounts and their statuses (no reblogs) from a Mastodon database."""
+    settings = settings_from(ctx)
+    recover_first(settings)
+    with progress() as bar:
+        tasks = {
+            name: bar.add_task(f"reading Mastodon {name}", total=None)
+            for name in ("users", "posts")
+        }
+
+        def advance(table: str, rows: int) -> None:
+            bar.advance(tasks[table], rows)
+
+        tables = read_mastodon(database_url, default_region=default_region, on_rows=advance)
+    origin = "mastodon:" + mastodon_url(database_url).render_as_string(hide_password=True)
+    # Accounts first: their posts' authors are then known, and they become ledger subjects.
+    report = {
+        name: import_table(settings, name, data=tables[name], origin=origin).to_json()
+        for name in ("users", "posts")
+    }
+    if as_json:
+        print_json(report)
+        return
+    for run in report.values():
+        console.print(
+            f"{run['table']}: read {run['rows_read']}, new {run['rows_new']}, "
+            f"replaced {run['rows_replaced']}, total {run['rows_total']}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

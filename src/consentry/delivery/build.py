@@ -1,7 +1,9 @@
 """Build one licensed delivery: eligible posts, minimised and pseudonymised, signed.
 
-The directory is assembled beside the deliveries and renamed into place last, so a crash
-leaves no visible delivery; lineage (which internal ids went into it) stays in the lake.
+The build writes only into a staging directory (parts, manifest, signature and the lineage
+file); `consentry.delivery.service.deliver` runs it as a job that stages the lineage in the
+lake, commits the delivery with its audit event and only then publishes both (docs/
+invariants.md, I2).
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ from consentry.policy import AIPREF_CATEGORIES, Choice, PolicyFile
 
 __all__ = [
     "DELIVERED_SCHEMA",
+    "LINEAGE_FILE",
     "LINEAGE_SCHEMA",
     "LINEAGE_TABLE",
     "DeliveryTarget",
     "build_delivery",
     "evaluate_posts",
     "explain_post",
+    "new_delivery_id",
+    "stage_lineage",
 ]
 
 ROWS_PER_PART = 1_000_000
@@ -54,6 +59,8 @@ ROW_GROUP_ROWS = 100_000
 """Rows per Parquet row group. Fixed, so the bytes of a part do not depend on how the engine
 happened to batch its output (thread count, engine, machine)."""
 LINEAGE_TABLE = "delivery_lineage"
+LINEAGE_FILE = ".lineage.parquet.tmp"
+"""The lineage part, written in the staging directory until the job stages it in the lake."""
 
 DELIVERED_SCHEMA = pa.schema(
     [
@@ -166,6 +173,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def new_delivery_id(as_of: datetime) -> str:
+    """A fresh delivery id: the cut-off and 48 random bits."""
+    return f"dlv-{as_of.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
+
+
 def build_delivery(
     *,
     backend: ibis.BaseBackend,
@@ -174,32 +186,35 @@ def build_delivery(
     events: pa.Table,
     target: DeliveryTarget,
     as_of: datetime,
-    deliveries_dir: Path,
+    delivery_id: str,
+    staging: Path,
     signer: Signer,
     engine: str,
     now: datetime | None = None,
     on_progress: Callable[[str], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Write one delivery and return its manifest.
+    """Write one delivery into the empty directory `staging` and return its manifest.
 
     1. Evaluate every post (`eligibility`); count each excluded post under its first reason.
     2. Project the eligible posts: record_id = HMAC(post_id), author_ref = HMAC(author_id)
        under the licensee's secret, created_at truncated to the hour, lang, minimised text,
        the author's `Content-Usage` value at as_of.
-    3. Write zstd Parquet parts sorted by record_id (the same inputs give the same bytes)
-       into a staging directory; write the lineage into the lake (one atomic snapshot).
-    4. Write manifest.json (counts, files with sha256 and rows, lineage digest) and its
-       Ed25519 signature manifest.sig, then rename the staging directory into place.
+    3. Write zstd Parquet parts sorted by record_id (the same inputs give the same bytes),
+       and the private lineage as `LINEAGE_FILE` (step `deliver.parts_written`).
+    4. Write manifest.json (counts, files with sha256 and rows, the lineage part's digest)
+       and its Ed25519 signature manifest.sig (step `deliver.signed`).
+    Nothing outside `staging` is written: the caller stages the lineage, commits, publishes.
     """
     now = now or datetime.now(UTC)
     as_of = as_of.astimezone(UTC)
     if as_of > now:
         raise BadInput(Problem("command line", None, "--as-of", "the cut-off is in the future"))
     version = policy.version_at(as_of)
-    step = on_progress or (lambda _message: None)
-    delivery_id = f"dlv-{as_of.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
+    progress = on_progress or (lambda _message: None)
+    reached = on_step or (lambda _name: None)
 
-    step("evaluating eligibility")
+    progress("evaluating eligibility")
     posts, users, ledger_events = _sources(backend, lake, events)
     facts_name = f"delivery_facts_{uuid.uuid4().hex[:8]}"
     facts = author_facts(policy, users, ledger_events, target.scope, as_of)
@@ -252,21 +267,13 @@ def build_delivery(
         f"FROM {intents_view}) AS authors ON author_id = intents_user "
         f"ORDER BY record_id"
     )
-
-    deliveries_dir.mkdir(parents=True, exist_ok=True)
-    _sweep_abandoned(deliveries_dir)
-    staging = deliveries_dir / f".staging-{delivery_id}-pid{os.getpid()}"
-    staging.mkdir()
     try:
-        step("writing part files")
+        progress("writing part files")
         with contextlib.closing(_arrow_batches(backend, query)) as batches:
             files, lineage = _write_parts(batches, staging, delivery_id, target.licensee)
         if sum(f["rows"] for f in files) != delivered_count:
             raise ConsentryError("delivered rows do not match the eligibility count")
-        # Lineage first: an orphan lineage part (crash before the rename below) names a
-        # delivery that does not exist and is ignored; a delivery without lineage never is.
-        step("recording lineage")
-        lineage_sha256 = _append_lineage(lake, lineage)
+        reached("deliver.parts_written")
         manifest: dict[str, Any] = {
             "delivery_id": delivery_id,
             "licensee": target.licensee,
@@ -282,16 +289,13 @@ def build_delivery(
             },
             "files": files,
             "columns": [f.name for f in DELIVERED_SCHEMA],
-            "lineage_sha256": lineage_sha256,
+            "lineage_sha256": _sha256(lineage),
             "signing_key": signer.kid,
         }
         body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n"
         (staging / "manifest.json").write_bytes(body)
         (staging / "manifest.sig").write_bytes(signer.sign(body))
-        os.replace(staging, deliveries_dir / delivery_id)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        reached("deliver.signed")
     finally:
         backend.drop_view(view, force=True)
         backend.drop_view(intents_view, force=True)
@@ -374,23 +378,6 @@ def _fixed_chunks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.T
         yield pa.concat_tables(pending).combine_chunks()
 
 
-def _sweep_abandoned(deliveries_dir: Path) -> None:
-    """Remove staging directories of builds whose process is gone (killed mid-build).
-
-    A staging directory names its builder's process id; a live builder's is left alone.
-    """
-    for staging in deliveries_dir.glob(".staging-*-pid*"):
-        pid = staging.name.rpartition("-pid")[2]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(staging, ignore_errors=True)
-        except PermissionError:
-            continue  # alive, owned by someone else
-
-
 def _write_parts(
     batches: Iterator[pa.RecordBatch], staging: Path, delivery_id: str, licensee: str
 ) -> tuple[list[dict[str, Any]], Path]:
@@ -408,7 +395,7 @@ def _write_parts(
        bytes are the same as a sequential write's.
     """
     files: list[dict[str, Any]] = []
-    lineage_path = staging / ".lineage.parquet.tmp"
+    lineage_path = staging / LINEAGE_FILE
     lineage_writer = pq.ParquetWriter(lineage_path, LINEAGE_SCHEMA, compression="zstd")
     writer: pq.ParquetWriter | None = None
     rows_in_part = 0
@@ -474,24 +461,15 @@ def _write_parts(
     return files, lineage_path
 
 
-def _append_lineage(lake: Lake, lineage: Path | pa.Table) -> str:
-    """Add this delivery's lineage (a file, moved; or a table, written) as a new part of the
-    lake's lineage table (atomically); return the SHA-256 of that part (the manifest's
-    lineage digest)."""
-    with lake.writing(LINEAGE_TABLE) as staging:
-        # Read the live parts under the table's writer lock: read before it, a concurrent
-        # delivery's commit in between would be overwritten (its lineage lost) or its
-        # clean-up would remove the parts we are about to link.
-        existing = lake.files(LINEAGE_TABLE)
-        # Earlier deliveries' parts are immutable: hard links, not copies.
-        for i, old in enumerate(existing):
-            os.link(old, staging / f"part-{i:06d}.parquet")
-        part = staging / f"part-{len(existing):06d}.parquet"
-        if isinstance(lineage, Path):
-            shutil.move(lineage, part)
-        else:
-            pq.write_table(lineage, part, compression="zstd")
-        return _sha256(part)
+def stage_lineage(lake: Lake, lineage: Path, token: str) -> None:
+    """Stage a lineage snapshot under `token`: the live parts (hard links: parts are
+    immutable) plus `lineage` (moved in) as the next part. The caller holds the lineage
+    table's job lock until it publishes or discards the snapshot."""
+    staged = lake.stage(LINEAGE_TABLE, token)
+    existing = lake.files(LINEAGE_TABLE)
+    for i, old in enumerate(existing):
+        os.link(old, staged / f"part-{i:06d}.parquet")
+    shutil.move(lineage, staged / f"part-{len(existing):06d}.parquet")
 
 
 def explain_post(

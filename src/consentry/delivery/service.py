@@ -5,23 +5,41 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from consentry.audit import SqlAuditSink
-from consentry.delivery.build import DeliveryTarget, build_delivery, explain_post
+from consentry.delivery.build import (
+    LINEAGE_FILE,
+    LINEAGE_TABLE,
+    DeliveryTarget,
+    build_delivery,
+    explain_post,
+    new_delivery_id,
+    stage_lineage,
+)
 from consentry.delivery.eligibility import LicenceScope
 from consentry.delivery.licensees import LicenseeRecord, licensee_named, registry_for
 from consentry.delivery.minimise import MinimisationConfig
 from consentry.delivery.signing import Signer, verify
 from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, ConsentryError, Problem
+from consentry.jobs import JobRecord, register_recoverer, run_job
 from consentry.ledger.sync import ledger_for
 from consentry.settings import Settings
 from consentry.store import open_store
+from consentry.store.models import DeliveryRow
+
+_LINEAGE_WAIT_SECONDS = 600.0
+"""How long a delivery waits for another delivery's brief hold on the lineage table."""
 
 __all__ = [
     "VerifyReport",
@@ -70,6 +88,23 @@ def _events_for(settings: Settings, as_of: datetime) -> Any:
         ledger.store.close()
 
 
+class _DeliveryRecoverer:
+    """A delivery staged its directory and lineage: remove both, or publish both."""
+
+    def roll_back(self, settings: Settings, job: JobRecord) -> None:
+        Lake(settings.lake_dir).discard(LINEAGE_TABLE, job.intent["token"])
+        shutil.rmtree(deliveries_dir(settings) / job.intent["staging"], ignore_errors=True)
+
+    def roll_forward(self, settings: Settings, job: JobRecord) -> None:
+        Lake(settings.lake_dir).publish(LINEAGE_TABLE, job.intent["token"])
+        staging = deliveries_dir(settings) / job.intent["staging"]
+        if staging.is_dir():
+            os.replace(staging, deliveries_dir(settings) / job.intent["delivery_id"])
+
+
+register_recoverer("deliver", _DeliveryRecoverer())
+
+
 def deliver(
     settings: Settings,
     licensee: str,
@@ -81,8 +116,13 @@ def deliver(
     """Build a delivery for `licensee` at `as_of` (default now) and record it.
 
     1. A disabled licensee gets nothing (exit 1); an as_of in the future is bad input.
-    2. The build runs on the chosen engine (DuckDB by default, Spark on request).
-    3. A `delivery.built` audit event records the manifest's hash and counts.
+    2. A job holding `deliver:<licensee id>` (one delivery per licensee at a time) builds
+       the delivery into `deliveries/.staging-<id>/` on the chosen engine (DuckDB by
+       default, Spark on request), then stages its lineage in the lake (holding the lineage
+       table's lock).
+    3. One transaction: the `deliveries` row and the `delivery.built` audit event (with the
+       manifest's hash and counts) — from then on the delivery exists.
+    4. The lineage snapshot is published and the directory renamed into place.
     """
     now = datetime.now(UTC)
     when = (as_of or now).astimezone(UTC)
@@ -92,38 +132,77 @@ def deliver(
     if not record.active:
         raise ConsentryError(f"licensee {licensee!r} is disabled: it gets no deliveries")
     target = target_for(settings, record)
-    events, policy = _events_for(settings, when)
-    engine_name = engine or settings.engine
-    backend = connect_for(settings, engine_name)
-    manifest = build_delivery(
-        backend=backend,
-        lake=Lake(settings.lake_dir),
-        policy=policy,
-        events=events,
-        target=target,
-        as_of=when,
-        deliveries_dir=deliveries_dir(settings),
-        signer=Signer.for_home(settings.home),
-        engine=engine_name,
-        now=now,
-        on_progress=on_progress,
-    )
-    body = (deliveries_dir(settings) / manifest["delivery_id"] / "manifest.json").read_bytes()
-    with open_store(settings.resolved_database_url) as store, store.session() as session:
-        SqlAuditSink().append(
-            session,
-            "delivery.built",
-            {
-                "delivery_id": manifest["delivery_id"],
-                "licensee_id": record.id,
-                "purpose": record.purpose,
-                "as_of": manifest["as_of"],
-                "policy_version": manifest["policy_version"],
-                "considered": manifest["counts"]["considered"],
-                "delivered": manifest["counts"]["delivered"],
-                "manifest_sha256": hashlib.sha256(body).hexdigest(),
-            },
+    delivery_id = new_delivery_id(when)
+    token = secrets.token_hex(8)
+    root = deliveries_dir(settings)
+    staging = root / f".staging-{delivery_id}"
+    lake = Lake(settings.lake_dir)
+    with run_job(
+        settings,
+        "deliver",
+        record.name,
+        locks=[f"deliver:{record.id}"],
+        intent={"delivery_id": delivery_id, "staging": staging.name, "token": token},
+    ) as job:
+        events, policy = _events_for(settings, when)
+        engine_name = engine or settings.engine
+        backend = connect_for(settings, engine_name)
+        staging.mkdir(parents=True)
+        manifest = build_delivery(
+            backend=backend,
+            lake=lake,
+            policy=policy,
+            events=events,
+            target=target,
+            as_of=when,
+            delivery_id=delivery_id,
+            staging=staging,
+            signer=Signer.for_home(settings.home),
+            engine=engine_name,
+            now=now,
+            on_progress=on_progress,
+            on_step=job.step,
         )
+        if on_progress is not None:
+            on_progress("recording lineage")
+        job.acquire(f"lake:{LINEAGE_TABLE}", wait=_LINEAGE_WAIT_SECONDS)
+        stage_lineage(lake, staging / LINEAGE_FILE, token)
+        job.step("deliver.lineage_staged")
+        body = (staging / "manifest.json").read_bytes()
+        digest = hashlib.sha256(body).hexdigest()
+        with job.transaction("deliver.committed", commit=True) as session:
+            seq = SqlAuditSink().append(
+                session,
+                "delivery.built",
+                {
+                    "delivery_id": delivery_id,
+                    "licensee_id": record.id,
+                    "purpose": record.purpose,
+                    "as_of": manifest["as_of"],
+                    "policy_version": manifest["policy_version"],
+                    "considered": manifest["counts"]["considered"],
+                    "delivered": manifest["counts"]["delivered"],
+                    "manifest_sha256": digest,
+                },
+            )
+            session.add(
+                DeliveryRow(
+                    id=delivery_id,
+                    licensee_id=record.id,
+                    purpose=record.purpose,
+                    as_of=when,
+                    created_at=now,
+                    policy_version=manifest["policy_version"],
+                    considered=manifest["counts"]["considered"],
+                    delivered=manifest["counts"]["delivered"],
+                    manifest_sha256=digest,
+                    audit_seq=seq,
+                )
+            )
+        lake.publish(LINEAGE_TABLE, token)
+        job.step("deliver.lineage_published")
+        os.replace(staging, root / delivery_id)
+        job.step("deliver.published")
     return manifest
 
 
@@ -153,12 +232,17 @@ def explain(
 
 
 def list_deliveries(settings: Settings) -> list[dict[str, Any]]:
-    """Every visible delivery's manifest, newest first."""
+    """Every delivery that exists (committed with its audit event, not purged) and whose
+    directory is in place, as its manifest, newest first."""
     root = deliveries_dir(settings)
+    with open_store(settings.resolved_database_url) as store, store.session() as session:
+        ids = session.scalars(
+            sa.select(DeliveryRow.id).where(DeliveryRow.purged_at.is_(None))
+        ).all()
     manifests = [
-        json.loads((d / "manifest.json").read_text(encoding="utf-8"))
-        for d in (root.iterdir() if root.exists() else [])
-        if d.is_dir() and not d.name.startswith(".") and (d / "manifest.json").exists()
+        json.loads((root / d / "manifest.json").read_text(encoding="utf-8"))
+        for d in ids
+        if (root / d / "manifest.json").is_file()
     ]
     return sorted(manifests, key=lambda m: (m["created_at"], m["delivery_id"]), reverse=True)
 

@@ -6,15 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from consentry.demo.facts import TABLE_ORDER
 from consentry.errors import BadInput, Problem
-from consentry.sources.importer import ImportResult, import_files, record_result
-from consentry.store import ImportLog
-
-if TYPE_CHECKING:
-    from consentry.engine import Lake
+from consentry.intake import import_table
+from consentry.settings import Settings
+from consentry.sources.importer import ImportResult
 
 __all__ = ["LoadedTable", "demo_files", "load"]
 
@@ -56,26 +54,24 @@ def demo_files(source: Path) -> dict[str, Path]:
 
 
 def load(
-    lake: Lake,
-    log: ImportLog,
+    settings: Settings,
     source: Path,
     *,
     on_table: Callable[[str], None] | None = None,
 ) -> list[LoadedTable]:
-    """Import a generated demo's five tables and record each import.
+    """Import a generated demo's five tables into the home and record each import.
 
     1. All five files must exist before anything is imported.
     2. Import in TABLE_ORDER (users, posts, consent_events, entities, access_events) with
-       `import_files`; each table is validated and merged atomically, so re-loading the same
-       demo replaces rows by key and adds none.
-    3. After each table, record the run in the import log (table, origin, counts, instants).
+       `consentry.intake.import_table`: each table is validated, merged and committed with
+       its import-log entry (and, for users and consent events, the ledger) atomically, so
+       re-loading the same demo replaces rows by key and adds none.
     """
     files = demo_files(source)
     loaded: list[LoadedTable] = []
     for table in TABLE_ORDER:
         if on_table is not None:
             on_table(table)
-        result = import_files(lake, table, [files[table]])
-        run_id = record_result(log, result)
-        loaded.append(LoadedTable(run_id, result))
+        report = import_table(settings, table, files=[files[table]])
+        loaded.append(LoadedTable(report.run_id, report.result))
     return loaded

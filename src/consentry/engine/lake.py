@@ -5,10 +5,17 @@ Layout (see docs/engines.md)::
     root/<table>/CURRENT                  text: the name of the live snapshot dir
     root/<table>/v-000007/part-000000.parquet
     root/<table>/.staging-<hex>/          a snapshot being written (never read)
+    root/<table>/.staged-<token>/         a job's snapshot, written, waiting for its commit
 
 A writer fills a staging dir, renames it to the next `v-NNNNNN`, then replaces CURRENT
 with `os.replace` — the single atomic commit point. Readers resolve CURRENT once and read
 that snapshot's files; old snapshots are removed after the commit.
+
+A job that must commit a lake table together with the control plane (docs/invariants.md)
+uses two phases instead: `stage` writes the snapshot under a token and leaves it unpublished,
+the job commits its store transaction, then `publish` makes it live. `publish` is idempotent
+(a snapshot published under a token is named `v-NNNNNN-<token>`, so a repeated publish finds
+it) and `discard` removes an unpublished one: recovery can finish or undo either phase.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ ROWS_PER_PART = 1_000_000
 """Upper bound on rows in one part file written by `Lake.write_arrow`."""
 
 _CURRENT = "CURRENT"
-_SNAPSHOT = re.compile(r"^v-(\d{6,})$")
+_SNAPSHOT = re.compile(r"^v-(\d{6,})(?:-([0-9a-f]{8,64}))?$")
+_STAGED = ".staged-"
+_TOKEN = re.compile(r"^[0-9a-f]{8,64}$")
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -56,6 +65,11 @@ def _canonical_schema(name: str) -> pa.Schema | None:
 def _part_order(path: Path) -> tuple[int, str]:
     match = _PART.match(path.name)
     return (int(match.group(1)) if match else -1, path.name)
+
+
+def _number(snapshot: Path) -> int:
+    match = _SNAPSHOT.match(snapshot.name)
+    return int(match.group(1)) if match else -1
 
 
 def _fsync_dir(path: Path) -> None:
@@ -188,7 +202,7 @@ class Lake:
         staging.mkdir()
         return staging
 
-    def commit_snapshot(self, name: str, staging: Path) -> Path:
+    def commit_snapshot(self, name: str, staging: Path, *, token: str | None = None) -> Path:
         """Make `staging` the live snapshot of `name`; returns the snapshot dir.
 
         1. If the staging dir holds no part file, an empty part with the canonical schema is
@@ -211,8 +225,20 @@ class Lake:
                 compression=PARQUET_COMPRESSION,
             )
         versions = [int(m.group(1)) for p in table_dir.iterdir() if (m := _SNAPSHOT.match(p.name))]
-        final = table_dir / f"v-{max(versions, default=0) + 1:06d}"
+        number = f"v-{max(versions, default=0) + 1:06d}"
+        final = table_dir / (number if token is None else f"{number}-{token}")
         os.rename(staging, final)
+        try:
+            self._point_current(table_dir, final)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        self._remove_old(table_dir, final)
+        return final
+
+    @staticmethod
+    def _point_current(table_dir: Path, final: Path) -> None:
+        """Write CURRENT = `final`'s name: temp file, fsync, `os.replace` (the commit)."""
         tmp = table_dir / f".CURRENT-{uuid.uuid4().hex}"
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -222,13 +248,80 @@ class Lake:
             os.replace(tmp, table_dir / _CURRENT)
         except BaseException:
             tmp.unlink(missing_ok=True)
-            shutil.rmtree(final, ignore_errors=True)
             raise
         _fsync_dir(table_dir)
+
+    @staticmethod
+    def _remove_old(table_dir: Path, final: Path) -> None:
+        """Remove snapshots older than `final` and stale staging dirs (never a job's staged
+        snapshot: recovery may still publish it)."""
         for old in table_dir.iterdir():
             if old != final and (_SNAPSHOT.match(old.name) or old.name.startswith(".staging-")):
                 shutil.rmtree(old, ignore_errors=True)
-        return final
+
+    # ----------------------------------------------------------------- two phases
+
+    def stage(self, name: str, token: str) -> Path:
+        """An empty directory for a snapshot of `name` that `publish(name, token)` will make
+        live (or `discard` remove). The caller must hold the table's job lock until then."""
+        if not _TOKEN.match(token):
+            raise ConsentryError(f"bad snapshot token {token!r}: 8 to 64 hex digits")
+        table_dir = self._table_dir(name)
+        table_dir.mkdir(parents=True, exist_ok=True)
+        staged = table_dir / f"{_STAGED}{token}"
+        shutil.rmtree(staged, ignore_errors=True)  # a half-written earlier attempt
+        staged.mkdir()
+        return staged
+
+    def publish(self, name: str, token: str) -> bool:
+        """Make the snapshot staged under `token` live; idempotent. True if it is live now.
+
+        1. Still staged: committed like any snapshot (renamed to `v-NNNNNN-<token>`, then
+           CURRENT replaced).
+        2. Already renamed but CURRENT not yet replaced (a crash in between): CURRENT is
+           pointed at it.
+        3. Neither: it was published before (and is live or superseded): nothing to do.
+        """
+        table_dir = self._table_dir(name)
+        staged = table_dir / f"{_STAGED}{token}"
+        with self._locked(name):
+            if staged.is_dir():
+                self.commit_snapshot(name, staged, token=token)
+                return True
+            renamed = self._published_under(table_dir, token)
+            if renamed is None:
+                return False
+            live = self.snapshot_dir(name) if self.exists(name) else None
+            if live is None or _number(live) < _number(renamed):
+                self._point_current(table_dir, renamed)
+                self._remove_old(table_dir, renamed)
+            return True
+
+    @staticmethod
+    def _published_under(table_dir: Path, token: str) -> Path | None:
+        if not table_dir.is_dir():
+            return None
+        for path in table_dir.iterdir():
+            match = _SNAPSHOT.match(path.name)
+            if match and match.group(2) == token:
+                return path
+        return None
+
+    def discard(self, name: str, token: str) -> None:
+        """Remove the unpublished snapshot staged under `token`, if any."""
+        if _TABLE_NAME.match(name):
+            shutil.rmtree(self.root / name / f"{_STAGED}{token}", ignore_errors=True)
+            table_dir = self.root / name
+            # A table whose only content was this staged snapshot leaves no trace.
+            if table_dir.is_dir() and not any(table_dir.iterdir()):
+                table_dir.rmdir()
+
+    def staged_tokens(self, name: str) -> list[str]:
+        """Tokens of the snapshots of `name` staged and not yet published or discarded."""
+        table_dir = self._table_dir(name)
+        if not table_dir.is_dir():
+            return []
+        return sorted(p.name[len(_STAGED) :] for p in table_dir.glob(f"{_STAGED}*"))
 
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[Path]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session
 from consentry.audit import AuditSink, SqlAuditSink
 from consentry.errors import BadInput, Problem
 from consentry.keys import Keyring
+from consentry.ledger.anchor import anchor_key, digest_sums_by, event_digest
 from consentry.ledger.bulk import resolve_consent_bulk
 from consentry.ledger.rules import (
     ConsentDecision,
@@ -203,6 +205,16 @@ class ConsentLedger:
         self.policy = policy
         self.keyring = keyring
         self.audit = audit or SqlAuditSink()
+        self._anchor_key = anchor_key(keyring.pseudonym_key)
+
+    @contextmanager
+    def _session(self, session: Session | None) -> Iterator[Session]:
+        """The caller's transaction when given (it commits), else a new one."""
+        if session is not None:
+            yield session
+            return
+        with self.store.session() as own:
+            yield own
 
     # --- reading -----------------------------------------------------------------------
 
@@ -448,7 +460,17 @@ class ConsentLedger:
             session.add(row)
             session.flush()
             self._advance_state(session, row)
-            self.audit.append(
+            digest = event_digest(
+                self._anchor_key,
+                event_id=row.event_id,
+                user_id=user_id,
+                purpose=purpose,
+                choice=row.choice,
+                at=at,
+                source=source,
+                policy_version=version.version,
+            )
+            row.anchor_seq = self.audit.append(
                 session,
                 "consent.changed",
                 {
@@ -459,6 +481,7 @@ class ConsentLedger:
                     "policy_version": version.version,
                     "at": at.isoformat().replace("+00:00", "Z"),
                     "ledger_seq": row.seq,
+                    "events_digest": f"{digest:064x}",
                 },
             )
             return _record(row)
@@ -521,8 +544,14 @@ class ConsentLedger:
 
     # --- importing from the lake -------------------------------------------------------
 
-    def sync_subjects(self, users: pa.Table) -> tuple[int, int, int]:
-        """Upsert the lake's `users` into `subjects`; returns (read, new, updated)."""
+    def sync_subjects(
+        self, users: pa.Table, *, session: Session | None = None
+    ) -> tuple[int, int, int]:
+        """Upsert `users` (lake rows) into `subjects`; returns (read, new, updated).
+
+        Runs in `session` when given (an import commits it with the lake snapshot), else in
+        its own transaction; a `subjects.synced` audit event goes with it.
+        """
         wanted = [
             "user_id",
             "region",
@@ -539,23 +568,23 @@ class ConsentLedger:
                 for buffer in chunk.buffers():
                     if buffer is not None:
                         digest.update(buffer)
-        with self.store.session() as session:
-            before = session.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
-            insert = _insert(session)
+        with self._session(session) as tx:
+            before = tx.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
+            insert = _insert(tx)
             table = Subject.__table__
             for batch in users.to_batches(max_chunksize=_CHUNK):
                 rows = batch.to_pylist()
                 stmt = insert(table).values(rows)
-                session.execute(
+                tx.execute(
                     stmt.on_conflict_do_update(
                         index_elements=[table.c.user_id],
                         set_={c: stmt.excluded[c] for c in wanted[1:]},
                     )
                 )
-            after = session.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
+            after = tx.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
             new = after - before
             self.audit.append(
-                session,
+                tx,
                 "subjects.synced",
                 {
                     "subjects_read": users.num_rows,
@@ -566,58 +595,75 @@ class ConsentLedger:
             )
         return users.num_rows, new, users.num_rows - new
 
-    def import_events(self, events: pa.Table) -> LedgerImport:
+    def import_events(self, events: pa.Table, *, session: Session | None = None) -> LedgerImport:
         """Append the lake's `consent_events` not yet in the ledger (by event_id).
 
-        1. The policy version in force at each event's instant is computed vectorised.
+        1. Events whose event_id the ledger already holds are skipped (re-imports add
+           nothing); the policy version in force at each new event's instant is computed
+           vectorised.
         2. Evidence records the import (origin `lake:consent_events`, client `import`);
            the version the user was shown is unknown for imported history.
-        3. The current state of every affected (user, purpose) is recomputed in SQL.
-        4. One `consent.imported` audit event summarises the import (counts and a digest),
-           in the same transaction.
+        3. One `consent.imported` audit event summarises the import (counts, a digest of the
+           ids, and `events_digest`, the anchor sum of the new events); every new event
+           records it as its anchor (`consentry.ledger.anchor`).
+        4. The current state of every affected (user, purpose) is recomputed in SQL.
+        All in `session` when given (an import commits it with the lake snapshot), else in
+        its own transaction.
         """
         now = datetime.now(UTC)
-        starts = np.array(
-            [v.effective_from.timestamp() * 1e6 for v in self.policy.versions], dtype=np.int64
-        )
-        names = np.array([None] + [v.version for v in self.policy.versions], dtype=object)
-        micros = pc.cast(events.column("at"), pa.int64()).to_numpy(zero_copy_only=False)
-        versions = names[np.searchsorted(starts, micros, side="right")]
         table = events.select(["event_id", "user_id", "purpose", "choice", "at", "source"])
-        table = table.append_column("policy_version", pa.array(versions, pa.string()))
-        # Evidence for imported history: where it came from, and when we wrote it.
-        n = table.num_rows
-        table = (
-            table.append_column("evidence_origin", pa.repeat("lake:consent_events", n))
-            .append_column("evidence_client", pa.repeat("import", n))
-            .append_column("recorded_at", pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), n))
-        )
         digest = hashlib.sha256(
             "\n".join(sorted(pc.cast(table.column("event_id"), pa.string()).to_pylist())).encode()
         ).hexdigest()
-        with self.store.session() as session:
-            before = session.scalar(sa.select(sa.func.count()).select_from(ConsentEventRow)) or 0
-            insert = _insert(session)
-            target = ConsentEventRow.__table__
-            for batch in table.to_batches(max_chunksize=_CHUNK):
-                session.execute(
-                    insert(target)
-                    .values(batch.to_pylist())
-                    .on_conflict_do_nothing(index_elements=[target.c.event_id])
-                )
-            after = session.scalar(sa.select(sa.func.count()).select_from(ConsentEventRow)) or 0
-            affected = self._rebuild_state(session, pc.unique(table.column("user_id")).to_pylist())
-            self.audit.append(
-                session,
+        with self._session(session) as tx:
+            fresh = table.filter(pc.invert(self._known_ids(tx, table.column("event_id"))))
+            starts = np.array(
+                [v.effective_from.timestamp() * 1e6 for v in self.policy.versions], dtype=np.int64
+            )
+            names = np.array([None] + [v.version for v in self.policy.versions], dtype=object)
+            micros = pc.cast(fresh.column("at"), pa.int64()).to_numpy(zero_copy_only=False)
+            versions = names[np.searchsorted(starts, micros, side="right")]
+            fresh = fresh.append_column("policy_version", pa.array(versions, pa.string()))
+            anchored = digest_sums_by(self._anchor_key, fresh, None).get(None, 0)
+            affected = pc.unique(fresh.column("user_id")).to_pylist()
+            seq = self.audit.append(
+                tx,
                 "consent.imported",
                 {
                     "events_read": table.num_rows,
-                    "events_new": after - before,
-                    "subjects_affected": affected,
+                    "events_new": fresh.num_rows,
+                    "subjects_affected": len(affected),
                     "digest_sha256": digest,
+                    "events_digest": f"{anchored:064x}",
                 },
             )
-        return LedgerImport(table.num_rows, after - before, affected)
+            # Evidence for imported history: where it came from, and when we wrote it.
+            n = fresh.num_rows
+            rows = (
+                fresh.append_column("evidence_origin", pa.repeat("lake:consent_events", n))
+                .append_column("evidence_client", pa.repeat("import", n))
+                .append_column(
+                    "recorded_at", pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), n)
+                )
+                .append_column("anchor_seq", pa.repeat(pa.scalar(seq, pa.int64()), n))
+            )
+            for batch in rows.to_batches(max_chunksize=_CHUNK):
+                tx.execute(sa.insert(ConsentEventRow), batch.to_pylist())
+            self._rebuild_state(tx, affected)
+        return LedgerImport(table.num_rows, fresh.num_rows, len(affected))
+
+    @staticmethod
+    def _known_ids(session: Session, ids: pa.ChunkedArray) -> pa.ChunkedArray:
+        """Per id, whether the ledger already holds an event with it (IN-list chunks)."""
+        wanted = pc.unique(ids).to_pylist()
+        known: list[str] = []
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            known += session.scalars(
+                sa.select(ConsentEventRow.event_id).where(ConsentEventRow.event_id.in_(chunk))
+            ).all()
+        mask = pc.is_in(ids, value_set=pa.array(known, pa.string()))
+        return mask if isinstance(mask, pa.ChunkedArray) else pa.chunked_array([mask])
 
     @staticmethod
     def _rebuild_state(session: Session, user_ids: Iterable[str]) -> int:

@@ -31,11 +31,15 @@ __all__ = [
     "PART_FILE_SIZE",
     "ROW_GROUP_ROWS",
     "ImportResult",
+    "check_arrow",
+    "check_files",
     "import_arrow",
     "import_files",
     "latest_per_key",
     "merge_into",
     "record_result",
+    "stage_merge",
+    "write_merge",
 ]
 
 PART_FILE_SIZE = "128MB"
@@ -127,74 +131,126 @@ def latest_per_key(incoming: pa.Table, key: Sequence[str]) -> pa.Table:
 def merge_into(lake: Lake, spec: TableSpec, incoming: pa.Table) -> tuple[int, int, int]:
     """Merge validated rows into `spec`'s table as one new snapshot; returns (new, replaced, total).
 
-    1. Within the import the last occurrence of a key wins (`latest_per_key`, in Arrow).
+    The snapshot is committed at once (`Lake.writing`); on any error nothing changes. The
+    merge itself follows `write_merge`.
+    """
+    fresh = latest_per_key(incoming, spec.key)
+    with lake.writing(spec.name) as staging:
+        replaced, total = write_merge(lake, spec, fresh, staging)
+    return fresh.num_rows - replaced, replaced, total
+
+
+def stage_merge(
+    lake: Lake, spec: TableSpec, incoming: pa.Table, token: str
+) -> tuple[pa.Table, int, int, int]:
+    """Write the merge of `incoming` into `spec`'s table as a snapshot staged under `token`
+    (`Lake.stage`), not yet live; returns (the de-duplicated rows, new, replaced, total).
+
+    The caller holds the table's job lock and later publishes or discards the snapshot
+    (two-phase import, docs/invariants.md).
+    """
+    fresh = latest_per_key(incoming, spec.key)
+    staged = lake.stage(spec.name, token)
+    replaced, total = write_merge(lake, spec, fresh, staged)
+    return fresh, fresh.num_rows - replaced, replaced, total
+
+
+def write_merge(lake: Lake, spec: TableSpec, fresh: pa.Table, target: Path) -> tuple[int, int]:
+    """Write the live snapshot merged with `fresh` into the directory `target`; returns
+    (rows replaced, rows in total).
+
+    1. `fresh` holds each key once (`latest_per_key`).
     2. The existing snapshot is streamed by DuckDB from its Parquet parts (never loaded
        whole into Python); its rows whose key was imported are dropped (anti-join, null key
        parts compare equal) and the imported rows added.
     3. Output is sorted by key (nulls first) and written by DuckDB as zstd Parquet parts of
        about `PART_FILE_SIZE`, renamed `part-000000.parquet`, … in key order. DuckDB spills
-       to the staging dir when the sort exceeds memory.
-    4. The snapshot is committed atomically by `Lake.writing`; on any error nothing changes.
+       to the target dir when the sort exceeds memory.
     """
     cols = ", ".join(_quote(c) for c in spec.column_names)
     order = ", ".join(f"{_quote(k)} NULLS FIRST" for k in spec.key)
     same_key = " AND ".join(f"f.{_quote(k)} IS NOT DISTINCT FROM o.{_quote(k)}" for k in spec.key)
-    fresh = latest_per_key(incoming, spec.key)
-    with lake.writing(spec.name) as staging:
-        existing = lake.files(spec.name)
-        spill = staging / ".spill"
-        con = duckdb.connect()
-        try:
-            con.execute("SET enable_progress_bar = false")
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute("SET preserve_insertion_order = true")
-            con.execute(f"SET temp_directory = {_sql_str(spill)}")
-            con.register("fresh", fresh)
-            if existing:
-                con.execute(f"CREATE VIEW old AS SELECT * FROM read_parquet({_sql_list(existing)})")
-                row = con.execute(
-                    f"SELECT count(*) FROM fresh f SEMI JOIN old o ON {same_key}"
-                ).fetchone()
-                rows_replaced = int(row[0]) if row else 0
-                query = f"""
-                    SELECT {cols} FROM (
-                        SELECT {cols} FROM old o ANTI JOIN fresh f ON {same_key}
-                        UNION ALL
-                        SELECT {cols} FROM fresh
-                    ) ORDER BY {order}
-                """
-            else:
-                rows_replaced = 0
-                # Already sorted and unique; insertion order is preserved by the writer.
-                query = f"SELECT {cols} FROM fresh"
-            con.execute(
-                f"""
-                COPY ({query}) TO {_sql_str(staging)} (
-                    FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS},
-                    FILE_SIZE_BYTES '{PART_FILE_SIZE}',
-                    FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE true
-                )
-                """
+    existing = lake.files(spec.name)
+    spill = target / ".spill"
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET preserve_insertion_order = true")
+        con.execute(f"SET temp_directory = {_sql_str(spill)}")
+        con.register("fresh", fresh)
+        if existing:
+            con.execute(f"CREATE VIEW old AS SELECT * FROM read_parquet({_sql_list(existing)})")
+            row = con.execute(
+                f"SELECT count(*) FROM fresh f SEMI JOIN old o ON {same_key}"
+            ).fetchone()
+            rows_replaced = int(row[0]) if row else 0
+            query = f"""
+                SELECT {cols} FROM (
+                    SELECT {cols} FROM old o ANTI JOIN fresh f ON {same_key}
+                    UNION ALL
+                    SELECT {cols} FROM fresh
+                ) ORDER BY {order}
+            """
+        else:
+            rows_replaced = 0
+            # Already sorted and unique; insertion order is preserved by the writer.
+            query = f"SELECT {cols} FROM fresh"
+        con.execute(
+            f"""
+            COPY ({query}) TO {_sql_str(target)} (
+                FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS},
+                FILE_SIZE_BYTES '{PART_FILE_SIZE}',
+                FILENAME_PATTERN 'part-{{i}}', OVERWRITE_OR_IGNORE true
             )
-        finally:
-            con.close()
-        shutil.rmtree(spill, ignore_errors=True)
-        # DuckDB numbers parts part-0, part-1, …; zero-padding keeps name order = key order.
-        parts = sorted(staging.glob("part-*.parquet"), key=lambda p: int(p.stem.split("-")[1]))
-        for index, part in enumerate(parts):
-            part.rename(staging / f"part-{index:06d}.parquet")
-        total = sum(pq.ParquetFile(p).metadata.num_rows for p in staging.glob("part-*.parquet"))
-    return fresh.num_rows - rows_replaced, rows_replaced, total
+            """
+        )
+    finally:
+        con.close()
+    shutil.rmtree(spill, ignore_errors=True)
+    # DuckDB numbers parts part-0, part-1, …; zero-padding keeps name order = key order.
+    parts = sorted(target.glob("part-*.parquet"), key=lambda p: int(p.stem.split("-")[1]))
+    for index, part in enumerate(parts):
+        part.rename(target / f"part-{index:06d}.parquet")
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in target.glob("part-*.parquet"))
+    return rows_replaced, total
 
 
-def _finish(
-    lake: Lake, spec: TableSpec, checked: list[Conformed], origin: str, started: datetime
-) -> ImportResult:
+def validated(checked: list[Conformed], spec: TableSpec) -> pa.Table:
+    """The rows of every validated input as one table; BadInput (at most 20 problems) when
+    any input has a problem."""
     problems = [p for c in checked for p in c.problems]
     if problems:
         raise BadInput(problems[:MAX_PROBLEMS])
     tables = [c.table for c in checked]
-    incoming = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def check_files(table: str, files: Sequence[Path]) -> tuple[TableSpec, pa.Table]:
+    """Read and validate `files` for `table` (nothing is written); (spec, their rows)."""
+    spec = _spec(table)
+    if not files:
+        raise BadInput(Problem(location=table, row=None, field=None, message="no files given"))
+    checked: list[Conformed] = []
+    for path in map(Path, files):
+        try:
+            raw = read_file(path, spec)
+        except BadInput as exc:
+            checked.append(Conformed(pa.table({}), exc.problems, len(exc.problems)))
+            continue
+        checked.append(conform(raw, spec))
+    return spec, validated(checked, spec)
+
+
+def check_arrow(table: str, data: pa.Table, *, origin: str) -> tuple[TableSpec, pa.Table]:
+    """Validate in-memory rows for `table` (problems located at `origin`, row = index + 1)."""
+    spec = _spec(table)
+    return spec, validated([conform_arrow(data, spec, location=origin)], spec)
+
+
+def _merged(
+    lake: Lake, spec: TableSpec, incoming: pa.Table, origin: str, started: datetime
+) -> ImportResult:
     rows_new, rows_replaced, total = merge_into(lake, spec, incoming)
     return ImportResult(
         table=spec.name,
@@ -209,7 +265,8 @@ def _finish(
 
 
 def import_files(lake: Lake, table: str, files: Sequence[Path]) -> ImportResult:
-    """Validate `files` and merge them into `table` in one atomic snapshot.
+    """Validate `files` and merge them into `table` in one atomic snapshot (lake only: a
+    home's imports go through `consentry.intake`, which commits the control plane with it).
 
     1. The format comes from each file's extension (.parquet/.pq, .csv, .jsonl/.ndjson).
     2. Every file is read and validated before anything is written; any problem in any file
@@ -218,18 +275,8 @@ def import_files(lake: Lake, table: str, files: Sequence[Path]) -> ImportResult:
     3. Files are merged in the order given: for a key present in several, the last wins.
     """
     started = datetime.now(UTC)
-    spec = _spec(table)
-    if not files:
-        raise BadInput(Problem(location=table, row=None, field=None, message="no files given"))
-    checked: list[Conformed] = []
-    for path in map(Path, files):
-        try:
-            raw = read_file(path, spec)
-        except BadInput as exc:
-            checked.append(Conformed(pa.table({}), exc.problems, len(exc.problems)))
-            continue
-        checked.append(conform(raw, spec))
-    return _finish(lake, spec, checked, ", ".join(str(f) for f in files), started)
+    spec, incoming = check_files(table, files)
+    return _merged(lake, spec, incoming, ", ".join(str(f) for f in files), started)
 
 
 def import_arrow(lake: Lake, table: str, data: pa.Table, *, origin: str) -> ImportResult:
@@ -238,5 +285,5 @@ def import_arrow(lake: Lake, table: str, data: pa.Table, *, origin: str) -> Impo
     Same rules as `import_files`; problems are located at `origin` with row = index + 1.
     """
     started = datetime.now(UTC)
-    spec = _spec(table)
-    return _finish(lake, spec, [conform_arrow(data, spec, location=origin)], origin, started)
+    spec, incoming = check_arrow(table, data, origin=origin)
+    return _merged(lake, spec, incoming, origin, started)

@@ -11,31 +11,20 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import IO, Annotated, Any, Final
+from typing import IO, Any, Final
 
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-import typer
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from consentry.cli.common import (
-    console,
-    exits_cleanly,
-    print_json,
-    progress,
-    settings_from,
-)
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError, Problem
-from consentry.ledger.sync import sync_ledger
-from consentry.sources.importer import ImportResult, import_arrow, record_result
+from consentry.sources.importer import ImportResult, import_arrow
 from consentry.sources.schema import TIMESTAMP_TYPE, arrow_schema
-from consentry.store import ImportLog, open_store
 
 __all__ = [
     "BLOCK_BYTES",
@@ -45,7 +34,6 @@ __all__ = [
     "import_mastodon",
     "mastodon_url",
     "read_mastodon",
-    "register_cli",
 ]
 
 DEFAULT_REGION: Final = "ZZ"
@@ -358,71 +346,3 @@ def import_mastodon(
     tables = read_mastodon(url, default_region=default_region, on_rows=on_rows)
     origin = "mastodon:" + mastodon_url(url).render_as_string(hide_password=True)
     return {name: import_arrow(lake, name, data, origin=origin) for name, data in tables.items()}
-
-
-def _record(log: ImportLog, result: ImportResult) -> dict[str, Any]:
-    run_id = record_result(log, result)
-    return {"run_id": run_id, **asdict(result)}
-
-
-def register_cli(app: typer.Typer) -> None:
-    """Add `mastodon` to the `consentry import` group `app`."""
-
-    @app.command("mastodon")
-    @exits_cleanly
-    def mastodon(
-        ctx: typer.Context,
-        database_url: Annotated[
-            str,
-            typer.Option(
-                "--database-url",
-                metavar="URL",
-                help="The Mastodon server's PostgreSQL database (postgresql://USER@HOST/DB).",
-            ),
-        ],
-        default_region: Annotated[
-            str,
-            typer.Option(
-                "--default-region",
-                metavar="CC",
-                help="ISO 3166-1 alpha-2 region given to every account (Mastodon has none).",
-            ),
-        ] = DEFAULT_REGION,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    ) -> None:
-        """Import local accounts and their statuses (no reblogs) from a Mastodon database."""
-        settings = settings_from(ctx)
-        with open_store(settings.resolved_database_url) as store:
-            # Checked first, so a lake is never written without its import being logged.
-            if store.current_revision() is None:
-                raise ConsentryError(
-                    f"the store at {store.describe()} is not initialised; run `consentry init`"
-                )
-            with progress() as bar:
-                tasks = {
-                    name: bar.add_task(f"reading Mastodon {name}", total=None)
-                    for name in ("users", "posts")
-                }
-
-                def advance(table: str, rows: int) -> None:
-                    bar.advance(tasks[table], rows)
-
-                results = import_mastodon(
-                    Lake(settings.lake_dir),
-                    database_url,
-                    default_region=default_region,
-                    on_rows=advance,
-                )
-            report = {name: _record(store, result) for name, result in results.items()}
-        # Imported accounts become subjects of the consent ledger, like `import users`.
-        sync_ledger(settings, ["users"])
-        if as_json:
-            print_json(report)
-            return
-        for run in report.values():
-            console.print(
-                f"{run['table']}: read {run['rows_read']}, new {run['rows_new']}, "
-                f"replaced {run['rows_replaced']}, total {run['rows_total']}",
-                highlight=False,
-                soft_wrap=True,
-            )

@@ -23,7 +23,10 @@ __all__ = [
     "Base",
     "ConsentEventRow",
     "ConsentStateRow",
+    "DeliveryRow",
     "ImportRun",
+    "JobLockRow",
+    "JobRow",
     "LegalHold",
     "Licensee",
     "RetentionPurge",
@@ -158,6 +161,11 @@ class ConsentEventRow(Base):
     evidence_client: Mapped[str | None] = mapped_column(sa.String(32))
     evidence_shown_version: Mapped[str | None] = mapped_column(sa.String(64))
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    anchor_seq: Mapped[int | None] = mapped_column(sa.BigInteger, index=True)
+    """The audit event that anchors this event in the Merkle log (`consent.changed` for one
+    choice, `consent.imported` for an import): its `events_digest` covers this row's
+    content (docs/invariants.md). Null only for events recorded before anchoring existed
+    and not yet anchored by `consentry init`."""
 
 
 class ConsentStateRow(Base):
@@ -410,3 +418,78 @@ class ScrapingAssessmentRow(Base):
     currency: Mapped[str] = mapped_column(sa.String(3))
     result_sha256: Mapped[str] = mapped_column(sa.String(64))
     summary: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+
+
+# --- jobs, deliveries: models below this line --------------------------------------------------
+
+
+class JobRow(Base):
+    """One multi-step job (import, delivery, revocation run, retention apply, assessment):
+    its intent, the last step it reached and how it ended (docs/invariants.md).
+
+    `running` jobs have changed nothing visible yet and are rolled back if their process
+    dies; `committed` jobs made their result visible (with its audit event) and are rolled
+    forward; `done` and `rolled_back` are final.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "state IN ('running', 'committed', 'done', 'rolled_back')", name="state_known"
+        ),
+        sa.Index("ix_jobs_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    subject: Mapped[str] = mapped_column(sa.String(255))
+    """What the job works on: a table, a licensee, a plan hash."""
+    state: Mapped[str] = mapped_column(sa.String(16))
+    step: Mapped[str] = mapped_column(sa.String(64))
+    """The last named step the job reached."""
+    intent: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    """What recovery needs to finish or undo the job (staging names, ids, counts)."""
+    owner: Mapped[str] = mapped_column(sa.String(255))
+    """host:pid of the process that ran it (for people; liveness is its lock file)."""
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(sa.Text)
+    """How it ended: `ok`, `recovered: …`, or the error that stopped it."""
+
+
+class JobLockRow(Base):
+    """A named lock held by a job until it ends (one delivery per licensee at a time, one
+    writer per lake table). The primary key makes a second holder impossible."""
+
+    __tablename__ = "job_locks"
+
+    name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.String(40), sa.ForeignKey("jobs.id"), index=True)
+    taken_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DeliveryRow(Base):
+    """A delivery that exists: listed, served and revocable only once this row is committed,
+    in the same transaction as its `delivery.built` audit event."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.CheckConstraint("delivered >= 0 AND considered >= delivered", name="counts_ordered"),
+        sa.Index("ix_deliveries_licensee_created", "licensee_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    licensee_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("licensees.id"))
+    purpose: Mapped[str] = mapped_column(sa.String(64))
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    policy_version: Mapped[str | None] = mapped_column(sa.String(64))
+    considered: Mapped[int] = mapped_column(sa.BigInteger)
+    delivered: Mapped[int] = mapped_column(sa.BigInteger)
+    manifest_sha256: Mapped[str] = mapped_column(sa.String(64))
+    audit_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    """The `delivery.built` audit event recorded with it."""
+    purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    """When a retention purge removed it (its directory and lineage are gone)."""
+    purge_id: Mapped[str | None] = mapped_column(sa.String(32))
