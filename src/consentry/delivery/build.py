@@ -386,7 +386,7 @@ def _write_parts(
     1. Rows are re-cut into ROW_GROUP_ROWS chunks first and each part holds whole chunks up
        to its limit, so part files and row groups fall at the same rows on every run.
     2. The lineage is streamed to a hidden file in `staging` as the rows go by (memory stays
-       bounded by a couple of chunks, whatever the delivery's size); `_append_lineage` moves
+       bounded by a couple of chunks, whatever the delivery's size); `stage_lineage` moves
        it into the lake.
     3. Encoding and compressing a chunk (Arrow releases the GIL) runs on two writer threads,
        one for the parts and one for the lineage, while this thread fetches the next chunk
