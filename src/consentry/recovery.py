@@ -10,14 +10,28 @@ from __future__ import annotations
 from consentry import intake
 from consentry.delivery import service as delivery_service
 from consentry.errors import ConsentryError
-from consentry.jobs import JobRecord, recover_jobs
+from consentry.jobs import JobRecord, recover_jobs, register_recoverer
+from consentry.retention.apply import RetentionRecoverer
+from consentry.revocation import revoke_purged
+from consentry.revocation import service as revocation_service
+from consentry.scraping import service as scraping_service
 from consentry.settings import Settings
 from consentry.store import open_store
 
-__all__ = ["recover", "require_store"]
+__all__ = ["recover", "require_store", "store_ready"]
 
-_CAPABILITIES = (intake, delivery_service)
+_CAPABILITIES = (intake, delivery_service, revocation_service, scraping_service)
 """Modules whose import registers a job kind's recoverer (kept referenced on purpose)."""
+
+# A purge interrupted after its plan was recorded is finished with revocations: no purged
+# delivered post leaves its licensees untold.
+register_recoverer("retention", RetentionRecoverer(revoker=revoke_purged))
+
+
+def store_ready(settings: Settings) -> bool:
+    """True when the home's store is initialised at the current migration."""
+    with open_store(settings.resolved_database_url) as store:
+        return store.current_revision() == store.head_revision()
 
 
 def require_store(settings: Settings) -> None:

@@ -111,6 +111,8 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "anonymised",
         "delivery_dirs_removed",
         "revocations",
+        "consent_anchor_removed",
+        "consent_anchor_added",
     ),
     "retention.verified": ("purge_id", "plan_sha256", "remaining", "checked", "ok"),
     # --- scraping (issue 7) ---

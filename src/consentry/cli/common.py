@@ -55,11 +55,14 @@ def settings_from(ctx: typer.Context) -> Settings:
     return Settings.from_env()
 
 
-def recover_first(settings: Settings) -> None:
-    """Before a job starts: require an initialised store and recover interrupted jobs,
-    saying on stderr what was recovered (docs/invariants.md, "Jobs")."""
-    from consentry.recovery import recover  # imports every capability: only when needed
+def recover_first(settings: Settings, *, store_required: bool = True) -> None:
+    """Before a job starts: require an initialised store (unless not `store_required`: then
+    an uninitialised home has nothing to recover) and recover interrupted jobs, saying on
+    stderr what was recovered (docs/invariants.md, "Jobs")."""
+    from consentry.recovery import recover, store_ready  # imports every capability
 
+    if not store_required and not store_ready(settings):
+        return
     for job in recover(settings):
         err_console.print(
             f"recovered {job.kind} job {job.id} ({job.subject}), interrupted at {job.step}",

@@ -14,7 +14,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from consentry.cli.common import console, err_console, exits_cleanly, print_json, settings_from
+from consentry.cli.common import (
+    console,
+    err_console,
+    exits_cleanly,
+    print_json,
+    recover_first,
+    settings_from,
+)
 from consentry.cli.report import report_app
 from consentry.delivery.licensees import registry_for
 from consentry.errors import BadInput, ConsentryError, Problem
@@ -144,6 +151,7 @@ def retention_apply(
     """Execute exactly a plan (refused when stale), then verify every store."""
     settings = settings_from(ctx)
     plan = load_plan(plan_file)
+    recover_first(settings)
     purge = apply_plan(settings, plan, revoker=revoker())
     if as_json:
         print_json(purge)

@@ -14,7 +14,14 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from consentry.cli.common import console, exits_cleanly, print_json, progress, settings_from
+from consentry.cli.common import (
+    console,
+    exits_cleanly,
+    print_json,
+    progress,
+    recover_first,
+    settings_from,
+)
 from consentry.instants import parse_instant
 from consentry.revocation import overdue_revocations, run_revocations
 
@@ -59,6 +66,7 @@ def list_command(
     no longer eligible (new ones are added to the revocation log)."""
     settings = settings_from(ctx)
     when = parse_instant(at, field="--at")
+    recover_first(settings)
     with progress() as bar:
         task = bar.add_task("revoking", total=None)
         report = run_revocations(

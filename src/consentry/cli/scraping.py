@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consentry.cli.common import console, exits_cleanly, print_json, progress, settings_from
+from consentry.cli.common import (
+    console,
+    exits_cleanly,
+    print_json,
+    progress,
+    recover_first,
+    settings_from,
+)
 from consentry.scraping.evidence import write_evidence
 from consentry.scraping.meter import meter_for, replay
 from consentry.scraping.service import AssessOptions, record_assessment, run_assessment
@@ -82,6 +89,7 @@ def assess_command(
     """Find every entity's densest 24 hours and bill the windows over the threshold."""
     settings = settings_from(ctx)
     options = _options(events, entities, policy, policy_version, rounding, mode, engine)
+    recover_first(settings, store_required=False)
     with progress() as bar:
         task = bar.add_task("assessing", total=None)
         assessment = run_assessment(

@@ -17,6 +17,7 @@ from consentry.jobs.runner import (
     pending_jobs,
     recover_jobs,
     register_recoverer,
+    resume_job,
     run_job,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "pending_jobs",
     "recover_jobs",
     "register_recoverer",
+    "resume_job",
     "run_job",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "pending_jobs",
     "recover_jobs",
     "register_recoverer",
+    "resume_job",
     "run_job",
 ]
 
@@ -209,10 +210,20 @@ class Job:
     def transaction(self, name: str, *, commit: bool = False, **intent: Any) -> Iterator[Session]:
         """A store transaction that also records step `name`; `commit=True` makes it the
         job's commit point (state `committed`). The failpoint runs after it commits."""
-        self._check(name)
         with self.store.session() as session:
             yield session
-            self._write(session, name, "committed" if commit else self.state, intent)
+            self.mark(session, name, commit=commit, **intent)
+        failpoint(name)
+
+    def mark(self, session: Session, name: str, *, commit: bool = False, **intent: Any) -> None:
+        """Record step `name` inside the caller's transaction (for code that owns its
+        transaction, such as the revocation log); call `passed(name)` after it commits."""
+        self._check(name)
+        self._write(session, name, "committed" if commit else self.state, intent)
+
+    def passed(self, name: str) -> None:
+        """The failpoint of a step recorded with `mark`, once its transaction committed."""
+        self._check(name)
         failpoint(name)
 
     def acquire(self, *names: str, wait: float = 0.0) -> None:
@@ -341,6 +352,26 @@ def run_job(
         if final:
             path.unlink(missing_ok=True)
         os.close(fd)
+        store.close()
+
+
+@contextlib.contextmanager
+def resume_job(settings: Settings, record: JobRecord) -> Iterator[Job]:
+    """The job `record` as a `Job` again, for a recoverer that finishes it step by step
+    (the caller holds its lock file: `recover_jobs` claimed it)."""
+    store = open_store(settings.resolved_database_url)
+    try:
+        yield Job(
+            settings,
+            store,
+            record.id,
+            record.kind,
+            record.subject,
+            dict(record.intent),
+            state=record.state,
+            step_name=record.step,
+        )
+    finally:
         store.close()
 
 

@@ -21,19 +21,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-import ibis
+import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from consentry.audit import SqlAuditSink
 from consentry.delivery.build import LINEAGE_TABLE
 from consentry.delivery.pseudonyms import hmac_sql
 from consentry.delivery.service import deliveries_dir
-from consentry.engine import PARQUET_COMPRESSION, ROWS_PER_PART
+from consentry.engine import PARQUET_COMPRESSION, ROWS_PER_PART, Lake
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
+from consentry.jobs import JOB_STEPS, Job, JobRecord, register_recoverer, resume_job, run_job
 from consentry.keys import Keyring
+from consentry.ledger.anchor import ANCHOR_FIELDS, add_digests, anchor_key, digest_sums_by
 from consentry.policy import load_policy
 from consentry.policy.model import ANONYMISABLE_FIELDS, RETENTION_CATEGORIES
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
@@ -59,18 +63,23 @@ from consentry.store.models import (
     AuditEventRow,
     ConsentEventRow,
     ConsentStateRow,
+    DeliveryRow,
     RetentionPurge,
     Subject,
 )
 
 __all__ = [
     "PURGE_STATES",
+    "RetentionRecoverer",
     "Revoker",
     "StalePlanError",
     "anonymisation_key",
     "apply_plan",
+    "complete_purge",
     "load_plan",
     "purge_history",
+    "purged_key_digests",
+    "verify_purge",
 ]
 
 PURGE_STATES = ("planned", "applied", "verified")
@@ -146,9 +155,10 @@ def _stale(what: str, differences: Sequence[str]) -> StalePlanError:
     )
 
 
-def _ids(backend: ibis.BaseBackend, sql: str) -> list[str]:
-    column = backend.con.sql(sql).to_arrow_table().column(0)
-    return [str(v) for v in column.to_pylist()]
+_LAKE_ORDER = ("posts", "consent_evidence", "access_events", "profile")
+"""The lake categories in the order a purge rewrites their tables."""
+
+_ACTS_SCHEMA = pa.schema([("key", pa.string()), ("action", pa.string())])
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -156,21 +166,50 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield values[start : start + _CHUNK]
 
 
-def _rewrite(
-    ctx: PlanContext,
-    table: str,
-    acts: str,
-    fields: Mapping[str, str],
-    key: bytes,
-) -> int:
-    """Write a new snapshot of lake `table` without its `delete` rows and with the named
-    fields of its `anonymise` rows replaced; returns the rows removed.
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
-    1. The rows come from the live snapshot joined to the materialised candidates (DuckDB
-       streams them: memory stays bounded by the engine's limit).
+
+def _paths(files: Sequence[Path]) -> str:
+    return "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    """Write `table` to `path` atomically (temp file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _workdir(settings: Settings, job_id: str) -> Path:
+    """Where a purge keeps what it decided (its intent), until it is verified."""
+    return settings.home / "jobs" / job_id
+
+
+def _acts(workdir: Path, category: str) -> pa.Table:
+    path = workdir / f"acts-{category}.parquet"
+    return pq.read_table(path) if path.exists() else _ACTS_SCHEMA.empty_table()
+
+
+def _duck() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _stage_rewrite(
+    lake: Lake, table: str, acts: pa.Table, fields: Mapping[str, str], key: bytes, token: str
+) -> tuple[int, int]:
+    """Stage (under `token`) a snapshot of lake `table` without its `delete` rows and with the
+    named fields of its `anonymise` rows replaced; returns (rows removed, rows anonymised).
+
+    1. DuckDB streams the live snapshot joined to the acts (memory stays bounded).
     2. `null` fields become null; `hash` fields become `anon:` + 32 hex digits of
-       HMAC-SHA256 under the anonymisation key (a value already `anon:` is kept).
-    3. `Lake.writing` makes the snapshot live atomically, or leaves the table as it was.
+       HMAC-SHA256 under the anonymisation key (a value already `anon:` is kept), so
+       rewriting a table a second time changes nothing more (recovery may repeat it).
     """
     schema = arrow_schema(table)
     key_column = _KEYS[table]
@@ -189,22 +228,54 @@ def _rewrite(
             )
         else:
             columns.append(f"t.{name}")
-    query = (
-        f"SELECT {', '.join(columns)} FROM {table} AS t LEFT JOIN "
-        f"(SELECT key, action FROM {acts} WHERE action IN ('delete', 'anonymise')) AS a "
-        f"ON t.{key_column} = a.key WHERE a.action IS DISTINCT FROM 'delete'"
-    )
-    before = ctx.lake.row_count(table)
-    _write_stream(ctx, table, ctx.backend.con.sql(query).to_arrow_reader(), schema)
-    return before - ctx.lake.row_count(table)
+    files = lake.files(table)
+    staged = lake.stage(table, token)
+    con = _duck()
+    try:
+        con.register("acts", acts)
+        source = f"read_parquet({_paths(files)})" if files else "(SELECT * FROM empty_table)"
+        if not files:
+            con.register("empty_table", schema.empty_table())
+        anonymised = con.execute(
+            f"SELECT count(*) FROM {source} AS t JOIN acts AS a "
+            f"ON t.{key_column} = a.key WHERE a.action = 'anonymise'"
+        ).fetchall()[0]
+        reader = con.sql(
+            f"SELECT {', '.join(columns)} FROM {source} AS t LEFT JOIN acts AS a "
+            f"ON t.{key_column} = a.key WHERE a.action IS DISTINCT FROM 'delete'"
+        ).to_arrow_reader()
+        kept = _write_stream(staged, reader, schema)
+    finally:
+        con.close()
+    before = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return before - kept, int(anonymised[0]) if anonymised else 0
 
 
-def _write_stream(ctx: PlanContext, table: str, reader: Any, schema: pa.Schema) -> None:
-    """Stream record batches into parts of at most ROWS_PER_PART rows in a new snapshot."""
-    with ctx.lake.writing(table) as staging:
-        writer: pq.ParquetWriter | None = None
-        rows_in_part = 0
-        index = 0
+def _stage_lineage_without(lake: Lake, delivery_ids: Sequence[str], token: str) -> int:
+    """Stage a lineage snapshot without the rows of the purged deliveries; rows removed."""
+    files = lake.files(LINEAGE_TABLE)
+    staged = lake.stage(LINEAGE_TABLE, token)
+    con = _duck()
+    try:
+        con.register("purged", pa.table({"delivery_id": pa.array(delivery_ids, pa.string())}))
+        reader = con.sql(
+            f"SELECT * FROM read_parquet({_paths(files)}) "
+            "WHERE delivery_id NOT IN (SELECT delivery_id FROM purged)"
+        ).to_arrow_reader()
+        kept = _write_stream(staged, reader, reader.schema)
+    finally:
+        con.close()
+    before: int = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return before - kept
+
+
+def _write_stream(staging: Path, reader: Any, schema: pa.Schema) -> int:
+    """Stream record batches into parts of at most ROWS_PER_PART rows; rows written."""
+    writer: pq.ParquetWriter | None = None
+    rows_in_part = 0
+    index = 0
+    written = 0
+    try:
         for batch in reader:
             data = pa.Table.from_batches([batch]).cast(schema)
             offset = 0
@@ -219,33 +290,25 @@ def _write_stream(ctx: PlanContext, table: str, reader: Any, schema: pa.Schema) 
                 writer.write_table(data.slice(offset, take))
                 offset += take
                 rows_in_part += take
+                written += take
                 if rows_in_part == ROWS_PER_PART:
                     writer.close()
                     writer, rows_in_part, index = None, 0, index + 1
+    finally:
         if writer is not None:
             writer.close()
-        elif index == 0:
-            # Every row purged: an empty part keeps the schema for readers.
-            pq.write_table(
-                schema.empty_table(),
-                staging / "part-000000.parquet",
-                compression=PARQUET_COMPRESSION,
-            )
+    if written == 0:
+        # Every row purged: an empty part keeps the schema for readers.
+        pq.write_table(
+            schema.empty_table(), staging / "part-000000.parquet", compression=PARQUET_COMPRESSION
+        )
+    return written
 
 
-def _rewrite_lineage(ctx: PlanContext, delivery_ids: list[str]) -> int:
-    """A new lineage snapshot without the rows of the purged deliveries; rows removed."""
-    listed = ", ".join("'" + d.replace("'", "''") + "'" for d in delivery_ids)
-    query = f"SELECT * FROM {LINEAGE_TABLE} WHERE delivery_id NOT IN ({listed})"
-    before = ctx.lake.row_count(LINEAGE_TABLE)
-    reader = ctx.backend.con.sql(query).to_arrow_reader()
-    _write_stream(ctx, LINEAGE_TABLE, reader, reader.schema)
-    return before - ctx.lake.row_count(LINEAGE_TABLE)
-
-
-def _remove_deliveries(settings: Settings, delivery_ids: list[str]) -> int:
+def _remove_deliveries(settings: Settings, delivery_ids: Sequence[str]) -> int:
     """Remove delivery directories: each is renamed out of sight first (one atomic step),
-    then deleted, so a reader never sees half a delivery."""
+    then deleted, so a reader never sees half a delivery. Directories already gone count
+    nothing (recovery may repeat this)."""
     root = deliveries_dir(settings)
     removed = 0
     for delivery_id in delivery_ids:
@@ -256,29 +319,77 @@ def _remove_deliveries(settings: Settings, delivery_ids: list[str]) -> int:
         os.rename(directory, hidden)
         shutil.rmtree(hidden)
         removed += 1
+    for hidden in root.glob(".purging-*") if root.is_dir() else []:
+        shutil.rmtree(hidden, ignore_errors=True)  # a removal a crash interrupted
     return removed
 
 
+def _ledger_rows(session: Session, event_ids: Sequence[str]) -> pa.Table:
+    """The ledger's rows of these events with the columns their anchor digests cover."""
+    columns = [getattr(ConsentEventRow, name) for name in ANCHOR_FIELDS]
+    rows: list[Any] = []
+    for chunk in _chunks(event_ids):
+        rows += session.execute(
+            sa.select(*columns).where(ConsentEventRow.event_id.in_(chunk))
+        ).all()
+    data = list(zip(*rows, strict=True)) if rows else [() for _ in ANCHOR_FIELDS]
+    return pa.table(
+        {
+            name: pa.array(values, pa.timestamp("us", tz="UTC") if name == "at" else pa.string())
+            for name, values in zip(ANCHOR_FIELDS, data, strict=True)
+        }
+    )
+
+
+def _anonymised_ids(rows: pa.Table, key: bytes) -> pa.Table:
+    """`rows` with `user_id` replaced by `anon:` + 32 hex digits of its keyed hash (rows whose
+    user_id is already anonymised are dropped: nothing changes for them)."""
+    con = _duck()
+    try:
+        con.register("rows", rows)
+        digest = hmac_sql("user_id", key, "duckdb")
+        names = ", ".join(
+            f"'{ANON_PREFIX}' || substr({digest}, 1, 32) AS user_id" if n == "user_id" else f'"{n}"'
+            for n in rows.column_names
+        )
+        return con.sql(
+            f"SELECT {names} FROM rows WHERE NOT starts_with(user_id, '{ANON_PREFIX}')"
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
 def _control_plane(
-    ctx: PlanContext,
+    settings: Settings,
     session: Any,
+    workdir: Path,
+    intent: Mapping[str, Any],
     key: bytes,
-    plan: dict[str, Any],
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Delete and anonymise the control plane's copies (inside the caller's transaction)."""
+) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
+    """Delete and anonymise the control plane's copies (inside the caller's transaction);
+    returns (deleted, anonymised, the anchor sums taken out of and put into the ledger).
+
+    Every change is read from the purge's saved decisions, so repeating it changes nothing.
+    """
     deleted: dict[str, int] = {}
     anonymised: dict[str, int] = {}
-    backend = ctx.backend
-    # Consent evidence: the ledger's events, then the current-state rows they backed.
-    doomed = _ids(
-        backend, "SELECT key FROM retention_acts_consent_evidence WHERE action = 'delete'"
+    anchor = anchor_key(Keyring.for_settings(settings).pseudonym_key)
+    consent = _acts(workdir, "consent_evidence")
+    doomed = pc.filter(consent["key"], pc.equal(consent["action"], "delete")).to_pylist()
+    blurred = pc.filter(consent["key"], pc.equal(consent["action"], "anonymise")).to_pylist()
+    # The anchor sums of what leaves and what changes: the doctor reconciles them (I4).
+    removed_rows = _ledger_rows(session, doomed)
+    before = _ledger_rows(session, blurred)
+    after = _anonymised_ids(before, key)
+    before = before.filter(pc.is_in(before["event_id"], value_set=after["event_id"]))
+    removed = add_digests(
+        [
+            digest_sums_by(anchor, removed_rows, None).get(None, 0),
+            digest_sums_by(anchor, before, None).get(None, 0),
+        ]
     )
-    affected = _ids(
-        backend,
-        "SELECT DISTINCT e.user_id FROM retention_ledger_events e JOIN "
-        "retention_acts_consent_evidence a ON e.event_id = a.key "
-        "WHERE a.action IN ('delete', 'anonymise')",
-    )
+    added = digest_sums_by(anchor, after, None).get(None, 0)
+    affected = sorted(set(removed_rows["user_id"].to_pylist()) | set(before["user_id"].to_pylist()))
     count = 0
     for chunk in _chunks(doomed):
         result = session.execute(
@@ -286,26 +397,20 @@ def _control_plane(
         )
         count += result.rowcount or 0
     deleted["store.consent_events"] = count
-    digest = hmac_sql("e.user_id", key, "duckdb")
-    changes = (
-        backend.con.sql(
-            f"SELECT e.event_id AS event_id, '{ANON_PREFIX}' || substr({digest}, 1, 32) AS user_id "
-            "FROM retention_ledger_events e JOIN retention_acts_consent_evidence a "
-            "ON e.event_id = a.key WHERE a.action = 'anonymise' "
-            f"AND NOT starts_with(e.user_id, '{ANON_PREFIX}')"
-        )
-        .to_arrow_table()
-        .to_pylist()
-    )
-    if changes:
+    if after.num_rows:
         table = cast(sa.Table, ConsentEventRow.__table__)
         session.execute(
             sa.update(table)
             .where(table.c.event_id == sa.bindparam("b_event_id"))
             .values(user_id=sa.bindparam("b_user_id")),
-            [{"b_event_id": c["event_id"], "b_user_id": c["user_id"]} for c in changes],
+            [
+                {"b_event_id": e, "b_user_id": u}
+                for e, u in zip(
+                    after["event_id"].to_pylist(), after["user_id"].to_pylist(), strict=True
+                )
+            ],
         )
-    anonymised["store.consent_events"] = len(changes)
+    anonymised["store.consent_events"] = after.num_rows
     state_removed = 0
     for chunk in _chunks(affected):
         backing = sa.select(ConsentEventRow.event_id).where(
@@ -320,42 +425,43 @@ def _control_plane(
         state_removed += result.rowcount or 0
     deleted["store.consent_state"] = state_removed
     # Profiles: the subjects mirror of the lake's users.
-    gone = _ids(backend, "SELECT key FROM retention_acts_profile WHERE action = 'delete'")
+    profile = _acts(workdir, "profile")
+    gone = pc.filter(profile["key"], pc.equal(profile["action"], "delete")).to_pylist()
     count = 0
     for chunk in _chunks(gone):
         result = session.execute(sa.delete(Subject).where(Subject.user_id.in_(chunk)))
         count += result.rowcount or 0
     deleted["store.subjects"] = count
-    rule = rule_for(ctx.version, "profile")
-    blanked = _ids(backend, "SELECT key FROM retention_acts_profile WHERE action = 'anonymise'")
+    blanked = pc.filter(profile["key"], pc.equal(profile["action"], "anonymise")).to_pylist()
     count = 0
-    if rule is not None and blanked:
+    fields = [f for f in intent["profile_fields"] if f in ("region", "birth_date")]
+    if fields and blanked:
         # subjects.region is a 2-letter column: every anonymised profile field is nulled here.
-        values = {name: None for name in rule.fields if name in ("region", "birth_date")}
         for chunk in _chunks(blanked):
             result = session.execute(
-                sa.update(Subject).where(Subject.user_id.in_(chunk)).values(**values)
+                sa.update(Subject).where(Subject.user_id.in_(chunk)).values(**dict.fromkeys(fields))
             )
             count += result.rowcount or 0
     anonymised["store.subjects"] = count
-    # The audit log: events older than the cut-off (none when held or without a rule).
-    audit = next(e for e in plan["categories"] if e["category"] == "audit")
+    # The audit log: events the plan found due and unsealed (none while all are leaves).
     count = 0
-    condition = audit_due(ctx, session)
-    if audit["delete"] and condition is not None:
+    for chunk in _chunks(intent["audit_seqs"]):
         result = session.execute(
             sa.delete(AuditEventRow).where(
-                condition, AuditEventRow.seq.not_in(sealed_audit_events())
+                AuditEventRow.seq.in_(chunk), AuditEventRow.seq.not_in(sealed_audit_events())
             )
         )
-        count = result.rowcount or 0
-        if count != audit["delete"]:
-            raise StalePlanError(
-                f"the audit log changed while applying: {count} events to delete, "
-                f"the plan says {audit['delete']}"
-            )
+        count += result.rowcount or 0
     deleted["store.audit_events"] = count
-    return deleted, anonymised
+    # Purged deliveries stop existing with this transaction.
+    for chunk in _chunks(intent["delivery_ids"]):
+        session.execute(
+            sa.update(DeliveryRow)
+            .where(DeliveryRow.id.in_(chunk), DeliveryRow.purged_at.is_(None))
+            .values(purged_at=datetime.now(UTC), purge_id=intent["purge_id"])
+        )
+    sums = {"removed": f"{removed:064x}", "added": f"{added:064x}"}
+    return deleted, anonymised, sums
 
 
 def _materialise(ctx: PlanContext) -> list[dict[str, Any]]:
@@ -379,6 +485,10 @@ def _new_purge_id() -> str:
     return f"purge-{secrets.token_hex(8)}"
 
 
+_LOCKS = (*(f"lake:{t}" for t in (*LAKE_CATEGORIES.values(), LINEAGE_TABLE)), "retention")
+"""A purge holds every table it may rewrite, so no import or delivery interleaves."""
+
+
 def apply_plan(
     settings: Settings,
     plan: dict[str, Any],
@@ -388,19 +498,17 @@ def apply_plan(
 ) -> dict[str, Any]:
     """Execute `plan` (as `load_plan` returned it) and verify it; return the purge record.
 
+    A retention job (docs/invariants.md, I3) holding every lake table it may rewrite:
     1. Refuse a plan for a future instant, or whose inputs (policy file, lake snapshots,
        control plane, delivery directories) changed since it was computed (exit 1).
     2. Re-derive every candidate with the planner's expressions (on DuckDB) and refuse when
        the counts differ from the plan's.
-    3. Record the purge as `planned` (audit `retention.planned`).
-    4. Tell licensees about the posts to delete that they received (`revoker`, first: no
-       deletion without its revocation); rewrite each affected lake table as one new
-       snapshot; remove expired deliveries (lineage rows, then directories); delete and
-       anonymise the control plane's copies in one transaction with the `applied` state
-       and the `retention.applied` audit event.
-    5. Verify: plan again at the same instant on the new state; every category must have
-       nothing left to delete or anonymise and every purged delivery directory must be
-       gone. Then the purge is `verified` (audit `retention.verified`).
+    3. Save the decisions (each category's keys to delete or anonymise, the delivered posts
+       among them) in the job's directory: its intent (`retention.intent`).
+    4. Record the purge as `planned` with its audit event, in the job's commit
+       (`retention.planned`): from here on the purge is finished, never undone.
+    5. The remaining steps (`_complete`) read only the saved decisions and are idempotent,
+       so a crash anywhere is rolled forward by recovery to the same result.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     at = datetime.fromisoformat(str(plan["at"]).replace("Z", "+00:00")).astimezone(UTC)
@@ -411,168 +519,340 @@ def apply_plan(
     policy = load_policy(settings.policy_file)
     if policy.content_sha256 != plan["inputs"]["policy"]["content_sha256"]:
         raise _stale("the policy file", ["inputs.policy.content_sha256"])
-    keyring = Keyring.for_settings(settings)
-    key = anonymisation_key(keyring)
-    backend = planner_backend(settings, "duckdb")
     purge_id = _new_purge_id()
-    totals = {
-        a: {e["category"]: e[a] for e in plan["categories"]}
-        for a in ("delete", "anonymise", "held")
-    }
     owners = bool(plan.get("owners_checked", False))
-    with open_context(settings, at, backend=backend, policy=policy, owners=owners) as ctx:
-        inputs = inputs_fingerprint(ctx, settings)
-        changed = list(_differences(plan["inputs"], inputs))
-        if changed:
-            raise _stale("its inputs", changed)
-        entries = _materialise(ctx)
-        for entry in entries:
-            planned = next(e for e in plan["categories"] if e["category"] == entry["category"])
-            diff = [f"{entry['category']}.{k}" for k in _COMPARED if planned[k] != entry[k]]
-            if diff:
-                raise _stale("the candidates", diff)
-        delivered = (
-            ctx.backend.con.sql(
+    with run_job(
+        settings,
+        "retention",
+        purge_id,
+        locks=_LOCKS,
+        intent={"purge_id": purge_id, "plan_sha256": plan["plan_sha256"], "at": rfc3339(at)},
+    ) as job:
+        workdir = _workdir(settings, job.id)
+        backend = planner_backend(settings, "duckdb")
+        with open_context(settings, at, backend=backend, policy=policy, owners=owners) as ctx:
+            changed = list(_differences(plan["inputs"], inputs_fingerprint(ctx, settings)))
+            if changed:
+                raise _stale("its inputs", changed)
+            entries = _materialise(ctx)
+            for entry in entries:
+                planned = next(e for e in plan["categories"] if e["category"] == entry["category"])
+                diff = [f"{entry['category']}.{k}" for k in _COMPARED if planned[k] != entry[k]]
+                if diff:
+                    raise _stale("the candidates", diff)
+            delivered = ctx.backend.con.sql(
                 "SELECT DISTINCT a.key AS post_id FROM retention_acts_posts a JOIN "
                 f"{LINEAGE_TABLE if ctx.lake.exists(LINEAGE_TABLE) else 'retention_lineage'} l "
                 "ON l.post_id = a.key WHERE a.action = 'delete' ORDER BY 1"
+            ).to_arrow_table()
+            if delivered.num_rows and revoker is None:
+                raise ConsentryError(
+                    f"{delivered.num_rows} posts to delete were delivered to licensees, and "
+                    "revocations are not available in this installation: refusing to delete "
+                    "them silently"
+                )
+            workdir.mkdir(parents=True, exist_ok=True)
+            for category in _LAKE_ORDER:
+                _write_parquet(
+                    workdir / f"acts-{category}.parquet",
+                    ctx.backend.con.sql(
+                        f"SELECT key::VARCHAR AS key, action FROM retention_acts_{category} "
+                        "WHERE action IN ('delete', 'anonymise')"
+                    )
+                    .to_arrow_table()
+                    .cast(_ACTS_SCHEMA),
+                )
+            _write_parquet(workdir / "delivered.parquet", delivered)
+            version = ctx.version
+            audit_seqs: list[int] = []
+            with ctx.store.session() as session:
+                condition = audit_due(ctx, session)
+                audit = next(e for e in plan["categories"] if e["category"] == "audit")
+                if audit["delete"] and condition is not None:
+                    audit_seqs = list(
+                        session.scalars(
+                            sa.select(AuditEventRow.seq).where(
+                                condition, AuditEventRow.seq.not_in(sealed_audit_events())
+                            )
+                        )
+                    )
+                    if len(audit_seqs) != audit["delete"]:
+                        raise _stale("the audit log", ["categories.audit.delete"])
+        totals = {
+            a: {e["category"]: e[a] for e in plan["categories"]}
+            for a in ("delete", "anonymise", "held")
+        }
+        profile_rule = rule_for(version, "profile")
+        job.step(
+            "retention.intent",
+            workdir=workdir.name,
+            policy_version=version.version,
+            delivery_ids=list(
+                next(e for e in plan["categories"] if e["category"] == "deliveries")["delivery_ids"]
+            ),
+            audit_seqs=audit_seqs,
+            profile_fields=list(profile_rule.fields) if profile_rule is not None else [],
+            lake_fields={
+                category: {f: ANONYMISABLE_FIELDS[category][f] for f in rule.fields}
+                for category in _LAKE_ORDER
+                if (rule := rule_for(version, category)) is not None
+            },
+        )
+        with job.transaction("retention.planned", commit=True) as session:
+            session.add(
+                RetentionPurge(
+                    id=purge_id,
+                    plan_sha256=plan["plan_sha256"],
+                    policy_version=version.version,
+                    at=at,
+                    state="planned",
+                    planned_at=now,
+                    planned={"totals": plan["totals"], **totals},
+                    results=None,
+                    evidence=None,
+                )
             )
+            SqlAuditSink().append(
+                session,
+                "retention.planned",
+                {
+                    "purge_id": purge_id,
+                    "plan_sha256": plan["plan_sha256"],
+                    "policy_version": version.version,
+                    "at": rfc3339(at),
+                    "to_delete": totals["delete"],
+                    "to_anonymise": totals["anonymise"],
+                    "held": totals["held"],
+                    "gaps": [g["subject"] for g in plan["gaps"]],
+                },
+            )
+        return complete_purge(settings, job, revoker=revoker)
+
+
+def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> dict[str, Any]:
+    """Every step of a planned purge that has not happened yet, from its saved decisions.
+
+    Each step records itself in the job (so a crash repeats nothing) and is idempotent (so
+    a crash inside one repeats it harmlessly):
+    1. `retention.revoked`: licensees are told about the delivered posts to delete (first:
+       no deletion without its revocation; revoking again logs nothing new).
+    2. Per lake table, `retention.lake_staged` (the rewritten snapshot is staged, with its
+       counts) then `retention.lake_published`; the lineage of purged deliveries likewise.
+    3. `retention.deliveries_removed`: the purged delivery directories are removed.
+    4. `retention.applied`: one transaction deletes and anonymises the control plane's copies
+       (subjects, ledger events and state, sealed-free audit events, purged deliveries' rows),
+       records the results and the `retention.applied` audit event.
+    5. `retention.verified`: `verify_purge` re-queries every store; the saved decisions are
+       then removed (the purge's record keeps only keyed digests of the purged keys).
+    """
+    intent = job.intent
+    purge_id = intent["purge_id"]
+    workdir = _workdir(settings, job.id)
+    lake = Lake(settings.lake_dir)
+    key = anonymisation_key(Keyring.for_settings(settings))
+    if "revocations" not in intent:
+        delivered = pq.read_table(workdir / "delivered.parquet").column("post_id")
+        revocations = 0
+        if len(delivered):
+            if revoker is None:
+                raise ConsentryError("revocations are not available: the purge cannot go on")
+            revocations = revoker(
+                settings,
+                post_ids=delivered.combine_chunks(),
+                purged_at=datetime.fromisoformat(intent["at"].replace("Z", "+00:00")),
+                purge_id=purge_id,
+            )
+        job.step("retention.revoked", revocations=revocations)
+    tables: dict[str, Any] = dict(job.intent.get("tables", {}))
+    work = [(c, LAKE_CATEGORIES[c]) for c in _LAKE_ORDER if c in intent["lake_fields"]]
+    if intent["delivery_ids"]:
+        work.append(("deliveries", LINEAGE_TABLE))
+    for category, table in work:
+        entry = tables.get(table)
+        if entry is None:
+            if category == "deliveries":
+                acts = None
+            else:
+                acts = _acts(workdir, category)
+                if acts.num_rows == 0:
+                    continue
+            if not lake.exists(table):
+                continue
+            token = secrets.token_hex(8)
+            if acts is None:
+                removed, blurred = _stage_lineage_without(lake, intent["delivery_ids"], token), 0
+            else:
+                fields = intent["lake_fields"][category]
+                removed, blurred = _stage_rewrite(lake, table, acts, fields, key, token)
+            entry = {"token": token, "deleted": removed, "anonymised": blurred, "live": False}
+            tables[table] = entry
+            job.step("retention.lake_staged", tables=tables)
+        if not entry["live"]:
+            lake.publish(table, entry["token"])
+            tables[table] = {**entry, "live": True}
+            job.step("retention.lake_published", tables=tables)
+    if "dirs_removed" not in job.intent:
+        job.step(
+            "retention.deliveries_removed",
+            dirs_removed=_remove_deliveries(settings, intent["delivery_ids"]),
+        )
+    if not _reached(job, "retention.applied"):
+        with job.transaction("retention.applied") as session:
+            store_deleted, store_anonymised, sums = _control_plane(
+                settings, session, workdir, job.intent, key
+            )
+            deleted = {f"lake.{t}": e["deleted"] for t, e in tables.items()} | store_deleted
+            anonymised = {
+                f"lake.{t}": e["anonymised"] for t, e in tables.items() if t != LINEAGE_TABLE
+            } | store_anonymised
+            results = {
+                "deleted": dict(sorted(deleted.items())),
+                "anonymised": dict(sorted(anonymised.items())),
+                "delivery_dirs_removed": job.intent["dirs_removed"],
+                "revocations": job.intent["revocations"],
+            }
+            row = session.get(RetentionPurge, purge_id)
+            assert row is not None
+            row.state, row.applied_at, row.results = "applied", datetime.now(UTC), results
+            SqlAuditSink().append(
+                session,
+                "retention.applied",
+                {
+                    "purge_id": purge_id,
+                    "plan_sha256": intent["plan_sha256"],
+                    **results,
+                    "consent_anchor_removed": sums["removed"],
+                    "consent_anchor_added": sums["added"],
+                },
+            )
+    if not _reached(job, "retention.verified"):
+        verify_purge(settings, job, key)
+    shutil.rmtree(workdir, ignore_errors=True)
+    with open_store(settings.resolved_database_url) as store, store.session() as session:
+        row = session.get(RetentionPurge, purge_id)
+        assert row is not None
+        return {
+            "purge_id": purge_id,
+            "plan_sha256": intent["plan_sha256"],
+            "results": row.results,
+            "evidence": row.evidence,
+            "state": row.state,
+        }
+
+
+def _reached(job: Job, step: str) -> bool:
+    """Whether the job already recorded `step` (steps are recorded in order)."""
+    order = JOB_STEPS["retention"]
+    return job.step_name in order and order.index(job.step_name) >= order.index(step)
+
+
+def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
+    """Per category, how many of the keys the purge deleted are still anywhere: the lake's
+    table and, for profiles and consent evidence, the control plane's copy."""
+    lake = Lake(settings.lake_dir)
+    left: dict[str, int] = {}
+    with open_store(settings.resolved_database_url) as store, store.session() as session:
+        for category in _LAKE_ORDER:
+            acts = _acts(workdir, category)
+            doomed = acts.filter(pc.equal(acts["action"], "delete")).select(["key"])
+            table = LAKE_CATEGORIES[category]
+            count = 0
+            files = lake.files(table)
+            if doomed.num_rows and files:
+                con = _duck()
+                try:
+                    con.register("doomed", doomed)
+                    row = con.execute(
+                        f"SELECT count(*) FROM read_parquet({_paths(files)}) t "
+                        f"SEMI JOIN doomed d ON t.{_KEYS[table]} = d.key"
+                    ).fetchall()[0]
+                    count = int(row[0]) if row else 0
+                finally:
+                    con.close()
+            column = {"profile": Subject.user_id, "consent_evidence": ConsentEventRow.event_id}
+            if doomed.num_rows and category in column:
+                for chunk in _chunks(doomed["key"].to_pylist()):
+                    count += (
+                        session.scalar(
+                            sa.select(sa.func.count()).where(column[category].in_(chunk))
+                        )
+                        or 0
+                    )
+            left[category] = count
+    return left
+
+
+def _record_purged_keys(settings: Settings, purge_id: str, workdir: Path, key: bytes) -> str:
+    """Keep keyed digests of every deleted key (never the keys) beside the purge's record,
+    so the doctor can later prove none came back; returns the file's name."""
+    target = settings.home / "retention" / "purges"
+    target.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for category in _LAKE_ORDER:
+        acts = _acts(workdir, category)
+        doomed = acts.filter(pc.equal(acts["action"], "delete"))
+        parts.append(
+            pa.table(
+                {
+                    "category": pa.repeat(pa.scalar(category), doomed.num_rows),
+                    "key_digest": pa.array(purged_key_digests(key, doomed["key"]), pa.string()),
+                }
+            )
+        )
+    name = f"{purge_id}.keys.parquet"
+    _write_parquet(target / name, pa.concat_tables(parts))
+    return name
+
+
+def purged_key_digests(key: bytes, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """HMAC-SHA256 (hex) of each key under the anonymisation key, computed in DuckDB."""
+    con = _duck()
+    try:
+        con.register("keys", pa.table({"k": keys}))
+        return (
+            con.sql(f"SELECT {hmac_sql('k', key, 'duckdb')} AS d FROM keys")
             .to_arrow_table()
-            .column("post_id")
+            .column("d")
             .combine_chunks()
         )
-        if len(delivered) and revoker is None:
-            raise ConsentryError(
-                f"{len(delivered)} posts to delete were delivered to licensees, and revocations "
-                "are not available in this installation: refusing to delete them silently"
-            )
-        store = open_store(settings.resolved_database_url)
-        try:
-            with store.session() as session:
-                session.add(
-                    RetentionPurge(
-                        id=purge_id,
-                        plan_sha256=plan["plan_sha256"],
-                        policy_version=ctx.version.version,
-                        at=at,
-                        state="planned",
-                        planned_at=now,
-                        planned={"totals": plan["totals"], **totals},
-                        results=None,
-                        evidence=None,
-                    )
-                )
-                SqlAuditSink().append(
-                    session,
-                    "retention.planned",
-                    {
-                        "purge_id": purge_id,
-                        "plan_sha256": plan["plan_sha256"],
-                        "policy_version": ctx.version.version,
-                        "at": rfc3339(at),
-                        "to_delete": totals["delete"],
-                        "to_anonymise": totals["anonymise"],
-                        "held": totals["held"],
-                        "gaps": [g["subject"] for g in plan["gaps"]],
-                    },
-                )
-            # Revocations first: a deletion never happens without them (if a later step
-            # fails, the next plan deletes the rest; revoking again logs nothing new).
-            revocations = 0
-            if len(delivered) and revoker is not None:
-                revocations = revoker(
-                    settings, post_ids=delivered, purged_at=now, purge_id=purge_id
-                )
-            deleted: dict[str, int] = {}
-            anonymised: dict[str, int] = {}
-            by_category = {e["category"]: e for e in entries}
-            for category in ("posts", "consent_evidence", "access_events", "profile"):
-                entry = by_category[category]
-                table = LAKE_CATEGORIES[category]
-                if not (entry["delete"] or entry["anonymise"]):
-                    continue
-                rule = ctx.version.retention[category]
-                fields = {f: ANONYMISABLE_FIELDS[category][f] for f in rule.fields}
-                if entry["anonymise"]:
-                    # Counted before the rewrite: afterwards the view's files are gone.
-                    anonymised[f"lake.{table}"] = int(
-                        ctx.backend.con.sql(
-                            f"SELECT count(*) FROM {table} t JOIN retention_acts_{category} a "
-                            f"ON t.{_KEYS[table]} = a.key WHERE a.action = 'anonymise'"
-                        ).fetchall()[0][0]
-                    )
-                removed = _rewrite(ctx, table, f"retention_acts_{category}", fields, key)
-                deleted[f"lake.{table}"] = removed
-            delivery_ids = list(
-                next(e for e in plan["categories"] if e["category"] == "deliveries")["delivery_ids"]
-            )
-            dirs_removed = 0
-            if delivery_ids:
-                if ctx.lake.exists(LINEAGE_TABLE):
-                    deleted[f"lake.{LINEAGE_TABLE}"] = _rewrite_lineage(ctx, delivery_ids)
-                dirs_removed = _remove_deliveries(settings, delivery_ids)
-            with store.session() as session:
-                store_deleted, store_anonymised = _control_plane(ctx, session, key, plan)
-                deleted.update(store_deleted)
-                anonymised.update(store_anonymised)
-                results = {
-                    "deleted": dict(sorted(deleted.items())),
-                    "anonymised": dict(sorted(anonymised.items())),
-                    "delivery_dirs_removed": dirs_removed,
-                    "revocations": revocations,
-                }
-                row = session.get(RetentionPurge, purge_id)
-                assert row is not None
-                row.state, row.applied_at, row.results = "applied", datetime.now(UTC), results
-                SqlAuditSink().append(
-                    session,
-                    "retention.applied",
-                    {"purge_id": purge_id, "plan_sha256": plan["plan_sha256"], **results},
-                )
-        finally:
-            store.close()
-    evidence = verify_purge(settings, plan, purge_id=purge_id, policy_at=at)
-    return {
-        "purge_id": purge_id,
-        "plan_sha256": plan["plan_sha256"],
-        "results": results,
-        "evidence": evidence,
-        "state": "verified" if evidence["ok"] else "applied",
-    }
+    finally:
+        con.close()
 
 
-def verify_purge(
-    settings: Settings, plan: dict[str, Any], *, purge_id: str, policy_at: datetime
-) -> dict[str, Any]:
+def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
     """Re-query every store after a purge and record the evidence (counts only).
 
     1. Plan again at the plan's instant, on the new state: `remaining` is what is still
        due for deletion or anonymisation per category, `checked` the records examined.
     2. Every delivery directory the plan purged must be gone.
-    3. Nothing remaining: state `verified`; otherwise the purge stays `applied`.
+    3. Every key the purge deleted must be gone from its lake table and the control plane
+       (`keys_left`), whatever the new plan says.
+    4. Nothing remaining: state `verified`; otherwise the purge stays `applied`. Digests of
+       the deleted keys are kept for the doctor (`retention/purges/<id>.keys.parquet`).
     """
-    again = compute_plan(
-        settings, at=policy_at, engine="duckdb", owners=bool(plan.get("owners_checked", False))
-    )
+    intent = job.intent
+    at = datetime.fromisoformat(intent["at"].replace("Z", "+00:00"))
+    workdir = _workdir(settings, job.id)
+    again = compute_plan(settings, at=at, engine="duckdb")
     remaining = {e["category"]: e["delete"] + e["anonymise"] for e in again["categories"]}
     checked = {e["category"]: e["total"] for e in again["categories"]}
     root = deliveries_dir(settings)
-    planned_dirs = next(e for e in plan["categories"] if e["category"] == "deliveries")[
-        "delivery_ids"
-    ]
-    left = [d for d in planned_dirs if (root / d).exists()]
-    remaining["deliveries"] += len(left)
-    ok = not any(remaining.values())
+    remaining["deliveries"] += len([d for d in intent["delivery_ids"] if (root / d).exists()])
+    keys_left = _keys_left(settings, workdir)
+    ok = not any(remaining.values()) and not any(keys_left.values())
     evidence = {
         "remaining": remaining,
+        "keys_left": keys_left,
         "checked": checked,
         "ok": ok,
         "plan_sha256_after": again["plan_sha256"],
     }
-    with open_store(settings.resolved_database_url) as store, store.session() as session:
-        row = session.get(RetentionPurge, purge_id)
+    if ok:
+        evidence["purged_keys"] = _record_purged_keys(settings, intent["purge_id"], workdir, key)
+    with job.transaction("retention.verified") as session:
+        row = session.get(RetentionPurge, intent["purge_id"])
         if row is None:
-            raise ConsentryError(f"no purge {purge_id!r}")
+            raise ConsentryError(f"no purge {intent['purge_id']!r}")
         row.evidence = evidence
         if ok:
             row.state, row.verified_at = "verified", datetime.now(UTC)
@@ -580,14 +860,34 @@ def verify_purge(
             session,
             "retention.verified",
             {
-                "purge_id": purge_id,
-                "plan_sha256": plan["plan_sha256"],
+                "purge_id": intent["purge_id"],
+                "plan_sha256": intent["plan_sha256"],
                 "remaining": remaining,
                 "checked": checked,
                 "ok": ok,
             },
         )
     return evidence
+
+
+class RetentionRecoverer:
+    """A purge not yet planned is undone (its saved decisions removed); a planned one is
+    finished from its saved decisions (`complete_purge`)."""
+
+    def __init__(self, revoker: Revoker | None) -> None:
+        self.revoker = revoker
+
+    def roll_back(self, settings: Settings, job: JobRecord) -> None:
+        shutil.rmtree(_workdir(settings, job.id), ignore_errors=True)
+
+    def roll_forward(self, settings: Settings, job: JobRecord) -> None:
+        with resume_job(settings, job) as resumed:
+            complete_purge(settings, resumed, revoker=self.revoker)
+
+
+# Without revocations a planned purge that delivered posts cannot be finished; the home's
+# recovery (`consentry.recovery`) registers the recoverer with them.
+register_recoverer("retention", RetentionRecoverer(revoker=None))
 
 
 def purge_history(store: Store, limit: int = 50) -> list[dict[str, Any]]:

@@ -352,6 +352,7 @@ class RevocationLog:
         revoked: int,
         purge: bool = False,
         on_batch: Callable[[int], None] | None = None,
+        on_commit: Callable[[Session], None] | None = None,
     ) -> int:
         """Log `rows` for one licensee; return how many were new.
 
@@ -366,7 +367,8 @@ class RevocationLog:
            lake before its purge was recorded) become `retention_purged`, since the purge.
         3. A `revocation.issued` audit event (counts and a digest of the new rows) commits
            with them. `on_batch(rows_so_far)` is called after every bulk step (`_BATCH`
-           rows), inside the transaction.
+           rows), inside the transaction; `on_commit(session)` last, inside it too (a job
+           records its commit there).
         """
         now = self._clock()
         due = due_at(self.policy, now)
@@ -413,6 +415,8 @@ class RevocationLog:
                     "digest_sha256": lines_digest_arrow(new_rows),
                 },
             )
+            if on_commit is not None:
+                on_commit(session)
             return len(new_rows)
 
     # -- reading -----------------------------------------------------------------------------

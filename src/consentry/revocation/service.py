@@ -19,6 +19,7 @@ from consentry.delivery.service import list_deliveries, target_for
 from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, Problem
 from consentry.instants import rfc3339
+from consentry.jobs import JobRecord, register_recoverer, run_job
 from consentry.ledger.sync import ledger_for
 from consentry.policy import PolicyFile
 from consentry.revocation.job import (
@@ -128,48 +129,54 @@ def run_revocations(
     step = on_progress or (lambda _message: None)
     record = licensee_named(settings, licensee)
     scope = target_for(settings, record).scope
-    deliveries = visible_deliveries(settings, licensee=record.name, until=when)
-    ledger = ledger_for(settings)
-    try:
-        step("reading consent events")
-        events = ledger.events_arrow(scope.purpose, when)
-        policy = ledger.policy
-        store = ledger.store
-        log = RevocationLog(store, policy)
-        step("evaluating lineage")
-        backend = connect_for(settings, "duckdb")
+    run_id = f"rvr-{when.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
+    with run_job(
+        settings, "revoke", record.name, locks=[f"revoke:{record.id}"], intent={"run_id": run_id}
+    ) as job:
+        deliveries = visible_deliveries(settings, licensee=record.name, until=when)
+        ledger = ledger_for(settings)
         try:
-            found = revocation_candidates(
-                backend,
-                Lake(settings.lake_dir),
-                policy,
-                events,
-                scope,
-                deliveries.select(DELIVERIES_SCHEMA.names),
-                when,
+            step("reading consent events")
+            events = ledger.events_arrow(scope.purpose, when)
+            policy = ledger.policy
+            store = ledger.store
+            log = RevocationLog(store, policy)
+            step("evaluating lineage")
+            backend = connect_for(settings, "duckdb")
+            try:
+                found = revocation_candidates(
+                    backend,
+                    Lake(settings.lake_dir),
+                    policy,
+                    events,
+                    scope,
+                    deliveries.select(DELIVERIES_SCHEMA.names),
+                    when,
+                )
+            finally:
+                backend.disconnect()
+            step("reading the revocation log")
+            logged = log.entries_arrow(record.id)
+            rows = _resolve(found.records, logged, when)
+            job.step("revoke.evaluated", candidates=rows.num_rows)
+            step("logging revocations")
+            fresh = rows.filter(pc.invert(rows.column("logged")))
+            new = log.append(
+                record.id,
+                fresh,
+                run_id=run_id,
+                trigger="run",
+                as_of=when,
+                lineage_rows=found.lineage_rows,
+                revoked=rows.num_rows,
+                on_batch=on_batch,
+                on_commit=lambda session: job.mark(session, "revoke.committed", commit=True),
             )
+            job.passed("revoke.committed")
+            before = int(pc.max(logged.column("seq")).as_py() or 0) if logged.num_rows else 0
+            listing = _listing(rows, log.entries_arrow(record.id), before, datetime.now(UTC))
         finally:
-            backend.disconnect()
-        step("reading the revocation log")
-        logged = log.entries_arrow(record.id)
-        rows = _resolve(found.records, logged, when)
-        run_id = f"rvr-{when.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
-        step("logging revocations")
-        fresh = rows.filter(pc.invert(rows.column("logged")))
-        new = log.append(
-            record.id,
-            fresh,
-            run_id=run_id,
-            trigger="run",
-            as_of=when,
-            lineage_rows=found.lineage_rows,
-            revoked=rows.num_rows,
-            on_batch=on_batch,
-        )
-        before = int(pc.max(logged.column("seq")).as_py() or 0) if logged.num_rows else 0
-        listing = _listing(rows, log.entries_arrow(record.id), before, datetime.now(UTC))
-    finally:
-        ledger.store.close()
+            ledger.store.close()
     return RunReport(
         run_id=run_id,
         licensee=record.name,
@@ -180,6 +187,20 @@ def run_revocations(
         new=new,
         revocations=listing,
     )
+
+
+class _RevocationRecoverer:
+    """A revocation run writes one transaction (its log rows, audit event and commit):
+    before it nothing is to undo, after it nothing is left to do."""
+
+    def roll_back(self, settings: Settings, job: JobRecord) -> None:
+        return None
+
+    def roll_forward(self, settings: Settings, job: JobRecord) -> None:
+        return None
+
+
+register_recoverer("revoke", _RevocationRecoverer())
 
 
 def _duck_join(query: str, **tables: pa.Table) -> pa.Table:

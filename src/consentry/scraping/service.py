@@ -30,6 +30,7 @@ from consentry.audit import SqlAuditSink, canonical_json
 from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, Problem
 from consentry.instants import rfc3339
+from consentry.jobs import JobRecord, register_recoverer, run_job
 from consentry.policy import PolicyFile, PolicyVersion, load_policy
 from consentry.scraping.assessment import Assessment, assess
 from consentry.scraping.attribution import Owners, check_owners
@@ -195,62 +196,89 @@ def _summary(assessment: Assessment) -> dict[str, Any]:
     }
 
 
+class _AssessmentRecoverer:
+    """An assessment wrote its result file under a temporary name: remove it, or put it in
+    place once its row and audit event committed."""
+
+    def roll_back(self, settings: Settings, job: JobRecord) -> None:
+        (_assessments_dir(settings) / job.intent["tmp"]).unlink(missing_ok=True)
+
+    def roll_forward(self, settings: Settings, job: JobRecord) -> None:
+        tmp = _assessments_dir(settings) / job.intent["tmp"]
+        if tmp.exists():
+            os.replace(tmp, _assessments_dir(settings) / f"{job.intent['assessment_id']}.json")
+
+
+register_recoverer("assess", _AssessmentRecoverer())
+
+
+def _assessments_dir(settings: Settings) -> Path:
+    return scraping_dir(settings) / "assessments"
+
+
 def record_assessment(settings: Settings, assessment: Assessment) -> str | None:
     """Record `assessment` (module doc, step 3); returns its id, or None when the home's
-    store is not initialised (`consentry init`)."""
+    store is not initialised (`consentry init`).
+
+    A job: the canonical result is written under a temporary name, then one transaction
+    holds its row, its `scraping.assessed` audit event and the job's commit, then the file
+    takes its name (rolled forward if the process dies in between).
+    """
     with open_store(settings.resolved_database_url) as store:
         if store.current_revision() != store.head_revision():
             return None
-        assessment_id = uuid.uuid4().hex
-        document = assessment.to_json()
-        body = canonical_json(document)
-        digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
-        target = scraping_dir(settings) / "assessments"
+    assessment_id = uuid.uuid4().hex
+    document = assessment.to_json()
+    body = canonical_json(document)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    target = _assessments_dir(settings)
+    tmp = target / f".{assessment_id}.json.tmp"
+    with run_job(
+        settings,
+        "assess",
+        assessment_id,
+        intent={"assessment_id": assessment_id, "tmp": tmp.name},
+    ) as job:
         target.mkdir(parents=True, exist_ok=True)
-        tmp = target / f".{assessment_id}.json.tmp"
         tmp.write_text(body, encoding="utf-8")
-        final = target / f"{assessment_id}.json"
-        try:
-            with store.session() as session:
-                session.add(
-                    ScrapingAssessmentRow(
-                        id=assessment_id,
-                        assessed_at=datetime.now(UTC),
-                        policy_version=assessment.policy_version,
-                        mode=assessment.mode,
-                        rounding=assessment.terms.rounding,
-                        engine=assessment.engine,
-                        accesses=assessment.accesses,
-                        entities=len(assessment.entities),
-                        billed_entities=len(assessment.billed),
-                        total_amount=f"{assessment.total_amount:.2f}",
-                        currency=assessment.terms.currency,
-                        result_sha256=digest,
-                        summary=_summary(assessment),
-                    )
+        job.step("assess.written")
+        with job.transaction("assess.committed", commit=True) as session:
+            session.add(
+                ScrapingAssessmentRow(
+                    id=assessment_id,
+                    assessed_at=datetime.now(UTC),
+                    policy_version=assessment.policy_version,
+                    mode=assessment.mode,
+                    rounding=assessment.terms.rounding,
+                    engine=assessment.engine,
+                    accesses=assessment.accesses,
+                    entities=len(assessment.entities),
+                    billed_entities=len(assessment.billed),
+                    total_amount=f"{assessment.total_amount:.2f}",
+                    currency=assessment.terms.currency,
+                    result_sha256=digest,
+                    summary=_summary(assessment),
                 )
-                SqlAuditSink().append(
-                    session,
-                    "scraping.assessed",
-                    {
-                        "assessment_id": assessment_id,
-                        "policy_version": assessment.policy_version,
-                        "mode": assessment.mode,
-                        "rounding": assessment.terms.rounding,
-                        "engine": assessment.engine,
-                        "accesses": assessment.accesses,
-                        "entities": len(assessment.entities),
-                        "billed_entities": len(assessment.billed),
-                        "billed_windows": sum(len(e.windows) for e in assessment.entities),
-                        "total_amount": f"{assessment.total_amount:.2f}",
-                        "currency": assessment.terms.currency,
-                        "result_sha256": digest,
-                    },
-                )
-                session.flush()
-                os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+            )
+            SqlAuditSink().append(
+                session,
+                "scraping.assessed",
+                {
+                    "assessment_id": assessment_id,
+                    "policy_version": assessment.policy_version,
+                    "mode": assessment.mode,
+                    "rounding": assessment.terms.rounding,
+                    "engine": assessment.engine,
+                    "accesses": assessment.accesses,
+                    "entities": len(assessment.entities),
+                    "billed_entities": len(assessment.billed),
+                    "billed_windows": sum(len(e.windows) for e in assessment.entities),
+                    "total_amount": f"{assessment.total_amount:.2f}",
+                    "currency": assessment.terms.currency,
+                    "result_sha256": digest,
+                },
+            )
+        os.replace(tmp, target / f"{assessment_id}.json")
     return assessment_id
 
 
@@ -284,6 +312,6 @@ def latest_assessment(settings: Settings) -> dict[str, Any] | None:
 
 def read_recorded(settings: Settings, assessment_id: str) -> dict[str, Any]:
     """The full recorded result of an assessment."""
-    path = scraping_dir(settings) / "assessments" / f"{assessment_id}.json"
+    path = _assessments_dir(settings) / f"{assessment_id}.json"
     loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return loaded
