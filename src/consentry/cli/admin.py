@@ -9,7 +9,9 @@ import typer
 
 from consentry.audit.policy_history import publish_policy
 from consentry.cli.common import console, exits_cleanly, print_json, settings_from
+from consentry.delivery.service import adopt_recorded_deliveries
 from consentry.keys import Keyring
+from consentry.ledger.service import ConsentLedger
 from consentry.policy import load_policy
 from consentry.settings import Settings
 from consentry.store import open_store
@@ -34,7 +36,10 @@ def init_home(settings: Settings) -> dict[str, Any]:
        pending migration.
     4. Publish the policy file's versions that the audit log has not recorded yet
        (`publish_policy`: a published version that changed is refused, nothing written).
-    5. Report what exists now and what this run created, migrated or published.
+    5. Bring a home made by an earlier version up to date: consent events recorded before
+       anchoring are anchored (`consent.anchored`), delivery directories made before
+       deliveries were recorded in the store are adopted when their audit event matches.
+    6. Report what exists now and what this run created, migrated, published or adopted.
     """
     home_created = _ensure_dir(settings.home)
     lake_created = _ensure_dir(settings.lake_dir)
@@ -42,7 +47,11 @@ def init_home(settings: Settings) -> dict[str, Any]:
     with open_store(settings.resolved_database_url) as store:
         before = store.current_revision()
         after = store.migrate()
-        published = publish_policy(store, load_policy(settings.policy_file))
+        policy = load_policy(settings.policy_file)
+        published = publish_policy(store, policy)
+        keyring = Keyring.for_settings(settings)
+        anchored = ConsentLedger(store, policy, keyring).anchor_unanchored()
+        adopted = adopt_recorded_deliveries(settings)
         meta = store.meta()
         return {
             "home": settings.home,
@@ -59,6 +68,8 @@ def init_home(settings: Settings) -> dict[str, Any]:
                 "schema_created_at": meta.get("schema_created_at"),
             },
             "policy_published": [p.version for p in published],
+            "consent_events_anchored": anchored,
+            "deliveries_adopted": adopted,
         }
 
 

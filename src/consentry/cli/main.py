@@ -81,6 +81,10 @@ from consentry.cli import audit  # noqa: E402
 
 audit.register(app)
 
+from consentry.cli import doctor  # noqa: E402
+
+doctor.register(app)
+
 
 def main() -> None:
     """Console-script entry point."""

@@ -36,13 +36,14 @@ from consentry.jobs import JobRecord, register_recoverer, run_job
 from consentry.ledger.sync import ledger_for
 from consentry.settings import Settings
 from consentry.store import open_store
-from consentry.store.models import DeliveryRow
+from consentry.store.models import AuditEventRow, DeliveryRow
 
 _LINEAGE_WAIT_SECONDS = 600.0
 """How long a delivery waits for another delivery's brief hold on the lineage table."""
 
 __all__ = [
     "VerifyReport",
+    "adopt_recorded_deliveries",
     "deliver",
     "deliveries_dir",
     "explain",
@@ -229,6 +230,61 @@ def explain(
         as_of=when,
         post_id=post_id,
     )
+
+
+def adopt_recorded_deliveries(settings: Settings) -> list[str]:
+    """Record the delivery directories made before deliveries were store rows: a directory
+    whose manifest hashes to the `manifest_sha256` of a `delivery.built` audit event for its
+    id gets its row (with that event); any other directory is left for the doctor to name.
+    Returns the ids adopted."""
+    root = deliveries_dir(settings)
+    if not root.is_dir():
+        return []
+    adopted: list[str] = []
+    with open_store(settings.resolved_database_url) as store, store.session() as session:
+        known = set(session.scalars(sa.select(DeliveryRow.id)))
+        built = {
+            payload["delivery_id"]: (seq, payload)
+            for seq, payload in (
+                (seq, json.loads(text))
+                for seq, text in session.execute(
+                    sa.select(AuditEventRow.seq, AuditEventRow.payload).where(
+                        AuditEventRow.event_type == "delivery.built"
+                    )
+                )
+            )
+        }
+        for directory in sorted(root.iterdir()):
+            manifest_path = directory / "manifest.json"
+            if directory.name in known or directory.name not in built:
+                continue
+            if not manifest_path.is_file():
+                continue
+            body = manifest_path.read_bytes()
+            seq, event = built[directory.name]
+            if hashlib.sha256(body).hexdigest() != event["manifest_sha256"]:
+                continue
+            manifest = json.loads(body)
+            session.add(
+                DeliveryRow(
+                    id=directory.name,
+                    licensee_id=event["licensee_id"],
+                    purpose=event["purpose"],
+                    as_of=_instant(manifest["as_of"]),
+                    created_at=_instant(manifest["created_at"]),
+                    policy_version=event["policy_version"],
+                    considered=event["considered"],
+                    delivered=event["delivered"],
+                    manifest_sha256=event["manifest_sha256"],
+                    audit_seq=seq,
+                )
+            )
+            adopted.append(directory.name)
+    return adopted
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def list_deliveries(settings: Settings) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ __all__ = [
     "JobBusy",
     "JobRecord",
     "Recoverer",
+    "owner_alive",
     "pending_jobs",
     "recover_jobs",
     "register_recoverer",
@@ -135,6 +136,18 @@ def _claim(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def owner_alive(settings: Settings, job_id: str) -> bool:
+    """Whether the process running job `job_id` is alive (it holds the job's lock file)."""
+    path = _lock_path(settings, job_id)
+    if not path.exists():
+        return False
+    fd = _claim(path)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 def _owner() -> str:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from consentry.audit import AuditSink, SqlAuditSink
 from consentry.errors import BadInput, Problem
 from consentry.keys import Keyring
-from consentry.ledger.anchor import anchor_key, digest_sums_by, event_digest
+from consentry.ledger.anchor import ANCHOR_FIELDS, anchor_key, digest_sums_by, event_digest
 from consentry.ledger.bulk import resolve_consent_bulk
 from consentry.ledger.rules import (
     ConsentDecision,
@@ -651,6 +651,40 @@ class ConsentLedger:
                 tx.execute(sa.insert(ConsentEventRow), batch.to_pylist())
             self._rebuild_state(tx, affected)
         return LedgerImport(table.num_rows, fresh.num_rows, len(affected))
+
+    def anchor_unanchored(self) -> int:
+        """Anchor the events recorded before anchoring existed (null `anchor_seq`): one
+        `consent.anchored` audit event with their digest sum, in one transaction with the
+        rows pointing at it. Returns how many were anchored (0: nothing to do)."""
+        fields = [getattr(ConsentEventRow, name) for name in ANCHOR_FIELDS]
+        with self.store.session() as session:
+            rows = session.execute(
+                sa.select(*fields).where(ConsentEventRow.anchor_seq.is_(None))
+            ).all()
+            if not rows:
+                return 0
+            columns = list(zip(*rows, strict=True))
+            table = pa.table(
+                {
+                    name: pa.array(
+                        values, pa.timestamp("us", tz="UTC") if name == "at" else pa.string()
+                    )
+                    for name, values in zip(ANCHOR_FIELDS, columns, strict=True)
+                }
+            )
+            total = digest_sums_by(self._anchor_key, table, None).get(None, 0)
+            seq = self.audit.append(
+                session,
+                "consent.anchored",
+                {"events": table.num_rows, "events_digest": f"{total:064x}"},
+            )
+            session.execute(
+                sa.update(ConsentEventRow)
+                .where(ConsentEventRow.anchor_seq.is_(None))
+                .values(anchor_seq=seq)
+            )
+            anchored: int = table.num_rows
+            return anchored
 
     @staticmethod
     def _known_ids(session: Session, ids: pa.ChunkedArray) -> pa.ChunkedArray:
