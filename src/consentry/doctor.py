@@ -37,6 +37,7 @@ from consentry.ledger.anchor import (
     DIGEST_MODULUS,
     anchor_key,
     digest_sums_by,
+    event_rows,
     subtract_digests,
 )
 from consentry.ledger.bulk import resolve_consent_bulk
@@ -46,9 +47,9 @@ from consentry.retention.apply import anonymisation_key
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
 from consentry.settings import Settings
 from consentry.store import Store, open_store
+from consentry.store.arrow import select_arrow
 from consentry.store.models import (
     AuditEventRow,
-    ConsentEventRow,
     ConsentStateRow,
     DeliveryRow,
     Licensee,
@@ -161,37 +162,9 @@ def _duck(**tables: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def _rows(session: Session, columns: Sequence[Any], types: Sequence[pa.DataType]) -> pa.Table:
-    """The store rows of `columns` as Arrow (streamed in batches)."""
-    query = sa.select(*columns).execution_options(yield_per=50_000)
+    """The store rows of `columns` as Arrow."""
     schema = pa.schema([(c.key, t) for c, t in zip(columns, types, strict=True)])
-    batches = [
-        pa.record_batch(
-            [
-                pa.array(list(col), type=t)
-                for col, t in zip(zip(*part, strict=True), types, strict=True)
-            ],
-            schema=schema,
-        )
-        for part in session.execute(query).partitions()
-        if part
-    ]
-    return pa.Table.from_batches(batches, schema=schema)
-
-
-def _ledger_events(session: Session) -> pa.Table:
-    columns = [
-        ConsentEventRow.event_id,
-        ConsentEventRow.user_id,
-        ConsentEventRow.purpose,
-        ConsentEventRow.choice,
-        ConsentEventRow.at,
-        ConsentEventRow.source,
-        ConsentEventRow.policy_version,
-        ConsentEventRow.recorded_at,
-        ConsentEventRow.anchor_seq,
-    ]
-    types = [pa.string()] * 4 + [_UTC, pa.string(), pa.string(), _UTC, pa.int64()]
-    return _rows(session, columns, types)
+    return select_arrow(session, sa.select(*columns), schema)
 
 
 def _deliveries(session: Session) -> pa.Table:
@@ -666,7 +639,7 @@ def run_doctor(
             Keyring.for_settings(settings),
         )
         with store.session() as session:
-            events = _ledger_events(session)
+            events = event_rows(session)
             deliveries = _deliveries(session)
         dead, staging, tokens = _interrupted(home)
         checks: list[Check] = []

@@ -5,9 +5,13 @@ is ordinary SQL that anyone with database access can change. So every event is c
 an audit event (its *anchor*, a leaf of the signed Merkle log):
 
 1. An event's digest is HMAC-SHA256 under the anchor key (derived from the home's
-   pseudonym key, so the log reveals nothing about the events) of its canonical form:
-   `event_id`, `user_id`, `purpose`, `choice`, `at` (RFC 3339, 6 digits, Z), `source`,
-   `policy_version` (empty when null), joined by U+001F.
+   pseudonym key, so the log reveals nothing about the events) of its canonical form: every
+   stored column but its row number and its anchor — `event_id`, `user_id`, `purpose`,
+   `choice`, `at`, `source`, `policy_version`, `evidence_origin`, `evidence_client`,
+   `evidence_shown_version`, `recorded_at` — each written as its UTF-8 length in bytes, `:`
+   and its text (instants as RFC 3339 with 6 digits and `Z`), or `-` when null, one after
+   the other. Length prefixes make the form injective: no text moved between fields, and
+   no null turned empty, gives the same bytes.
 2. An anchor's `events_digest` is the sum of its events' digests, each read as a 256-bit
    big-endian integer, modulo 2^256, in 64 hex digits. A sum (not a hash of a list) because
    it is order-free, computed in one vectorised pass, and lets a retention purge that deletes
@@ -22,22 +26,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from consentry.delivery.pseudonyms import hmac_sql
+from consentry.store.arrow import select_arrow
+from consentry.store.models import ConsentEventRow
 
 __all__ = [
     "ANCHOR_FIELDS",
+    "ANCHOR_SCHEMA",
     "DIGEST_MODULUS",
     "add_digests",
     "anchor_key",
     "digest_sums_by",
     "event_digest",
+    "event_rows",
     "subtract_digests",
 ]
 
@@ -49,11 +59,24 @@ ANCHOR_FIELDS: Final = (
     "at",
     "source",
     "policy_version",
+    "evidence_origin",
+    "evidence_client",
+    "evidence_shown_version",
+    "recorded_at",
 )
 """The event columns a digest covers, in order."""
 
+_INSTANTS: Final = frozenset({"at", "recorded_at"})
+
+ANCHOR_SCHEMA: Final = pa.schema(
+    [
+        (name, pa.timestamp("us", tz="UTC") if name in _INSTANTS else pa.string())
+        for name in ANCHOR_FIELDS
+    ]
+)
+"""The Arrow columns `digest_sums_by` reads."""
+
 DIGEST_MODULUS: Final = 1 << 256
-_SEPARATOR: Final = "\x1f"
 _LIMBS: Final = 8
 """A digest is summed as eight 32-bit limbs (exact in SQL, carried in Python)."""
 
@@ -68,23 +91,28 @@ def _instant(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_digest(
-    key: bytes,
-    *,
-    event_id: str,
-    user_id: str,
-    purpose: str,
-    choice: str,
-    at: datetime,
-    source: str,
-    policy_version: str | None,
-) -> int:
+def event_digest(key: bytes, event: Mapping[str, str | datetime | None]) -> int:
     """One event's digest (rule 1), as an integer below 2^256: the reference the SQL kernel
-    (`digest_sums_by`) is held to by tests/ledger/test_anchor.py."""
-    text = _SEPARATOR.join(
-        (event_id, user_id, purpose, choice, _instant(at), source, policy_version or "")
-    )
+    (`digest_sums_by`) is held to by tests/ledger/test_anchor.py. `event` maps every
+    ANCHOR_FIELDS name to its value."""
+    parts = []
+    for name in ANCHOR_FIELDS:
+        value = event[name]
+        if value is None:
+            parts.append("-")
+            continue
+        text = _instant(value) if isinstance(value, datetime) else value
+        parts.append(f"{len(text.encode('utf-8'))}:{text}")
+    text = "".join(parts)
     return int.from_bytes(hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest(), "big")
+
+
+def event_rows(session: Session, *where: Any) -> pa.Table:
+    """The ledger's events matching `where` with every column a digest covers (and
+    `anchor_seq`), as Arrow, streamed in batches."""
+    columns = [getattr(ConsentEventRow, name) for name in ANCHOR_FIELDS]
+    query = sa.select(*columns, ConsentEventRow.anchor_seq).where(*where)
+    return select_arrow(session, query, ANCHOR_SCHEMA.append(pa.field("anchor_seq", pa.int64())))
 
 
 def add_digests(values: Iterable[int]) -> int:
@@ -95,6 +123,14 @@ def add_digests(values: Iterable[int]) -> int:
 def subtract_digests(total: int, part: int) -> int:
     """`total` minus `part` modulo 2^256."""
     return (total - part) % DIGEST_MODULUS
+
+
+def _canonical_sql(name: str) -> str:
+    """One field of rule 1 in DuckDB SQL: `-` for null, else byte length, `:`, text."""
+    text = f'"{name}"'
+    if name in _INSTANTS:
+        text = f"strftime({text} AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%fZ')"
+    return f"CASE WHEN {text} IS NULL THEN '-' ELSE strlen({text})::VARCHAR || ':' || {text} END"
 
 
 def digest_sums_by(key: bytes, events: pa.Table, group: str | None) -> dict[int | None, int]:
@@ -109,11 +145,7 @@ def digest_sums_by(key: bytes, events: pa.Table, group: str | None) -> dict[int 
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("anchor_events", events)
-        text = (
-            "concat_ws(chr(31), event_id, user_id, purpose, choice, "
-            "strftime(\"at\" AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%fZ'), source, "
-            "coalesce(policy_version, ''))"
-        )
+        text = " || ".join(_canonical_sql(n) for n in ANCHOR_FIELDS)
         digest = hmac_sql("canonical", key, "duckdb")
         limbs = ", ".join(
             f"sum(('0x' || substr(digest, {1 + 8 * i}, 8))::UBIGINT)::HUGEINT AS l{i}"

@@ -25,7 +25,13 @@ from sqlalchemy.orm import Session
 from consentry.audit import AuditSink, SqlAuditSink
 from consentry.errors import BadInput, Problem
 from consentry.keys import Keyring
-from consentry.ledger.anchor import ANCHOR_FIELDS, anchor_key, digest_sums_by, event_digest
+from consentry.ledger.anchor import (
+    ANCHOR_FIELDS,
+    anchor_key,
+    digest_sums_by,
+    event_digest,
+    event_rows,
+)
 from consentry.ledger.bulk import resolve_consent_bulk
 from consentry.ledger.rules import (
     ConsentDecision,
@@ -37,6 +43,7 @@ from consentry.ledger.rules import (
 from consentry.policy import Choice, PolicyFile
 from consentry.sources.schema import CONSENT_SOURCES
 from consentry.store import Store
+from consentry.store.arrow import select_arrow
 from consentry.store.models import ConsentEventRow, ConsentStateRow, Subject
 
 __all__ = [
@@ -384,7 +391,6 @@ class ConsentLedger:
             )
             .where(ConsentEventRow.purpose.in_(wanted), ConsentEventRow.at <= at)
             .order_by(ConsentEventRow.seq)
-            .execution_options(yield_per=50_000)
         )
         schema = pa.schema(
             [
@@ -396,20 +402,8 @@ class ConsentLedger:
                 ("event_id", pa.string()),
             ]
         )
-        batches = []
         with self.store.session() as session:
-            for partition in session.execute(query).partitions():
-                columns = list(zip(*partition, strict=True))
-                batches.append(
-                    pa.record_batch(
-                        [
-                            pa.array(col, type=f.type)
-                            for col, f in zip(columns, schema, strict=True)
-                        ],
-                        schema=schema,
-                    )
-                )
-        return pa.Table.from_batches(batches, schema=schema)
+            return select_arrow(session, query, schema)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -461,14 +455,7 @@ class ConsentLedger:
             session.flush()
             self._advance_state(session, row)
             digest = event_digest(
-                self._anchor_key,
-                event_id=row.event_id,
-                user_id=user_id,
-                purpose=purpose,
-                choice=row.choice,
-                at=at,
-                source=source,
-                policy_version=version.version,
+                self._anchor_key, {name: getattr(row, name) for name in ANCHOR_FIELDS}
             )
             row.anchor_seq = self.audit.append(
                 session,
@@ -624,29 +611,31 @@ class ConsentLedger:
             micros = pc.cast(fresh.column("at"), pa.int64()).to_numpy(zero_copy_only=False)
             versions = names[np.searchsorted(starts, micros, side="right")]
             fresh = fresh.append_column("policy_version", pa.array(versions, pa.string()))
-            anchored = digest_sums_by(self._anchor_key, fresh, None).get(None, 0)
+            # Evidence for imported history: where it came from, and when we wrote it; the
+            # version the user was shown is unknown.
+            n = fresh.num_rows
+            rows = (
+                fresh.append_column("evidence_origin", pa.repeat("lake:consent_events", n))
+                .append_column("evidence_client", pa.repeat("import", n))
+                .append_column("evidence_shown_version", pa.nulls(n, pa.string()))
+                .append_column(
+                    "recorded_at", pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), n)
+                )
+            )
+            anchored = digest_sums_by(self._anchor_key, rows, None).get(None, 0)
             affected = pc.unique(fresh.column("user_id")).to_pylist()
             seq = self.audit.append(
                 tx,
                 "consent.imported",
                 {
                     "events_read": table.num_rows,
-                    "events_new": fresh.num_rows,
+                    "events_new": n,
                     "subjects_affected": len(affected),
                     "digest_sha256": digest,
                     "events_digest": f"{anchored:064x}",
                 },
             )
-            # Evidence for imported history: where it came from, and when we wrote it.
-            n = fresh.num_rows
-            rows = (
-                fresh.append_column("evidence_origin", pa.repeat("lake:consent_events", n))
-                .append_column("evidence_client", pa.repeat("import", n))
-                .append_column(
-                    "recorded_at", pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), n)
-                )
-                .append_column("anchor_seq", pa.repeat(pa.scalar(seq, pa.int64()), n))
-            )
+            rows = rows.append_column("anchor_seq", pa.repeat(pa.scalar(seq, pa.int64()), n))
             for batch in rows.to_batches(max_chunksize=_CHUNK):
                 tx.execute(sa.insert(ConsentEventRow), batch.to_pylist())
             self._rebuild_state(tx, affected)
@@ -656,22 +645,10 @@ class ConsentLedger:
         """Anchor the events recorded before anchoring existed (null `anchor_seq`): one
         `consent.anchored` audit event with their digest sum, in one transaction with the
         rows pointing at it. Returns how many were anchored (0: nothing to do)."""
-        fields = [getattr(ConsentEventRow, name) for name in ANCHOR_FIELDS]
         with self.store.session() as session:
-            rows = session.execute(
-                sa.select(*fields).where(ConsentEventRow.anchor_seq.is_(None))
-            ).all()
-            if not rows:
+            table = event_rows(session, ConsentEventRow.anchor_seq.is_(None))
+            if table.num_rows == 0:
                 return 0
-            columns = list(zip(*rows, strict=True))
-            table = pa.table(
-                {
-                    name: pa.array(
-                        values, pa.timestamp("us", tz="UTC") if name == "at" else pa.string()
-                    )
-                    for name, values in zip(ANCHOR_FIELDS, columns, strict=True)
-                }
-            )
             total = digest_sums_by(self._anchor_key, table, None).get(None, 0)
             seq = self.audit.append(
                 session,

@@ -37,7 +37,14 @@ from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
 from consentry.jobs import JOB_STEPS, Job, JobRecord, register_recoverer, resume_job, run_job
 from consentry.keys import Keyring
-from consentry.ledger.anchor import ANCHOR_FIELDS, add_digests, anchor_key, digest_sums_by
+from consentry.ledger.anchor import (
+    ANCHOR_FIELDS,
+    ANCHOR_SCHEMA,
+    add_digests,
+    anchor_key,
+    digest_sums_by,
+    event_rows,
+)
 from consentry.policy import load_policy
 from consentry.policy.model import ANONYMISABLE_FIELDS, RETENTION_CATEGORIES
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
@@ -326,19 +333,11 @@ def _remove_deliveries(settings: Settings, delivery_ids: Sequence[str]) -> int:
 
 def _ledger_rows(session: Session, event_ids: Sequence[str]) -> pa.Table:
     """The ledger's rows of these events with the columns their anchor digests cover."""
-    columns = [getattr(ConsentEventRow, name) for name in ANCHOR_FIELDS]
-    rows: list[Any] = []
-    for chunk in _chunks(event_ids):
-        rows += session.execute(
-            sa.select(*columns).where(ConsentEventRow.event_id.in_(chunk))
-        ).all()
-    data = list(zip(*rows, strict=True)) if rows else [() for _ in ANCHOR_FIELDS]
-    return pa.table(
-        {
-            name: pa.array(values, pa.timestamp("us", tz="UTC") if name == "at" else pa.string())
-            for name, values in zip(ANCHOR_FIELDS, data, strict=True)
-        }
-    )
+    parts = [
+        event_rows(session, ConsentEventRow.event_id.in_(chunk)).select(list(ANCHOR_FIELDS))
+        for chunk in _chunks(event_ids)
+    ]
+    return pa.concat_tables(parts) if parts else ANCHOR_SCHEMA.empty_table()
 
 
 def _anonymised_ids(rows: pa.Table, key: bytes) -> pa.Table:
