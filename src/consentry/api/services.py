@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar
 
 import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from consentry.api.auth import Identity, InvalidTokenError, verify_token
@@ -115,13 +116,21 @@ async def services(request: Request) -> Services:
     return found
 
 
+_TOKEN = HTTPBearer(
+    scheme_name="token",
+    bearerFormat="JWT",
+    description="A user or admin token (`consentry token user|admin`, docs/consent.md).",
+    auto_error=False,
+)
+
+
 async def bearer_identity(
-    request: Request, svc: Annotated[Services, Depends(services)]
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_TOKEN)],
 ) -> Identity:
     """The caller named by `Authorization: Bearer <token>`; 401 when absent or invalid."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = credentials.credentials if credentials else ""
+    if not token.strip():
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "a bearer token is required (Authorization: Bearer <token>)",
