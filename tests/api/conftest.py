@@ -56,6 +56,11 @@ def users_table() -> pa.Table:
 
 @pytest.fixture
 def world(settings: Settings) -> World:
+    return make_world(settings)
+
+
+def make_world(settings: Settings) -> World:
+    """An initialised home whose ledger knows POPULATION, and a client of its service."""
     init_home(settings)
     store = open_store(settings.resolved_database_url)
     keyring = Keyring.for_home(settings.home)
