@@ -27,7 +27,7 @@ from consentry.store import (
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
-HEAD = "0007"
+HEAD = "0008"
 """The newest migration shipped; bump it with each new migration."""
 
 

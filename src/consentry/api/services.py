@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar
 
-import jwt
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +23,7 @@ __all__ = [
     "BearerIdentity",
     "Services",
     "bearer_identity",
+    "optional_bearer_identity",
     "run_read",
     "services",
     "verify_token_memo",
@@ -80,11 +80,9 @@ def verify_token_memo(secret: bytes, token: str) -> Identity:
     if hit is not None and time.time() < hit[1]:
         return hit[0]
     identity = verify_token(secret, token)
-    # The signature was just checked; this only reads `exp` (required by verify_token).
-    expires = float(jwt.decode(token, options={"verify_signature": False})["exp"])
     if len(_verified) >= _VERIFIED_MAX:
         _verified.clear()
-    _verified[key] = (identity, expires)
+    _verified[key] = (identity, identity.expires_at.timestamp())
     return identity
 
 
@@ -129,15 +127,27 @@ async def bearer_identity(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_TOKEN)],
 ) -> Identity:
     """The caller named by `Authorization: Bearer <token>`; 401 when absent or invalid."""
-    token = credentials.credentials if credentials else ""
-    if not token.strip():
+    found = await optional_bearer_identity(svc, credentials)
+    if found is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "a bearer token is required (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return found
+
+
+async def optional_bearer_identity(
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_TOKEN)],
+) -> Identity | None:
+    """The caller named by a bearer token, None without one; 401 for a token that does
+    not pass `verify_token` (a bad token is never read as no token)."""
+    token = credentials.credentials.strip() if credentials else ""
+    if not token:
+        return None
     try:
-        return verify_token_memo(svc.platform_secret, token.strip())
+        return verify_token_memo(svc.platform_secret, token)
     except InvalidTokenError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

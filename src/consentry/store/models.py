@@ -410,3 +410,34 @@ class ScrapingAssessmentRow(Base):
     currency: Mapped[str] = mapped_column(sa.String(3))
     result_sha256: Mapped[str] = mapped_column(sa.String(64))
     summary: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+
+
+# --- web sessions: models below this line ---------------------------------------------------
+
+
+class WebSessionRow(Base):
+    """A signed-in browser session, kept server-side so that signing out ends it.
+
+    The session cookie carries a random 256-bit token; the store keeps only its SHA-256
+    (`id`), so a copy of this table opens no session. A session speaks for `subject` in
+    `role` from `created_at` until `expires_at` (an admin session: never past its token's
+    expiry) unless `ended_at` (sign-out) comes first.
+    """
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('user', 'admin')", name="role_known"),
+        sa.CheckConstraint("expires_at > created_at", name="expires_after_creation"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    """SHA-256 (hex) of the cookie's token."""
+    subject: Mapped[str] = mapped_column(sa.String(128))
+    role: Mapped[str] = mapped_column(sa.String(8))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Indexed: expired sessions are swept by their expiry.
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+__all__ += ["WebSessionRow"]
