@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,7 @@ from consentry.api.validation import (
     error_responses,
     unprocessable,
 )
+from consentry.audit.policy_history import published_versions
 from consentry.errors import BadInput, Problem
 from consentry.ledger.rules import ConsentDecision
 from consentry.ledger.service import MAX_CHECK_USERS, ConsentEventRecord, Evidence
@@ -172,6 +173,9 @@ def signals_for(svc: Services, user_id: str, at: datetime) -> SignalsView:
     )
 
 
+SHOWN_POLICY_HEADER = "X-Consentry-Shown-Policy"
+
+
 @router.get(
     "/users/{user_id}/consent",
     response_model=ConsentView,
@@ -207,6 +211,29 @@ async def read_consent(
     )
 
 
+def _shown_version(svc: Services, shown: str | None, in_force: str) -> str:
+    """The version the user was shown: the header's, which must name a version of the policy
+    file published to the audit log (422 otherwise; a free-form string is no evidence), or
+    else the version in force."""
+    if shown is None:
+        return in_force
+    published = published_versions(svc.store)
+    if shown not in published or not any(v.version == shown for v in svc.policy.versions):
+        names = ", ".join(sorted(published)) or "none"
+        raise unprocessable(
+            BadInput(
+                Problem(
+                    "header",
+                    None,
+                    SHOWN_POLICY_HEADER,
+                    f"{shown[:64]!r} is not a published policy version (published: {names})",
+                )
+            ),
+            "header",
+        )
+    return shown
+
+
 @router.put(
     "/users/{user_id}/consent/{purpose}",
     response_model=EventView,
@@ -219,8 +246,22 @@ def change_consent(
     request: Request,
     svc: ServicesDep,
     identity: BearerIdentity,
+    shown_policy: Annotated[
+        str | None,
+        Header(
+            alias=SHOWN_POLICY_HEADER,
+            description="The published policy version the app showed the user (default: "
+            "the version in force).",
+        ),
+    ] = None,
 ) -> EventView:
-    """Record the user's choice for one purpose; it takes effect immediately."""
+    """Record the user's choice for one purpose; it takes effect immediately.
+
+    1. Only the user's own token (403 otherwise; admins never choose for a user).
+    2. The purpose must be one of the policy in force (404), the user one the platform
+       knows (404: no choice is recorded for an id nobody has).
+    3. `X-Consentry-Shown-Policy`, when sent, must name a published version (422).
+    """
     _require_self(identity, user_id, write=True)
     version = svc.policy.version_at(datetime.now(UTC))
     if version is None or version.purpose(purpose) is None:
@@ -228,6 +269,9 @@ def change_consent(
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"unknown purpose {purpose!r}; known: {known}"
         )
+    if svc.ledger.subject(user_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id!r} is known")
+    shown = _shown_version(svc, shown_policy, version.version)
     _apply_gpc(request, svc, identity, "PUT /v1/users/{id}/consent/{purpose}")
     event = svc.ledger.record(
         user_id,
@@ -235,9 +279,7 @@ def change_consent(
         body.choice,
         source="api",
         evidence=Evidence(
-            origin="PUT /v1/users/{id}/consent/{purpose}",
-            client="api",
-            shown_version=request.headers.get("x-consentry-shown-policy") or version.version,
+            origin="PUT /v1/users/{id}/consent/{purpose}", client="api", shown_version=shown
         ),
     )
     return _event_view(event)
