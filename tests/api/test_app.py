@@ -10,11 +10,14 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from consentry.api.app import create_app
+from consentry.api.auth import issue_token
 from consentry.cli.main import app as cli
 from consentry.engine import Lake
+from consentry.keys import Keyring
 from consentry.settings import Settings
 from consentry.sources.importer import import_arrow
 from consentry.sources.schema import arrow_schema
+from consentry.store import open_store
 
 
 def _init(home: Path) -> None:
@@ -96,3 +99,58 @@ def test_openapi_schema_and_docs_use_only_shipped_assets(settings: Settings) -> 
     home = client.get("/")
     for asset in re.findall(r"""(?:src|href)=["']([^"']+)["']""", home.text):
         assert asset.startswith(("/", "#")), asset
+
+
+INTERNAL = ("home", "policy_file")
+
+
+def _bearer(settings: Settings, subject: str, role: str) -> dict[str, str]:
+    token = issue_token(Keyring.for_home(settings.home).platform_secret, subject, role)  # type: ignore[arg-type]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_status_shows_nothing_internal_without_an_admin_token(settings: Settings) -> None:
+    _init(settings.home)
+    client = TestClient(create_app(settings))
+    for headers in ({}, _bearer(settings, "alice", "user")):
+        response = client.get("/v1/status", headers=headers)
+        assert response.status_code == 200
+        body = response.json()
+        assert not set(INTERNAL) & set(body), body
+        assert "url" not in body["store"]
+        assert str(settings.home) not in response.text
+        assert "x-2024.yaml" not in response.text
+        assert "sqlite:" not in response.text
+        assert body["policy_version"] == "2024-11-15"
+        head = open_store(settings.resolved_database_url).head_revision()
+        assert body["store"] == {"backend": "sqlite", "revision": head, "reachable": True}
+    admin = client.get("/v1/status", headers=_bearer(settings, "ops", "admin")).json()
+    assert admin["home"] == str(settings.home)
+    assert admin["policy_file"].endswith("x-2024.yaml")
+    assert admin["store"]["url"].startswith("sqlite:")
+
+
+def test_status_refuses_a_bad_token_rather_than_ignoring_it(settings: Settings) -> None:
+    _init(settings.home)
+    response = TestClient(create_app(settings)).get(
+        "/v1/status", headers={"Authorization": "Bearer forged"}
+    )
+    assert response.status_code == 401
+
+
+def test_the_home_page_shows_paths_only_to_an_admin_session(settings: Settings) -> None:
+    _init(settings.home)
+    client = TestClient(create_app(settings))
+    page = client.get("/")
+    assert str(settings.home) not in page.text
+    assert "x-2024.yaml" not in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/admin/signin").text)
+    assert csrf
+    token = _bearer(settings, "ops", "admin")["Authorization"].removeprefix("Bearer ")
+    signed = client.post(
+        "/admin/signin", data={"token": token, "csrf": csrf.group(1)}, follow_redirects=False
+    )
+    assert signed.status_code == 303
+    page = client.get("/")
+    assert str(settings.home) in page.text
+    assert "x-2024.yaml" in page.text

@@ -219,3 +219,38 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(
     assert response.status_code == code, response.text
     assert message.lower() in response.text.lower().replace(",", "")
     assert world.ledger.history("alice") == []
+
+
+def _put(world: World, user: str, **headers: str) -> Any:
+    return world.client.put(
+        f"/v1/users/{user}/consent/{THIRD}",
+        json={"choice": "deny"},
+        headers={**world.token(user), **headers},
+    )
+
+
+def test_consent_for_a_user_the_platform_does_not_know_is_404(world: World) -> None:
+    response = _put(world, "nobody")
+    assert response.status_code == 404, response.text
+    assert "no user 'nobody'" in response.json()["detail"]
+    assert world.ledger.history("nobody") == []
+
+
+@pytest.mark.parametrize("shown", ["x" * 3000, "2099-01-01", "2024-11-15 ", "latest", ""])
+def test_the_shown_policy_must_name_a_published_version(world: World, shown: str) -> None:
+    response = _put(world, "alice", **{"X-Consentry-Shown-Policy": shown})
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["header", "X-Consentry-Shown-Policy"]
+    assert "not a published policy version" in problem["msg"]
+    assert "2023-09-29, 2024-11-15" in problem["msg"]
+    assert world.ledger.history("alice") == []
+
+
+@pytest.mark.parametrize("shown", ["2023-09-29", "2024-11-15"])
+def test_a_published_shown_policy_is_the_events_evidence(world: World, shown: str) -> None:
+    response = _put(world, "alice", **{"X-Consentry-Shown-Policy": shown})
+    assert response.status_code == 200, response.text
+    assert response.json()["evidence_shown_version"] == shown
+    [event] = world.ledger.history("alice")
+    assert event.evidence.shown_version == shown

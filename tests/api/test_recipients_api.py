@@ -10,7 +10,7 @@ import pytest
 from consentry.api.auth import issue_token
 from consentry.keys import Keyring
 from consentry.settings import Settings
-from tests.api.test_licensee_api import Api, make_api
+from tests.api.conftest import Api, make_api
 
 
 def _token(api: Api, subject: str, role: str = "user") -> str:

@@ -12,7 +12,7 @@ from consentry.cli.main import app
 from consentry.keys import encode_master_key
 from consentry.store import open_store
 
-HEAD = "0008"
+HEAD = "0009"
 """The newest migration shipped; bump it with each new migration."""
 
 

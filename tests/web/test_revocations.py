@@ -15,7 +15,7 @@ from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import RevocationRow
 from consentry.web.revocations import day_bars
-from tests.api.test_licensee_api import Api, make_api
+from tests.api.conftest import Api, make_api
 from tests.web.html import parse_html
 from tests.web.test_admin import sign_in as admin_sign_in
 

@@ -1,30 +1,36 @@
 """The FastAPI application: JSON API under /v1, pages, health, and the OpenAPI docs.
 
 Swagger UI is served from assets shipped in the `swagger-ui-bundle` package, never a CDN.
+Every response carries the security headers of `consentry.api.headers`; what this home is
+made of (its paths, its database URL) is shown only to admins.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import swagger_ui_bundle
-from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from starlette.middleware.sessions import SessionMiddleware
 
 from consentry import __version__
 from consentry.api import consent as consent_api
 from consentry.api import signals as signals_api
+from consentry.api.auth import Identity
+from consentry.api.headers import SecurityHeadersMiddleware
 from consentry.api.overview import Overview, collect_overview
-from consentry.api.services import Services
+from consentry.api.services import Services, optional_bearer_identity
+from consentry.api.validation import error_responses
 from consentry.cli.common import to_jsonable
 from consentry.policy import describe_purpose
 from consentry.settings import Settings
 from consentry.web import STATIC_DIR, pages, templates
 from consentry.web import admin as admin_pages
+from consentry.web.sessions import SESSION_LIFETIME, signed_in
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -34,24 +40,54 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def _overview_json(overview: Overview) -> dict[str, Any]:
+class StoreStatusView(BaseModel):
+    backend: str
+    revision: str | None
+    reachable: bool
+    url: str | None = Field(None, description="The database URL (admins only).")
+
+
+class StatusView(BaseModel):
+    """What this home holds. `home`, `policy_file` and `store.url` are internal: they are
+    only in an admin's answer."""
+
+    engine: str
+    policy_version: str | None
+    purposes: list[str]
+    tables: dict[str, int]
+    store: StoreStatusView
+    home: str | None = Field(None, description="The state directory (admins only).")
+    policy_file: str | None = Field(None, description="The policy file (admins only).")
+
+
+class HealthView(BaseModel):
+    status: str = Field(description="`ok`, or `degraded` when the store cannot be reached.")
+    store: str
+    store_reachable: bool
+    lake_tables: int
+    version: str
+
+
+def _status(overview: Overview, *, internal: bool) -> StatusView:
+    """The overview as `/v1/status` shows it; `internal` adds the home's paths and URL."""
     policy = overview.policy
-    return {
-        "home": overview.home,
-        "engine": overview.engine,
-        "policy_file": overview.policy_file,
-        "policy_version": policy.version if policy else None,
-        "purposes": [p.key for p in policy.purposes] if policy else [],
-        "tables": overview.tables,
-        "store": to_jsonable(
-            {
-                "backend": overview.store.backend,
-                "url": overview.store.url,
-                "revision": overview.store.revision,
-                "reachable": overview.store.reachable,
-            }
-        ),
-    }
+    store = StoreStatusView(
+        backend=overview.store.backend,
+        revision=overview.store.revision,
+        reachable=overview.store.reachable,
+    )
+    view = StatusView(
+        engine=overview.engine,
+        policy_version=policy.version if policy else None,
+        purposes=[p.key for p in policy.purposes] if policy else [],
+        tables=overview.tables,
+        store=store,
+    )
+    if internal:
+        store.url = overview.store.url
+        view.home = overview.home
+        view.policy_file = overview.policy_file
+    return view
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -73,8 +109,9 @@ def create_app(settings: Settings) -> FastAPI:
         session_cookie="consentry_session",
         same_site="lax",
         https_only=False,
-        max_age=14 * 24 * 3600,
+        max_age=int(SESSION_LIFETIME.total_seconds()),
     )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(consent_api.router)
     app.include_router(signals_api.router)
     app.include_router(pages.router)
@@ -109,33 +146,44 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     @app.get("/docs", include_in_schema=False)
-    def swagger_docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="Consentry API",
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/favicon.svg",
-        )
+    def swagger_docs(request: Request) -> Response:
+        # Swagger UI started by a static script (swagger-init.js), never an inline one.
+        return templates.TemplateResponse(request, "swagger.html", {})
 
-    @app.get("/healthz", tags=["system"], summary="Liveness and store reachability")
+    @app.get(
+        "/healthz",
+        tags=["system"],
+        summary="Liveness and store reachability",
+        response_model=HealthView,
+        responses={503: {"model": HealthView, "description": "The store cannot be reached."}},
+    )
     def healthz() -> JSONResponse:
         overview = collect_overview(settings)
         ok = overview.store.reachable
-        return JSONResponse(
-            {
-                "status": "ok" if ok else "degraded",
-                "store": overview.store.backend,
-                "store_reachable": ok,
-                "lake_tables": len(overview.tables),
-                "version": __version__,
-            },
-            status_code=200 if ok else 503,
+        health = HealthView(
+            status="ok" if ok else "degraded",
+            store=overview.store.backend,
+            store_reachable=ok,
+            lake_tables=len(overview.tables),
+            version=__version__,
         )
+        return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
-    @app.get("/v1/status", tags=["system"], summary="What this home holds")
-    def status() -> dict[str, Any]:
-        return _overview_json(collect_overview(settings))
+    @app.get(
+        "/v1/status",
+        tags=["system"],
+        summary="What this home holds (its paths and database URL: admins only)",
+        response_model=StatusView,
+        response_model_exclude_unset=True,
+        responses=error_responses(401),
+        # The token is optional: anyone may ask; only an admin's answer is complete.
+        openapi_extra={"security": [{}]},
+    )
+    def status(
+        identity: Annotated[Identity | None, Depends(optional_bearer_identity)],
+    ) -> StatusView:
+        internal = identity is not None and identity.role == "admin"
+        return _status(collect_overview(settings), internal=internal)
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     def home(request: Request) -> HTMLResponse:
@@ -150,14 +198,17 @@ def create_app(settings: Settings) -> FastAPI:
             }
             for p in (policy.purposes if policy else [])
         ]
+        # The home's paths and import origins are internal: an admin session sees them.
+        internal = signed_in(request, "admin") is not None
         return templates.TemplateResponse(
             request,
             "home.html",
             {
                 "version": __version__,
-                "home": overview.home,
+                "internal": internal,
+                "home": overview.home if internal else None,
                 "engine": overview.engine,
-                "policy_file": overview.policy_file,
+                "policy_file": overview.policy_file if internal else None,
                 "policy": (
                     {
                         "version": policy.version,

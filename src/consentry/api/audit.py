@@ -6,15 +6,17 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import PlainTextResponse
 
 from consentry.api.services import BearerIdentity, Services, services
+from consentry.api.validation import MAX_INT64, error_responses, unprocessable
 from consentry.audit.log import AuditLog, ConsistencyProof, InclusionProof
 from consentry.audit.transparency import transparency_report
 from consentry.cli.common import to_jsonable
 from consentry.delivery.signing import Signer
 from consentry.errors import BadInput, ConsentryError
+from consentry.instants import RANGE_TEXT
 from consentry.web.transparency import report_period
 
 __all__ = ["consistency_json", "inclusion_json", "router"]
@@ -66,11 +68,17 @@ def checkpoint(svc: ServicesDep) -> PlainTextResponse:
     return PlainTextResponse(signed.note(), media_type="text/plain; charset=utf-8")
 
 
-@router.get("/consistency", summary="Consistency proof between two tree sizes")
+@router.get(
+    "/consistency",
+    summary="Consistency proof between two tree sizes",
+    responses=error_responses(404),
+)
 def consistency(
     svc: ServicesDep,
-    first: Annotated[int, Query(ge=0, description="The older tree size.")],
-    second: Annotated[int | None, Query(ge=0, description="The newer size (default: now).")] = None,
+    first: Annotated[int, Query(ge=0, le=MAX_INT64, description="The older tree size.")],
+    second: Annotated[
+        int | None, Query(ge=0, le=MAX_INT64, description="The newer size (default: now).")
+    ] = None,
 ) -> dict[str, Any]:
     try:
         return consistency_json(AuditLog(svc.store).consistency(first, second))
@@ -78,12 +86,18 @@ def consistency(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
-@router.get("/proof/{event_id}", summary="Inclusion proof of one audit event (admin)")
+@router.get(
+    "/proof/{event_id}",
+    summary="Inclusion proof of one audit event (admin)",
+    responses=error_responses(401, 403, 404),
+)
 def proof(
-    event_id: int,
+    event_id: Annotated[int, Path(ge=1, le=MAX_INT64, description="The audit event's id.")],
     svc: ServicesDep,
     identity: BearerIdentity,
-    size: Annotated[int | None, Query(ge=1, description="Tree size (default: now).")] = None,
+    size: Annotated[
+        int | None, Query(ge=1, le=MAX_INT64, description="Tree size (default: now).")
+    ] = None,
 ) -> dict[str, Any]:
     """The event's leaf entry, its index, and PATH(index, D[size]); admin tokens only (the
     entries are pseudonymous, not public)."""
@@ -95,18 +109,21 @@ def proof(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
+_FROM = f"Start: a date or an RFC 3339 instant, {RANGE_TEXT}; default: a year before `to`."
+_TO = "End (exclusive; a date means the end of that day); default: now."
+
+
 @router.get("/transparency", summary="The transparency report as JSON")
 def transparency(
     svc: ServicesDep,
-    start: Annotated[str | None, Query(alias="from")] = None,
-    end: Annotated[str | None, Query(alias="to")] = None,
+    start: Annotated[str | None, Query(alias="from", description=_FROM)] = None,
+    end: Annotated[str | None, Query(alias="to", description=_TO)] = None,
 ) -> dict[str, Any]:
+    """Counts for the period [from, to) (small counts suppressed), signed like checkpoints."""
     try:
         begin, stop = report_period(start or None, end or None)
     except BadInput as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "; ".join(p.message for p in exc.problems)
-        ) from None
+        raise unprocessable(exc, "query") from None
     report = transparency_report(svc.store, Signer.from_keyring(svc.keyring), start=begin, end=stop)
     result: dict[str, Any] = to_jsonable(report)
     return result

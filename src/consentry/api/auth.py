@@ -47,6 +47,9 @@ class Identity:
 
     subject: str
     role: Role
+    expires_at: datetime
+    """When the token stops speaking for the caller (its `exp`); a session opened with the
+    token ends then too."""
 
     def may_act_on(self, user_id: str) -> bool:
         """1. Admins may read and check anyone. 2. A user acts only on themselves."""
@@ -104,4 +107,6 @@ def verify_token(secret: bytes, token: str) -> Identity:
         raise InvalidTokenError("invalid token: sub must be a non-empty string")
     if int(claims["exp"]) - int(claims["iat"]) > _MAX_LIFETIME.total_seconds():
         raise InvalidTokenError("invalid token: lifetime exceeds 366 days")
-    return Identity(subject=subject, role=role)
+    return Identity(
+        subject=subject, role=role, expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC)
+    )

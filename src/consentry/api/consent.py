@@ -5,14 +5,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.api.auth import Identity
 from consentry.api.services import BearerIdentity, Services, run_read, services
-from consentry.errors import BadInput
-from consentry.instants import parse_instant
+from consentry.api.validation import (
+    Instant,
+    InstantOrDate,
+    UserId,
+    UserIdPath,
+    error_responses,
+    unprocessable,
+)
+from consentry.audit.policy_history import published_versions
+from consentry.errors import BadInput, Problem
 from consentry.ledger.rules import ConsentDecision
 from consentry.ledger.service import MAX_CHECK_USERS, ConsentEventRecord, Evidence
 from consentry.ledger.signals import author_signals
@@ -83,8 +91,8 @@ class HistoryView(BaseModel):
 class CheckBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     purpose: str = Field(min_length=1)
-    at: AwareDatetime | None = None
-    user_ids: list[str] = Field(min_length=1, max_length=MAX_CHECK_USERS)
+    at: Instant | None = None
+    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_CHECK_USERS)
 
 
 class CheckView(BaseModel):
@@ -115,13 +123,6 @@ def _require_self(identity: Identity, user_id: str, *, write: bool = False) -> N
         if identity.role == "user"
         else "admins read and check consent; only the user may change it",
     )
-
-
-def _instant(value: str | None) -> datetime:
-    try:
-        return parse_instant(value, field="at")
-    except BadInput as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 def gpc_requested(request: Request) -> bool:
@@ -172,13 +173,22 @@ def signals_for(svc: Services, user_id: str, at: datetime) -> SignalsView:
     )
 
 
-@router.get("/users/{user_id}/consent", response_model=ConsentView)
+SHOWN_POLICY_HEADER = "X-Consentry-Shown-Policy"
+
+
+@router.get(
+    "/users/{user_id}/consent",
+    response_model=ConsentView,
+    responses=error_responses(401, 403),
+)
 async def read_consent(
-    user_id: str,
+    user_id: UserIdPath,
     request: Request,
     svc: ServicesDep,
     identity: BearerIdentity,
-    at: Annotated[str | None, Query(description="RFC 3339 instant; default now.")] = None,
+    at: Annotated[
+        InstantOrDate | None, Query(description="The instant to answer for; default now.")
+    ] = None,
 ) -> ConsentView:
     """Every purpose of the policy in force at `at`, with decision, rule and since."""
     _require_self(identity, user_id)
@@ -189,7 +199,7 @@ async def read_consent(
         recorded = await run_in_threadpool(
             _apply_gpc, request, svc, identity, "GET /v1/users/{id}/consent"
         )
-    when = _instant(at)
+    when = at or datetime.now(UTC)
     version = svc.policy.version_at(when)
     decisions = await run_read(svc, svc.ledger.resolve_all, user_id, when)
     return ConsentView(
@@ -201,16 +211,57 @@ async def read_consent(
     )
 
 
-@router.put("/users/{user_id}/consent/{purpose}", response_model=EventView)
+def _shown_version(svc: Services, shown: str | None, in_force: str) -> str:
+    """The version the user was shown: the header's, which must name a version of the policy
+    file published to the audit log (422 otherwise; a free-form string is no evidence), or
+    else the version in force."""
+    if shown is None:
+        return in_force
+    published = published_versions(svc.store)
+    if shown not in published or not any(v.version == shown for v in svc.policy.versions):
+        names = ", ".join(sorted(published)) or "none"
+        raise unprocessable(
+            BadInput(
+                Problem(
+                    "header",
+                    None,
+                    SHOWN_POLICY_HEADER,
+                    f"{shown[:64]!r} is not a published policy version (published: {names})",
+                )
+            ),
+            "header",
+        )
+    return shown
+
+
+@router.put(
+    "/users/{user_id}/consent/{purpose}",
+    response_model=EventView,
+    responses=error_responses(400, 401, 403, 404, 415),
+)
 def change_consent(
-    user_id: str,
+    user_id: UserIdPath,
     purpose: str,
     body: ChoiceBody,
     request: Request,
     svc: ServicesDep,
     identity: BearerIdentity,
+    shown_policy: Annotated[
+        str | None,
+        Header(
+            alias=SHOWN_POLICY_HEADER,
+            description="The published policy version the app showed the user (default: "
+            "the version in force).",
+        ),
+    ] = None,
 ) -> EventView:
-    """Record the user's choice for one purpose; it takes effect immediately."""
+    """Record the user's choice for one purpose; it takes effect immediately.
+
+    1. Only the user's own token (403 otherwise; admins never choose for a user).
+    2. The purpose must be one of the policy in force (404), the user one the platform
+       knows (404: no choice is recorded for an id nobody has).
+    3. `X-Consentry-Shown-Policy`, when sent, must name a published version (422).
+    """
     _require_self(identity, user_id, write=True)
     version = svc.policy.version_at(datetime.now(UTC))
     if version is None or version.purpose(purpose) is None:
@@ -218,6 +269,9 @@ def change_consent(
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"unknown purpose {purpose!r}; known: {known}"
         )
+    if svc.ledger.subject(user_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id!r} is known")
+    shown = _shown_version(svc, shown_policy, version.version)
     _apply_gpc(request, svc, identity, "PUT /v1/users/{id}/consent/{purpose}")
     event = svc.ledger.record(
         user_id,
@@ -225,9 +279,7 @@ def change_consent(
         body.choice,
         source="api",
         evidence=Evidence(
-            origin="PUT /v1/users/{id}/consent/{purpose}",
-            client="api",
-            shown_version=request.headers.get("x-consentry-shown-policy") or version.version,
+            origin="PUT /v1/users/{id}/consent/{purpose}", client="api", shown_version=shown
         ),
     )
     return _event_view(event)
@@ -248,9 +300,13 @@ def _event_view(event: ConsentEventRecord) -> EventView:
     )
 
 
-@router.get("/users/{user_id}/consent/history", response_model=HistoryView)
+@router.get(
+    "/users/{user_id}/consent/history",
+    response_model=HistoryView,
+    responses=error_responses(401, 403),
+)
 def consent_history(
-    user_id: str, request: Request, svc: ServicesDep, identity: BearerIdentity
+    user_id: UserIdPath, request: Request, svc: ServicesDep, identity: BearerIdentity
 ) -> HistoryView:
     """Every consent event of the user, oldest first."""
     _require_self(identity, user_id)
@@ -260,21 +316,30 @@ def consent_history(
     )
 
 
-@router.post("/consent/check", response_model=CheckView)
+@router.post(
+    "/consent/check", response_model=CheckView, responses=error_responses(400, 401, 403, 415)
+)
 def check_consent(body: CheckBody, svc: ServicesDep, identity: BearerIdentity) -> CheckView:
     """Resolve one purpose for up to 100,000 users at once; answers in the order asked."""
     if identity.role != "admin" and any(u != identity.subject for u in body.user_ids):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only an admin token may check other users")
     if not any(v.purpose(body.purpose) for v in svc.policy.versions):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"purpose: unknown purpose {body.purpose!r}; no policy version defines it",
+        raise unprocessable(
+            BadInput(
+                Problem(
+                    "body",
+                    None,
+                    "purpose",
+                    f"unknown purpose {body.purpose!r}; no policy version defines it",
+                )
+            ),
+            "body",
         )
     when = (body.at or datetime.now(UTC)).astimezone(UTC)
     try:
         decisions, known = svc.ledger.check(body.purpose, when, body.user_ids)
     except BadInput as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        raise unprocessable(exc, "body") from None
     return CheckView(
         purpose=body.purpose,
         at=when,
@@ -292,13 +357,19 @@ def check_consent(body: CheckBody, svc: ServicesDep, identity: BearerIdentity) -
     )
 
 
-@router.get("/users/{user_id}/signals", response_model=SignalsView)
+@router.get(
+    "/users/{user_id}/signals",
+    response_model=SignalsView,
+    responses=error_responses(401, 403),
+)
 def user_signals(
-    user_id: str,
+    user_id: UserIdPath,
     svc: ServicesDep,
     identity: BearerIdentity,
-    at: Annotated[str | None, Query(description="RFC 3339 instant; default now.")] = None,
+    at: Annotated[
+        InstantOrDate | None, Query(description="The instant to answer for; default now.")
+    ] = None,
 ) -> SignalsView:
     """The author's AIPREF Content-Usage, Bluesky-style intents and TDMRep reservation."""
     _require_self(identity, user_id)
-    return signals_for(svc, user_id, _instant(at))
+    return signals_for(svc, user_id, at or datetime.now(UTC))

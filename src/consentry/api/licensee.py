@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Security, status
 from fastapi.responses import FileResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.api.consent import require_json
 from consentry.api.services import Services, services
+from consentry.api.validation import error_responses, unprocessable
 from consentry.delivery.licensees import LicenseeRecord, authenticate_api_key
 from consentry.delivery.service import deliveries_dir
 from consentry.delivery.signing import Signer, b64url_encode
@@ -49,16 +51,25 @@ api_router = APIRouter(
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def licensee_identity(request: Request, svc: ServicesDep) -> LicenseeRecord:
+_API_KEY = HTTPBearer(
+    scheme_name="apiKey",
+    description="A licensee's API key, `csk_<id>_<secret>` (docs/licensees.md).",
+    auto_error=False,
+)
+
+
+def licensee_identity(
+    svc: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_API_KEY)],
+) -> LicenseeRecord:
     """The active licensee named by `Authorization: Bearer <API key>`; 401 otherwise.
 
     1. No bearer credential: 401 saying an API key is required.
     2. Something that is not shaped like an API key (`csk_<16 hex>_<43 base64url>`), a key
        that does not match, or a disabled licensee's key: 401 (which one is not said).
     """
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = credentials.credentials if credentials else ""
+    if not key.strip():
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "a licensee API key is required (Authorization: Bearer csk_…)",
@@ -90,10 +101,6 @@ def cursor_key(svc: Services) -> bytes:
     return hmac.new(
         svc.keyring.session_secret, b"consentry revocation cursor key v1", hashlib.sha256
     ).digest()
-
-
-def _unprocessable(exc: BadInput) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [str(p) for p in exc.problems])
 
 
 # -- deliveries ------------------------------------------------------------------------------
@@ -133,7 +140,11 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@api_router.get("/deliveries", summary="This licensee's deliveries, newest first")
+@api_router.get(
+    "/deliveries",
+    summary="This licensee's deliveries, newest first",
+    responses=error_responses(401),
+)
 def list_my_deliveries(svc: ServicesDep, licensee: LicenseeDep) -> dict[str, Any]:
     from consentry.delivery.service import list_deliveries
 
@@ -141,9 +152,30 @@ def list_my_deliveries(svc: ServicesDep, licensee: LicenseeDep) -> dict[str, Any
     return {"licensee": licensee.name, "deliveries": [_summary(m) for m in mine]}
 
 
+_SIGNED: dict[str, Any] = {
+    SIGNATURE_HEADER: {
+        "description": "Ed25519 signature of the body (base64url).",
+        "schema": {"type": "string"},
+    },
+    KEY_ID_HEADER: {
+        "description": "The signing key (see /.well-known/consentry-keys.json).",
+        "schema": {"type": "string"},
+    },
+}
+
+
 @api_router.get(
     "/deliveries/{delivery_id}/manifest",
     summary="A delivery's manifest.json, byte for byte, with its signature in a header",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "manifest.json as signed.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "headers": _SIGNED,
+        },
+        **error_responses(401, 404),
+    },
 )
 def delivery_manifest(delivery_id: str, svc: ServicesDep, licensee: LicenseeDep) -> Response:
     directory, _ = _manifest(svc, licensee, delivery_id)
@@ -159,9 +191,24 @@ def delivery_manifest(delivery_id: str, svc: ServicesDep, licensee: LicenseeDep)
     )
 
 
+_FILE_TYPES = ("application/vnd.apache.parquet", "application/json", "application/octet-stream")
+
+
 @api_router.get(
     "/deliveries/{delivery_id}/files/{name}",
     summary="One file of a delivery (part files, manifest.json, manifest.sig); Range requests",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The whole file.",
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _FILE_TYPES},
+        },
+        206: {
+            "description": "The slice a `Range: bytes=…` header asked for.",
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _FILE_TYPES},
+        },
+        **error_responses(401, 404),
+    },
 )
 def delivery_file(
     delivery_id: str, name: str, svc: ServicesDep, licensee: LicenseeDep
@@ -189,6 +236,15 @@ def delivery_file(
 @api_router.get(
     "/revocations",
     summary="The revocation feed: a signed batch after `cursor` (at-least-once, stable order)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "One signed batch (canonical JSON).",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "headers": _SIGNED,
+        },
+        **error_responses(400, 401),
+    },
 )
 def revocation_feed(
     svc: ServicesDep,
@@ -243,6 +299,7 @@ class ReceiptBody(BaseModel):
 @api_router.post(
     "/revocations/receipts",
     summary="Confirm deletions: idempotent; ids that are not revocations are reported back",
+    responses=error_responses(400, 401, 415),
 )
 def post_receipts(body: ReceiptBody, svc: ServicesDep, licensee: LicenseeDep) -> dict[str, Any]:
     """1. Every id must be a record id (else 422 naming the bad positions; nothing changes).
@@ -252,7 +309,7 @@ def post_receipts(body: ReceiptBody, svc: ServicesDep, licensee: LicenseeDep) ->
     try:
         ids = parse_receipt_ids(body.record_ids)
     except BadInput as exc:
-        raise _unprocessable(exc) from None
+        raise unprocessable(exc, "body") from None
     result = RevocationLog(svc.store, svc.policy).confirm(licensee.id, ids)
     return {
         "receipt_id": result.receipt_id,

@@ -14,12 +14,15 @@ from typing import Annotated, Any
 import numpy as np
 import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.api.services import BearerIdentity, Services, services
+from consentry.api.validation import NO_CONTROL, Instant, error_responses
+from consentry.errors import ConsentryError
 from consentry.instants import rfc3339
 from consentry.scraping.assessment import from_us
 from consentry.scraping.meter import Meter, meter_for
+from consentry.sources.schema import MAX_POSTS_PER_ACCESS
 
 __all__ = ["MAX_BATCH", "MeterEvent", "MeterEvents", "meter_of", "router"]
 
@@ -36,10 +39,21 @@ class MeterEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(min_length=1, description="Unique request id.")
-    ts: AwareDatetime = Field(description="When the request was served (with an offset).")
-    credential: str = Field(min_length=1, description="API key, account id or IP address.")
-    posts: int = Field(ge=0, description="Posts served.")
+    request_id: str = Field(
+        min_length=1, max_length=256, pattern=NO_CONTROL, description="Unique request id."
+    )
+    ts: Instant = Field(description="When the request was served (with an offset).")
+    credential: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=NO_CONTROL,
+        description="API key, account id or IP address.",
+    )
+    posts: int = Field(
+        ge=0,
+        le=MAX_POSTS_PER_ACCESS,
+        description=f"Posts served (0 to {MAX_POSTS_PER_ACCESS:,}, as in access_events).",
+    )
 
 
 class MeterEvents(BaseModel):
@@ -51,14 +65,20 @@ class MeterEvents(BaseModel):
 
 
 def meter_of(request: Request, svc: Services) -> Meter:
-    """The process's meter, built on first use (thread-safe)."""
+    """The process's meter, built on first use (thread-safe); 503 when the home's policy or
+    entities cannot make one (the message says why)."""
     found = getattr(request.app.state, "scraping_meter", None)
     if isinstance(found, Meter):
         return found
     with _LOCK:
         found = getattr(request.app.state, "scraping_meter", None)
         if not isinstance(found, Meter):
-            found = meter_for(svc.settings, backend=svc.settings.meter_backend)
+            try:
+                found = meter_for(svc.settings, backend=svc.settings.meter_backend)
+            except ConsentryError as exc:
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE, f"the meter cannot start: {exc}"
+                ) from None
             request.app.state.scraping_meter = found
     return found
 
@@ -77,7 +97,11 @@ def _bounds_json(entity: str, latest_us: int, lower: int, upper: int) -> dict[st
     }
 
 
-@router.post("/events", summary="Feed a batch of accesses to the online meter")
+@router.post(
+    "/events",
+    summary="Feed a batch of accesses to the online meter",
+    responses=error_responses(400, 401, 403, 503),
+)
 def post_events(
     body: MeterEvents, request: Request, svc: ServicesDep, identity: BearerIdentity
 ) -> dict[str, Any]:
@@ -106,7 +130,9 @@ def post_events(
     }
 
 
-@router.get("/alerts", summary="Alerts raised by the online meter")
+@router.get(
+    "/alerts", summary="Alerts raised by the online meter", responses=error_responses(401, 403, 503)
+)
 def get_alerts(request: Request, svc: ServicesDep, identity: BearerIdentity) -> dict[str, Any]:
     """Every alert so far (50 %, 80 %, 100 % of the threshold), in the order raised."""
     _admin(identity)

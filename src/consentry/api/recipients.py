@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, status
 
 from consentry.api.services import BearerIdentity, Services, services
+from consentry.api.validation import UserIdPath, error_responses
 from consentry.instants import rfc3339
 from consentry.revocation import recipients_of
 
@@ -21,8 +22,11 @@ ServicesDep = Annotated[Services, Depends(services)]
 @router.get(
     "/users/{user_id}/recipients",
     summary="Licensees that received the user's posts; revocations pending and confirmed",
+    responses=error_responses(401, 403),
 )
-def user_recipients(user_id: str, identity: BearerIdentity, svc: ServicesDep) -> dict[str, Any]:
+def user_recipients(
+    user_id: UserIdPath, identity: BearerIdentity, svc: ServicesDep
+) -> dict[str, Any]:
     """1. A user token reads only its own recipients; an admin token reads anyone's (403
     otherwise). 2. One entry per licensee: purpose, deliveries, distinct posts, first and
     last delivery instant, and the revocations of those posts by state."""

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar
 
-import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from consentry.api.auth import Identity, InvalidTokenError, verify_token
@@ -23,6 +23,7 @@ __all__ = [
     "BearerIdentity",
     "Services",
     "bearer_identity",
+    "optional_bearer_identity",
     "run_read",
     "services",
     "verify_token_memo",
@@ -79,11 +80,9 @@ def verify_token_memo(secret: bytes, token: str) -> Identity:
     if hit is not None and time.time() < hit[1]:
         return hit[0]
     identity = verify_token(secret, token)
-    # The signature was just checked; this only reads `exp` (required by verify_token).
-    expires = float(jwt.decode(token, options={"verify_signature": False})["exp"])
     if len(_verified) >= _VERIFIED_MAX:
         _verified.clear()
-    _verified[key] = (identity, expires)
+    _verified[key] = (identity, identity.expires_at.timestamp())
     return identity
 
 
@@ -115,20 +114,40 @@ async def services(request: Request) -> Services:
     return found
 
 
+_TOKEN = HTTPBearer(
+    scheme_name="token",
+    bearerFormat="JWT",
+    description="A user or admin token (`consentry token user|admin`, docs/consent.md).",
+    auto_error=False,
+)
+
+
 async def bearer_identity(
-    request: Request, svc: Annotated[Services, Depends(services)]
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_TOKEN)],
 ) -> Identity:
     """The caller named by `Authorization: Bearer <token>`; 401 when absent or invalid."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    found = await optional_bearer_identity(svc, credentials)
+    if found is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "a bearer token is required (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return found
+
+
+async def optional_bearer_identity(
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_TOKEN)],
+) -> Identity | None:
+    """The caller named by a bearer token, None without one; 401 for a token that does
+    not pass `verify_token` (a bad token is never read as no token)."""
+    token = credentials.credentials.strip() if credentials else ""
+    if not token:
+        return None
     try:
-        return verify_token_memo(svc.platform_secret, token.strip())
+        return verify_token_memo(svc.platform_secret, token)
     except InvalidTokenError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

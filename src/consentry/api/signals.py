@@ -52,7 +52,16 @@ def gpc(svc: Services = Depends(services)) -> JSONResponse:
     return JSONResponse(gpc_document(updated))
 
 
-@router.get("/license.xml")
+@router.get(
+    "/license.xml",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The RSL document.",
+            "content": {"application/rsl+xml": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def license_xml(request: Request, svc: Services = Depends(services)) -> Response:
     """RSL 1.0 description of the AI-training licence terms."""
     version = svc.policy.version_at(datetime.now(UTC))

@@ -13,6 +13,8 @@ Rules (docs/scraping.md):
    bound reaches it (100 %: exceeds the threshold), `confirmed` when the lower bound does
    too; levels re-arm when the upper bound falls below 50 %.
 5. An access older than the entity's oldest kept bucket is too late to count (`late`).
+6. A bucket holds at most `bucket_cap` posts (it saturates there), so the bounds never
+   overflow, even for the largest counts the API accepts.
    The meter counts what it is fed: feed each request once (it keeps no request ids).
    Alerts are warnings, never evidence: the assessment is the exact account.
 
@@ -41,13 +43,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.binary import binary_parts
+from consentry.errors import BadInput, Problem
 from consentry.instants import rfc3339
 from consentry.scraping.attribution import FAR_FUTURE, FAR_PAST, Owners, owner_candidates
 from consentry.scraping.rules import Terms
 from consentry.settings import Settings
+from consentry.sources.schema import MAX_POSTS_PER_ACCESS
 
 __all__ = [
     "ALERT_LEVELS",
+    "EXACT_TOTAL",
     "Alert",
     "Attributor",
     "BatchBounds",
@@ -56,6 +61,7 @@ __all__ = [
     "Meter",
     "MeterBackend",
     "RedisMeter",
+    "bucket_cap",
     "hash_tags",
     "meter_for",
     "replay",
@@ -514,6 +520,23 @@ class Attributor:
         return codes
 
 
+EXACT_TOTAL = 2**52
+"""No rolling count the meter computes exceeds this (`bucket_cap`)."""
+
+
+def bucket_cap(span: int) -> int:
+    """The most posts one bucket holds, for a window of `span` + 1 buckets.
+
+    1. A window's buckets then sum to at most EXACT_TOTAL (2^52): exact in int64 and in the
+       doubles Redis keeps (exact below 2^53), and 100 x the sum (alert levels) still fits
+       int64, so no sum, bound or comparison can overflow or turn negative.
+    2. A bucket that would hold more keeps the cap (it saturates): 3.1 x 10^12 posts in one
+       minute of a 24-hour window, millions of times any threshold, so every alert still
+       fires; the assessment stays the exact account.
+    """
+    return EXACT_TOTAL // (span + 1)
+
+
 def _levels(upper: I64, threshold: int) -> I64:
     """`_level_of` for many upper bounds at once (integer arithmetic)."""
     level = np.zeros(len(upper), dtype=np.int64)
@@ -538,6 +561,7 @@ class MemoryMeter:
         self.terms = terms
         self.bucket_us = bucket_us
         self.span = terms.window_us // bucket_us
+        self.cap = bucket_cap(self.span)
         # The meter's entity registry (the `names` of the latest batch) and a name -> code
         # index of it, extended only when `bounds` asks (a batch does no per-name work).
         self._registry: Sequence[str] = []
@@ -625,6 +649,16 @@ class MemoryMeter:
             at: I64 = np.clip(np.searchsorted(sub_keys, self._key(ent, bucket)), s_row, t_row)
             return at
 
+        # Each row's bucket as stored (step 3 merges there); a bucket holds at most
+        # `bucket_cap` posts, so a row adds what fits (`bucket_cap`).
+        keys = self._key(ent, buckets)
+        at_bucket = find(buckets)
+        inside = at_bucket < t_row
+        hit = ok & inside
+        hit[hit] = sub_keys[at_bucket[hit]] == keys[hit]
+        held = np.zeros(len(posts), dtype=np.int64)
+        held[hit] = self._posts[gather[at_bucket[hit]]]
+        posts = np.minimum(posts, self.cap - held)
         at_floor = find(floor)
         stored = sub_cum[t_row] - sub_cum[at_floor]
         stored_floor = sub_cum[find(floor + 1)] - sub_cum[at_floor]
@@ -687,17 +721,14 @@ class MemoryMeter:
         # Merge the counted rows (step 3): a key found in its entity's run is added to,
         # else inserted before the first larger key of the run, or at the run's end (a
         # new entity's empty run is where its keys belong).
-        keys = self._key(ent, buckets)
-        at = find(buckets)
-        inside = at < t_row
-        hit = ok & inside
-        hit[hit] = sub_keys[at[hit]] == keys[hit]
-        self._posts[gather[at[hit]]] += posts[hit]
+        self._posts[gather[at_bucket[hit]]] += posts[hit]
         run_end = np.zeros(len(first), dtype=np.int64)
         run_end[known] = run_hi
         run_end[is_new] = np.searchsorted(self._keys, ent_first[is_new] * kspan, "left")
         put = ok & ~hit
-        pos = np.where(inside, gather[np.where(inside, at, 0)] if len(gather) else 0, run_end[seg])
+        pos = np.where(
+            inside, gather[np.where(inside, at_bucket, 0)] if len(gather) else 0, run_end[seg]
+        )
         self._insert(pos[put], keys[put], posts[put])
         if len(self._keys) > max(2 * self._compacted, 65_536):
             self._compact()
@@ -750,7 +781,8 @@ _ADD_SCRIPT = """
 -- One call per Redis Cluster slot: KEYS holds, per entity, its state string and its alert
 -- list (both tagged {entity}; every entity of a call hashes to the same slot).
 -- ARGV[1]: little-endian doubles (exact for integers below 2^53): span, threshold,
--- bucket_us, then per entity latest_us, n, and n bucket/posts pairs sorted by bucket.
+-- bucket_us, cap (the most posts a bucket holds), then per entity latest_us, n, and n
+-- bucket/posts pairs sorted by bucket.
 -- State string: 6 little-endian doubles (top bucket, total, latest_us, armed level, late
 -- rows, pair count), then the kept (bucket, posts) pairs sorted by bucket; the last pair
 -- is the top bucket.
@@ -777,7 +809,7 @@ local function packed(t, m)
 end
 
 local args = ARGV[1]
-local span, threshold, bucket_us, a = sunpack('<ddd', args)
+local span, threshold, bucket_us, cap, a = sunpack('<dddd', args)
 
 local out, raised, nraised = {}, {}, 0
 for e = 1, #KEYS / 2 do
@@ -835,13 +867,14 @@ for e = 1, #KEYS / 2 do
       late = late + 1
     else
       counted = 1
+      -- A bucket saturates at `cap`: the row adds what fits.
       while jo <= nold and old[jo] < k do jo = jo + 1 end
       if jo <= nold and old[jo] == k then
-        oldv[jo] = oldv[jo] + p
+        p = math.min(p, cap - oldv[jo]); oldv[jo] = oldv[jo] + p
       elseif k == last_b then
-        last_v = last_v + p
+        p = math.min(p, cap - last_v); last_v = last_v + p
       else
-        nadded = nadded + 1; added[nadded] = k; addv[nadded] = p
+        p = math.min(p, cap); nadded = nadded + 1; added[nadded] = k; addv[nadded] = p
       end
       total = total + p
       local level = 0
@@ -1043,16 +1076,17 @@ class RedisMeter:
         s = slots[order]
         call_first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         per_call = np.diff(np.r_[call_first, len(order)])
-        # Numbers (one blob per call): span, threshold, bucket_us, then per entity (call
-        # order) latest, n and its n bucket/posts pairs; doubles, exact below 2**53.
+        # Numbers (one blob per call): span, threshold, bucket_us, cap, then per entity
+        # (call order) latest, n and its n bucket/posts pairs; doubles, exact below 2**53.
         calls, ents = len(call_first), len(order)
         call_of = np.repeat(np.arange(calls), per_call)
         width = 2 + 2 * counts[order]
-        at = np.cumsum(width) - width + 3 * (call_of + 1)
+        fixed = self._fixed()
+        at = np.cumsum(width) - width + len(fixed) * (call_of + 1)
         total = int(at[-1] + width[-1])
         nums = np.empty(total, dtype="<f8")
-        call_at = at[call_first] - 3
-        for i, v in enumerate(self._fixed()):
+        call_at = at[call_first] - len(fixed)
+        for i, v in enumerate(fixed):
             nums[call_at + i] = v
         nums[at] = latest[starts[order]]
         nums[at + 1] = counts[order]
@@ -1095,8 +1129,8 @@ class RedisMeter:
         _, buffer = binary_parts(pieces.take(pa.array(take)))
         return buffer, order, call_first
 
-    def _fixed(self) -> tuple[int, int, int]:
-        return self.span, self.terms.threshold, self.bucket_us
+    def _fixed(self) -> tuple[int, int, int, int]:
+        return self.span, self.terms.threshold, self.bucket_us, bucket_cap(self.span)
 
     def _run(
         self, names: Sequence[str], codes: I64, buckets: I64, posts: I64, latest: I64
@@ -1218,7 +1252,11 @@ class Meter:
     def ingest(
         self, ts_us: I64, credentials: pa.Array | Sequence[str], posts: I64
     ) -> tuple[Sequence[Bounds], list[Alert]]:
-        """Feed one batch; returns the touched entities' bounds and newly raised alerts."""
+        """Feed one batch; returns the touched entities' bounds and newly raised alerts.
+
+        Each access counts 0 to MAX_POSTS_PER_ACCESS posts (BadInput otherwise, nothing
+        counted), so the per-bucket sums of any batch that fits in memory are exact.
+        """
         creds = (
             credentials
             if isinstance(credentials, pa.Array | pa.ChunkedArray)
@@ -1228,6 +1266,15 @@ class Meter:
         p = np.asarray(posts, dtype=np.int64)
         if len(ts) == 0:
             return [], []
+        if int(p.min()) < 0 or int(p.max()) > MAX_POSTS_PER_ACCESS:
+            raise BadInput(
+                Problem(
+                    "access events",
+                    None,
+                    "posts",
+                    f"each access counts 0 to {MAX_POSTS_PER_ACCESS:,} posts",
+                )
+            )
         ids = self.attributor.entities(creds, ts)
         buckets = ts // self.bucket_us
         # Sum per (entity, bucket) with one sort of a packed key; the latest instant per
@@ -1283,7 +1330,6 @@ def meter_for(
     entities: Path | None = None,
 ) -> Meter:
     """A meter for this home: terms from the policy, owners from `entities` or the lake."""
-    from consentry.errors import BadInput, Problem
     from consentry.policy import load_policy
     from consentry.scraping.service import load_owners, resolve_terms
 

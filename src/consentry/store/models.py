@@ -35,6 +35,7 @@ __all__ = [
     "StoreMeta",
     "Subject",
     "UtcDateTime",
+    "WebSessionRow",
 ]
 
 NAMING_CONVENTION: dict[str, str] = {
@@ -493,3 +494,31 @@ class DeliveryRow(Base):
     purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     """When a retention purge removed it (its directory and lineage are gone)."""
     purge_id: Mapped[str | None] = mapped_column(sa.String(32))
+
+
+# --- web sessions: models below this line ---------------------------------------------------
+
+
+class WebSessionRow(Base):
+    """A signed-in browser session, kept server-side so that signing out ends it.
+
+    The session cookie carries a random 256-bit token; the store keeps only its SHA-256
+    (`id`), so a copy of this table opens no session. A session speaks for `subject` in
+    `role` from `created_at` until `expires_at` (an admin session: never past its token's
+    expiry) unless `ended_at` (sign-out) comes first.
+    """
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('user', 'admin')", name="role_known"),
+        sa.CheckConstraint("expires_at > created_at", name="expires_after_creation"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    """SHA-256 (hex) of the cookie's token."""
+    subject: Mapped[str] = mapped_column(sa.String(128))
+    role: Mapped[str] = mapped_column(sa.String(8))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Indexed: expired sessions are swept by their expiry.
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

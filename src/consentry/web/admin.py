@@ -1,4 +1,5 @@
-"""The admin console: sign in with an admin token; licensees and deliveries at a glance."""
+"""The admin console: sign in with an admin token (the session ends when the token expires);
+licensees and deliveries at a glance."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from consentry.delivery.licensees import registry_for
 from consentry.delivery.service import list_deliveries
 from consentry.web import templates
 from consentry.web.pages import csrf_ok, csrf_token, error_page
+from consentry.web.sessions import open_session, signed_in
 
 __all__ = ["exclusion_bars", "router"]
 
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services)]
-SESSION_ADMIN = "admin"
 
 
 def exclusion_bars(counts: dict[str, Any], width: int = 360) -> list[dict[str, Any]]:
@@ -49,11 +50,6 @@ def exclusion_bars(counts: dict[str, Any], width: int = 360) -> list[dict[str, A
     ]
 
 
-def _admin(request: Request) -> str | None:
-    name = request.session.get(SESSION_ADMIN)
-    return name if isinstance(name, str) else None
-
-
 @router.get("/admin/signin", response_class=HTMLResponse)
 def admin_signin_page(request: Request) -> Response:
     return templates.TemplateResponse(
@@ -68,7 +64,8 @@ def admin_signin(
     token: Annotated[str, Form()] = "",
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    """Exchange an admin token (`consentry token admin`) for an admin session."""
+    """Exchange an admin token (`consentry token admin`) for an admin session, which ends
+    when the token expires (or sooner, see `consentry.web.sessions`)."""
     back = ("/admin/signin", "Back to admin sign-in")
     if not csrf_ok(request, csrf):
         return error_page(
@@ -86,14 +83,16 @@ def admin_signin(
             "Use a token from `consentry token admin`.",
             link=back,
         )
-    request.session[SESSION_ADMIN] = identity.subject
+    if not open_session(request, identity.subject, "admin", expires_at=identity.expires_at):
+        return error_page(request, 401, "That token has expired", "Issue a new one.", link=back)
     return RedirectResponse("/admin/deliveries", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/admin/deliveries", response_class=HTMLResponse)
 def admin_deliveries(request: Request, svc: ServicesDep) -> Response:
     """Licensees and their deliveries, each with its exclusion breakdown as a chart."""
-    if _admin(request) is None:
+    admin = signed_in(request, "admin")
+    if admin is None:
         return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
     registry = registry_for(svc.settings, policy=svc.policy)
     try:
@@ -106,7 +105,7 @@ def admin_deliveries(request: Request, svc: ServicesDep) -> Response:
         "admin_deliveries.html",
         {
             "version": __version__,
-            "admin": _admin(request),
+            "admin": admin,
             "licensees": licensees,
             "deliveries": deliveries,
         },

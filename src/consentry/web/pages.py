@@ -1,8 +1,9 @@
 """Server-rendered pages: demo sign-in, the privacy settings page, policy changes.
 
 Pages work without JavaScript: every switch is a form POST carrying a CSRF token bound to
-the signed session cookie. A signed-in request carrying `Sec-GPC: 1` is recorded as a GPC
-choice before the page is drawn. Errors on these routes are pages too (`error.html`, with
+the signed session cookie, from a page of this site (`same_origin`). Who is signed in is kept
+server-side (`consentry.web.sessions`). A signed-in request carrying `Sec-GPC: 1` is recorded
+as a GPC choice before the page is drawn. Errors on these routes are pages too (`error.html`, with
 the right status code), so a browser never shows a bare JSON body.
 """
 
@@ -12,6 +13,7 @@ import hmac
 import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, Request, status
@@ -24,14 +26,21 @@ from consentry.ledger.service import Evidence
 from consentry.policy import REGION_GROUPS, Choice, PolicyVersion, diff_versions, region_name
 from consentry.store.models import Subject
 from consentry.web import templates
+from consentry.web.sessions import end_sessions, open_session, signed_in
 
-__all__ = ["csrf_ok", "csrf_token", "describe_decision", "error_page", "router"]
+__all__ = [
+    "csrf_ok",
+    "csrf_token",
+    "describe_decision",
+    "error_page",
+    "router",
+    "same_origin",
+]
 
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services)]
 # Form fields default to "" so that a missing field gets the same explained page as a wrong
 # one (403 for the CSRF token, 422 for a choice) instead of a bare validation error.
-SESSION_USER = "user_id"
 SESSION_CSRF = "csrf"
 SESSION_NOTICE = "notice"
 
@@ -92,11 +101,6 @@ def describe_decision(
             return state, "Off: the policy in force does not include this."
 
 
-def _signed_in(request: Request) -> str | None:
-    user = request.session.get(SESSION_USER)
-    return user if isinstance(user, str) else None
-
-
 def csrf_token(request: Request) -> str:
     token = request.session.get(SESSION_CSRF)
     if not isinstance(token, str):
@@ -105,10 +109,36 @@ def csrf_token(request: Request) -> str:
     return token
 
 
+def same_origin(request: Request) -> bool:
+    """The request comes from a page of this site.
+
+    1. `Origin`, when sent, must name this host (`Host`); `null` never does.
+    2. Else `Referer`, when sent, must be a page of this host.
+    3. Neither sent (a client that sends no browser headers): the form token decides alone.
+    Hosts are compared without the scheme, so a TLS-terminating proxy in front changes
+    nothing.
+    """
+    host = request.headers.get("host", "")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin != "null" and urlsplit(origin).netloc == host
+    referer = request.headers.get("referer")
+    if referer is not None:
+        return urlsplit(referer).netloc == host
+    return True
+
+
 def csrf_ok(request: Request, token: str) -> bool:
-    """The form's token is the one bound to this session (compared in constant time)."""
+    """The form comes from a page of this site (`same_origin`) and carries the token bound
+    to this session (compared in constant time)."""
     expected = request.session.get(SESSION_CSRF)
-    return isinstance(expected, str) and hmac.compare_digest(expected, token)
+    return (
+        isinstance(expected, str) and hmac.compare_digest(expected, token) and same_origin(request)
+    )
+
+
+# Every page can draw a form (the admin menu's sign-out) with this session's token.
+templates.env.globals["csrf_token"] = csrf_token
 
 
 def error_page(
@@ -181,7 +211,7 @@ def signin_page(request: Request, svc: ServicesDep) -> Response:
             "version": __version__,
             "users": _demo_users(svc),
             "csrf": csrf_token(request),
-            "user": _signed_in(request),
+            "user": signed_in(request, "user"),
         },
     )
 
@@ -216,23 +246,29 @@ def signin(
             request, status.HTTP_404_NOT_FOUND, "No such user", f"There is no user {user_id!r}.",
             link=back,
         )  # fmt: skip
-    request.session.clear()
-    request.session[SESSION_USER] = user_id
+    # A new session (and form token) for the signed-in browser: nothing carries over.
+    end_sessions(request)
+    open_session(request, user_id, "user")
     return RedirectResponse("/settings/privacy", status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/signout")
-def signout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+def signout(
+    request: Request, csrf: Annotated[str, Form()] = "", then: Annotated[str, Form()] = ""
+) -> Response:
+    """End this browser's sessions server-side (user and admin) and clear its cookie; a
+    copy of the cookie signs no one in afterwards. `then=admin` returns to admin sign-in."""
     if not csrf_ok(request, csrf):
         return _expired(request)
-    request.session.clear()
-    return RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
+    end_sessions(request)
+    back = "/admin/signin" if then == "admin" else "/signin"
+    return RedirectResponse(back, status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/settings/privacy", response_class=HTMLResponse)
 def privacy_settings(request: Request, svc: ServicesDep) -> Response:
     """Every purpose in plain words, its state and why, one switch each, and the history."""
-    user_id = _signed_in(request)
+    user_id = signed_in(request, "user")
     if user_id is None:
         return RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
     gpc_recorded: list[str] = []
@@ -318,7 +354,7 @@ def change_privacy_setting(
     2. The choice is a `settings` event, effective now, with the version the user was shown.
     3. Back to the page (303), with a status notice saying what changed.
     """
-    user_id = _signed_in(request)
+    user_id = signed_in(request, "user")
     if user_id is None:
         return error_page(
             request,

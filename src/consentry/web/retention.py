@@ -14,7 +14,7 @@ from consentry import __version__
 from consentry.api.services import Services, services
 from consentry.retention import compute_plan, list_holds, purge_history
 from consentry.web import templates
-from consentry.web.admin import SESSION_ADMIN
+from consentry.web.sessions import signed_in
 
 __all__ = ["plan_chart", "router"]
 
@@ -86,8 +86,8 @@ def _purge_rows(purges: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @router.get("/admin/retention", response_class=HTMLResponse)
 async def admin_retention(request: Request, svc: ServicesDep) -> Response:
     """The current retention plan, the holds and the purge history (admin session only)."""
-    admin = request.session.get(SESSION_ADMIN)
-    if not isinstance(admin, str):
+    admin = signed_in(request, "admin")
+    if admin is None:
         return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
     now = datetime.now(UTC)
     plan = await run_in_threadpool(compute_plan, svc.settings, at=now, policy=svc.policy)

@@ -15,8 +15,8 @@ from consentry.delivery.licensees import registry_for
 from consentry.instants import rfc3339
 from consentry.revocation import RevocationLog, licensee_overview, recipients_of
 from consentry.web import templates
-from consentry.web.admin import SESSION_ADMIN
-from consentry.web.pages import SESSION_USER, csrf_token, error_page
+from consentry.web.pages import csrf_token, error_page
+from consentry.web.sessions import signed_in
 
 __all__ = ["day_bars", "router"]
 
@@ -55,8 +55,8 @@ def day_bars(series: list[dict[str, Any]], height: int = CHART_HEIGHT) -> list[d
 @router.get("/settings/privacy/recipients", response_class=HTMLResponse)
 def recipients_page(request: Request, svc: ServicesDep) -> Response:
     """Who received the signed-in user's posts, when, how many, for what; revocations."""
-    user_id = request.session.get(SESSION_USER)
-    if not isinstance(user_id, str):
+    user_id = signed_in(request, "user")
+    if user_id is None:
         return RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
     now = datetime.now(UTC)
     recipients = recipients_of(svc.settings, svc.store, svc.policy, user_id, now=now)
@@ -78,15 +78,11 @@ def recipients_page(request: Request, svc: ServicesDep) -> Response:
     )
 
 
-def _admin(request: Request) -> str | None:
-    name = request.session.get(SESSION_ADMIN)
-    return name if isinstance(name, str) else None
-
-
 @router.get("/admin/revocations", response_class=HTMLResponse)
 def admin_revocations(request: Request, svc: ServicesDep) -> Response:
     """Every licensee with its revocation counts, linking to its page."""
-    if _admin(request) is None:
+    admin = signed_in(request, "admin")
+    if admin is None:
         return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
     now = datetime.now(UTC)
     registry = registry_for(svc.settings, policy=svc.policy)
@@ -99,14 +95,15 @@ def admin_revocations(request: Request, svc: ServicesDep) -> Response:
     return templates.TemplateResponse(
         request,
         "revocations_admin.html",
-        {"version": __version__, "admin": _admin(request), "licensees": rows, "at": rfc3339(now)},
+        {"version": __version__, "admin": admin, "licensees": rows, "at": rfc3339(now)},
     )
 
 
 @router.get("/admin/revocations/{name}", response_class=HTMLResponse)
 def admin_licensee_revocations(name: str, request: Request, svc: ServicesDep) -> Response:
     """One licensee: delivered, revoked, confirmed, overdue, a chart of the last 30 days."""
-    if _admin(request) is None:
+    admin = signed_in(request, "admin")
+    if admin is None:
         return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
     registry = registry_for(svc.settings, policy=svc.policy)
     try:
@@ -128,7 +125,7 @@ def admin_licensee_revocations(name: str, request: Request, svc: ServicesDep) ->
         "revocations_licensee.html",
         {
             "version": __version__,
-            "admin": _admin(request),
+            "admin": admin,
             "o": overview,
             "bars": bars,
             "chart_height": CHART_HEIGHT,

@@ -17,20 +17,20 @@ from consentry.scraping.evidence import safe_name
 from consentry.scraping.meter import MemoryMeter
 from consentry.scraping.service import latest_assessment, scraping_dir
 from consentry.web import templates
-from consentry.web.admin import SESSION_ADMIN
 from consentry.web.pages import error_page
+from consentry.web.sessions import signed_in
 
-__all__ = ["EVIDENCE_FILES", "router", "sparkline"]
+__all__ = ["EVIDENCE_CSP", "EVIDENCE_FILES", "router", "sparkline"]
 
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services)]
 EVIDENCE_FILES = ("report.html", "report.pdf", "chart.png", "events.parquet", "evidence.json")
 """Files of an evidence pack the console serves."""
-
-
-def _admin(request: Request) -> str | None:
-    name = request.session.get(SESSION_ADMIN)
-    return name if isinstance(name, str) else None
+EVIDENCE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'"
+)
+"""The evidence files' Content-Security-Policy: the report's own inline styles and its chart,
+nothing else (no script at all)."""
 
 
 def sparkline(
@@ -58,7 +58,8 @@ def sparkline(
 @router.get("/admin/scraping", response_class=HTMLResponse)
 def admin_scraping(request: Request, svc: ServicesDep) -> Response:
     """The latest recorded assessment: entities ranked by their densest window."""
-    if _admin(request) is None:
+    admin = signed_in(request, "admin")
+    if admin is None:
         return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
     latest = latest_assessment(svc.settings)
     rows: list[dict[str, Any]] = []
@@ -78,14 +79,17 @@ def admin_scraping(request: Request, svc: ServicesDep) -> Response:
     return templates.TemplateResponse(
         request,
         "admin_scraping.html",
-        {"version": __version__, "admin": _admin(request), "latest": latest, "rows": rows},
+        {"version": __version__, "admin": admin, "latest": latest, "rows": rows},
     )
 
 
 @router.get("/admin/scraping/evidence/{slug}/{name}")
 def admin_evidence_file(request: Request, svc: ServicesDep, slug: str, name: str) -> Response:
-    """A file of an evidence pack written by `consentry scraping evidence`."""
-    if _admin(request) is None:
+    """A file of an evidence pack written by `consentry scraping evidence`.
+
+    The pack's report.html is a standalone document with its own inline styles: it is
+    served under a policy of its own (`EVIDENCE_CSP`)."""
+    if signed_in(request, "admin") is None:
         return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
     if slug != safe_name(slug) or name not in EVIDENCE_FILES:
         return error_page(request, 404, "No such evidence", "Check the link.")
@@ -98,23 +102,24 @@ def admin_evidence_file(request: Request, svc: ServicesDep, slug: str, name: str
             "Write it with `consentry scraping evidence ENTITY`.",
             link=("/admin/scraping", "Back to scraping"),
         )
-    return FileResponse(path)
+    return FileResponse(path, headers={"Content-Security-Policy": EVIDENCE_CSP})
 
 
 @router.get("/admin/meter", response_class=HTMLResponse)
 def admin_meter(request: Request) -> Response:
     """Live charts of the online meter (the page polls /admin/meter/data)."""
-    if _admin(request) is None:
+    admin = signed_in(request, "admin")
+    if admin is None:
         return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
     return templates.TemplateResponse(
-        request, "admin_meter.html", {"version": __version__, "admin": _admin(request)}
+        request, "admin_meter.html", {"version": __version__, "admin": admin}
     )
 
 
 @router.get("/admin/meter/data")
 def admin_meter_data(request: Request, svc: ServicesDep) -> Response:
     """The meter's current bounds (top entities) and alerts, for the live page."""
-    if _admin(request) is None:
+    if signed_in(request, "admin") is None:
         return JSONResponse({"error": "sign in as admin"}, status.HTTP_401_UNAUTHORIZED)
     meter = meter_of(request, svc)
     backend = meter.backend

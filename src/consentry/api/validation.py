@@ -1,0 +1,145 @@
+"""What the API accepts, declared once: instants, user ids and 64-bit integers; and the error
+bodies every route documents.
+
+Every refusal has one of two shapes, both in the OpenAPI schema:
+
+1. 422 — `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` (FastAPI's
+   `HTTPValidationError`), whether pydantic or a rule of ours refused the input: `loc` names
+   where (`["query", "at"]`, `["body", "events", 3, "posts"]`, `["header", "x-…"]`), `msg`
+   says what is wrong.
+2. Any other 4xx (and the 503 of `/healthz`) — `{"detail": "..."}` (`ErrorMessage`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+from fastapi import Path
+from fastapi.exceptions import RequestValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from consentry.errors import BadInput
+from consentry.instants import RANGE_TEXT, in_range, parse_instant
+
+__all__ = [
+    "MAX_INT64",
+    "NO_CONTROL",
+    "USER_ID_MAX_LENGTH",
+    "ErrorMessage",
+    "Instant",
+    "InstantOrDate",
+    "UserId",
+    "UserIdPath",
+    "error_responses",
+    "unprocessable",
+]
+
+MAX_INT64: Final = 2**63 - 1
+"""The largest integer any path, query or body field takes: counts, indices, sizes and limits
+are signed 64-bit integers wherever they are stored or summed."""
+
+USER_ID_MAX_LENGTH: Final = 128
+"""The longest user id the store holds (`subjects.user_id`)."""
+
+NO_CONTROL: Final = r"^[^\x00-\x1f\x7f]+$"
+"""Keys are never empty and never hold control characters (a NUL cannot even be sent to
+PostgreSQL)."""
+
+
+class ErrorMessage(BaseModel):
+    """A refusal other than 422: what was wrong, in words."""
+
+    detail: str = Field(description="What was wrong, and what to do instead.")
+
+
+_MESSAGES: Final[dict[int, str]] = {
+    400: "The request cannot be read as sent: a body that is not JSON, a cursor this server "
+    "did not issue (the message says which).",
+    401: "No credential, or one that is malformed, forged, expired or disabled.",
+    403: "The credential is valid but may not do this.",
+    404: "No such resource, or not one this credential may see.",
+    415: "The body is not `application/json`.",
+    503: "A store the answer depends on cannot be reached.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that may refuse with `codes` (each an `ErrorMessage`)."""
+    return {code: {"model": ErrorMessage, "description": _MESSAGES[code]} for code in codes}
+
+
+def unprocessable(exc: BadInput, where: str) -> RequestValidationError:
+    """A 422 in the one documented shape from a rule's BadInput: one item per problem,
+    located at `where` (`query`, `body`, `header`) and the problem's field (or location)."""
+    return RequestValidationError(
+        [
+            {"loc": (where, *_path(p.field or p.location)), "msg": p.message, "type": "value_error"}
+            for p in exc.problems
+        ]
+    )
+
+
+def _path(name: str) -> list[str | int]:
+    """`record_ids[3]` -> ["record_ids", 3] (the `loc` convention: list positions as ints)."""
+    return [int(part) if part.isdigit() else part for part in name.replace("]", "").split("[")]
+
+
+def _text_instant(value: object) -> object:
+    """Text: `parse_instant` (RFC 3339 with an offset, or a date at 00:00 UTC), which also
+    checks the accepted range."""
+    if isinstance(value, str):
+        try:
+            return parse_instant(value, field="instant")
+        except BadInput as exc:
+            raise PydanticCustomError("instant", exc.problems[0].message) from None
+    return value
+
+
+def _in_range(value: datetime) -> datetime:
+    """An aware instant must lie in the accepted range (`in_range`): compared before any
+    conversion, so an extreme year with an extreme offset is refused, never overflowed."""
+    if not in_range(value):
+        raise PydanticCustomError("instant", "the instant must lie {range}", {"range": RANGE_TEXT})
+    return value.astimezone(UTC)
+
+
+InstantOrDate = Annotated[
+    AwareDatetime,
+    BeforeValidator(_text_instant),
+    AfterValidator(_in_range),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "anyOf": [{"format": "date-time"}, {"format": "date"}],
+            "description": "An RFC 3339 instant with an offset (`2025-06-01T12:00:00Z`) or a "
+            f"date (00:00 UTC that day), {RANGE_TEXT}.",
+        }
+    ),
+]
+"""An instant in a query string, as the CLI's `--at` takes it."""
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_range)]
+"""An instant in a JSON body: RFC 3339 with an offset, in the accepted range; UTC."""
+
+UserId = Annotated[str, Field(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=NO_CONTROL)]
+"""A user id: 1 to 128 characters, no control characters."""
+
+UserIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=USER_ID_MAX_LENGTH,
+        pattern=NO_CONTROL,
+        description="The platform's user id (1 to 128 characters, no control characters).",
+    ),
+]
+"""`UserId` as a path parameter."""
