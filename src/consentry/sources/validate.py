@@ -278,9 +278,10 @@ def _column_checks(
 def conform(raw: RawTable, spec: TableSpec, *, limit: int = MAX_PROBLEMS) -> Conformed:
     """Validate `raw` against `spec` and convert it to the canonical schema.
 
-    1. Columns: a name twice, a name not in the table, or a table column not in the input
-       is a problem of the whole input (`FILE: column: missing`). A JSON Lines file without
-       objects has no columns to miss: it imports zero rows.
+    1. Columns: a name twice, a name not in the table, or a non-nullable table column not
+       in the input is a problem of the whole input (`FILE: column: missing`). A nullable
+       column may be left out: it is null in every row. A JSON Lines file without objects
+       has no columns to miss: it imports zero rows.
     2. Each column is converted: text is parsed (CSV, JSON Lines, text in Parquet); typed
        Parquet/Arrow columns must have a compatible type (a timestamp without a time zone
        is naive and refused). JSON values must have the right JSON type.
@@ -299,8 +300,10 @@ def conform(raw: RawTable, spec: TableSpec, *, limit: int = MAX_PROBLEMS) -> Con
     for name in dict.fromkeys(raw.names):
         if name not in spec.column_names:
             head.append(Problem(loc, None, name, f"not a column of table {spec.name}"))
+    # JSON Lines without objects names no columns, so it misses none.
+    names_columns = not (raw.columns_from_rows and raw.num_rows == 0)
     for col in spec.columns:
-        if col.name not in seen and not (raw.columns_from_rows and raw.num_rows == 0):
+        if col.name not in seen and not col.nullable and names_columns:
             head.append(Problem(loc, None, col.name, "missing"))
 
     arrays = dict(zip(raw.names, raw.arrays, strict=True))
