@@ -56,3 +56,26 @@ def test_events_without_the_optional_endpoint_column(
     code, out, err = run(settings, "scraping", "meter-replay", *files)
     assert code == 0, err
     assert json.loads(out)["events"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_events_and_entities_with_a_byte_order_mark(
+    settings: Settings, tmp_path: Path, fmt: str
+) -> None:
+    init_home(settings)
+    events = _events(tmp_path / "events", fmt, bom=True)
+    entities = tmp_path / "entities.csv"
+    entities.write_text("\ufeff" + ENTITIES, encoding="utf-8")
+    code, out, err = run(
+        settings,
+        "scraping",
+        "assess",
+        "--events",
+        str(events),
+        "--entities",
+        str(entities),
+        "--json",
+    )
+    assert code == 0, err
+    (acme,) = json.loads(out)["entities"]
+    assert (acme["entity"], acme["posts_total"]) == ("acme", 12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from datetime import UTC, datetime, timedelta, timezone
@@ -53,6 +54,17 @@ def test_every_table_round_trips_in_every_format(table: str, fmt: str, tmp_path:
     assert data.to_pylist() == expected
     assert lake.tables() == [table]
     assert lake.row_count(table) == 3
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_a_leading_byte_order_mark_is_tolerated(table: str, fmt: str, tmp_path: Path) -> None:
+    plain, marked = Lake(tmp_path / "plain"), Lake(tmp_path / "marked")
+    path = write(fmt, tmp_path / table, table, SAMPLES[table])
+    import_files(plain, table, [path])
+    path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+    assert import_files(marked, table, [path]).rows_new == 3
+    assert marked.read_arrow(table) == plain.read_arrow(table)
 
 
 def test_timestamps_with_offsets_become_utc_microseconds(tmp_path: Path) -> None:
