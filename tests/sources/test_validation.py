@@ -19,7 +19,7 @@ import pytest
 from consentry.engine import Lake
 from consentry.errors import BadInput
 from consentry.sources import import_arrow, import_files
-from consentry.sources.schema import TABLES, arrow_schema
+from consentry.sources.schema import MAX_POSTS_PER_ACCESS, TABLES, arrow_schema
 from tests.sources.rows import MISSING, SAMPLES, tree_hash, write, write_csv, write_jsonl
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -208,6 +208,26 @@ CASES: list[Case] = [
         -3,
         "must be >= 0, got -3",
         json_value=-3,
+    ),
+    Case(
+        "access_events-posts-over-maximum",
+        "access_events",
+        "posts",
+        MAX_POSTS_PER_ACCESS + 1,
+        f"must be <= {MAX_POSTS_PER_ACCESS}, got {MAX_POSTS_PER_ACCESS + 1}",
+        json_value=MAX_POSTS_PER_ACCESS + 1,
+    ),
+    Case(
+        "access_events-posts-2-to-the-62",
+        "access_events",
+        "posts",
+        2**62,
+        f"must be <= {MAX_POSTS_PER_ACCESS}, got {2**62}",
+        json_value=2**62,
+        by_format={
+            "csv": f"integer out of range: {2**62}",
+            "jsonl": f"integer out of range: {2**62}",
+        },
     ),
     # entities
     _missing("entities", "entity"),

@@ -237,7 +237,8 @@ def _normalise(values: pa.ChunkedArray) -> pa.ChunkedArray:
 def _column_checks(
     spec: TableSpec, col: ColumnSpec, values: pa.ChunkedArray, present: pa.ChunkedArray
 ) -> list[_Check]:
-    """Rules on converted values: nullability, empty keys, enum values, minimum, region."""
+    """Rules on converted values: nullability, empty keys, enum values, minimum, maximum,
+    region."""
     checks: list[_Check] = []
     if col.kind == "string" and col.name in spec.key:
         checks.append(_Check(_flag(pc.equal(values, "")), lambda v: "empty value in a key column"))
@@ -265,6 +266,14 @@ def _column_checks(
                 lambda v: f"must be >= {minimum}, got {v}",
             )
         )
+    if col.kind == "int" and col.maximum is not None:
+        maximum = col.maximum
+        checks.append(
+            _Check(
+                _flag(pc.greater(values, maximum)),
+                lambda v: f"must be <= {maximum}, got {v}",
+            )
+        )
     if col.name == "region":
         checks.append(
             _Check(
@@ -286,7 +295,7 @@ def conform(raw: RawTable, spec: TableSpec, *, limit: int = MAX_PROBLEMS) -> Con
        Parquet/Arrow columns must have a compatible type (a timestamp without a time zone
        is naive and refused). JSON values must have the right JSON type.
     3. Row rules: nulls in non-nullable columns, empty text in key columns, enum values,
-       minimums, region shape.
+       minimums and maximums, region shape.
     4. Problems are ordered file-level first, then by row and column; at most `limit` are
        listed, `problem_count` counts all.
     """
