@@ -7,6 +7,7 @@ of the JSON Lines file, the second Parquet row) of an otherwise valid file.
 from __future__ import annotations
 
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,11 +16,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consentry.engine import Lake
 from consentry.errors import BadInput
 from consentry.sources import import_arrow, import_files
 from consentry.sources.schema import MAX_POSTS_PER_ACCESS, TABLES, arrow_schema
+from consentry.sources.validate import conform_arrow
 from tests.sources.rows import MISSING, SAMPLES, tree_hash, write, write_csv, write_jsonl
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -71,22 +75,45 @@ def _missing(table: str, column: str) -> Case:
     return Case(f"{table}-{column}-missing", table, column, MISSING, "missing")
 
 
+def _what(table: str, column: str) -> str:
+    return "a key column" if column in TABLES[table].key else "an identifier column"
+
+
 def _null(table: str, column: str) -> Case:
     """A null cell. In CSV an empty field of a non-nullable text column is the empty string,
-    which a key column refuses and any other text column accepts."""
+    which an identifier (key) column refuses and any other text column accepts."""
     spec = TABLES[table]
     if spec.column(column).kind != "string":
         return Case(f"{table}-{column}-null", table, column, None, NULL)
-    if column in spec.key:
+    if spec.is_identifier(spec.column(column)):
         return Case(
             f"{table}-{column}-null",
             table,
             column,
             None,
             NULL,
-            by_format={"csv": "empty value in a key column"},
+            by_format={"csv": f"empty value in {_what(table, column)}"},
         )
     return Case(f"{table}-{column}-null", table, column, None, NULL, formats=("jsonl", "parquet"))
+
+
+def _identifier_cases(table: str, column: str) -> list[Case]:
+    """Empty, and each kind of control character: C0 (NUL, TAB, LF), DEL and C1 (NEL)."""
+    what = _what(table, column)
+    cases = [Case(f"{table}-{column}-empty", table, column, "", f"empty value in {what}")]
+    for code in (0x00, 0x09, 0x0A, 0x7F, 0x85, 0x9F):
+        value = f"k{chr(code)}1"
+        message = f"control character U+{code:04X} in {what}: {value!r}"
+        cases.append(Case(f"{table}-{column}-U+{code:04X}", table, column, value, message))
+    return cases
+
+
+IDENTIFIERS = [
+    (table, column.name)
+    for table, spec in TABLES.items()
+    for column in spec.columns
+    if spec.is_identifier(column)
+]
 
 
 def _json_string_expected(table: str, column: str) -> Case:
@@ -234,6 +261,7 @@ CASES: list[Case] = [
     _null("entities", "credential"),
     *_timestamp_cases("entities", "valid_from"),
     _json_string_expected("entities", "entity"),
+    *(case for table, column in IDENTIFIERS for case in _identifier_cases(table, column)),
 ]
 
 
@@ -241,6 +269,25 @@ def _params() -> list[Any]:
     return [
         pytest.param(case, fmt, id=f"{case.name}-{fmt}") for case in CASES for fmt in case.formats
     ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names=st.lists(st.text(max_size=4), min_size=1, max_size=8))
+def test_identifiers_are_refused_exactly_when_empty_or_holding_a_control(
+    names: list[str],
+) -> None:
+    """Against the rule in Python: Unicode category Cc is exactly C0, DEL and C1."""
+    rows = [dict(SAMPLES["access_events"][0], request_id=f"r{i}") for i in range(len(names))]
+    data = pa.Table.from_pylist(rows, schema=arrow_schema("access_events"))
+    data = data.set_column(2, "credential", pa.array(names, pa.string()))
+    result = conform_arrow(data, TABLES["access_events"], location="prop")
+    bad = [
+        i + 1
+        for i, name in enumerate(names)
+        if not name or any(unicodedata.category(c) == "Cc" for c in name)
+    ]
+    assert [p.row for p in result.problems] == bad
+    assert all(p.field == "credential" for p in result.problems)
 
 
 def test_every_table_has_cases() -> None:

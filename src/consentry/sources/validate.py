@@ -29,6 +29,8 @@ _DIGITS = r"^-?[0-9]+$"
 _BOOLEAN_TRUE = pa.array(["true", "1"])
 _BOOLEAN_ANY = pa.array(["true", "false", "1", "0"])
 _REGION = r"^[A-Z]{2}$"
+# C0 controls, DEL and C1 controls (RE2 syntax): invisible, and NUL ends C strings.
+_CONTROL = r"[\x00-\x1f\x7f-\x{9f}]"
 _INT64_MAX = 2**63 - 1
 
 _JSON_WANT: dict[str, tuple[str, pa.Array]] = {
@@ -74,6 +76,12 @@ class Conformed:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first_control(text: str) -> str:
+    """The first control character of `text` as `U+XXXX` (it matched `_CONTROL`)."""
+    code = next(ord(c) for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F)
+    return f"U+{code:04X}"
 
 
 def _flag(mask: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
@@ -237,11 +245,18 @@ def _normalise(values: pa.ChunkedArray) -> pa.ChunkedArray:
 def _column_checks(
     spec: TableSpec, col: ColumnSpec, values: pa.ChunkedArray, present: pa.ChunkedArray
 ) -> list[_Check]:
-    """Rules on converted values: nullability, empty keys, enum values, minimum, maximum,
+    """Rules on converted values: identifiers, nullability, enum values, minimum, maximum,
     region."""
     checks: list[_Check] = []
-    if col.kind == "string" and col.name in spec.key:
-        checks.append(_Check(_flag(pc.equal(values, "")), lambda v: "empty value in a key column"))
+    if spec.is_identifier(col):
+        what = "a key column" if col.name in spec.key else "an identifier column"
+        checks.append(_Check(_flag(pc.equal(values, "")), lambda v: f"empty value in {what}"))
+        checks.append(
+            _Check(
+                _matches(values, _CONTROL),
+                lambda v: f"control character {_first_control(v)} in {what}: {_show(v)}",
+            )
+        )
     if not col.nullable:
         checks.append(
             _Check(
@@ -294,8 +309,9 @@ def conform(raw: RawTable, spec: TableSpec, *, limit: int = MAX_PROBLEMS) -> Con
     2. Each column is converted: text is parsed (CSV, JSON Lines, text in Parquet); typed
        Parquet/Arrow columns must have a compatible type (a timestamp without a time zone
        is naive and refused). JSON values must have the right JSON type.
-    3. Row rules: nulls in non-nullable columns, empty text in key columns, enum values,
-       minimums and maximums, region shape.
+    3. Row rules: identifiers (text keys and columns naming keys) neither empty nor holding
+       a control character (C0, DEL, C1); nulls in non-nullable columns; enum values;
+       minimums and maximums; region shape.
     4. Problems are ordered file-level first, then by row and column; at most `limit` are
        listed, `problem_count` counts all.
     """
