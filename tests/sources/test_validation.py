@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,52 @@ def _timestamp_cases(table: str, column: str) -> list[Case]:
             "bad date in timestamp: '2024-02-30T00:00:00Z'",
         ),
     ]
+
+
+RANGE = "must lie between 1900-01-01T00:00:00Z and 2200-01-01T00:00:00Z (exclusive)"
+DATE_RANGE = "must lie between 1900-01-01 and 2200-01-01 (exclusive)"
+
+
+def _range_cases(table: str, column: str) -> list[Case]:
+    """Text instants (dates) just outside the accepted range, and far outside it."""
+    if TABLES[table].column(column).kind == "date":
+        values = ["0000-01-01", "1899-12-31", "2200-01-01", "9999-12-31"]
+        return [
+            Case(
+                f"{table}-{column}-range-{v}",
+                table,
+                column,
+                v,
+                f"date out of range: {v!r}; {DATE_RANGE}",
+            )
+            for v in values
+        ]
+    values = [
+        "0000-01-01T00:00:00Z",
+        "0001-01-01T00:00:00+14:00",
+        "1899-12-31T23:59:59.999999Z",
+        "1900-01-01T00:59:59+01:00",
+        "2200-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-14:00",
+    ]
+    return [
+        Case(
+            f"{table}-{column}-range-{v}",
+            table,
+            column,
+            v,
+            f"instant out of range: {v!r}; {RANGE}",
+        )
+        for v in values
+    ]
+
+
+INSTANTS = [
+    (table, column.name)
+    for table, spec in TABLES.items()
+    for column in spec.columns
+    if column.kind in ("timestamp", "date")
+]
 
 
 def _missing(table: str, column: str) -> Case:
@@ -262,6 +308,7 @@ CASES: list[Case] = [
     *_timestamp_cases("entities", "valid_from"),
     _json_string_expected("entities", "entity"),
     *(case for table, column in IDENTIFIERS for case in _identifier_cases(table, column)),
+    *(case for table, column in INSTANTS for case in _range_cases(table, column)),
 ]
 
 
@@ -350,6 +397,144 @@ def test_a_nullable_column_may_be_left_out(
     # Without the column every row has null there (a key part too: the last row wins).
     expected = {tuple(r[k] for k in key): r for r in (dict(r, **{column: None}) for r in rows)}
     assert {k: stored[k] for k in expected} == expected
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DAY = (date(2200, 1, 1) - EPOCH.date()).days
+TYPED_OUT_OF_RANGE: list[tuple[str, pa.DataType, int, str]] = [
+    ("timestamp", pa.timestamp("s", tz="UTC"), 2**62, "4611686018427387904 s since "),
+    ("timestamp", pa.timestamp("ms", tz="UTC"), 2**63 - 1, "9223372036854775807 ms since "),
+    ("timestamp", pa.timestamp("us", tz="UTC"), -62167219200000000, "-62167219200000000 us "),
+    ("timestamp", pa.timestamp("ns", tz="UTC"), -(2**63), "1677-09-21T00:12:43.145224Z"),
+    ("timestamp", pa.timestamp("ms", tz="UTC"), LATEST_DAY * 86_400_000, "2200-01-01T00:00:00Z"),
+    ("timestamp", pa.timestamp("us", tz="Asia/Tokyo"), -2208988800000001, "1899-12-31T23:"),
+    ("date", pa.date32(), 2**31 - 1, "2147483647 days since 1970-01-01"),
+    ("date", pa.date32(), -719528, "-719528 days since 1970-01-01"),
+    ("date", pa.date32(), LATEST_DAY, "2200-01-01"),
+    ("date", pa.date64(), 2**62, "53375995583 days since 1970-01-01"),
+    ("date", pa.date64(), -2208988800001, "1899-12-31"),
+]
+"""(kind, stored type, stored count, how the message shows it): counts outside the range,
+some that no Python datetime can hold, some that would wrap around in microseconds."""
+
+
+def _import(lake: Lake, table: str, source: Path | pa.Table) -> None:
+    if isinstance(source, Path):
+        import_files(lake, table, [source])
+    else:
+        import_arrow(lake, table, source, origin="arrow")
+
+
+def _counts(values: list[Any], stored: pa.DataType) -> pa.Array:
+    """Canonical Python values as counts of `stored`'s unit, then as `stored`."""
+    unit = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+    if pa.types.is_timestamp(stored):
+        per = unit[stored.unit]
+        counts = [None if v is None else int((v - EPOCH).total_seconds()) * per for v in values]
+        return pa.array(counts, pa.int64()).cast(stored)
+    days = [None if v is None else (v - EPOCH.date()).days for v in values]
+    if stored == pa.date32():
+        return pa.array(days, pa.int32()).cast(stored)
+    ms = [None if d is None else d * 86_400_000 for d in days]
+    return pa.array(ms, pa.int64()).cast(stored)
+
+
+def _typed_params() -> list[Any]:
+    """Each out-of-range count in each column of its kind, as Parquet (which stores neither
+    seconds nor date64) and as Arrow data given to `import_arrow`."""
+    return [
+        pytest.param(
+            table,
+            column,
+            kind,
+            stored,
+            count,
+            shown,
+            via,
+            id=f"{table}-{column}-{stored}-{count}-{via}",
+        )
+        for table, column in INSTANTS
+        for kind, stored, count, shown in TYPED_OUT_OF_RANGE
+        if TABLES[table].column(column).kind == kind
+        for via in ("parquet", "arrow")
+        if not (via == "parquet" and (stored == pa.date64() or getattr(stored, "unit", "") == "s"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "kind", "stored", "count", "shown", "via"), _typed_params()
+)
+def test_typed_instants_and_dates_out_of_range_are_refused(
+    table: str,
+    column: str,
+    kind: str,
+    stored: pa.DataType,
+    count: int,
+    shown: str,
+    via: str,
+    lake: Lake,
+    tmp_path: Path,
+) -> None:
+    data = pa.Table.from_pylist(SAMPLES[table], schema=arrow_schema(table))
+    values = _counts(data[column].to_pylist(), stored)
+    counts = pa.array([count], pa.int32() if stored == pa.date32() else pa.int64())
+    bad = pa.concat_arrays([values[:1], counts.cast(stored), values[2:]])
+    data = data.set_column(data.column_names.index(column), column, bad)
+    source: Path | pa.Table = data
+    if via == "parquet":
+        source = tmp_path / "typed.parquet"
+        pq.write_table(data, source)
+    before = tree_hash(lake.root)
+    with pytest.raises(BadInput) as info:
+        _import(lake, table, source)
+    (problem,) = info.value.problems
+    assert (problem.row, problem.field) == (2, column)
+    what = "instant" if kind == "timestamp" else "date"
+    assert problem.message.startswith(f"{what} out of range: {shown}")
+    assert problem.message.endswith(RANGE if kind == "timestamp" else DATE_RANGE)
+    assert tree_hash(lake.root) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_instants_and_dates_at_the_ends_of_the_range_are_accepted(
+    fmt: str, lake: Lake, tmp_path: Path
+) -> None:
+    first, last = (
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    )
+    rows = [
+        dict(SAMPLES["users"][0], user_id="first", created_at=first, birth_date=date(1900, 1, 1)),
+        dict(SAMPLES["users"][0], user_id="last", created_at=last, birth_date=date(2199, 12, 31)),
+    ]
+    # Written with an offset, the same instants are still inside.
+    raw = {
+        0: {"deleted_at": "1900-01-01T01:00:00+01:00"},
+        1: {"deleted_at": "2200-01-01T00:59:59+01:00"},
+    }
+    import_files(lake, "users", [write(fmt, tmp_path / "ends", "users", rows, raw=raw)])
+    got = {r["user_id"]: r for r in lake.read_arrow("users").to_pylist()}
+    assert (got["first"]["created_at"], got["first"]["birth_date"]) == (first, date(1900, 1, 1))
+    assert (got["last"]["created_at"], got["last"]["birth_date"]) == (last, date(2199, 12, 31))
+    assert got["first"]["deleted_at"] == first
+    assert got["last"]["deleted_at"] == datetime(2199, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def test_typed_instants_of_any_unit_inside_the_range_are_kept(lake: Lake) -> None:
+    """Nanoseconds are truncated to microseconds; a date64 that is not midnight floors."""
+    data = pa.table(
+        {
+            "user_id": ["ns"],
+            "created_at": pa.array([1714564800 * 10**9 + 1999], pa.timestamp("ns", tz="UTC")),
+            "region": ["FR"],
+            "birth_date": pa.array([-1], pa.date64()),
+            "protected": [False],
+        }
+    )
+    import_arrow(lake, "users", data, origin="arrow")
+    row = next(r for r in lake.read_arrow("users").to_pylist() if r["user_id"] == "ns")
+    assert row["created_at"] == datetime(2024, 5, 1, 12, 0, 0, 1, tzinfo=UTC)
+    assert row["birth_date"] == date(1969, 12, 31)
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.errors import Problem
+from consentry.instants import (
+    EARLIEST_DATE,
+    EARLIEST_INSTANT,
+    LATEST_DATE,
+    LATEST_INSTANT,
+    RANGE_TEXT,
+    rfc3339,
+)
 from consentry.sources.readers import MAX_PROBLEMS, RawTable
 from consentry.sources.schema import TIMESTAMP_TYPE, ColumnSpec, TableSpec, arrow_schema
 
@@ -32,6 +41,14 @@ _REGION = r"^[A-Z]{2}$"
 # C0 controls, DEL and C1 controls (RE2 syntax): invisible, and NUL ends C strings.
 _CONTROL = r"[\x00-\x1f\x7f-\x{9f}]"
 _INT64_MAX = 2**63 - 1
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+_DAY_MS = 86_400_000
+_DATE_RANGE_TEXT = f"between {EARLIEST_DATE} and {LATEST_DATE} (exclusive)"
+_EARLIEST_DAY = (EARLIEST_DATE - _EPOCH.date()).days
+_LATEST_DAY = (LATEST_DATE - _EPOCH.date()).days
+"""The accepted dates (consentry.instants) as days since 1970-01-01, [earliest, latest)."""
 
 _JSON_WANT: dict[str, tuple[str, pa.Array]] = {
     "int": ("integer", pa.array(["BIGINT", "UBIGINT"])),
@@ -105,6 +122,91 @@ def _valid_dates(date_text: pa.ChunkedArray) -> pa.ChunkedArray:
     return _flag(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), date_text))
 
 
+def _outside(values: pa.ChunkedArray, low: Any, high: Any) -> pa.ChunkedArray:
+    """True where a value lies outside [low, high) (nulls are inside)."""
+    return _flag(pc.or_(pc.less(values, low), pc.greater_equal(values, high)))
+
+
+def _instant_range_check(instants: pa.ChunkedArray) -> _Check:
+    """Parsed instants (timestamp[us, UTC]) outside the accepted range; shown as written."""
+    low = pa.scalar(EARLIEST_INSTANT, TIMESTAMP_TYPE)
+    high = pa.scalar(LATEST_INSTANT, TIMESTAMP_TYPE)
+    return _Check(
+        _outside(instants, low, high),
+        lambda v: f"instant out of range: {_show(v)}; must lie {RANGE_TEXT}",
+    )
+
+
+def _date_range_check(dates: pa.ChunkedArray) -> _Check:
+    """Parsed dates (date32) outside the accepted range; shown as written."""
+    low, high = pa.scalar(EARLIEST_DATE, pa.date32()), pa.scalar(LATEST_DATE, pa.date32())
+    return _Check(
+        _outside(dates, low, high),
+        lambda v: f"date out of range: {_show(v)}; must lie {_DATE_RANGE_TEXT}",
+    )
+
+
+def _count_as_instant(count: int, unit: str) -> str:
+    """A stored timestamp count as RFC 3339, or as the count when no datetime can hold it."""
+    try:
+        return rfc3339(_EPOCH + timedelta(microseconds=count * 10**6 // _PER_SECOND[unit]))
+    except OverflowError:
+        return f"{count} {unit} since 1970-01-01T00:00:00Z"
+
+
+def _days_as_date(days: int) -> str:
+    """A stored day count as YYYY-MM-DD, or as the count when no date can hold it."""
+    try:
+        return (_EPOCH.date() + timedelta(days=days)).isoformat()
+    except OverflowError:
+        return f"{days} days since 1970-01-01"
+
+
+def _typed_instants(values: pa.ChunkedArray, unit: str) -> tuple[pa.ChunkedArray, list[_Check]]:
+    """A zoned timestamp column of any unit as timestamp[us, UTC], range-checked first.
+
+    1. The range is compared on the stored counts in the column's own unit: a count outside
+       it may not fit in microseconds (a cast would wrap around) or in a Python datetime.
+    2. Values outside the range become null; the rest are cast, dropping sub-microsecond
+       digits (the zone is only metadata).
+    """
+    per_second = _PER_SECOND[unit]
+    counts = pc.cast(values, pa.int64())
+    low = int((EARLIEST_INSTANT - _EPOCH).total_seconds()) * per_second
+    high = int((LATEST_INSTANT - _EPOCH).total_seconds()) * per_second
+    out = _outside(counts, low, high)
+    fitted = pc.cast(_nulls_where(values, out), TIMESTAMP_TYPE, safe=False)
+    check = _Check(
+        out,
+        lambda v: f"instant out of range: {_count_as_instant(v, unit)}; must lie {RANGE_TEXT}",
+        shown=counts,
+    )
+    return fitted, [check]
+
+
+def _typed_dates(values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, list[_Check]]:
+    """A date32 or date64 column as date32, range-checked on the stored counts first.
+
+    1. date32 counts days, date64 milliseconds; either may hold a day no `date` can.
+    2. Values outside the range become null; a date64 count that is not a whole day
+       floors to its day (cast via a timestamp).
+    """
+    per_day = _DAY_MS if values.type == pa.date64() else 1
+    stored = pa.int64() if per_day > 1 else pa.int32()
+    counts = pc.cast(pc.cast(values, stored), pa.int64())
+    out = _outside(counts, _EARLIEST_DAY * per_day, _LATEST_DAY * per_day)
+    if per_day == 1:
+        fitted = _nulls_where(values, out)
+    else:
+        fitted = pc.cast(pc.cast(_nulls_where(counts, out), pa.timestamp("ms")), pa.date32())
+    check = _Check(
+        out,
+        lambda v: f"date out of range: {_days_as_date(v // per_day)}; must lie {_DATE_RANGE_TEXT}",
+        shown=counts,
+    )
+    return fitted, [check]
+
+
 def _json_type_message(want: str) -> Message:
     def message(kind: Any) -> str:
         return f"expected a JSON {want}, got a JSON {_JSON_NAMES.get(str(kind), str(kind))}"
@@ -145,7 +247,8 @@ def _from_text(col: ColumnSpec, text: pa.ChunkedArray) -> tuple[pa.ChunkedArray,
             _Check(
                 _flag(pc.and_(present, pc.invert(ok))),
                 lambda v: f"bad date: {_show(v)} (want YYYY-MM-DD)",
-            )
+            ),
+            _date_range_check(values),
         ]
     # timestamp
     with_offset = _matches(text, _DATETIME + _OFFSET)
@@ -176,6 +279,7 @@ def _from_text(col: ColumnSpec, text: pa.ChunkedArray) -> tuple[pa.ChunkedArray,
             _flag(naive),
             lambda v: f"naive timestamp (no UTC offset): {_show(v)}; add Z or +HH:MM",
         ),
+        _instant_range_check(values),
     ]
 
 
@@ -216,15 +320,14 @@ def _from_typed(
     if col.kind == "bool" and pa.types.is_boolean(t):
         return values, []
     if col.kind == "date" and pa.types.is_date(t):
-        return pc.cast(values, pa.date32()), []
+        return _typed_dates(values)
     if col.kind == "timestamp" and pa.types.is_timestamp(t):
         if t.tz is None:
             return (
                 f"naive timestamp column ({t} without time zone); "
                 "store instants with a UTC time zone"
             )
-        # Sub-microsecond digits are dropped (safe=False); the zone is only metadata.
-        return pc.cast(values, TIMESTAMP_TYPE, safe=False), []
+        return _typed_instants(values, t.unit)
     want = {"string": "text", "enum": "text", "int": "integer", "bool": "boolean"}.get(
         col.kind, col.kind
     )
@@ -309,10 +412,12 @@ def conform(raw: RawTable, spec: TableSpec, *, limit: int = MAX_PROBLEMS) -> Con
     2. Each column is converted: text is parsed (CSV, JSON Lines, text in Parquet); typed
        Parquet/Arrow columns must have a compatible type (a timestamp without a time zone
        is naive and refused). JSON values must have the right JSON type.
-    3. Row rules: identifiers (text keys and columns naming keys) neither empty nor holding
+    3. Every instant and date must lie in the accepted range (`consentry.instants`),
+       compared before any conversion that could overflow.
+    4. Row rules: identifiers (text keys and columns naming keys) neither empty nor holding
        a control character (C0, DEL, C1); nulls in non-nullable columns; enum values;
        minimums and maximums; region shape.
-    4. Problems are ordered file-level first, then by row and column; at most `limit` are
+    5. Problems are ordered file-level first, then by row and column; at most `limit` are
        listed, `problem_count` counts all.
     """
     loc = raw.location
