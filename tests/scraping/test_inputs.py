@@ -79,3 +79,87 @@ def test_events_and_entities_with_a_byte_order_mark(
     assert code == 0, err
     (acme,) = json.loads(out)["entities"]
     assert (acme["entity"], acme["posts_total"]) == ("acme", 12)
+
+
+def _errors(stderr: str) -> list[str]:
+    """The `error:` lines of a command, unwrapped (Rich wraps long lines)."""
+    return [e.strip() for e in " ".join(stderr.split()).split("error:") if e.strip()]
+
+
+def test_overlapping_entities_get_the_import_message_everywhere(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`import entities`, `scraping assess --entities` and `meter-replay --entities` refuse
+    one overlapping file with the same problems (one rule, `check_entities`)."""
+    init_home(settings)
+    events = _events(tmp_path / "events", "csv")
+    entities = tmp_path / "entities.csv"
+    entities.write_text(
+        "credential,entity,valid_from,valid_to\n"
+        "ak_x,acme,2025-03-01T00:00:00Z,\n"
+        "ak_x,other,,2025-04-01T00:00:00Z\n"
+        "ak_y,acme,2025-03-01T00:00:00Z,2025-03-02T00:00:00Z\n"
+        "ak_y,acme,2025-03-02T00:00:00Z,\n",
+        encoding="utf-8",
+    )
+    expected = [
+        f"{entities}:1: valid_from: credential 'ak_x' is already owned by row 2 "
+        "[open, 2025-04-01T00:00:00Z) during this interval "
+        "(validity intervals of one credential may not overlap)"
+    ]
+    code, _, err = run(settings, "import", "entities", str(entities))
+    assert (code, _errors(err)) == (2, expected)
+    for command in ("assess", "meter-replay"):
+        code, _, err = run(
+            settings, "scraping", command, "--events", str(events), "--entities", str(entities)
+        )
+        assert (code, _errors(err)) == (2, expected), command
+    assert not (settings.home / "scraping").exists()
+
+
+@pytest.mark.parametrize(
+    ("events_text", "entities_text", "expected"),
+    [
+        (
+            "r1,0000-01-01T00:00:00Z,ak_x,5\n",
+            ENTITIES,
+            "events.csv:1: ts: instant out of range: '0000-01-01T00:00:00Z'",
+        ),
+        (
+            "r1,2025-03-05T00:00:00Z,ak_x,1000000001\n",
+            ENTITIES,
+            "events.csv:1: posts: must be <= 1000000000, got 1000000001",
+        ),
+        (
+            "r1,2025-03-05T00:00:00Z,\x00,5\n",
+            ENTITIES,
+            "events.csv:1: credential: control character U+0000 in an identifier column",
+        ),
+        (
+            "r1,2025-03-05T00:00:00Z,ak_x,5\n",
+            "credential,entity,valid_from,valid_to\nak_x,acme,9999-12-31T23:59:59-14:00,\n",
+            "entities.csv:1: valid_from: instant out of range: '9999-12-31T23:59:59-14:00'",
+        ),
+        (
+            "r1,2025-03-05T00:00:00Z,ak_x,5\n",
+            "credential,entity,valid_from,valid_to\nak_x,,,\n",
+            "entities.csv:1: entity: empty value in an identifier column",
+        ),
+    ],
+    ids=["year-0", "posts-max", "nul-credential", "year-9999-offset", "empty-entity"],
+)
+def test_bad_events_and_entities_exit_2(
+    settings: Settings, tmp_path: Path, events_text: str, entities_text: str, expected: str
+) -> None:
+    init_home(settings)
+    events = tmp_path / "events.csv"
+    events.write_text("request_id,ts,credential,posts\n" + events_text, encoding="utf-8")
+    entities = tmp_path / "entities.csv"
+    entities.write_text(entities_text, encoding="utf-8")
+    for command in ("assess", "meter-replay"):
+        code, _, err = run(
+            settings, "scraping", command, "--events", str(events), "--entities", str(entities)
+        )
+        assert code == 2, command
+        assert expected in " ".join(err.split()), command
+    assert not (settings.home / "scraping").exists()

@@ -386,9 +386,13 @@ OPTIONAL = [
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize(("table", "column"), OPTIONAL)
 def test_a_nullable_column_may_be_left_out(
-    table: str, column: str, fmt: str, lake: Lake, tmp_path: Path
+    table: str, column: str, fmt: str, tmp_path: Path
 ) -> None:
+    lake = Lake(tmp_path / "lake")
     rows = SAMPLES[table]
+    if table == "entities":
+        # One row per credential: without either end the sample rows of key-1 would overlap.
+        rows = [dict(r, credential=f"key-{i}") for i, r in enumerate(rows)]
     raw = {i: {column: MISSING} for i in range(len(rows))}
     path = write(fmt, tmp_path / f"no-{column}", table, rows, raw=raw)
     import_files(lake, table, [path])
@@ -396,7 +400,7 @@ def test_a_nullable_column_may_be_left_out(
     stored = {tuple(r[k] for k in key): r for r in lake.read_arrow(table).to_pylist()}
     # Without the column every row has null there (a key part too: the last row wins).
     expected = {tuple(r[k] for k in key): r for r in (dict(r, **{column: None}) for r in rows)}
-    assert {k: stored[k] for k in expected} == expected
+    assert stored == expected
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from consentry.errors import BadInput, Problem
+from consentry.sources.entities import check_entities_merge
 from consentry.sources.readers import MAX_PROBLEMS, read_file
 from consentry.sources.schema import TableSpec, table_spec
 from consentry.sources.validate import Conformed, conform, conform_arrow
@@ -124,7 +125,9 @@ def latest_per_key(incoming: pa.Table, key: Sequence[str]) -> pa.Table:
     return ranked.filter(keep)
 
 
-def merge_into(lake: Lake, spec: TableSpec, incoming: pa.Table) -> tuple[int, int, int]:
+def merge_into(
+    lake: Lake, spec: TableSpec, incoming: pa.Table, *, inputs: Sequence[Conformed] = ()
+) -> tuple[int, int, int]:
     """Merge validated rows into `spec`'s table as one new snapshot; returns (new, replaced, total).
 
     1. Within the import the last occurrence of a key wins (`latest_per_key`, in Arrow).
@@ -135,6 +138,9 @@ def merge_into(lake: Lake, spec: TableSpec, incoming: pa.Table) -> tuple[int, in
        about `PART_FILE_SIZE`, renamed `part-000000.parquet`, … in key order. DuckDB spills
        to the staging dir when the sort exceeds memory.
     4. The snapshot is committed atomically by `Lake.writing`; on any error nothing changes.
+    5. For `entities`, the rules spanning rows are checked on the merged table before
+       anything is written, under the writer lock (`check_entities_merge`; `inputs`, which
+       `incoming` concatenates, locate the imported rows in problems).
     """
     cols = ", ".join(_quote(c) for c in spec.column_names)
     order = ", ".join(f"{_quote(k)} NULLS FIRST" for k in spec.key)
@@ -142,6 +148,8 @@ def merge_into(lake: Lake, spec: TableSpec, incoming: pa.Table) -> tuple[int, in
     fresh = latest_per_key(incoming, spec.key)
     with lake.writing(spec.name) as staging:
         existing = lake.files(spec.name)
+        if spec.name == "entities":
+            check_entities_merge(existing, incoming, inputs)
         spill = staging / ".spill"
         con = duckdb.connect()
         try:
@@ -195,7 +203,7 @@ def _finish(
         raise BadInput(problems[:MAX_PROBLEMS])
     tables = [c.table for c in checked]
     incoming = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    rows_new, rows_replaced, total = merge_into(lake, spec, incoming)
+    rows_new, rows_replaced, total = merge_into(lake, spec, incoming, inputs=checked)
     return ImportResult(
         table=spec.name,
         origin=origin,

@@ -26,7 +26,7 @@ from consentry.instants import (
 from consentry.sources.readers import MAX_PROBLEMS, RawTable
 from consentry.sources.schema import TIMESTAMP_TYPE, ColumnSpec, TableSpec, arrow_schema
 
-__all__ = ["MAX_PROBLEMS", "Conformed", "conform", "conform_arrow"]
+__all__ = ["MAX_PROBLEMS", "Conformed", "conform", "conform_arrow", "count_as_instant"]
 
 # ISO 8601 date-time: date, `T` or space, HH:MM[:SS[.fraction]], then the offset.
 _DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?"
@@ -88,6 +88,10 @@ class Conformed:
     table: pa.Table
     problems: list[Problem]
     problem_count: int
+    location: str = ""
+    """The input's location (file or origin), as problems name it."""
+    row_numbers: pa.Array | None = None
+    """The row number of each row of `table` in the input; None means index + 1."""
 
 
 def _show(value: Any) -> str:
@@ -146,8 +150,9 @@ def _date_range_check(dates: pa.ChunkedArray) -> _Check:
     )
 
 
-def _count_as_instant(count: int, unit: str) -> str:
-    """A stored timestamp count as RFC 3339, or as the count when no datetime can hold it."""
+def count_as_instant(count: int, unit: str = "us") -> str:
+    """A timestamp count since the epoch in `unit` as RFC 3339, or as the count itself when
+    no datetime can hold it (for messages about values outside the accepted range)."""
     try:
         return rfc3339(_EPOCH + timedelta(microseconds=count * 10**6 // _PER_SECOND[unit]))
     except OverflowError:
@@ -178,7 +183,7 @@ def _typed_instants(values: pa.ChunkedArray, unit: str) -> tuple[pa.ChunkedArray
     fitted = pc.cast(_nulls_where(values, out), TIMESTAMP_TYPE, safe=False)
     check = _Check(
         out,
-        lambda v: f"instant out of range: {_count_as_instant(v, unit)}; must lie {RANGE_TEXT}",
+        lambda v: f"instant out of range: {count_as_instant(v, unit)}; must lie {RANGE_TEXT}",
         shown=counts,
     )
     return fitted, [check]
@@ -497,7 +502,7 @@ def conform(raw: RawTable, spec: TableSpec, *, limit: int = MAX_PROBLEMS) -> Con
     if problems:
         return Conformed(arrow_schema(spec.name).empty_table(), problems, count)
     table = pa.Table.from_arrays(converted, schema=arrow_schema(spec.name))
-    return Conformed(table, [], 0)
+    return Conformed(table, [], 0, location=loc, row_numbers=raw.row_numbers)
 
 
 def conform_arrow(data: pa.Table, spec: TableSpec, *, location: str) -> Conformed:
