@@ -541,6 +541,28 @@ def test_typed_instants_of_any_unit_inside_the_range_are_kept(lake: Lake) -> Non
     assert row["birth_date"] == date(1969, 12, 31)
 
 
+@pytest.mark.parametrize("via", ["parquet", "arrow"])
+def test_text_that_is_not_utf8_is_refused(via: str, lake: Lake, tmp_path: Path) -> None:
+    """Parquet and Arrow strings are not checked when read; CSV and JSON Lines are."""
+    data = pa.Table.from_pylist(SAMPLES["posts"], schema=arrow_schema("posts"))
+    for name in ("post_id", "text"):
+        raw = pa.array([b"ok", b"bad\xff", b"fine"], pa.binary()).view(pa.string())
+        data = data.set_column(data.column_names.index(name), name, raw)
+    source: Path | pa.Table = data
+    if via == "parquet":
+        source = tmp_path / "posts.parquet"
+        pq.write_table(data, source)
+    before = tree_hash(lake.root)
+    with pytest.raises(BadInput) as info:
+        _import(lake, "posts", source)
+    location = str(source) if via == "parquet" else "arrow"
+    assert [str(p) for p in info.value.problems] == [
+        f"{location}:2: post_id: not valid UTF-8 text",
+        f"{location}:2: text: not valid UTF-8 text",
+    ]
+    assert tree_hash(lake.root) == before
+
+
 @pytest.mark.parametrize("table", sorted(TABLES))
 def test_naive_parquet_timestamp_column_is_refused(table: str, lake: Lake, tmp_path: Path) -> None:
     data = pa.Table.from_pylist(SAMPLES[table], schema=arrow_schema(table))

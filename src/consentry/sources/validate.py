@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -41,6 +42,7 @@ _REGION = r"^[A-Z]{2}$"
 # C0 controls, DEL and C1 controls (RE2 syntax): invisible, and NUL ends C strings.
 _CONTROL = r"[\x00-\x1f\x7f-\x{9f}]"
 _INT64_MAX = 2**63 - 1
+_UTF8_BLOCK = 4096
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
@@ -210,6 +212,35 @@ def _typed_dates(values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, list[_Check]
         shown=counts,
     )
     return fitted, [check]
+
+
+def _invalid_utf8(text: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """Where a string is not UTF-8, or None when all are (the usual case: one C++ pass).
+
+    CSV and JSON Lines readers refuse a file that is not UTF-8, but Parquet and Arrow data
+    are not checked when read. Only a failing chunk is searched, block by block, and only
+    a failing block row by row.
+    """
+    if all(_is_utf8(chunk) for chunk in text.chunks):
+        return None
+    masks = []
+    for chunk in text.chunks:
+        mask = np.zeros(len(chunk), dtype=bool)
+        for start in range(0, len(chunk), _UTF8_BLOCK):
+            block = chunk.slice(start, _UTF8_BLOCK)
+            if not _is_utf8(block):
+                for i in range(len(block)):
+                    mask[start + i] = not _is_utf8(block.slice(i, 1))
+        masks.append(mask)
+    return pa.chunked_array([pa.array(np.concatenate(masks), pa.bool_())])
+
+
+def _is_utf8(strings: pa.Array) -> bool:
+    try:
+        strings.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _json_type_message(want: str) -> Message:
@@ -464,6 +495,10 @@ def conform(raw: RawTable, spec: TableSpec, *, limit: int = MAX_PROBLEMS) -> Con
             text = _nulls_where(original, wrong)
             checks.append(_Check(wrong, _json_type_message(name), shown=kinds))
         if pa.types.is_string(text.type):
+            broken = _invalid_utf8(text)
+            if broken is not None:
+                text = _nulls_where(text, broken)
+                checks.append(_Check(broken, lambda v: "not valid UTF-8 text", shown=broken))
             values, parse_checks = _from_text(col, text)
         else:
             result = _from_typed(col, text)
