@@ -28,6 +28,7 @@ from consentry.ledger.sync import SYNCED_TABLES, ledger_for
 from consentry.settings import Settings
 from consentry.sources.importer import ImportResult, check_arrow, check_files, stage_merge
 from consentry.sources.schema import TableSpec
+from consentry.sources.validate import Conformed
 from consentry.store.models import ImportRun
 
 __all__ = ["CheckedImport", "ImportReport", "check_import", "commit_import", "import_table"]
@@ -81,6 +82,8 @@ class CheckedImport:
     table: str
     spec: TableSpec
     rows: pa.Table
+    inputs: list[Conformed]
+    """Each input as validated (locates the imported rows in later problems)."""
     origin: str
     started_at: datetime
 
@@ -100,11 +103,11 @@ def check_import(
     started = datetime.now(UTC)
     if data is not None:
         where = origin or "input"
-        spec, incoming = check_arrow(table, data, origin=where)
+        spec, incoming, inputs = check_arrow(table, data, origin=where)
     else:
-        spec, incoming = check_files(table, files)
+        spec, incoming, inputs = check_files(table, files)
         where = origin or ", ".join(str(f) for f in files)
-    return CheckedImport(table, spec, incoming, where, started)
+    return CheckedImport(table, spec, incoming, inputs, where, started)
 
 
 def import_table(
@@ -145,7 +148,9 @@ def commit_import(
         intent={"table": table, "token": token, "origin": where[:500]},
     ) as job:
         step(f"merging into {table}")
-        fresh, rows_new, rows_replaced, total = stage_merge(lake, spec, incoming, token)
+        fresh, rows_new, rows_replaced, total = stage_merge(
+            lake, spec, incoming, token, inputs=checked.inputs
+        )
         job.step("import.staged", rows=fresh.num_rows)
         result = ImportResult(
             table=table,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,7 +20,7 @@ import consentry.sources.importer as importer_module
 from consentry.cli.main import app
 from consentry.engine import Lake
 from consentry.sources import ImportResult, import_arrow, import_files
-from consentry.sources.schema import TABLES, arrow_schema
+from consentry.sources.schema import MAX_POSTS_PER_ACCESS, TABLES, arrow_schema
 from consentry.store import open_store
 from tests.sources.rows import SAMPLES, tree_hash, write, write_csv
 
@@ -53,6 +54,29 @@ def test_every_table_round_trips_in_every_format(table: str, fmt: str, tmp_path:
     assert data.to_pylist() == expected
     assert lake.tables() == [table]
     assert lake.row_count(table) == 3
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_a_leading_byte_order_mark_is_tolerated(table: str, fmt: str, tmp_path: Path) -> None:
+    plain, marked = Lake(tmp_path / "plain"), Lake(tmp_path / "marked")
+    path = write(fmt, tmp_path / table, table, SAMPLES[table])
+    import_files(plain, table, [path])
+    path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+    assert import_files(marked, table, [path]).rows_new == 3
+    assert marked.read_arrow(table) == plain.read_arrow(table)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_posts_at_both_ends_of_the_range_are_accepted(fmt: str, tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    rows = [
+        dict(SAMPLES["access_events"][0], request_id="low", posts=0),
+        dict(SAMPLES["access_events"][0], request_id="high", posts=MAX_POSTS_PER_ACCESS),
+    ]
+    import_files(lake, "access_events", [write(fmt, tmp_path / "a", "access_events", rows)])
+    got = {r["request_id"]: r["posts"] for r in lake.read_arrow("access_events").to_pylist()}
+    assert got == {"low": 0, "high": MAX_POSTS_PER_ACCESS}
 
 
 def test_timestamps_with_offsets_become_utc_microseconds(tmp_path: Path) -> None:
@@ -270,8 +294,10 @@ _KEYS = st.sampled_from(["a", "b", "c", "d", "e"])
 _ROW = st.fixed_dictionaries(
     {
         "request_id": _KEYS,
-        "posts": st.integers(min_value=0, max_value=10**12),
-        "credential": st.text(min_size=1, max_size=5),
+        "posts": st.integers(min_value=0, max_value=MAX_POSTS_PER_ACCESS),
+        "credential": st.text(
+            st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=5
+        ),
         "endpoint": st.none() | st.text(max_size=5),
         "ts": st.datetimes(
             min_value=datetime(1970, 1, 1),

@@ -18,7 +18,6 @@ range condition on the instant: no as-of join, which PySpark lacks.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -28,8 +27,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from consentry.errors import BadInput, Problem
-from consentry.sources.readers import MAX_PROBLEMS
+from consentry.sources.entities import RowOrigins, check_entities
 from consentry.sources.schema import TIMESTAMP_TYPE
 
 if TYPE_CHECKING:
@@ -55,7 +53,6 @@ FAR_PAST = datetime(1, 1, 2, tzinfo=UTC)
 FAR_FUTURE = datetime(9999, 12, 30, tzinfo=UTC)
 """Stand-ins for open validity ends, inside both engines' timestamp ranges."""
 
-_CIDR_SHAPE = re.compile(r"^[0-9A-Fa-f:.]+/[0-9]+$")
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
 _IP_LIKE = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$|:"
@@ -79,82 +76,21 @@ class Owners:
         return bool(self.exact.num_rows == 0 and self.ranges.num_rows == 0)
 
 
-def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str | None:
-    """A network, None when `text` is not CIDR-shaped, or the reason it is a bad range."""
-    if "/" not in text or not _CIDR_SHAPE.match(text):
-        return None
-    try:
-        return ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        return f"not a CIDR range: {exc}"
-
-
 def check_owners(table: pa.Table, *, location: str, row_numbers: pa.Array | None = None) -> Owners:
     """Check an `entities` table (canonical schema) and split it into exact and range rows.
 
-    1. `valid_from` must be before `valid_to` when both are given.
-    2. A CIDR-shaped credential must be a valid network with no host bits set; ranges are
-       compared in their canonical spelling (`2001:0db8::/32` is `2001:db8::/32`).
-    3. Rows of one credential may not overlap in time (the later row is reported).
-    Every problem is `FILE:ROW: field: message`; nothing is returned when any is found.
+    1. The rules and their messages are the import's (`check_entities`): valid_to after
+       valid_from, CIDR ranges without host bits (compared in canonical spelling), and no
+       two rows of one credential overlapping in time (the later row is reported).
+    2. Every problem is `FILE:ROW: field: message`; nothing is returned when any is found.
     """
-
-    def row_of(index: int) -> int:
-        return index + 1 if row_numbers is None else int(row_numbers[index].as_py())
-
-    problems: list[Problem] = []
-    creds = table["credential"].to_pylist()
-    lo = np.asarray(
-        pc.fill_null(table["valid_from"].cast(pa.int64()), np.iinfo(np.int64).min).to_numpy(),
-        dtype=np.int64,
-    )
-    hi = np.asarray(
-        pc.fill_null(table["valid_to"].cast(pa.int64()), np.iinfo(np.int64).max).to_numpy(),
-        dtype=np.int64,
-    )
-    for index in np.flatnonzero(lo >= hi)[:MAX_PROBLEMS].tolist():
-        problems.append(
-            Problem(location, row_of(index), "valid_to", "must be after valid_from (exclusive end)")
-        )
-    # CIDR parsing runs per row of the (small) entities dimension table only where a '/'
-    # appears; accesses are matched against the parsed networks vectorised.
-    canonical = list(creds)
-    is_range = np.zeros(len(creds), dtype=bool)
-    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    slash = np.asarray(pc.match_substring(table["credential"], "/").to_numpy(zero_copy_only=False))
-    for index in np.flatnonzero(slash).tolist():
-        parsed = _parse_network(creds[index])
-        if isinstance(parsed, str):
-            problems.append(Problem(location, row_of(index), "credential", parsed))
-        elif parsed is not None:
-            canonical[index] = str(parsed)
-            is_range[index] = True
-    keys = np.array(canonical, dtype=object)
-    order = np.lexsort((lo, keys)) if len(keys) else np.array([], dtype=np.int64)
-    same = keys[order][1:] == keys[order][:-1]
-    overlap = same & (hi[order][:-1] > lo[order][1:])
-    for k in np.flatnonzero(overlap)[:MAX_PROBLEMS].tolist():
-        earlier, later = int(order[k]), int(order[k + 1])
-        problems.append(
-            Problem(
-                location,
-                row_of(later),
-                "valid_from",
-                f"credential {canonical[later]!r} is already owned by row {row_of(earlier)} "
-                "during this interval (validity intervals of one credential may not overlap)",
-            )
-        )
-    if problems:
-        problems.sort(key=lambda p: p.row or 0)
-        raise BadInput(problems[:MAX_PROBLEMS])
+    checked = check_entities(table, RowOrigins.single(location, table.num_rows, row_numbers))
 
     def part(mask: npt.NDArray[np.bool_]) -> pa.Table:
         idx = pa.array(np.flatnonzero(mask))
         return pa.table(
             {
-                "credential": pa.array(
-                    [canonical[i] for i in np.flatnonzero(mask).tolist()], pa.string()
-                ),
+                "credential": checked.canonical.take(idx),
                 "entity": table["entity"].take(idx),
                 "valid_from": pc.fill_null(
                     table["valid_from"].take(idx), pa.scalar(FAR_PAST, TIMESTAMP_TYPE)
@@ -165,10 +101,9 @@ def check_owners(table: pa.Table, *, location: str, row_numbers: pa.Array | None
             }
         )
 
-    ranges = part(is_range)
-    nets = [ipaddress.ip_network(c) for c in ranges["credential"].to_pylist()]
-    networks.extend(nets)
-    return Owners(exact=part(~is_range), ranges=ranges, networks=tuple(networks))
+    ranges = part(checked.is_range)
+    networks = tuple(ipaddress.ip_network(c) for c in ranges["credential"].to_pylist())
+    return Owners(exact=part(~checked.is_range), ranges=ranges, networks=networks)
 
 
 def ipv4_to_int(values: pa.Array) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from consentry.errors import BadInput, Problem
+from consentry.sources.entities import check_entities_merge
 from consentry.sources.readers import MAX_PROBLEMS, read_file
 from consentry.sources.schema import TableSpec, table_spec
 from consentry.sources.validate import Conformed, conform, conform_arrow
@@ -128,20 +129,26 @@ def latest_per_key(incoming: pa.Table, key: Sequence[str]) -> pa.Table:
     return ranked.filter(keep)
 
 
-def merge_into(lake: Lake, spec: TableSpec, incoming: pa.Table) -> tuple[int, int, int]:
+def merge_into(
+    lake: Lake, spec: TableSpec, incoming: pa.Table, *, inputs: Sequence[Conformed] = ()
+) -> tuple[int, int, int]:
     """Merge validated rows into `spec`'s table as one new snapshot; returns (new, replaced, total).
 
     The snapshot is committed at once (`Lake.writing`); on any error nothing changes. The
     merge itself follows `write_merge`.
     """
-    fresh = latest_per_key(incoming, spec.key)
     with lake.writing(spec.name) as staging:
-        replaced, total = write_merge(lake, spec, fresh, staging)
+        fresh, replaced, total = write_merge(lake, spec, incoming, staging, inputs=inputs)
     return fresh.num_rows - replaced, replaced, total
 
 
 def stage_merge(
-    lake: Lake, spec: TableSpec, incoming: pa.Table, token: str
+    lake: Lake,
+    spec: TableSpec,
+    incoming: pa.Table,
+    token: str,
+    *,
+    inputs: Sequence[Conformed] = (),
 ) -> tuple[pa.Table, int, int, int]:
     """Write the merge of `incoming` into `spec`'s table as a snapshot staged under `token`
     (`Lake.stage`), not yet live; returns (the de-duplicated rows, new, replaced, total).
@@ -149,28 +156,40 @@ def stage_merge(
     The caller holds the table's job lock and later publishes or discards the snapshot
     (two-phase import, docs/invariants.md).
     """
-    fresh = latest_per_key(incoming, spec.key)
     staged = lake.stage(spec.name, token)
-    replaced, total = write_merge(lake, spec, fresh, staged)
+    fresh, replaced, total = write_merge(lake, spec, incoming, staged, inputs=inputs)
     return fresh, fresh.num_rows - replaced, replaced, total
 
 
-def write_merge(lake: Lake, spec: TableSpec, fresh: pa.Table, target: Path) -> tuple[int, int]:
-    """Write the live snapshot merged with `fresh` into the directory `target`; returns
-    (rows replaced, rows in total).
+def write_merge(
+    lake: Lake,
+    spec: TableSpec,
+    incoming: pa.Table,
+    target: Path,
+    *,
+    inputs: Sequence[Conformed] = (),
+) -> tuple[pa.Table, int, int]:
+    """Write the live snapshot merged with `incoming` into the directory `target`; returns
+    (the de-duplicated incoming rows, rows replaced, rows in total).
 
-    1. `fresh` holds each key once (`latest_per_key`).
-    2. The existing snapshot is streamed by DuckDB from its Parquet parts (never loaded
+    1. Within the import the last occurrence of a key wins (`latest_per_key`, in Arrow).
+    2. For `entities`, the rules spanning rows are checked on the merged table before
+       anything is written (`check_entities_merge`; `inputs`, which `incoming` concatenates,
+       locate the imported rows in problems). The caller holds the table's writer.
+    3. The existing snapshot is streamed by DuckDB from its Parquet parts (never loaded
        whole into Python); its rows whose key was imported are dropped (anti-join, null key
        parts compare equal) and the imported rows added.
-    3. Output is sorted by key (nulls first) and written by DuckDB as zstd Parquet parts of
+    4. Output is sorted by key (nulls first) and written by DuckDB as zstd Parquet parts of
        about `PART_FILE_SIZE`, renamed `part-000000.parquet`, … in key order. DuckDB spills
        to the target dir when the sort exceeds memory.
     """
     cols = ", ".join(_quote(c) for c in spec.column_names)
     order = ", ".join(f"{_quote(k)} NULLS FIRST" for k in spec.key)
     same_key = " AND ".join(f"f.{_quote(k)} IS NOT DISTINCT FROM o.{_quote(k)}" for k in spec.key)
+    fresh = latest_per_key(incoming, spec.key)
     existing = lake.files(spec.name)
+    if spec.name == "entities":
+        check_entities_merge(existing, incoming, inputs)
     spill = target / ".spill"
     con = duckdb.connect()
     try:
@@ -213,10 +232,10 @@ def write_merge(lake: Lake, spec: TableSpec, fresh: pa.Table, target: Path) -> t
     for index, part in enumerate(parts):
         part.rename(target / f"part-{index:06d}.parquet")
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in target.glob("part-*.parquet"))
-    return rows_replaced, total
+    return fresh, rows_replaced, total
 
 
-def validated(checked: list[Conformed], spec: TableSpec) -> pa.Table:
+def validated(checked: Sequence[Conformed], spec: TableSpec) -> pa.Table:
     """The rows of every validated input as one table; BadInput (at most 20 problems) when
     any input has a problem."""
     problems = [p for c in checked for p in c.problems]
@@ -226,8 +245,9 @@ def validated(checked: list[Conformed], spec: TableSpec) -> pa.Table:
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
-def check_files(table: str, files: Sequence[Path]) -> tuple[TableSpec, pa.Table]:
-    """Read and validate `files` for `table` (nothing is written); (spec, their rows)."""
+def check_files(table: str, files: Sequence[Path]) -> tuple[TableSpec, pa.Table, list[Conformed]]:
+    """Read and validate `files` for `table` (nothing is written); (spec, their rows, each
+    file's validated input, which locates rows in later problems)."""
     spec = _spec(table)
     if not files:
         raise BadInput(Problem(location=table, row=None, field=None, message="no files given"))
@@ -239,19 +259,27 @@ def check_files(table: str, files: Sequence[Path]) -> tuple[TableSpec, pa.Table]
             checked.append(Conformed(pa.table({}), exc.problems, len(exc.problems)))
             continue
         checked.append(conform(raw, spec))
-    return spec, validated(checked, spec)
+    return spec, validated(checked, spec), checked
 
 
-def check_arrow(table: str, data: pa.Table, *, origin: str) -> tuple[TableSpec, pa.Table]:
+def check_arrow(
+    table: str, data: pa.Table, *, origin: str
+) -> tuple[TableSpec, pa.Table, list[Conformed]]:
     """Validate in-memory rows for `table` (problems located at `origin`, row = index + 1)."""
     spec = _spec(table)
-    return spec, validated([conform_arrow(data, spec, location=origin)], spec)
+    checked = [conform_arrow(data, spec, location=origin)]
+    return spec, validated(checked, spec), checked
 
 
 def _merged(
-    lake: Lake, spec: TableSpec, incoming: pa.Table, origin: str, started: datetime
+    lake: Lake,
+    spec: TableSpec,
+    incoming: pa.Table,
+    inputs: Sequence[Conformed],
+    origin: str,
+    started: datetime,
 ) -> ImportResult:
-    rows_new, rows_replaced, total = merge_into(lake, spec, incoming)
+    rows_new, rows_replaced, total = merge_into(lake, spec, incoming, inputs=inputs)
     return ImportResult(
         table=spec.name,
         origin=origin,
@@ -275,8 +303,8 @@ def import_files(lake: Lake, table: str, files: Sequence[Path]) -> ImportResult:
     3. Files are merged in the order given: for a key present in several, the last wins.
     """
     started = datetime.now(UTC)
-    spec, incoming = check_files(table, files)
-    return _merged(lake, spec, incoming, ", ".join(str(f) for f in files), started)
+    spec, incoming, inputs = check_files(table, files)
+    return _merged(lake, spec, incoming, inputs, ", ".join(str(f) for f in files), started)
 
 
 def import_arrow(lake: Lake, table: str, data: pa.Table, *, origin: str) -> ImportResult:
@@ -285,5 +313,5 @@ def import_arrow(lake: Lake, table: str, data: pa.Table, *, origin: str) -> Impo
     Same rules as `import_files`; problems are located at `origin` with row = index + 1.
     """
     started = datetime.now(UTC)
-    spec, incoming = check_arrow(table, data, origin=origin)
-    return _merged(lake, spec, incoming, origin, started)
+    spec, incoming, inputs = check_arrow(table, data, origin=origin)
+    return _merged(lake, spec, incoming, inputs, origin, started)

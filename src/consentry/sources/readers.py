@@ -11,6 +11,7 @@ turns the raw columns into a canonical table. Row numbers (documented in docs/ta
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,8 @@ def _unreadable(path: Path, what: str, exc: BaseException) -> BadInput:
 def read_csv(path: Path, spec: TableSpec) -> RawTable:
     """Read a CSV file with a header row; every canonical column is read as text.
 
-    1. UTF-8, comma separated, `"` quoting; quoted values may span lines.
+    1. UTF-8 (a leading byte order mark is dropped by Arrow), comma separated, `"` quoting;
+       quoted values may span lines.
     2. An unquoted empty field is null; a quoted empty field (`""`) is the empty string.
        In a non-nullable text column (kind `string`) an empty field is the empty string
        either way: most CSV writers do not quote empty strings, and a post's text may be
@@ -150,7 +152,8 @@ WHERE trim(line) <> ''
 def read_jsonl(path: Path, spec: TableSpec) -> RawTable:
     """Read a JSON Lines file: one JSON object per line.
 
-    1. The file is split into lines in Arrow; blank lines are skipped (still counted).
+    1. A leading UTF-8 byte order mark is dropped. The file is split into lines in Arrow;
+       blank lines are skipped (still counted).
     2. A line that is not a JSON object is a problem at that line.
     3. A column is present when any object has the key; an absent key is null. Keys that are
        not columns of the table are reported as extra columns.
@@ -158,6 +161,8 @@ def read_jsonl(path: Path, spec: TableSpec) -> RawTable:
     """
     try:
         raw = path.read_bytes()
+        # Editors on Windows start UTF-8 files with a byte order mark; it is not data.
+        raw = raw.removeprefix(codecs.BOM_UTF8)
         text = pa.array([raw], pa.large_binary()).cast(pa.large_string())
     except (OSError, pa.ArrowInvalid) as exc:
         raise _unreadable(path, "cannot read JSON Lines (UTF-8 expected)", exc) from None

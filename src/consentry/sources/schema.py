@@ -49,6 +49,9 @@ class ColumnSpec:
     """Smallest allowed value for an `int` column."""
     maximum: int | None = None
     """Largest allowed value for an `int` column."""
+    identifier: bool = False
+    """A `string` column naming a key (of a table or the policy); like a key column it may
+    not be empty or hold a control character."""
     description: str = ""
 
     @property
@@ -69,6 +72,10 @@ class TableSpec:
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    def is_identifier(self, column: ColumnSpec) -> bool:
+        """True for a text key column or a column naming a key: never empty, no controls."""
+        return column.kind == "string" and (column.name in self.key or column.identifier)
 
     def column(self, name: str) -> ColumnSpec:
         for c in self.columns:
@@ -122,7 +129,12 @@ TABLES: dict[str, TableSpec] = {
             description="Posts (statuses, tweets) written by users.",
             columns=(
                 ColumnSpec("post_id", "string", description="Stable post id."),
-                ColumnSpec("author_id", "string", description="The user_id of the author."),
+                ColumnSpec(
+                    "author_id",
+                    "string",
+                    identifier=True,
+                    description="The user_id of the author.",
+                ),
                 ColumnSpec("created_at", "timestamp", description="When the post was published."),
                 ColumnSpec("text", "string", description="The post's text as written."),
                 ColumnSpec(
@@ -143,8 +155,10 @@ TABLES: dict[str, TableSpec] = {
             description="Every consent choice a user made, append-only.",
             columns=(
                 ColumnSpec("event_id", "string", description="Stable event id."),
-                ColumnSpec("user_id", "string", description="Who chose."),
-                ColumnSpec("purpose", "string", description="The policy purpose key."),
+                ColumnSpec("user_id", "string", identifier=True, description="Who chose."),
+                ColumnSpec(
+                    "purpose", "string", identifier=True, description="The policy purpose key."
+                ),
                 ColumnSpec("choice", "enum", values=CHOICES, description="allow or deny."),
                 ColumnSpec("at", "timestamp", description="When the choice was made."),
                 ColumnSpec(
@@ -165,6 +179,7 @@ TABLES: dict[str, TableSpec] = {
                 ColumnSpec(
                     "credential",
                     "string",
+                    identifier=True,
                     description="API key, account id or IP address that made the request.",
                 ),
                 ColumnSpec(
@@ -189,7 +204,12 @@ TABLES: dict[str, TableSpec] = {
                     "string",
                     description="API key, account id, IP address or CIDR range.",
                 ),
-                ColumnSpec("entity", "string", description="The owning organisation or person."),
+                ColumnSpec(
+                    "entity",
+                    "string",
+                    identifier=True,
+                    description="The owning organisation or person.",
+                ),
                 ColumnSpec(
                     "valid_from", "timestamp", nullable=True, description="Start (open if null)."
                 ),
