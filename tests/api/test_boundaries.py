@@ -120,3 +120,18 @@ def test_rule_refusals_have_the_validation_shape_too(world: World) -> None:
         "/v1/audit/transparency", params={"from": "2025-02-01", "to": "2025-01-01"}
     )
     _assert_422(response, ["query", "from"], "before its end")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "first=0&first=1&second=1",  # a parameter given twice: which one was meant?
+        "first=0.0&second=1",  # not a whole number, however lax parsing reads it
+        "first=1e0&second=1",
+    ],
+)
+def test_ambiguous_query_numbers_are_422(world: World, query: str) -> None:
+    response = world.client.get(
+        f"/v1/audit/consistency?{query}", headers=world.token("ops", "admin")
+    )
+    _assert_422(response, ["query", "first"], "")

@@ -10,6 +10,7 @@ and negative modes.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +87,9 @@ def _run(operation: Any, project: Any, test: Callable[[Case[Any]], None]) -> Non
                 max_examples=EXAMPLES,
                 deadline=None,
                 database=None,
+                # The same cases every run: a failure in CI is reproducible, never a coin
+                # flip. Set CONSENTRY_FUZZ_RANDOM=1 to explore new cases locally.
+                derandomize=not os.environ.get("CONSENTRY_FUZZ_RANDOM"),
                 suppress_health_check=list(HealthCheck),
             ),
         ),

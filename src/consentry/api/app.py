@@ -24,7 +24,7 @@ from consentry.api.auth import Identity
 from consentry.api.headers import SecurityHeadersMiddleware
 from consentry.api.overview import Overview, collect_overview
 from consentry.api.services import Services, optional_bearer_identity
-from consentry.api.validation import error_responses
+from consentry.api.validation import error_responses, single_query_values
 from consentry.cli.common import to_jsonable
 from consentry.policy import describe_purpose
 from consentry.settings import Settings
@@ -99,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
         "enforcement for a social platform's posts.",
         docs_url=None,
         redoc_url=None,
+        # A parameter given twice is refused on every route, API and page alike.
+        dependencies=[Depends(single_query_values)],
     )
     svc = Services.build(settings)
     app.state.settings = settings

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import PlainTextResponse
 
 from consentry.api.services import BearerIdentity, Services, services
-from consentry.api.validation import MAX_INT64, error_responses, unprocessable
+from consentry.api.validation import MAX_INT64, WholeNumber, error_responses, unprocessable
 from consentry.audit.log import AuditLog, ConsistencyProof, InclusionProof
 from consentry.audit.transparency import transparency_report
 from consentry.cli.common import to_jsonable
@@ -75,9 +75,10 @@ def checkpoint(svc: ServicesDep) -> PlainTextResponse:
 )
 def consistency(
     svc: ServicesDep,
-    first: Annotated[int, Query(ge=0, le=MAX_INT64, description="The older tree size.")],
+    first: Annotated[WholeNumber, Query(ge=0, le=MAX_INT64, description="The older tree size.")],
     second: Annotated[
-        int | None, Query(ge=0, le=MAX_INT64, description="The newer size (default: now).")
+        WholeNumber | None,
+        Query(ge=0, le=MAX_INT64, description="The newer size (default: now)."),
     ] = None,
 ) -> dict[str, Any]:
     try:
@@ -92,11 +93,11 @@ def consistency(
     responses=error_responses(401, 403, 404),
 )
 def proof(
-    event_id: Annotated[int, Path(ge=1, le=MAX_INT64, description="The audit event's id.")],
+    event_id: Annotated[WholeNumber, Path(ge=1, le=MAX_INT64, description="The audit event's id.")],
     svc: ServicesDep,
     identity: BearerIdentity,
     size: Annotated[
-        int | None, Query(ge=1, le=MAX_INT64, description="Tree size (default: now).")
+        WholeNumber | None, Query(ge=1, le=MAX_INT64, description="Tree size (default: now).")
     ] = None,
 ) -> dict[str, Any]:
     """The event's leaf entry, its index, and PATH(index, D[size]); admin tokens only (the

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.api.consent import require_json
 from consentry.api.services import Services, services
-from consentry.api.validation import error_responses, unprocessable
+from consentry.api.validation import WholeNumber, error_responses, unprocessable
 from consentry.delivery.licensees import LicenseeRecord, authenticate_api_key
 from consentry.delivery.service import deliveries_dir
 from consentry.delivery.signing import Signer, b64url_encode
@@ -252,7 +252,7 @@ def revocation_feed(
     cursor: Annotated[
         str, Query(description="next_cursor of the previous batch; empty: from the start")
     ] = "",
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    limit: Annotated[WholeNumber, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Response:
     """One batch of this licensee's revocations after `cursor`, in log order.
 

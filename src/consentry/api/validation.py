@@ -12,10 +12,11 @@ Every refusal has one of two shapes, both in the OpenAPI schema:
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from fastapi import Path
+from fastapi import Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
     AfterValidator,
@@ -39,7 +40,9 @@ __all__ = [
     "InstantOrDate",
     "UserId",
     "UserIdPath",
+    "WholeNumber",
     "error_responses",
+    "single_query_values",
     "unprocessable",
 ]
 
@@ -91,6 +94,33 @@ def unprocessable(exc: BadInput, where: str) -> RequestValidationError:
 def _path(name: str) -> list[str | int]:
     """`record_ids[3]` -> ["record_ids", 3] (the `loc` convention: list positions as ints)."""
     return [int(part) if part.isdigit() else part for part in name.replace("]", "").split("[")]
+
+
+def single_query_values(request: Request) -> None:
+    """Refuse a query string that gives one parameter twice (422): no operation takes a list
+    in its query, and silently keeping one of two values would accept what was not meant."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise RequestValidationError(
+                [{"loc": ("query", name), "msg": "given more than once", "type": "value_error"}]
+            )
+        seen.add(name)
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def _whole_number(value: object) -> object:
+    """Text must be digits (with an optional sign): `0.0` or `1e3` is not a whole number,
+    although pydantic's lax mode would read them as one."""
+    if isinstance(value, str) and not _WHOLE.fullmatch(value.strip()):
+        raise PydanticCustomError("int_parsing", "a whole number is expected")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+"""An integer in a path or query: decimal digits only."""
 
 
 def _text_instant(value: object) -> object:

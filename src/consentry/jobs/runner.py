@@ -309,9 +309,10 @@ def run_job(
 ) -> Iterator[Job]:
     """Run the block as one job of `kind` holding `locks`.
 
-    1. The job's lock file is taken, then its row (`running`, with `intent`) and its locks
-       are inserted in one transaction. A lock held by a dead job's process makes that job
-       recovered first; one held by a live job is refused (`JobBusy`, exit 1).
+    1. The job's lock file is taken and its row inserted (`running`, with `intent`), then
+       its locks, all in one transaction. A lock held by a dead job's process makes that job
+       recovered first; one held by a live job is refused (`JobBusy`, exit 1) and the job
+       ends `rolled_back` without having done anything.
     2. The block records steps (`Job.step`) and commits its result (`Job.transaction`
        with `commit=True`).
     3. The block ends normally: the job is `done` and its locks are released.

@@ -210,8 +210,9 @@ def _duck() -> duckdb.DuckDBPyConnection:
 def _stage_rewrite(
     lake: Lake, table: str, acts: pa.Table, fields: Mapping[str, str], key: bytes, token: str
 ) -> tuple[int, int]:
-    """Stage (under `token`) a snapshot of lake `table` without its `delete` rows and with the
-    named fields of its `anonymise` rows replaced; returns (rows removed, rows anonymised).
+    """Stage (under `token`) a snapshot of lake `table` (which exists) without its `delete`
+    rows and with the named fields of its `anonymise` rows replaced; returns (rows removed,
+    rows anonymised).
 
     1. DuckDB streams the live snapshot joined to the acts (memory stays bounded).
     2. `null` fields become null; `hash` fields become `anon:` + 32 hex digits of
@@ -240,9 +241,7 @@ def _stage_rewrite(
     con = _duck()
     try:
         con.register("acts", acts)
-        source = f"read_parquet({_paths(files)})" if files else "(SELECT * FROM empty_table)"
-        if not files:
-            con.register("empty_table", schema.empty_table())
+        source = f"read_parquet({_paths(files)})"
         anonymised = con.execute(
             f"SELECT count(*) FROM {source} AS t JOIN acts AS a "
             f"ON t.{key_column} = a.key WHERE a.action = 'anonymise'"
@@ -376,7 +375,7 @@ def _control_plane(
     consent = _acts(workdir, "consent_evidence")
     doomed = pc.filter(consent["key"], pc.equal(consent["action"], "delete")).to_pylist()
     blurred = pc.filter(consent["key"], pc.equal(consent["action"], "anonymise")).to_pylist()
-    # The anchor sums of what leaves and what changes: the doctor reconciles them (I4).
+    # The anchor sums of what leaves and what changes: the doctor reconciles them (I5).
     removed_rows = _ledger_rows(session, doomed)
     before = _ledger_rows(session, blurred)
     after = _anonymised_ids(before, key)
