@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 from sqlalchemy.exc import SQLAlchemyError
 
+from consentry.audit import SqlAuditSink
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.jobs import JobRecord, register_recoverer, run_job
@@ -130,9 +131,10 @@ def commit_import(
     """Import validated rows into the home: the lake and the control plane, or nothing.
 
     1. A job holding `lake:<table>` stages the merged snapshot (not yet live).
-    2. One store transaction: the import run, the ledger's subjects or events (for `users`
-       and `consent_events`) with their audit events, and the job's commit. A database
-       refusal here is bad input and the staged snapshot is discarded.
+    2. One store transaction: the import run and its `table.imported` audit event, the
+       ledger's subjects or events (for `users` and `consent_events`) with theirs, and the
+       job's commit. A database refusal here is bad input and the staged snapshot is
+       discarded.
     3. The snapshot is published: the lake and the control plane now agree.
     """
     step = on_step or (lambda _message: None)
@@ -179,6 +181,19 @@ def commit_import(
                 session.add(run)
                 session.flush()
                 run_id = run.id
+                SqlAuditSink().append(
+                    session,
+                    "table.imported",
+                    {
+                        "table": table,
+                        "run_id": run_id,
+                        "rows_read": result.rows_read,
+                        "rows_new": result.rows_new,
+                        "rows_replaced": result.rows_replaced,
+                        "rows_total": result.rows_total,
+                        "snapshot": token,
+                    },
+                )
                 if table == "users":
                     read, new, updated = ledger.sync_subjects(fresh, session=session)
                     ledger_report["subjects"] = {"read": read, "new": new, "updated": updated}

@@ -48,6 +48,15 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
     ),
     "consent.anchored": ("events", "events_digest"),
     "subjects.synced": ("subjects_read", "subjects_new", "subjects_updated", "digest_sha256"),
+    "table.imported": (
+        "table",
+        "run_id",
+        "rows_read",
+        "rows_new",
+        "rows_replaced",
+        "rows_total",
+        "snapshot",
+    ),
     "delivery.built": (
         "delivery_id",
         "licensee_id",
