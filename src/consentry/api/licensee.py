@@ -24,9 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from consentry.api.consent import require_json
 from consentry.api.services import Services, services
 from consentry.api.validation import error_responses, unprocessable
+from consentry.delivery.attestation import ENVELOPE_FILE
+from consentry.delivery.cards import CARD_FILE, CROISSANT_FILE
+from consentry.delivery.keyset import KeySet
 from consentry.delivery.licensees import LicenseeRecord, authenticate_api_key
 from consentry.delivery.service import deliveries_dir
-from consentry.delivery.signing import Signer, b64url_encode
+from consentry.delivery.signing import b64url_encode
 from consentry.errors import BadInput
 from consentry.instants import rfc3339
 from consentry.revocation import (
@@ -137,6 +140,10 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "manifest_url": f"{base}/manifest",
         "signature_url": f"{base}/files/manifest.sig",
         "files": [{**f, "url": f"{base}/files/{f['name']}"} for f in manifest["files"]],
+        "documents": [
+            {**d, "url": f"{base}/files/{d['name']}"} for d in manifest.get("documents", [])
+        ],
+        "envelope_url": f"{base}/files/{ENVELOPE_FILE}" if "documents" in manifest else None,
     }
 
 
@@ -191,12 +198,26 @@ def delivery_manifest(delivery_id: str, svc: ServicesDep, licensee: LicenseeDep)
     )
 
 
-_FILE_TYPES = ("application/vnd.apache.parquet", "application/json", "application/octet-stream")
+_FILE_TYPES = (
+    "application/vnd.apache.parquet",
+    "application/json",
+    "application/ld+json",
+    "text/markdown",
+    "application/octet-stream",
+)
+_DOCUMENT_TYPES = {
+    "manifest.json": "application/json",
+    "manifest.sig": "application/octet-stream",
+    ENVELOPE_FILE: "application/json",
+    CROISSANT_FILE: "application/ld+json",
+    CARD_FILE: "text/markdown",
+}
 
 
 @api_router.get(
     "/deliveries/{delivery_id}/files/{name}",
-    summary="One file of a delivery (part files, manifest.json, manifest.sig); Range requests",
+    summary="One file of a delivery (parts, README.md, croissant.json, manifest.json, "
+    "manifest.sig, manifest.intoto.json); Range requests",
     response_class=FileResponse,
     responses={
         200: {
@@ -215,18 +236,17 @@ def delivery_file(
 ) -> FileResponse:
     """Streamed from disk; `Range: bytes=…` gets 206 with that slice (resumable downloads).
 
-    Only names the manifest lists, `manifest.json` and `manifest.sig` are served."""
+    Only names the manifest lists, `manifest.json`, `manifest.sig` and (for deliveries
+    that have one) `manifest.intoto.json` are served."""
     directory, manifest = _manifest(svc, licensee, delivery_id)
     listed = {f["name"] for f in manifest["files"]} | {"manifest.json", "manifest.sig"}
+    documents = manifest.get("documents", [])
+    listed |= {d["name"] for d in documents} | ({ENVELOPE_FILE} if documents else set())
     if not _FILE_NAME.fullmatch(name) or name not in listed:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"delivery {delivery_id} has no file {name!r}"
         )
-    media = "application/vnd.apache.parquet" if name.endswith(".parquet") else None
-    if name == "manifest.json":
-        media = "application/json"
-    elif name == "manifest.sig":
-        media = "application/octet-stream"
+    media = _DOCUMENT_TYPES.get(name, "application/vnd.apache.parquet")
     return FileResponse(directory / name, media_type=media, filename=name)
 
 
@@ -273,7 +293,7 @@ def revocation_feed(
     page, more = found[:limit], len(found) > limit
     now = datetime.now(UTC)
     last = page[-1].seq if page else position.seq
-    signer = Signer.for_home(svc.settings.home)
+    signer = KeySet.for_home(svc.settings.home).signer("feed")
     batch = {
         "licensee": licensee.name,
         "cursor": cursor,
