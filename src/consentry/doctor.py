@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from consentry.audit import AuditLog
 from consentry.delivery.build import LINEAGE_TABLE
+from consentry.delivery.keyset import KeySet
 from consentry.delivery.pseudonyms import hmac_sql
 from consentry.delivery.service import deliveries_dir, verify_delivery
 from consentry.delivery.signing import Signer
@@ -258,7 +259,7 @@ def _deliveries_audited(home: _Home, deliveries: pa.Table, live_staging: set[str
     event; no directory (or staging directory) without a delivery or a live job."""
     check = Check("I2")
     root = deliveries_dir(home.settings)
-    keys = Signer.from_keyring(home.keyring).public_keys_document()
+    keys = KeySet.for_home(home.settings.home).jwks()
     live = deliveries.filter(pc.is_null(deliveries["purged_at"])).to_pylist()
     seqs = [d["audit_seq"] for d in live]
     with home.store.session() as session:

@@ -22,6 +22,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "CONSENTRY_METER_BACKEND": "Online scraping meter of the API: memory (per process) or redis.",
     "CONSENTRY_MASTER_KEY": "Master key (base64url of 32 bytes) sealing licensee secrets; "
     "default: <home>/keys/master.key.",
+    "CONSENTRY_PUBLIC_URL": "Public base URL of the API, written into dataset cards and "
+    "Croissant records (default: paths only).",
 }
 """Name -> one-line meaning of every environment variable Consentry reads."""
 
@@ -50,6 +52,8 @@ class Settings:
     master_key: str | None = field(default=None, repr=False)
     """`CONSENTRY_MASTER_KEY` as given (base64url text); None: use `<home>/keys/master.key`.
     Kept out of `repr` so it never lands in logs."""
+    public_url: str | None = None
+    """Where licensees reach the API (`https://platform.example`); None: cite paths only."""
 
     @classmethod
     def from_env(cls, home: Path | None = None) -> Settings:
@@ -65,6 +69,7 @@ class Settings:
             duckdb_memory_limit=env.get("CONSENTRY_DUCKDB_MEMORY_LIMIT", "1GB"),
             meter_backend=env.get("CONSENTRY_METER_BACKEND", "memory"),
             master_key=env.get("CONSENTRY_MASTER_KEY") or None,
+            public_url=(env.get("CONSENTRY_PUBLIC_URL") or "").rstrip("/") or None,
         )
 
     @property

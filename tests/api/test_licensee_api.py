@@ -12,6 +12,7 @@ import pytest
 
 from consentry.api.auth import issue_token
 from consentry.delivery.licensees import registry_for
+from consentry.delivery.signing import b64url_decode, verify
 from consentry.keys import Keyring
 from consentry.revocation import run_revocations
 from consentry.revocation.batches import KEY_ID_HEADER, SIGNATURE_HEADER, verify_batch
@@ -94,8 +95,12 @@ def test_the_manifest_comes_byte_for_byte_with_a_verifiable_signature(api: Api) 
     on_disk = (api.home.deliveries / delivery / "manifest.json").read_bytes()
     assert response.content == on_disk
     keys = api.client.get("/.well-known/consentry-keys.json").json()
-    assert verify_batch(keys, response.content, response.headers[SIGNATURE_HEADER])
-    assert response.headers[KEY_ID_HEADER] == keys["keys"][0]["kid"]
+    signature = b64url_decode(response.headers[SIGNATURE_HEADER])
+    assert verify(keys, response.content, signature, payload="manifest")
+    # A manifest signature is no feed page signature (one key per payload kind).
+    assert not verify_batch(keys, response.content, response.headers[SIGNATURE_HEADER])
+    (current,) = [k for k in keys["keys"] if "manifest" in k["consentry_current_for"]]
+    assert response.headers[KEY_ID_HEADER] == current["kid"]
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from consentry.delivery.build import (
     evaluate_posts,
 )
 from consentry.delivery.eligibility import REASON_ORDER
+from consentry.delivery.keyset import KeySet
 from consentry.delivery.licensees import registry_for
 from consentry.delivery.pseudonyms import hmac_hex
 from consentry.delivery.service import verify_delivery
@@ -115,6 +116,7 @@ def test_manifest_shape(built: Built) -> None:
         "created_at",
         "counts",
         "files",
+        "documents",
         "columns",
         "lineage_sha256",
         "signing_key",
@@ -130,8 +132,12 @@ def test_manifest_shape(built: Built) -> None:
     on_disk = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     assert on_disk == manifest
     assert sorted(p.name for p in directory.iterdir()) == sorted(
-        [f["name"] for f in manifest["files"]] + ["manifest.json", "manifest.sig"]
+        [f["name"] for f in manifest["files"]]
+        + ["manifest.json", "manifest.sig", "manifest.intoto.json", "README.md", "croissant.json"]
     )
+    for document in manifest["documents"]:
+        path = directory / document["name"]
+        assert document["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     for entry in manifest["files"]:
         path = directory / entry["name"]
         assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -153,7 +159,8 @@ def test_signature_verifies_against_the_published_keys(built: Built) -> None:
     response = client.get("/.well-known/consentry-keys.json")
     assert response.status_code == 200
     keys = response.json()
-    assert [k["kid"] for k in keys["keys"]] == [built.eu["signing_key"]]
+    manifest_keys = [k["kid"] for k in keys["keys"] if "manifest" in k["consentry_current_for"]]
+    assert manifest_keys == [built.eu["signing_key"]]
     directory = built.dir(built.eu)
     body = (directory / "manifest.json").read_bytes()
     signature = (directory / "manifest.sig").read_bytes()
@@ -204,10 +211,11 @@ def test_records_are_the_eligible_posts_pseudonymised_hourly_and_minimised(built
     assert texts["p12"] == POSTS["p12"].text  # nothing to minimise: untouched
     intents = {pid: row["author_intents"] for pid, row in delivered.items()}
     # Both AI-training purposes allowed (US default, unknown age allowed in JP).
-    assert intents["p01"] == intents["p12"] == "train-ai=y, ai-use=y"
+    both = {"train-ai": True, "ai-use": True, "search": None}
+    assert intents["p01"] == intents["p12"] == both
     # u-de-in allowed third-party training but Grok training is off by the EU default;
     # AIPREF's rule (any disallow wins) makes the travelling signal a `n`.
-    assert intents["p02"] == "train-ai=n, ai-use=n"
+    assert intents["p02"] == {"train-ai": False, "ai-use": False, "search": None}
 
 
 def test_files_are_zstd_parquet_with_exactly_the_delivered_columns(built: Built) -> None:
@@ -216,6 +224,10 @@ def test_files_are_zstd_parquet_with_exactly_the_delivered_columns(built: Built)
             meta = pq.ParquetFile(built.dir(manifest) / entry["name"])
             assert meta.schema_arrow.names == DELIVERED_SCHEMA.names
             assert meta.schema_arrow.equals(DELIVERED_SCHEMA, check_metadata=False)
+            footer = meta.schema_arrow.metadata
+            assert footer[b"consentry.delivery_id"] == manifest["delivery_id"].encode()
+            assert footer[b"consentry.policy_version"] == manifest["policy_version"].encode()
+            assert footer[b"consentry.licensee"] == manifest["licensee"].encode()
             columns = meta.metadata.row_group(0).num_columns
             for i in range(columns):
                 assert meta.metadata.row_group(0).column(i).compression == "ZSTD"
@@ -254,15 +266,13 @@ def test_pseudonyms_differ_between_licensees(built: Built) -> None:
 # -- determinism ------------------------------------------------------------------------------
 
 
-def test_same_inputs_give_byte_identical_parts(built: Built) -> None:
+def test_same_inputs_give_byte_identical_data_pages(built: Built) -> None:
     first, second = built.open1, built.open2
     assert first["delivery_id"] != second["delivery_id"]
-    assert [(f["name"], f["sha256"]) for f in first["files"]] == [
-        (f["name"], f["sha256"]) for f in second["files"]
-    ]
+    assert [f["name"] for f in first["files"]] == [f["name"] for f in second["files"]]
     for f in first["files"]:
-        a = (built.dir(first) / f["name"]).read_bytes()
-        assert a == (built.dir(second) / f["name"]).read_bytes()
+        # Byte for byte up to the footer, which names each delivery.
+        assert _pages(built.home, first, f) == _pages(built.home, second, f)
     assert first["counts"] == second["counts"]
 
 
@@ -295,13 +305,23 @@ def test_parts_roll_over_and_bytes_do_not_depend_on_engine_batching(
     other = home.deliver("open")
     assert [f["rows"] for f in one["files"]] == [3, 3, 2]
     assert [f["name"] for f in one["files"]] == [f"part-{i:05d}.parquet" for i in range(3)]
-    assert [f["sha256"] for f in one["files"]] == [f["sha256"] for f in other["files"]]
+    # The data pages are the same bytes; only the footer differs (it names the delivery).
+    assert [_pages(home, one, f) for f in one["files"]] == [
+        _pages(home, other, f) for f in other["files"]
+    ]
     # Rows stay sorted by record_id across parts, and are those of the one-part delivery.
     rows = home.records(one["delivery_id"])
     assert [r["record_id"] for r in rows] == sorted(r["record_id"] for r in rows)
     assert rows == home.records(built.open1["delivery_id"])
-    keys = Signer.for_home(home.settings.home).public_keys_document()
+    keys = KeySet.for_home(home.settings.home).jwks()
     assert verify_delivery(home.deliveries / one["delivery_id"], keys).ok
+
+
+def _pages(home: Any, manifest: dict[str, Any], entry: dict[str, Any]) -> bytes:
+    """A part's bytes before its footer (footer length: the 4 bytes before `PAR1`)."""
+    data: bytes = (home.deliveries / manifest["delivery_id"] / entry["name"]).read_bytes()
+    footer = int.from_bytes(data[-8:-4], "little")
+    return data[: len(data) - 8 - footer]
 
 
 def test_nothing_eligible_still_gives_one_empty_signed_part(built: Built) -> None:

@@ -10,7 +10,7 @@ from datetime import date
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
+from httpx2 import Response  # what starlette's TestClient returns when httpx2 is installed
 
 from consentry.api.app import create_app
 from consentry.cli.admin import init_home

@@ -138,6 +138,9 @@ def create_app(settings: Settings) -> FastAPI:
     from consentry.web import transparency as transparency_pages
 
     app.include_router(audit_api.router)
+    from consentry.api import tiles as tiles_api
+
+    app.include_router(tiles_api.router)
     app.include_router(transparency_pages.router)
     # The more specific mount first: /static would otherwise shadow /static/swagger.
     app.mount(

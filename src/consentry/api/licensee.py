@@ -16,17 +16,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Security, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security, status
 from fastapi.responses import FileResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.api.consent import require_json
+from consentry.api.message_signatures import (
+    FEED_TAG,
+    RECEIPT_TAG,
+    SIGNATURE_HEADERS,
+    signed_headers,
+)
 from consentry.api.services import Services, services
 from consentry.api.validation import WholeNumber, error_responses, unprocessable
+from consentry.audit import canonical_json
+from consentry.delivery.attestation import ENVELOPE_FILE
+from consentry.delivery.cards import CARD_FILE, CROISSANT_FILE
+from consentry.delivery.keyset import KeySet
 from consentry.delivery.licensees import LicenseeRecord, authenticate_api_key
 from consentry.delivery.service import deliveries_dir
-from consentry.delivery.signing import Signer, b64url_encode
+from consentry.delivery.signing import b64url_encode
 from consentry.errors import BadInput
 from consentry.instants import rfc3339
 from consentry.revocation import (
@@ -137,6 +147,10 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "manifest_url": f"{base}/manifest",
         "signature_url": f"{base}/files/manifest.sig",
         "files": [{**f, "url": f"{base}/files/{f['name']}"} for f in manifest["files"]],
+        "documents": [
+            {**d, "url": f"{base}/files/{d['name']}"} for d in manifest.get("documents", [])
+        ],
+        "envelope_url": f"{base}/files/{ENVELOPE_FILE}" if "documents" in manifest else None,
     }
 
 
@@ -191,12 +205,26 @@ def delivery_manifest(delivery_id: str, svc: ServicesDep, licensee: LicenseeDep)
     )
 
 
-_FILE_TYPES = ("application/vnd.apache.parquet", "application/json", "application/octet-stream")
+_FILE_TYPES = (
+    "application/vnd.apache.parquet",
+    "application/json",
+    "application/ld+json",
+    "text/markdown",
+    "application/octet-stream",
+)
+_DOCUMENT_TYPES = {
+    "manifest.json": "application/json",
+    "manifest.sig": "application/octet-stream",
+    ENVELOPE_FILE: "application/json",
+    CROISSANT_FILE: "application/ld+json",
+    CARD_FILE: "text/markdown",
+}
 
 
 @api_router.get(
     "/deliveries/{delivery_id}/files/{name}",
-    summary="One file of a delivery (part files, manifest.json, manifest.sig); Range requests",
+    summary="One file of a delivery (parts, README.md, croissant.json, manifest.json, "
+    "manifest.sig, manifest.intoto.json); Range requests",
     response_class=FileResponse,
     responses={
         200: {
@@ -215,18 +243,17 @@ def delivery_file(
 ) -> FileResponse:
     """Streamed from disk; `Range: bytes=…` gets 206 with that slice (resumable downloads).
 
-    Only names the manifest lists, `manifest.json` and `manifest.sig` are served."""
+    Only names the manifest lists, `manifest.json`, `manifest.sig` and (for deliveries
+    that have one) `manifest.intoto.json` are served."""
     directory, manifest = _manifest(svc, licensee, delivery_id)
     listed = {f["name"] for f in manifest["files"]} | {"manifest.json", "manifest.sig"}
+    documents = manifest.get("documents", [])
+    listed |= {d["name"] for d in documents} | ({ENVELOPE_FILE} if documents else set())
     if not _FILE_NAME.fullmatch(name) or name not in listed:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"delivery {delivery_id} has no file {name!r}"
         )
-    media = "application/vnd.apache.parquet" if name.endswith(".parquet") else None
-    if name == "manifest.json":
-        media = "application/json"
-    elif name == "manifest.sig":
-        media = "application/octet-stream"
+    media = _DOCUMENT_TYPES.get(name, "application/vnd.apache.parquet")
     return FileResponse(directory / name, media_type=media, filename=name)
 
 
@@ -241,12 +268,13 @@ def delivery_file(
         200: {
             "description": "One signed batch (canonical JSON).",
             "content": {"application/json": {"schema": {"type": "object"}}},
-            "headers": _SIGNED,
+            "headers": {**_SIGNED, **SIGNATURE_HEADERS},
         },
         **error_responses(400, 401),
     },
 )
 def revocation_feed(
+    request: Request,
     svc: ServicesDep,
     licensee: LicenseeDep,
     cursor: Annotated[
@@ -258,7 +286,9 @@ def revocation_feed(
 
     1. The cursor must be one this server issued to this licensee (else 400).
     2. The body is canonical JSON; `Consentry-Signature` is its Ed25519 signature (base64url)
-       under the key `Consentry-Key-Id` names (see /.well-known/consentry-keys.json).
+       under the key `Consentry-Key-Id` names (see /.well-known/consentry-keys.json), and
+       the response carries an RFC 9421 signature (`Signature`, `Signature-Input`,
+       `Content-Digest`) over the request's method and URI, the status and the body.
     3. `next_cursor` resumes after the last revocation served; revocations logged later
        appear after it. Fetching with the same cursor again serves the same revocations
        (at-least-once: store the cursor after applying the batch).
@@ -273,7 +303,8 @@ def revocation_feed(
     page, more = found[:limit], len(found) > limit
     now = datetime.now(UTC)
     last = page[-1].seq if page else position.seq
-    signer = Signer.for_home(svc.settings.home)
+    keyset = KeySet.for_home(svc.settings.home)
+    signer = keyset.signer("feed")
     batch = {
         "licensee": licensee.name,
         "cursor": cursor,
@@ -284,7 +315,30 @@ def revocation_feed(
         "revocations": [entry.for_licensee(now) for entry in page],
     }
     body, headers = sign_batch(signer, batch)
+    headers |= _http_signature(request, svc, keyset, body, FEED_TAG)
     return Response(body, media_type="application/json", headers=headers)
+
+
+def _target_uri(request: Request, svc: Services) -> str:
+    """The URI the client asked for: CONSENTRY_PUBLIC_URL (behind a proxy) or the request's
+    own, with the path and query as sent."""
+    if svc.settings.public_url is None:
+        return str(request.url)
+    query = f"?{request.url.query}" if request.url.query else ""
+    return f"{svc.settings.public_url}{request.url.path}{query}"
+
+
+def _http_signature(
+    request: Request, svc: Services, keyset: KeySet, body: bytes, tag: str
+) -> dict[str, str]:
+    return signed_headers(
+        keyset.signer("http"),
+        method=request.method,
+        target_uri=_target_uri(request, svc),
+        status=200,
+        body=body,
+        tag=tag,
+    )
 
 
 class ReceiptBody(BaseModel):
@@ -296,12 +350,34 @@ class ReceiptBody(BaseModel):
     )
 
 
+_RECEIPT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["receipt_id", "confirmed", "already_confirmed", "unknown"],
+    "properties": {
+        "receipt_id": {"type": "string"},
+        "confirmed": {"type": "array", "items": {"type": "string"}},
+        "already_confirmed": {"type": "array", "items": {"type": "string"}},
+        "unknown": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
 @api_router.post(
     "/revocations/receipts",
     summary="Confirm deletions: idempotent; ids that are not revocations are reported back",
-    responses=error_responses(400, 401, 415),
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The receipt (canonical JSON), signed per RFC 9421.",
+            "content": {"application/json": {"schema": _RECEIPT_SCHEMA}},
+            "headers": SIGNATURE_HEADERS,
+        },
+        **error_responses(400, 401, 415),
+    },
 )
-def post_receipts(body: ReceiptBody, svc: ServicesDep, licensee: LicenseeDep) -> dict[str, Any]:
+def post_receipts(
+    request: Request, body: ReceiptBody, svc: ServicesDep, licensee: LicenseeDep
+) -> Response:
     """1. Every id must be a record id (else 422 naming the bad positions; nothing changes).
     2. Pending revocations of those records are confirmed; confirmed ones stay as they
        were (`already_confirmed`); ids with no revocation of this licensee are `unknown`.
@@ -311,12 +387,17 @@ def post_receipts(body: ReceiptBody, svc: ServicesDep, licensee: LicenseeDep) ->
     except BadInput as exc:
         raise unprocessable(exc, "body") from None
     result = RevocationLog(svc.store, svc.policy).confirm(licensee.id, ids)
-    return {
-        "receipt_id": result.receipt_id,
-        "confirmed": result.confirmed,
-        "already_confirmed": result.already_confirmed,
-        "unknown": result.unknown,
-    }
+    content = canonical_json(
+        {
+            "receipt_id": result.receipt_id,
+            "confirmed": result.confirmed,
+            "already_confirmed": result.already_confirmed,
+            "unknown": result.unknown,
+        }
+    ).encode("utf-8")
+    keyset = KeySet.for_home(svc.settings.home)
+    headers = _http_signature(request, svc, keyset, content, RECEIPT_TAG)
+    return Response(content, media_type="application/json", headers=headers)
 
 
 def _router() -> APIRouter:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consentry.api.services import Services, services
-from consentry.delivery.signing import Signer
+from consentry.delivery.keyset import KeySet
 from consentry.ledger.signals import (
     author_signals,
     gpc_document,
@@ -125,5 +125,5 @@ class ContentUsageMiddleware:
 
 @router.get("/.well-known/consentry-keys.json")
 def signing_keys(svc: Services = Depends(services)) -> JSONResponse:
-    """The Ed25519 public keys that sign delivery manifests and revocation batches (JWK)."""
-    return JSONResponse(Signer.for_home(svc.settings.home).public_keys_document())
+    """The Ed25519 public keys, with their history and the payload kinds each signs (JWKS)."""
+    return JSONResponse(KeySet.for_home(svc.settings.home).jwks())

@@ -18,6 +18,7 @@ from consentry.audit.events import (
     AuditSink,
     SqlAuditSink,
     canonical_json,
+    entry_json,
 )
 from consentry.audit.log import (
     AuditLog,
@@ -57,6 +58,7 @@ __all__ = [
     "VerifyReport",
     "append_events",
     "canonical_json",
+    "entry_json",
     "entry_text",
     "leaf_hash",
     "node_hash",

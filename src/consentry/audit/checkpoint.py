@@ -5,6 +5,11 @@ a newline; the signed note appends a blank line and one signature line
 `— <key name> <base64(key hash (4 bytes) || Ed25519 signature (64 bytes))>`. The key name is
 the origin; the key hash is the first 4 bytes of SHA-256(name || 0x0A || 0x01 || public key),
 as C2SP signed-note specifies for Ed25519 keys. The signature covers the checkpoint text.
+
+A note may carry more signature lines (witness cosignatures, C2SP tlog-cosignature, or any
+other key's): a verifier picks the line by key name and key hash and ignores every other line,
+so an unknown or malformed line never makes a valid note fail. The log's verifier key is
+published in the C2SP `vkey` form `<name>+<key hash hex>+<base64(0x01 || public key)>`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ __all__ = [
     "log_origin",
     "note_key_hash",
     "parse_signed_checkpoint",
+    "parse_verifier_key",
     "sign_checkpoint",
+    "signature_lines",
+    "verifier_key",
 ]
 
 _DASH: Final = "\u2014"
@@ -46,6 +54,53 @@ def note_key_hash(name: str, public_key: Ed25519PublicKey) -> bytes:
     """First 4 bytes of SHA-256(name || "\\n" || 0x01 || raw public key) (C2SP signed note)."""
     raw = public_key.public_bytes(_RAW, _RAW_PUBLIC)
     return hashlib.sha256(name.encode() + b"\n\x01" + raw).digest()[:4]
+
+
+def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
+    """The C2SP note verifier key: `<name>+<key hash, 8 hex>+<base64(0x01 || key)>`."""
+    raw = public_key.public_bytes(_RAW, _RAW_PUBLIC)
+    key_hash = note_key_hash(name, public_key).hex()
+    blob = base64.b64encode(b"\x01" + raw).decode("ascii")
+    return f"{name}+{key_hash}+{blob}"
+
+
+def parse_verifier_key(text: str) -> tuple[str, bytes, Ed25519PublicKey]:
+    """(name, key hash, public key) of a C2SP Ed25519 verifier key; BadInput otherwise.
+
+    The key hash must be the one the name and key give (a mislabelled key is refused)."""
+    name, sep1, rest = text.strip().partition("+")
+    hash_hex, sep2, blob = rest.partition("+")
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        key_hash = bytes.fromhex(hash_hex)
+    except (binascii.Error, ValueError):
+        raise _bad("verifier key", "not `name+hash+base64`") from None
+    if not (sep1 and sep2 and name) or len(key_hash) != 4 or len(raw) != 33 or raw[0] != 1:
+        raise _bad("verifier key", "not an Ed25519 C2SP verifier key (`name+hash+base64`)")
+    key = Ed25519PublicKey.from_public_bytes(raw[1:])
+    if note_key_hash(name, key) != key_hash:
+        raise _bad("verifier key", "the key hash does not match the name and key")
+    return name, key_hash, key
+
+
+def signature_lines(text: str) -> list[tuple[str, bytes]]:
+    """Every well-formed signature line of a note: (key name, key hash || signature).
+
+    Lines after the first blank line that start with an em dash and a space; a line whose
+    blob is not base64 of more than 4 bytes is skipped (it cannot be anybody's signature)."""
+    _, _, rest = text.partition("\n\n")
+    found = []
+    for line in rest.split("\n"):
+        if not line.startswith(_DASH + " "):
+            continue
+        name, _, blob = line[2:].rpartition(" ")
+        try:
+            raw = base64.b64decode(blob, validate=True)
+        except binascii.Error:
+            continue
+        if name and len(raw) > 4:
+            found.append((name, raw))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +157,18 @@ def _bad(location: str, message: str) -> BadInput:
     return BadInput(Problem(location=location, row=None, field="checkpoint", message=message))
 
 
-def parse_signed_checkpoint(text: str, *, location: str = "checkpoint") -> SignedCheckpoint:
+def parse_signed_checkpoint(
+    text: str, *, location: str = "checkpoint", key_hash: bytes | None = None
+) -> SignedCheckpoint:
     """Read a signed checkpoint note; BadInput naming what is malformed.
 
     1. The body is the text up to the first blank line: origin, decimal size, base64 root of
        32 bytes (further extension lines are refused: this log writes none).
-    2. After the blank line, the first line starting with an em dash is the signature:
-       key name, then base64 of 4 key-hash bytes and 64 signature bytes.
+    2. The log's signature is the line whose key name is the origin (and, when `key_hash` is
+       given, whose first 4 bytes are that hash), with 64 signature bytes. Every other line
+       (witness cosignatures, other keys, lines of no known form) is ignored.
     """
-    body, sep, rest = text.partition("\n\n")
+    body, sep, _ = text.partition("\n\n")
     if not sep:
         raise _bad(location, "no blank line between the checkpoint and its signature")
     lines = body.split("\n")
@@ -125,15 +183,10 @@ def parse_signed_checkpoint(text: str, *, location: str = "checkpoint") -> Signe
         raise _bad(location, "the root hash is not base64") from None
     if len(root) != HASH_SIZE:
         raise _bad(location, f"the root hash has {len(root)} bytes, not {HASH_SIZE}")
-    for line in rest.split("\n"):
-        if not line.startswith(_DASH + " "):
+    for name, raw in signature_lines(text):
+        if name != origin or (key_hash is not None and raw[:4] != key_hash):
             continue
-        name, _, blob = line[2:].rpartition(" ")
-        try:
-            raw = base64.b64decode(blob, validate=True)
-        except binascii.Error:
-            raise _bad(location, "the signature is not base64") from None
-        if len(raw) != 4 + 64 or not name:
-            raise _bad(location, "the signature line is not `— NAME BASE64(keyhash||sig)`")
+        if len(raw) != 4 + 64:
+            raise _bad(location, "the log's signature line is not `— NAME BASE64(keyhash||sig)`")
         return SignedCheckpoint(Checkpoint(origin, int(size_text), root), name, raw[:4], raw[4:])
-    raise _bad(location, "the checkpoint carries no signature line")
+    raise _bad(location, "the checkpoint carries no signature line of its origin's key")

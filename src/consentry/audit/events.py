@@ -2,8 +2,9 @@
 
 Events never hold personal data: users appear only as pseudonymous references
 (`Keyring.pseudonym`), everything else is a key, a count, a hash or an instant. Payloads are
-stored as canonical JSON (sorted keys, no whitespace) so they can later be hashed into a
-Merkle log byte for byte. docs/audit.md documents every type (a test enforces it).
+stored as RFC 8785 canonical JSON (`entry_json`) so they are hashed into the Merkle log byte
+for byte and any JCS implementation reproduces them. docs/audit.md documents every type (a
+test enforces it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import rfc8785
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,7 @@ __all__ = [
     "AuditSink",
     "SqlAuditSink",
     "canonical_json",
+    "entry_json",
 ]
 
 AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
@@ -154,8 +157,27 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
 
 
 def canonical_json(payload: Mapping[str, Any]) -> str:
-    """Sorted keys, no insignificant whitespace, UTF-8 kept as is."""
+    """Sorted keys, no insignificant whitespace, UTF-8 kept as is (the digests of plans,
+    assessments and feed pages; audit payloads use `entry_json`)."""
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def entry_json(payload: Mapping[str, Any]) -> str:
+    """RFC 8785 (JSON Canonicalization Scheme) text of an audit payload.
+
+    1. Keys sorted by UTF-16 code units, no insignificant whitespace, strings with only the
+       escapes JCS requires, UTF-8 kept as is; numbers as ECMAScript writes them.
+    2. For every payload the log writes (strings, lists of strings, booleans, null and
+       integers below 2^53) this is byte for byte what the earlier definition gave
+       (`json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`), so old
+       and new leaves are one entry format (tests/audit/test_entry_bytes.py checks it).
+    3. What JCS cannot represent exactly (an integer of 2^53 or more, a lone surrogate) is
+       refused (ValueError) rather than written in another form.
+    """
+    try:
+        return rfc8785.dumps(dict(payload)).decode("utf-8")
+    except rfc8785.CanonicalizationError as exc:
+        raise ValueError(f"not representable in RFC 8785 JSON: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +215,7 @@ class SqlAuditSink:
                 f"{event_type} carries exactly {sorted(fields)}, got {sorted(payload)}"
             )
         # 4. The event becomes the next leaf of the Merkle log, under the log's lock.
-        return append_events(session, [(event_type, canonical_json(payload))])[0]
+        return append_events(session, [(event_type, entry_json(payload))])[0]
 
     @staticmethod
     def read(session: Session, *, event_type: str | None = None) -> list[AuditEvent]:

@@ -17,8 +17,8 @@ from consentry.cli.common import (
     recover_first,
     settings_from,
 )
+from consentry.delivery.keyset import KeySet
 from consentry.delivery.service import deliver, explain, verify_delivery
-from consentry.delivery.signing import Signer
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import parse_instant
 
@@ -108,7 +108,7 @@ def verify_command(
         Path | None,
         typer.Option(
             "--keys",
-            help="Published keys (consentry-keys.json); default: this home's signing key.",
+            help="Published keys (consentry-keys.json); default: this home's key set.",
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -121,7 +121,7 @@ def verify_command(
         except (OSError, ValueError) as exc:
             raise BadInput(Problem(str(keys), None, None, f"cannot read keys: {exc}")) from None
     else:
-        document = Signer.for_home(settings.home).public_keys_document()
+        document = KeySet.for_home(settings.home).jwks()
     report = verify_delivery(directory, document)
     if as_json:
         print_json(

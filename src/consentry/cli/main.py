@@ -84,6 +84,10 @@ audit.register(app)
 from consentry.cli import doctor  # noqa: E402
 
 doctor.register(app)
+# signing keys and their rotation
+from consentry.cli import keys  # noqa: E402
+
+keys.register(app)
 
 
 def main() -> None:

@@ -24,8 +24,17 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from consentry.delivery.attestation import ENVELOPE_FILE, envelope, statement
+from consentry.delivery.cards import (
+    CARD_FILE,
+    CROISSANT_FILE,
+    DeliveryFacts,
+    croissant_bytes,
+    dataset_card,
+)
 from consentry.delivery.eligibility import (
     REASON_ORDER,
     LicenceScope,
@@ -39,14 +48,17 @@ from consentry.delivery.signing import Signer
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.ledger.bulk import resolve_consent_bulk
-from consentry.policy import AIPREF_CATEGORIES, Choice, PolicyFile
+from consentry.policy import AIPREF_CATEGORIES, Choice, Duration, PolicyFile
 
 __all__ = [
     "DELIVERED_SCHEMA",
+    "INTENTS_TYPE",
     "LINEAGE_FILE",
     "LINEAGE_SCHEMA",
     "LINEAGE_TABLE",
+    "PARQUET_METADATA_KEYS",
     "DeliveryTarget",
+    "DeliveryTerms",
     "build_delivery",
     "evaluate_posts",
     "explain_post",
@@ -62,6 +74,9 @@ LINEAGE_TABLE = "delivery_lineage"
 LINEAGE_FILE = ".lineage.parquet.tmp"
 """The lineage part, written in the staging directory until the job stages it in the lake."""
 
+INTENTS_TYPE = pa.struct([(category, pa.bool_()) for category in AIPREF_CATEGORIES])
+"""`author_intents`: per AIPREF category, true (allowed), false (disallowed) or null."""
+
 DELIVERED_SCHEMA = pa.schema(
     [
         ("record_id", pa.string()),
@@ -69,10 +84,13 @@ DELIVERED_SCHEMA = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("lang", pa.string()),
         ("text", pa.string()),
-        ("author_intents", pa.string()),
+        ("author_intents", INTENTS_TYPE),
     ]
 )
 """Columns of every delivered part file (documented in docs/deliveries.md)."""
+
+PARQUET_METADATA_KEYS = ("consentry.delivery_id", "consentry.policy_version", "consentry.licensee")
+"""Key-value metadata in every part's footer: which delivery, policy version and licensee."""
 
 LINEAGE_SCHEMA = pa.schema(
     [
@@ -94,6 +112,15 @@ class DeliveryTarget:
     scope: LicenceScope
     secret: bytes
     minimisation: MinimisationConfig = field(default_factory=MinimisationConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTerms:
+    """What the dataset card and Croissant record tell the licensee about its duties."""
+
+    feed_url: str = "/v1/licensee/revocations"
+    licence_url: str = "/license.xml"
+    revocation_sla: Duration = field(default_factory=lambda: Duration(days=30))
 
 
 def evaluate_posts(
@@ -126,7 +153,9 @@ def _sources(
 def _intents_expr(
     policy: PolicyFile, authors: ir.Table, events: ir.Table, as_of: datetime
 ) -> ir.Table:
-    """Per author, the AIPREF `Content-Usage` value at `as_of` (any deny wins per category)."""
+    """Per author, the AIPREF preferences at `as_of` as an `INTENTS_TYPE` struct: per
+    category, any deny among the purposes mapped to it gives false, else true; a category
+    no purpose maps to is null (unknown)."""
     version = policy.version_at(as_of)
     purposes = [p for p in (version.purposes if version else []) if p.aipref]
     table = authors
@@ -134,19 +163,17 @@ def _intents_expr(
         decided = resolve_consent_bulk(policy, authors, events, purpose.key, as_of)
         decided = decided.select(_uid=decided.user_id, **{f"_d{i}": decided.decision})
         table = table.join(decided, table.user_id == decided._uid).drop("_uid")
-    parts: list[ir.StringValue] = []
+    values: dict[str, ir.BooleanValue] = {}
     for category in AIPREF_CATEGORIES:
         voters = [f"_d{i}" for i, p in enumerate(purposes) if category in p.aipref]
         if not voters:
+            values[category] = ibis.null().cast("boolean")
             continue
         denied = ibis.literal(False)
         for column in voters:
             denied = denied | (table[column] == Choice.DENY.value)
-        parts.append(ibis.literal(f"{category}=") + ibis.ifelse(denied, "n", "y"))
-    usage: ir.StringValue = ibis.literal("")
-    for i, part in enumerate(parts):
-        usage = part if i == 0 else usage + ", " + part
-    return table.select(intents_user=table.user_id, author_intents=usage)
+        values[category] = ~denied
+    return table.select(intents_user=table.user_id, author_intents=ibis.struct(values))
 
 
 def _arrow_batches(backend: ibis.BaseBackend, query: str) -> Generator[pa.RecordBatch]:
@@ -173,6 +200,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _z(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def _languages(staging: Path, files: list[dict[str, Any]]) -> list[str]:
+    """The distinct `lang` values of the written parts (one column read back, vectorised)."""
+    found: set[str] = set()
+    for f in files:
+        column = pq.read_table(staging / f["name"], columns=["lang"]).column("lang")
+        found.update(v for v in pc.unique(column).to_pylist() if v)
+    return sorted(found)
+
+
 def new_delivery_id(as_of: datetime) -> str:
     """A fresh delivery id: the cut-off and 48 random bits."""
     return f"dlv-{as_of.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
@@ -190,6 +230,8 @@ def build_delivery(
     staging: Path,
     signer: Signer,
     engine: str,
+    attester: Signer | None = None,
+    terms: DeliveryTerms | None = None,
     now: datetime | None = None,
     on_progress: Callable[[str], None] | None = None,
     on_step: Callable[[str], None] | None = None,
@@ -200,10 +242,14 @@ def build_delivery(
     2. Project the eligible posts: record_id = HMAC(post_id), author_ref = HMAC(author_id)
        under the licensee's secret, created_at truncated to the hour, lang, minimised text,
        the author's `Content-Usage` value at as_of.
-    3. Write zstd Parquet parts sorted by record_id (the same inputs give the same bytes),
-       and the private lineage as `LINEAGE_FILE` (step `deliver.parts_written`).
-    4. Write manifest.json (counts, files with sha256 and rows, the lineage part's digest)
-       and its Ed25519 signature manifest.sig (step `deliver.signed`).
+    3. Write zstd Parquet parts sorted by record_id (the same inputs give the same data
+       pages; the footer's key-value metadata names the delivery, policy version and
+       licensee), and the private lineage as `LINEAGE_FILE` (step `deliver.parts_written`).
+    4. Write the dataset card README.md and croissant.json (`consentry.delivery.cards`).
+    5. Write manifest.json (counts, parts with sha256 and rows, the two documents with
+       sha256, the lineage part's digest), its Ed25519 signature manifest.sig (`signer`,
+       the manifest key) and the DSSE envelope manifest.intoto.json of an in-toto Statement
+       over every file (`attester`, the attestation key) (step `deliver.signed`).
     Nothing outside `staging` is written: the caller stages the lineage, commits, publishes.
     """
     now = now or datetime.now(UTC)
@@ -211,6 +257,7 @@ def build_delivery(
     if as_of > now:
         raise BadInput(Problem("command line", None, "--as-of", "the cut-off is in the future"))
     version = policy.version_at(as_of)
+    terms = terms or DeliveryTerms()
     progress = on_progress or (lambda _message: None)
     reached = on_step or (lambda _name: None)
 
@@ -270,10 +317,45 @@ def build_delivery(
     try:
         progress("writing part files")
         with contextlib.closing(_arrow_batches(backend, query)) as batches:
-            files, lineage = _write_parts(batches, staging, delivery_id, target.licensee)
+            files, lineage = _write_parts(
+                batches,
+                staging,
+                delivery_id,
+                target.licensee,
+                {
+                    "consentry.delivery_id": delivery_id,
+                    "consentry.policy_version": version.version if version else "",
+                    "consentry.licensee": target.licensee,
+                },
+            )
         if sum(f["rows"] for f in files) != delivered_count:
             raise ConsentryError("delivered rows do not match the eligibility count")
         reached("deliver.parts_written")
+        facts = DeliveryFacts(
+            delivery_id=delivery_id,
+            licensee=target.licensee,
+            purpose=target.scope.purpose,
+            as_of=_z(as_of),
+            created_at=_z(now),
+            policy_version=version.version if version else None,
+            considered=considered,
+            delivered=delivered_count,
+            excluded=excluded,
+            files=files,
+            languages=_languages(staging, files),
+            minimised=target.minimisation.names,
+            intent_categories=AIPREF_CATEGORIES,
+            revocation_sla=terms.revocation_sla.iso(),
+            revocation_sla_words=terms.revocation_sla.describe(),
+            feed_url=terms.feed_url,
+            licence_url=terms.licence_url,
+        )
+        documents = {
+            CARD_FILE: dataset_card(facts).encode("utf-8"),
+            CROISSANT_FILE: croissant_bytes(facts),
+        }
+        for name, content in documents.items():
+            (staging / name).write_bytes(content)
         manifest: dict[str, Any] = {
             "delivery_id": delivery_id,
             "licensee": target.licensee,
@@ -288,6 +370,10 @@ def build_delivery(
                 "excluded": excluded,
             },
             "files": files,
+            "documents": [
+                {"name": name, "sha256": hashlib.sha256(content).hexdigest()}
+                for name, content in documents.items()
+            ],
             "columns": [f.name for f in DELIVERED_SCHEMA],
             "lineage_sha256": _sha256(lineage),
             "signing_key": signer.kid,
@@ -295,6 +381,10 @@ def build_delivery(
         body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n"
         (staging / "manifest.json").write_bytes(body)
         (staging / "manifest.sig").write_bytes(signer.sign(body))
+        subjects = [(f["name"], f["sha256"]) for f in [*files, *manifest["documents"]]]
+        subjects.append(("manifest.json", hashlib.sha256(body).hexdigest()))
+        signed = envelope(statement(subjects, manifest), attester or signer)
+        (staging / ENVELOPE_FILE).write_text(json.dumps(signed, indent=2) + "\n", "utf-8")
         reached("deliver.signed")
     finally:
         backend.drop_view(view, force=True)
@@ -379,7 +469,11 @@ def _fixed_chunks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.T
 
 
 def _write_parts(
-    batches: Iterator[pa.RecordBatch], staging: Path, delivery_id: str, licensee: str
+    batches: Iterator[pa.RecordBatch],
+    staging: Path,
+    delivery_id: str,
+    licensee: str,
+    metadata: dict[str, str],
 ) -> tuple[list[dict[str, Any]], Path]:
     """Roll zstd parts of ROWS_PER_PART rows; return their descriptions and the lineage file.
 
@@ -395,6 +489,7 @@ def _write_parts(
        bytes are the same as a sequential write's.
     """
     files: list[dict[str, Any]] = []
+    part_schema = DELIVERED_SCHEMA.with_metadata(metadata)
     lineage_path = staging / LINEAGE_FILE
     lineage_writer = pq.ParquetWriter(lineage_path, LINEAGE_SCHEMA, compression="zstd")
     writer: pq.ParquetWriter | None = None
@@ -414,7 +509,7 @@ def _write_parts(
         while offset < delivered.num_rows:
             if writer is None:
                 path = staging / f"part-{len(files):05d}.parquet"
-                writer = pq.ParquetWriter(path, DELIVERED_SCHEMA, compression="zstd")
+                writer = pq.ParquetWriter(path, part_schema, compression="zstd")
                 rows_in_part = 0
             take = min(ROWS_PER_PART - rows_in_part, delivered.num_rows - offset)
             writer.write_table(delivered.slice(offset, take))
@@ -456,7 +551,7 @@ def _write_parts(
             writer.close()
     if not files:
         path = staging / "part-00000.parquet"
-        pq.write_table(DELIVERED_SCHEMA.empty_table(), path, compression="zstd")
+        pq.write_table(part_schema.empty_table(), path, compression="zstd")
         files.append({"name": path.name, "rows": 0, "sha256": _sha256(path)})
     return files, lineage_path
 

@@ -17,23 +17,27 @@ from typing import Any
 import sqlalchemy as sa
 
 from consentry.audit import SqlAuditSink
+from consentry.delivery.attestation import ENVELOPE_FILE, verify_envelope
 from consentry.delivery.build import (
     LINEAGE_FILE,
     LINEAGE_TABLE,
     DeliveryTarget,
+    DeliveryTerms,
     build_delivery,
     explain_post,
     new_delivery_id,
     stage_lineage,
 )
 from consentry.delivery.eligibility import LicenceScope
+from consentry.delivery.keyset import KeySet
 from consentry.delivery.licensees import LicenseeRecord, licensee_named, registry_for
 from consentry.delivery.minimise import MinimisationConfig
-from consentry.delivery.signing import Signer, verify
+from consentry.delivery.signing import verify
 from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.jobs import JobRecord, register_recoverer, run_job
 from consentry.ledger.sync import ledger_for
+from consentry.policy import PolicyFile
 from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import AuditEventRow, DeliveryRow
@@ -76,6 +80,19 @@ def target_for(settings: Settings, record: LicenseeRecord) -> DeliveryTarget:
         ),
         secret=secret,
         minimisation=MinimisationConfig(frozenset(record.minimise)),
+    )
+
+
+def terms_for(settings: Settings, policy: PolicyFile, as_of: datetime) -> DeliveryTerms:
+    """The licensee's duties as the card states them: the feed, the licence, the deadline
+    in force at the cut-off (URLs absolute when `CONSENTRY_PUBLIC_URL` is set)."""
+    from consentry.revocation.rules import sla_for  # revocation builds on deliveries
+
+    base = settings.public_url or ""
+    return DeliveryTerms(
+        feed_url=f"{base}/v1/licensee/revocations",
+        licence_url=f"{base}/license.xml",
+        revocation_sla=sla_for(policy, as_of),
     )
 
 
@@ -148,6 +165,7 @@ def deliver(
         events, policy = _events_for(settings, when)
         engine_name = engine or settings.engine
         backend = connect_for(settings, engine_name)
+        keyset = KeySet.for_home(settings.home)
         staging.mkdir(parents=True)
         manifest = build_delivery(
             backend=backend,
@@ -158,7 +176,9 @@ def deliver(
             as_of=when,
             delivery_id=delivery_id,
             staging=staging,
-            signer=Signer.for_home(settings.home),
+            signer=keyset.signer("manifest"),
+            attester=keyset.signer("attestation"),
+            terms=terms_for(settings, policy, when),
             engine=engine_name,
             now=now,
             on_progress=on_progress,
@@ -317,15 +337,51 @@ class VerifyReport:
         return self.signature_ok and self.files_ok and not self.problems
 
 
+def _envelope_problems(
+    directory: Path,
+    manifest: dict[str, Any],
+    body: bytes,
+    entries: list[tuple[str, str, int | None]],
+    keys: dict[str, Any],
+) -> list[str]:
+    """What is wrong with the DSSE envelope beside the manifest (step 4 of verify)."""
+    path = directory / ENVELOPE_FILE
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return [f"{ENVELOPE_FILE}: missing or not JSON"]
+    found = verify_envelope(document, keys) if isinstance(document, dict) else None
+    if found is None:
+        return [f"{ENVELOPE_FILE}: the envelope does not verify with the published keys"]
+    expected = {name: sha for name, sha, _ in entries}
+    expected["manifest.json"] = hashlib.sha256(body).hexdigest()
+    try:
+        subjects = {str(s["name"]): str(s["digest"]["sha256"]) for s in found["subject"]}
+    except (KeyError, TypeError):
+        return [f"{ENVELOPE_FILE}: the statement's subjects are malformed"]
+    problems = []
+    if subjects != expected:
+        problems.append(f"{ENVELOPE_FILE}: the subjects differ from the manifest's files")
+    if found.get("predicate") != manifest:
+        problems.append(f"{ENVELOPE_FILE}: the predicate is not this manifest")
+    return problems
+
+
 def verify_delivery(directory: Path, keys: dict[str, Any]) -> VerifyReport:
     """Check manifest.sig against the published keys, then every file's sha256 and rows.
 
-    1. The signature over manifest.json's exact bytes must verify with a published key.
-    2. manifest.json must be a manifest: JSON with a `files` list of `{name, sha256, rows}`;
-       otherwise that is the problem reported (the files cannot be checked).
+    1. The signature over manifest.json's exact bytes must verify with a published key of
+       kind `manifest` (any of them: retired keys verify what they signed).
+    2. manifest.json must be a manifest: JSON with a `files` list of `{name, sha256, rows}`
+       and, since deliveries carry them, a `documents` list of `{name, sha256}` (README.md,
+       croissant.json); otherwise that is the problem reported.
     3. Every listed file must be a plain file name in the directory (a name with a path in
-       it is a problem, never read), exist, and have the listed sha256 and row count; no
-       other Parquet file may be present.
+       it is a problem, never read), exist, and have the listed sha256 (and row count, for
+       parts); no other Parquet file may be present.
+    4. A manifest with documents must have manifest.intoto.json: a DSSE envelope verifying
+       under a published `attestation` key whose Statement's subjects are exactly the
+       listed files and manifest.json with their digests, and whose predicate is the
+       manifest.
     """
     import pyarrow.parquet as pq
 
@@ -337,14 +393,16 @@ def verify_delivery(directory: Path, keys: dict[str, Any]) -> VerifyReport:
             Problem(str(directory), None, None, "not a delivery: manifest.json or .sig missing")
         )
     body = manifest_path.read_bytes()
-    signature_ok = verify(keys, body, signature_path.read_bytes())
+    signature_ok = verify(keys, body, signature_path.read_bytes(), payload="manifest")
     if not signature_ok:
         problems.append("manifest.sig does not verify with the published keys")
     try:
-        entries = [
-            (str(f["name"]), str(f["sha256"]), int(f["rows"])) for f in json.loads(body)["files"]
+        manifest = json.loads(body)
+        entries: list[tuple[str, str, int | None]] = [
+            (str(f["name"]), str(f["sha256"]), int(f["rows"])) for f in manifest["files"]
         ]
-    except (ValueError, TypeError, KeyError) as exc:
+        entries += [(str(d["name"]), str(d["sha256"]), None) for d in manifest.get("documents", [])]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # A tampered manifest is a finding to report, not a crash.
         problems.append(f"manifest.json is not a delivery manifest ({type(exc).__name__}: {exc})")
         return VerifyReport(str(directory), signature_ok, False, problems)
@@ -361,9 +419,11 @@ def verify_delivery(directory: Path, keys: dict[str, Any]) -> VerifyReport:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
         if digest != sha256:
             problems.append(f"{name}: sha256 {digest} != manifest {sha256}")
-        elif pq.ParquetFile(path).metadata.num_rows != rows:
+        elif rows is not None and pq.ParquetFile(path).metadata.num_rows != rows:
             problems.append(f"{name}: row count differs from the manifest")
     for extra in sorted(p.name for p in directory.glob("*.parquet") if p.name not in listed):
         problems.append(f"{extra}: not listed in the manifest")
+    if "documents" in manifest:
+        problems += _envelope_problems(directory, manifest, body, entries, keys)
     files_ok = not [p for p in problems if not p.startswith("manifest.sig")]
     return VerifyReport(str(directory), signature_ok, files_ok, problems)

@@ -1,8 +1,9 @@
 """Ed25519 signatures over delivery manifests, and the public keys that check them.
 
-The installation has one signing key pair; the private key lives in `<home>/keys/signing.key`
-(PEM, PKCS#8, mode 0600, created by `consentry init` or on first use). Licensees fetch the
-public key as a JWK set from `/.well-known/consentry-keys.json` and check `manifest.sig`
+Each kind of payload has its own key (`consentry.delivery.keyset`); `Signer.for_home` is the
+log's key, `<home>/keys/signing.key` (PEM, PKCS#8, mode 0600, created by `consentry init`
+or on first use). Licensees fetch the public keys, with their history, as a JWK set from
+`/.well-known/consentry-keys.json` and check `manifest.sig`
 against `manifest.json` with any Ed25519 implementation (RFC 8032, pure Ed25519: the
 signature is over the manifest bytes themselves, no pre-hash).
 """
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 KEYS_DOCUMENT_PATH: Final = "/.well-known/consentry-keys.json"
-"""Where the API serves `Signer.public_keys_document()`."""
+"""Where the API serves the key set (`consentry.delivery.keyset.KeySet.jwks`)."""
 
 _RAW = serialization.Encoding.Raw
 _RAW_PUBLIC = serialization.PublicFormat.Raw
@@ -108,7 +109,7 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
 
 
 def _candidate_keys(
-    public_jwk_or_doc: Mapping[str, Any], kid: str | None
+    public_jwk_or_doc: Mapping[str, Any], kid: str | None, payload: str | None = None
 ) -> list[Mapping[str, Any]]:
     if "keys" in public_jwk_or_doc:
         keys = public_jwk_or_doc["keys"]
@@ -117,7 +118,12 @@ def _candidate_keys(
         found: list[Mapping[str, Any]] = keys
     else:
         found = [public_jwk_or_doc]
-    return [k for k in found if kid is None or k.get("kid") == kid]
+    return [
+        k
+        for k in found
+        if (kid is None or k.get("kid") == kid)
+        and (payload is None or payload in k.get("consentry_payloads", [payload]))
+    ]
 
 
 def verify(
@@ -126,17 +132,20 @@ def verify(
     signature: bytes,
     *,
     kid: str | None = None,
+    payload: str | None = None,
 ) -> bool:
     """True when `signature` is a valid Ed25519 signature of `data` under the given key(s).
 
     1. `public_jwk_or_doc` is one JWK or a key set `{"keys": [...]}` (the well-known
-       document); with a set, any key may match, or only the one named `kid`.
+       document); with a set, any key may match, or only the one named `kid`. With
+       `payload`, a key whose `consentry_payloads` do not include it is never tried (a
+       signature over another kind of payload cannot pass for this one).
     2. Malformed keys are BadInput (the verifier was handed something that is not a key);
        a signature that does not check, or that is not 64 bytes, is simply False.
     """
     if len(signature) != 64:
         return False
-    for jwk in _candidate_keys(public_jwk_or_doc, kid):
+    for jwk in _candidate_keys(public_jwk_or_doc, kid, payload):
         try:
             public_key_from_jwk(jwk).verify(signature, data)
         except InvalidSignature:
@@ -173,7 +182,7 @@ class Signer:
         return public_jwk(self.public_key)
 
     def public_keys_document(self) -> dict[str, list[dict[str, str]]]:
-        """The JSON served at `/.well-known/consentry-keys.json`: `{"keys": [JWK]}`."""
+        """A key set holding this key alone: `{"keys": [JWK]}`."""
         return {"keys": [self.public_jwk()]}
 
     def sign(self, data: bytes) -> bytes:

@@ -41,4 +41,4 @@ def verify_batch(keys: Mapping[str, Any], body: bytes, signature: str) -> bool:
         raw = b64url_decode(signature)
     except ValueError:
         return False
-    return verify(keys, body, raw)
+    return verify(keys, body, raw, payload="feed")
