@@ -50,9 +50,14 @@ class Choice(StrEnum):
     DENY = "deny"
 
 
-AiprefCategory = Literal["train-ai", "ai-use", "search"]
+AiprefCategory = Literal["train-ai", "search"]
 AIPREF_CATEGORIES: tuple[str, ...] = get_args(AiprefCategory)
-"""IETF AIPREF vocabulary categories (draft-ietf-aipref-vocab, 2025-2026 drafts)."""
+"""The usage categories of the IETF AIPREF vocabulary, pinned to draft-ietf-aipref-vocab-07
+(19 August 2026), "Usage Category Labels": `train-ai` ("AI Model Training": using an asset to
+change the learned parameters of a model that generates synthetic content) and `search`
+(selecting assets and directing users to them). Since -05 the draft defines no other label
+(`ai-use` was -02's only), so a purpose maps to these or to none; any other label is an
+extension the draft reserves to a standards-track update."""
 
 RetentionCategory = Literal[
     "posts", "profile", "consent_evidence", "access_events", "deliveries", "audit"
