@@ -62,6 +62,7 @@ __all__ = [
     "lake_dataset",
     "parquet_dataset",
     "register_lineage",
+    "run_event",
     "run_id_for",
     "store_dataset",
 ]
