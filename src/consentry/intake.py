@@ -25,6 +25,7 @@ from consentry.audit import SqlAuditSink
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.jobs import JobRecord, register_recoverer, run_job
+from consentry.jobs.lineage import RunLineage, lake_dataset, register_lineage, store_dataset
 from consentry.ledger.sync import SYNCED_TABLES, ledger_for
 from consentry.settings import Settings
 from consentry.sources.importer import ImportResult, check_arrow, check_files, stage_merge
@@ -74,6 +75,23 @@ class _ImportRecoverer:
 
 
 register_recoverer("import", _ImportRecoverer())
+
+
+def _import_lineage(settings: Settings, job: JobRecord, *, detail: bool) -> RunLineage:
+    """An import merges into one lake table (with `detail`, the table as published: its
+    schema and rows) and records its run; its inputs are named by `origin` in the run's
+    audit event, not here."""
+    table = job.intent["table"]
+    return RunLineage(
+        f"import.{table}",
+        outputs=(
+            lake_dataset(settings, table, detail=detail),
+            store_dataset(settings, "import_runs", detail=detail, rows=1 if detail else None),
+        ),
+    )
+
+
+register_lineage("import", _import_lineage)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,10 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "default: <home>/keys/master.key.",
     "CONSENTRY_PUBLIC_URL": "Public base URL of the API, written into dataset cards and "
     "Croissant records (default: paths only).",
+    "CONSENTRY_LICENSE_SERVER": "URL of an RSL licence server, named by /license.xml "
+    "(default: none, no server attribute).",
+    "CONSENTRY_OPENLINEAGE_URL": "OpenLineage HTTP endpoint (e.g. Marquez) for job run events "
+    "(default: a file in the home).",
 }
 """Name -> one-line meaning of every environment variable Consentry reads."""
 
@@ -54,6 +58,10 @@ class Settings:
     Kept out of `repr` so it never lands in logs."""
     public_url: str | None = None
     """Where licensees reach the API (`https://platform.example`); None: cite paths only."""
+    license_server: str | None = None
+    """An RSL licence server's URL, if the platform runs one."""
+    openlineage_url: str | None = None
+    """An OpenLineage HTTP endpoint; None: events go to `<home>/lineage/openlineage.jsonl`."""
 
     @classmethod
     def from_env(cls, home: Path | None = None) -> Settings:
@@ -70,6 +78,8 @@ class Settings:
             meter_backend=env.get("CONSENTRY_METER_BACKEND", "memory"),
             master_key=env.get("CONSENTRY_MASTER_KEY") or None,
             public_url=(env.get("CONSENTRY_PUBLIC_URL") or "").rstrip("/") or None,
+            license_server=env.get("CONSENTRY_LICENSE_SERVER") or None,
+            openlineage_url=env.get("CONSENTRY_OPENLINEAGE_URL") or None,
         )
 
     @property

@@ -85,13 +85,18 @@ def test_instants_at_the_ends_of_the_range_are_answered(world: World) -> None:
         ("/v1/audit/proof/0", ["path", "event_id"]),
         (f"/v1/audit/proof/1?size={2**63}", ["query", "size"]),
         (f"/v1/audit/consistency?first={2**63}", ["query", "first"]),
-        (f"/v1/audit/consistency?first=0&second={2**64}", ["query", "second"]),
+        (f"/v1/audit/consistency?first=1&second={2**64}", ["query", "second"]),
     ],
 )
 def test_integers_past_64_bits_are_422(world: World, path: str, where: list[str]) -> None:
     response = world.client.get(path, headers=world.token("ops", "admin"))
     assert response.status_code == 422, response.text
     assert [item["loc"] for item in response.json()["detail"]] == [where]
+
+
+def test_no_consistency_proof_from_the_empty_tree(world: World) -> None:
+    response = world.client.get("/v1/audit/consistency?first=0")
+    _assert_422(response, ["query", "first"], "greater than or equal to 1")
 
 
 def test_the_largest_64_bit_index_is_a_404_not_an_overflow(world: World) -> None:

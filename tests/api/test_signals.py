@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Scope
 
+from consentry.api.app import create_app
 from consentry.api.services import Services
 from consentry.api.signals import ContentUsageMiddleware, content_usage_for
 from consentry.ledger.service import Evidence
@@ -30,6 +31,7 @@ from consentry.ledger.signals import (
     tdmrep_reservation,
 )
 from consentry.policy import AIPREF_CATEGORIES, Choice
+from consentry.settings import Settings
 from tests.api.conftest import World
 
 THIRD = "ai_training_third_party"
@@ -62,39 +64,73 @@ def _choose(world: World, user_id: str, purpose: str, choice: Choice) -> None:
 # --- well-known documents ------------------------------------------------------------
 
 
+def _content_usage_rules(robots: str) -> list[tuple[str | None, str]]:
+    """(path or None, preference) of every Content-Usage rule, read as
+    draft-ietf-aipref-attach-05 "Processing Content-Usage Rules" says: the label, SP/HTAB
+    ignored around it and the colon, the value up to CR, LF or `#`; a value starting with
+    `/` begins with a path that ends at the first SP or HTAB."""
+    rules: list[tuple[str | None, str]] = []
+    for line in robots.splitlines():
+        label, colon, rest = line.partition(":")
+        if not colon or label.strip(" \t").lower() != "content-usage":
+            continue
+        value = rest.split("#", 1)[0].strip(" \t")
+        if value.startswith("/"):
+            path, preference = re.split(r"[ \t]", value, maxsplit=1)
+            rules.append((path, preference.strip(" \t")))
+        else:
+            rules.append((None, value))
+    return rules
+
+
 def test_robots_txt_carries_content_usage_and_license(world: World) -> None:
     response = world.client.get("/robots.txt")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     lines = response.text.splitlines()
-    rules: dict[str, dict[str, str]] = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        if name.strip().lower() != "content-usage":
-            continue
-        value = value.strip()
-        # `Content-Usage: [path] dictionary` (AIPREF attachment): the path is optional.
-        path, dictionary = ("/", value)
-        if value.startswith("/"):
-            path, _, dictionary = value.partition(" ")
-        rules[path] = _dictionary(dictionary)
-    assert rules["/"] == {"train-ai": "n", "ai-use": "n", "search": "y"}
-    assert rules["/settings/"] == {"train-ai": "n", "ai-use": "n", "search": "n"}
+    rules = _content_usage_rules(response.text)
+    # Every rule names its path; the site-wide one covers every crawlable path.
+    assert [(path, _dictionary(value)) for path, value in rules] == [
+        ("/", {"train-ai": "n", "search": "y"})
+    ]
+    # /settings/ may not be crawled, so it carries no preference (attach-05).
+    assert "Disallow: /settings/" in lines
+    assert not any(path and path.startswith("/settings") for path, _ in rules)
     licences = [line.split(":", 1)[1].strip() for line in lines if line.startswith("License:")]
     assert licences == ["http://testserver/license.xml"]
     assert "User-Agent: *" in lines
     assert "# Policy version in force: 2024-11-15" in lines
 
 
-def test_tdmrep_reserves_everything_and_points_at_the_licence(world: World) -> None:
+def test_tdmrep_reserves_everything_and_points_at_an_odrl_policy(world: World) -> None:
     body = world.client.get("/.well-known/tdmrep.json").json()
     assert body == [
         {
-            "location": "/*",
+            "location": "/",
             "tdm-reservation": 1,
-            "tdm-policy": "http://testserver/license.xml",
+            "tdm-policy": "http://testserver/policies/tdm.json",
         }
     ]
+    response = world.client.get(body[0]["tdm-policy"])
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/ld+json"
+    policy = response.json()
+    # TDMRep "Expressing a TDM Policy": an ODRL Offer with the TDMRep profile.
+    assert policy["@context"] == [
+        "http://www.w3.org/ns/odrl.jsonld",
+        "http://www.w3.org/ns/tdmrep.jsonld",
+    ]
+    assert policy["@type"] == "Offer"
+    assert policy["profile"] == "http://www.w3.org/ns/tdmrep"
+    assert policy["uid"] == "http://testserver/policies/tdm.json"
+    assert policy["assigner"]["uid"] == "http://testserver"
+    assert policy["assigner"]["vcard:hasURL"] == "http://testserver/policy"
+    (permission,) = policy["permission"]
+    assert permission["action"] == "tdm:mine"
+    assert permission["target"] == "http://testserver/"
+    assert [d["action"] for d in permission["duty"]] == ["obtainConsent", "compensate"]
+    assert "prohibition" not in policy
+    assert "obligation" not in policy
 
 
 def test_gpc_support_resource(world: World) -> None:
@@ -112,6 +148,7 @@ def test_rsl_license_parses_and_states_the_terms(world: World) -> None:
     assert root.tag == f"{RSL}rsl"
     [content] = root.findall(f"{RSL}content")
     assert content.get("url") == "http://testserver/"
+    assert content.get("server") is None  # no licence server configured: none named
     licences = content.findall(f"{RSL}license")
     training = [
         lic
@@ -134,6 +171,16 @@ def test_rsl_license_parses_and_states_the_terms(world: World) -> None:
     ]
     assert amounts == [("crawl", "USD", "15000")]
     assert "1,000,000 posts" in response.text
+
+
+def test_rsl_names_a_licence_server_only_when_one_is_configured(world: World) -> None:
+    server = "https://licensing.example/olp"
+    configured = Settings(home=world.settings.home, license_server=server)
+    with TestClient(create_app(configured)) as client:
+        root = ET.fromstring(client.get("/license.xml").content)
+    [content] = root.findall(f"{RSL}content")
+    assert content.get("server") == server
+    assert content.get("url") == "http://testserver/"
 
 
 # --- Content-Usage on the platform's own responses --------------------------------------
@@ -164,26 +211,46 @@ def _services(world: World) -> Services:
     return svc
 
 
+def _tdm_fields(headers: Any) -> tuple[int, str] | None:
+    """(tdm-reservation, tdm-policy) parsed as RFC 9651 items, or None when absent."""
+    if "tdm-reservation" not in headers:
+        assert "tdm-policy" not in headers
+        return None
+    reservation = http_sf.parse(headers["tdm-reservation"].encode(), tltype="item")
+    policy = http_sf.parse(headers["tdm-policy"].encode(), tltype="item")
+    assert isinstance(reservation, tuple)
+    assert isinstance(policy, tuple)
+    assert reservation[1] == policy[1] == {}
+    assert isinstance(reservation[0], int)
+    assert isinstance(policy[0], http_sf.Token)  # an absolute URL is a valid sf-token
+    return reservation[0], str(policy[0])
+
+
 def test_middleware_states_each_authors_preferences(world: World) -> None:
     platform = _platform(_services(world))
-    # Shipped policy: third-party training -> train-ai; X's own training -> train-ai, ai-use;
-    # business partners -> no AIPREF category.
+    reserved = (1, "http://testserver/policies/tdm.json")
+    # Shipped policy: both AI-training purposes -> train-ai; business partners -> none.
     defaulted = platform.get("/posts/alice/1")
     assert defaulted.status_code == 200
     assert defaulted.text == "a post by alice"
-    assert _dictionary(defaulted.headers["content-usage"]) == {"train-ai": "y", "ai-use": "y"}
-    assert defaulted.headers["content-usage"] == "train-ai=y, ai-use=y"
+    assert _dictionary(defaulted.headers["content-usage"]) == {"train-ai": "y"}
+    assert defaulted.headers["content-usage"] == "train-ai=y"
+    # Training allowed: no TDMRep header (the site-wide tdmrep.json reservation stands).
+    assert _tdm_fields(defaulted.headers) is None
 
-    # Switching off third-party training alone: any `n` wins for train-ai; ai-use stays y.
+    # Switching off third-party training alone: any `n` wins.
     _choose(world, "alice", THIRD, Choice.DENY)
-    assert platform.get("/posts/alice/1").headers["content-usage"] == "train-ai=n, ai-use=y"
+    alice = platform.get("/posts/alice/1").headers
+    assert _dictionary(alice["content-usage"]) == {"train-ai": "n"}
+    assert _tdm_fields(alice) == reserved
     _choose(world, "alice", FIRST, Choice.DENY)
-    opted_out = platform.get("/posts/alice/2")
-    assert opted_out.headers["content-usage"] == "train-ai=n, ai-use=n"
+    assert platform.get("/posts/alice/2").headers["content-usage"] == "train-ai=n"
 
-    # The EU default and a minor: off without any choice.
-    assert platform.get("/posts/berta/1").headers["content-usage"] == "train-ai=n, ai-use=n"
-    assert platform.get("/posts/dani/1").headers["content-usage"] == "train-ai=n, ai-use=n"
+    # The EU default and a minor: off without any choice, rights reserved.
+    for author in ("berta", "dani"):
+        headers = platform.get(f"/posts/{author}/1").headers
+        assert _dictionary(headers["content-usage"]) == {"train-ai": "n"}
+        assert _tdm_fields(headers) == reserved
 
 
 def test_no_header_when_the_response_is_not_an_authors_content(world: World) -> None:
@@ -195,22 +262,22 @@ def test_no_header_when_the_response_is_not_an_authors_content(world: World) -> 
     stranger = platform.get("/posts/zoe/1")
     assert stranger.status_code == 200
     assert "content-usage" not in stranger.headers
+    assert _tdm_fields(stranger.headers) is None
+    assert _tdm_fields(about.headers) is None
     assert content_usage_for(_services(world), "zoe") == ""
 
 
 def test_content_usage_for_reads_the_past(world: World) -> None:
     svc = _services(world)
-    # Before 2024-11-15 only X's own training existed (train-ai, ai-use), on for alice.
-    assert content_usage_for(svc, "alice", datetime(2024, 6, 1, tzinfo=UTC)) == (
-        "train-ai=y, ai-use=y"
-    )
+    # Before 2024-11-15 only X's own training existed (train-ai), on for alice.
+    assert content_usage_for(svc, "alice", datetime(2024, 6, 1, tzinfo=UTC)) == "train-ai=y"
     # Before the first policy version nothing is in force: every purpose is unknown.
     assert content_usage_for(svc, "alice", datetime(2020, 1, 1, tzinfo=UTC)) == ""
 
 
 def test_user_signals_endpoint_derives_tdmrep_and_intents(world: World) -> None:
     body = world.client.get("/v1/users/alice/signals", headers=world.token("alice")).json()
-    assert body["content_usage"] == "train-ai=y, ai-use=y"
+    assert body["content_usage"] == "train-ai=y"
     assert body["tdm_reservation"] == 0
     assert body["intents"] == {
         "syntheticContentGeneration": {"allow": True, "updatedAt": "2024-11-15T00:00:00Z"},
@@ -268,8 +335,8 @@ def test_tdmrep_reserves_unless_training_is_allowed(states: list[PurposeState]) 
 
 def test_tdmrep_examples() -> None:
     assert tdmrep_reservation({"train-ai": "y"}) == 0
-    assert tdmrep_reservation({"train-ai": "n", "ai-use": "y"}) == 1
-    assert tdmrep_reservation({"ai-use": "y"}) == 1  # unknown training: reserved
+    assert tdmrep_reservation({"train-ai": "n", "search": "y"}) == 1
+    assert tdmrep_reservation({"search": "y"}) == 1  # unknown training: reserved
 
 
 def _at(day: int) -> datetime:
@@ -279,7 +346,7 @@ def _at(day: int) -> datetime:
 def test_bluesky_intents_follow_train_ai() -> None:
     allowed = [
         PurposeState(THIRD, Choice.ALLOW, ("train-ai",), _at(3)),
-        PurposeState(FIRST, Choice.ALLOW, ("train-ai", "ai-use"), _at(7)),
+        PurposeState(FIRST, Choice.ALLOW, ("train-ai",), _at(7)),
         PurposeState("business_partners", Choice.DENY, (), _at(30)),  # no category: ignored
     ]
     expected: dict[str, Any] = {"allow": True, "updatedAt": "2024-11-22T00:00:00Z"}
@@ -287,7 +354,7 @@ def test_bluesky_intents_follow_train_ai() -> None:
         "syntheticContentGeneration": expected,
         "bulkDataset": expected,
     }
-    denied = [allowed[0], PurposeState(FIRST, Choice.DENY, ("train-ai", "ai-use"), _at(1))]
+    denied = [allowed[0], PurposeState(FIRST, Choice.DENY, ("train-ai",), _at(1))]
     intents = bluesky_intents(denied)
     assert intents["bulkDataset"] == {"allow": False, "updatedAt": "2024-11-18T00:00:00Z"}
     # No `since` known: the intent carries no updatedAt rather than a made-up one.
@@ -296,7 +363,7 @@ def test_bluesky_intents_follow_train_ai() -> None:
         "bulkDataset": {"allow": False},
     }
     # Nothing about training: every intent is unknown (left out), as the proposal allows.
-    assert bluesky_intents([PurposeState(FIRST, Choice.ALLOW, ("ai-use",), _at(1))]) == {}
+    assert bluesky_intents([PurposeState(FIRST, Choice.ALLOW, ("search",), _at(1))]) == {}
     assert bluesky_intents([]) == {}
 
 

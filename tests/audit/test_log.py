@@ -19,6 +19,7 @@ from consentry.audit.merkle import (
     verify_inclusion,
 )
 from consentry.delivery.signing import Signer
+from consentry.errors import ConsentryError
 from consentry.store import Store
 
 
@@ -68,10 +69,13 @@ def test_append_prove_and_consistency(store: Store, signer: Signer) -> None:
     old = log.prove(seqs[2], size=5)
     assert old.root_hash == tree.root(5)
     assert verify_inclusion(2, 5, old.leaf.leaf_hash, old.path, tree.root(5))
-    for first in range(0, 14):
+    for first in range(1, 14):
         c = log.consistency(first)
         assert verify_consistency(first, 13, c.path, c.first_root, c.second_root)
         assert c.path == tree.consistency_proof(first, 13)
+        assert (c.first_root, c.second_root) == (tree.root(first), tree.root(13))
+    with pytest.raises(ConsentryError, match="no consistency proof from size 0"):
+        log.consistency(0)
     with pytest.raises(Exception, match="not in the log"):
         log.prove(10_000)
     report = log.verify(signer.public_key)

@@ -50,6 +50,9 @@ def test_checkpoint_prove_consistency_verify_and_tampering(home: Path, tmp_path:
     )
     assert cli(home, "audit", "prove", "99")[0] == 1
     assert cli(home, "audit", "consistency", "4")[0] == 1
+    code, _, err = cli(home, "audit", "consistency", "0", "3")
+    assert code == 1
+    assert "no consistency proof from size 0" in err
     code, out, _ = cli(home, "audit", "verify", "--from-checkpoint", str(saved))
     assert code == 0
     assert out.startswith("ok: 3 leaves")

@@ -211,11 +211,11 @@ def test_records_are_the_eligible_posts_pseudonymised_hourly_and_minimised(built
     assert texts["p12"] == POSTS["p12"].text  # nothing to minimise: untouched
     intents = {pid: row["author_intents"] for pid, row in delivered.items()}
     # Both AI-training purposes allowed (US default, unknown age allowed in JP).
-    both = {"train-ai": True, "ai-use": True, "search": None}
+    both = {"train-ai": True, "search": None}
     assert intents["p01"] == intents["p12"] == both
     # u-de-in allowed third-party training but Grok training is off by the EU default;
     # AIPREF's rule (any disallow wins) makes the travelling signal a `n`.
-    assert intents["p02"] == {"train-ai": False, "ai-use": False, "search": None}
+    assert intents["p02"] == {"train-ai": False, "search": None}
 
 
 def test_files_are_zstd_parquet_with_exactly_the_delivered_columns(built: Built) -> None:

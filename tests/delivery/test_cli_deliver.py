@@ -28,7 +28,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from consentry.api.app import create_app
-from consentry.delivery.build import evaluate_posts
+from consentry.delivery.build import DELIVERED_SCHEMA, evaluate_posts
 from consentry.delivery.eligibility import LicenceScope, reasons_of
 from consentry.delivery.service import list_deliveries
 from consentry.engine import Lake, connect
@@ -37,6 +37,7 @@ from consentry.ledger.sync import ledger_for
 from consentry.policy import Choice, expand_region
 from consentry.settings import Settings
 from tests.delivery.conftest import THIRD, run_cli
+from tests.lineage_events import check_run, dataset, read_events, runs
 
 AS_OF = "2025-09-01T00:00:00Z"
 AS_OF_DT = datetime(2025, 9, 1, tzinfo=UTC)
@@ -151,6 +152,34 @@ def test_eu_only_delivery_holds_only_eu_users_who_explicitly_opted_in(
     assert set(rows.column("post_id").to_pylist()) == want
     # The explicit opt-ins are a minority of the EU's posts: the filter did real work.
     assert len(want) < len(candidates)
+
+
+def test_a_delivery_is_an_openlineage_run_with_its_datasets(
+    platform: Path, eu_delivery: dict[str, Any]
+) -> None:
+    (run,) = [
+        r
+        for r in runs(read_events(platform), "deliver.eu-lab")
+        if r[-1]["eventType"] == "COMPLETE"
+        and any(d["name"].endswith(eu_delivery["delivery_id"]) for d in r[-1]["outputs"])
+    ]
+    done = check_run(run)
+    assert [d["name"].rsplit("/", 1)[-1] for d in done["inputs"]] == [
+        "posts",
+        "users",
+        "consent_events",
+    ]
+    parts = dataset(done["outputs"], f"/deliveries/{eu_delivery['delivery_id']}")
+    stats = parts["outputFacets"]["outputStatistics"]
+    assert stats["rowCount"] == eu_delivery["counts"]["delivered"]
+    assert stats["fileCount"] == len(
+        list((platform / "deliveries" / eu_delivery["delivery_id"]).glob("part-*.parquet"))
+    )
+    assert [f["name"] for f in parts["facets"]["schema"]["fields"]] == DELIVERED_SCHEMA.names
+    posts = dataset(done["inputs"], "/lake/posts")
+    assert posts["inputFacets"]["inputStatistics"]["rowCount"] == Lake(platform / "lake").row_count(
+        "posts"
+    )
 
 
 def test_before_2024_11_15_nothing_goes_to_third_party_training(platform: Path) -> None:

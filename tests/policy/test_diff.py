@@ -98,7 +98,7 @@ def test_purpose_field_changes() -> None:
             "minors": Choice.ALLOW,
             "unknown_age": Choice.DENY,
             "gpc": False,
-            "aipref": ["train-ai", "ai-use"],
+            "aipref": ["train-ai", "search"],
         }
     )
     later = new.model_copy(update={"purposes": [changed, *new.purposes[1:]]})
@@ -112,7 +112,7 @@ def test_purpose_field_changes() -> None:
         f"{title} is no longer always off for minors: their choice and the defaults apply.",
         f"{title} is now always off for people whose age is unknown.",
         f"A Global Privacy Control signal no longer turns {title} off.",
-        f"{title} now maps to AIPREF train-ai, ai-use (it was train-ai).",
+        f"{title} now maps to AIPREF train-ai, search (it was train-ai).",
     ]
     assert all(c.kind == "purpose_changed" for c in diff_versions(new, later))
 

@@ -205,7 +205,7 @@ def test_purpose_keys_are_snake_case_and_unique() -> None:
 def test_aipref_categories_are_checked() -> None:
     problem = _one(_doc(PURPOSE + "        aipref: [train-ai, crawl]\n"))
     assert problem.field == "versions[0].purposes[0].aipref[1]"
-    assert "'train-ai', 'ai-use' or 'search'" in problem.message
+    assert "'train-ai', 'search' or 'ai-use'" in problem.message
     problem = _one(_doc(PURPOSE + "        aipref: [search, search]\n"))
     assert (problem.field, problem.message) == (
         "versions[0].purposes[0].aipref[1]",

@@ -35,6 +35,7 @@ from consentry.sources.schema import arrow_schema
 from consentry.store import open_store
 from consentry.store.models import AuditEventRow, ConsentEventRow, ConsentStateRow, Subject
 from tests.delivery.conftest import LakeHome, run_cli
+from tests.lineage_events import check_run, dataset, read_events, runs
 from tests.retention.conftest import AT, initialised_home, write_policy
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -81,6 +82,14 @@ def test_apply_executes_the_plan_and_verifies_it(world: LakeHome, tmp_path: Path
     assert purge["results"]["revocations"] == 1
     assert purge["evidence"]["ok"]
     assert not any(purge["evidence"]["remaining"].values())
+    (run,) = runs(read_events(settings.home), "retention.apply")
+    done = check_run(run)
+    after = dataset(done["outputs"], "/lake/posts")["outputFacets"]["outputStatistics"]
+    assert after["rowCount"] == len(posts) == 16
+    assert (
+        dataset(done["outputs"], "retention_purges")["outputFacets"]["outputStatistics"]["rowCount"]
+        == 1
+    )
     # planned -> applied -> verified, each in the audit log with the plan's hash.
     for event_type in ("retention.planned", "retention.applied", "retention.verified"):
         (event,) = _events(settings, event_type)

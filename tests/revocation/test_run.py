@@ -20,6 +20,7 @@ from consentry.revocation import revoke_purged, run_revocations
 from consentry.store import open_store
 from consentry.store.models import RevocationRow
 from tests.delivery.conftest import AS_OF
+from tests.lineage_events import check_run, dataset, read_events, runs
 from tests.revocation.conftest import ALWAYS_REVOKED, OPEN_DELIVERED, RevocationHome
 
 
@@ -50,6 +51,11 @@ def test_a_fresh_delivery_revokes_only_what_changed_since_its_cut_off(
     assert all(r["new"] and r["status"] == "pending" for r in rows.values())
     assert report.lineage_rows == len(OPEN_DELIVERED)
     assert report.new == 2
+    (run,) = runs(read_events(home.settings.home), "revoke.open")
+    done = check_run(run)
+    logged = dataset(done["outputs"], "revocations")
+    assert logged["outputFacets"]["outputStatistics"]["rowCount"] == report.new
+    assert "delivery_lineage" in {d["name"].rsplit("/", 1)[-1] for d in done["inputs"]}
 
 
 def test_explicit_opt_out_revokes_the_authors_posts_since_the_first_deny(

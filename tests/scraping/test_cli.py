@@ -16,6 +16,7 @@ from consentry.cli.admin import init_home
 from consentry.cli.main import app
 from consentry.demo import read_facts
 from consentry.settings import Settings
+from tests.lineage_events import check_run, dataset, read_events, runs
 
 runner = CliRunner()
 
@@ -85,6 +86,13 @@ def test_the_three_demo_scrapers_come_out_as_designed(settings: Settings, demo_d
     assert event.payload["result_sha256"] == hashlib.sha256(recorded.read_bytes()).hexdigest()
     assert event.payload["billed_entities"] == 2
     assert event.payload["total_amount"] == "70500.00"
+    (run,) = runs(read_events(settings.home), "scraping.assess")
+    done = check_run(run)
+    events_file = dataset(done["inputs"], "access_events.parquet")
+    assert events_file["inputFacets"]["inputStatistics"]["rowCount"] == doc["accesses"]
+    assert dataset(done["inputs"], "entities.parquet")["namespace"] == "file"
+    result = dataset(done["outputs"], f"{doc['assessment_id']}.json")
+    assert result["outputFacets"]["outputStatistics"]["rowCount"] == len(doc["entities"])
 
 
 def test_roundings_and_max_total(settings: Settings, demo_dir: Path) -> None:

@@ -75,7 +75,12 @@ def checkpoint(svc: ServicesDep) -> PlainTextResponse:
 )
 def consistency(
     svc: ServicesDep,
-    first: Annotated[WholeNumber, Query(ge=0, le=MAX_INT64, description="The older tree size.")],
+    first: Annotated[
+        WholeNumber,
+        Query(
+            ge=1, le=MAX_INT64, description="The older tree size (no proof from the empty tree)."
+        ),
+    ],
     second: Annotated[
         WholeNumber | None,
         Query(ge=0, le=MAX_INT64, description="The newer size (default: now)."),

@@ -1,8 +1,10 @@
-"""Public preference signals: robots.txt, TDMRep, GPC, RSL; and `Content-Usage` on a
-platform's own responses (an ASGI middleware and a plain function)."""
+"""Public preference signals: robots.txt, TDMRep (with its ODRL policy), GPC, RSL; and the
+`Content-Usage` and TDMRep header fields on a platform's own responses (an ASGI middleware
+and plain functions)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -15,14 +17,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from consentry.api.services import Services, services
 from consentry.delivery.keyset import KeySet
 from consentry.ledger.signals import (
+    TDM_POLICY_PATH,
+    AuthorSignals,
+    author_header_fields,
     author_signals,
     gpc_document,
     robots_txt,
     rsl_license,
+    tdm_policy,
     tdmrep_document,
 )
 
-__all__ = ["ContentUsageMiddleware", "content_usage_for", "router"]
+__all__ = ["ContentUsageMiddleware", "content_usage_for", "router", "signal_headers_for"]
 
 router = APIRouter(tags=["signals"])
 
@@ -40,8 +46,25 @@ def robots(request: Request, svc: Services = Depends(services)) -> PlainTextResp
 
 @router.get("/.well-known/tdmrep.json")
 def tdmrep(request: Request) -> JSONResponse:
-    """TDMRep: text-and-data-mining rights are reserved; terms at /license.xml."""
+    """TDMRep: text-and-data-mining rights are reserved everywhere; the TDM Policy (ODRL) is
+    at /policies/tdm.json."""
     return JSONResponse(tdmrep_document(_base_url(request)))
+
+
+@router.get(
+    TDM_POLICY_PATH,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The TDM Policy: an ODRL 2.2 Offer with the TDMRep profile.",
+            "content": {"application/ld+json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+def tdm_policy_document(request: Request) -> Response:
+    """TDMRep TDM Policy: mining needs a licence (consent) and its fee (compensation)."""
+    body = json.dumps(tdm_policy(_base_url(request)), indent=2)
+    return Response(body, media_type="application/ld+json")
 
 
 @router.get("/.well-known/gpc.json")
@@ -63,32 +86,49 @@ def gpc(svc: Services = Depends(services)) -> JSONResponse:
     },
 )
 def license_xml(request: Request, svc: Services = Depends(services)) -> Response:
-    """RSL 1.0 description of the AI-training licence terms."""
+    """RSL 1.0 description of the AI-training licence terms (`server="…"` only when
+    CONSENTRY_LICENSE_SERVER names a licence server)."""
     version = svc.policy.version_at(datetime.now(UTC))
-    return Response(rsl_license(_base_url(request), version), media_type="application/rsl+xml")
+    document = rsl_license(_base_url(request), version, server=svc.settings.license_server)
+    return Response(document, media_type="application/rsl+xml")
+
+
+def _author_signals(svc: Services, author_id: str, at: datetime | None) -> AuthorSignals | None:
+    """The author's signals from their resolved consent at `at` (default now); None for an
+    author the ledger has never been told about: their facts are unknown, so any preference
+    stated would be a guess (the site-wide robots.txt and tdmrep.json still apply)."""
+    if svc.ledger.subject(author_id) is None:
+        return None
+    when = at or datetime.now(UTC)
+    decisions = svc.ledger.resolve_all(author_id, when)
+    return author_signals(svc.policy.version_at(when), decisions)
 
 
 def content_usage_for(svc: Services, author_id: str, at: datetime | None = None) -> str:
-    """The `Content-Usage` header value for content by `author_id` (resolved now by default).
+    """The `Content-Usage` header value for content by `author_id` ("" for an unknown
+    author or no known category: no header)."""
+    signals = _author_signals(svc, author_id, at)
+    return signals.content_usage if signals is not None else ""
 
-    1. An author the ledger has never been told about gets "" (no header): their facts are
-       unknown, so any preference we stated would be a guess; robots.txt's site-wide rule
-       still applies.
-    2. Otherwise the author's resolved consent at `at`, as an AIPREF dictionary.
-    """
-    if svc.ledger.subject(author_id) is None:
-        return ""
-    when = at or datetime.now(UTC)
-    decisions = svc.ledger.resolve_all(author_id, when)
-    return author_signals(svc.policy.version_at(when), decisions).content_usage
+
+def signal_headers_for(
+    svc: Services, author_id: str, base_url: str, at: datetime | None = None
+) -> list[tuple[str, str]]:
+    """The header fields for content by `author_id`: `Content-Usage`, and `tdm-reservation`
+    with `tdm-policy` where the author's rights are reserved (`author_header_fields`);
+    none for an unknown author."""
+    signals = _author_signals(svc, author_id, at)
+    return author_header_fields(signals, base_url) if signals is not None else []
 
 
 class ContentUsageMiddleware:
-    """Adds `Content-Usage` to responses that serve one author's content.
+    """Adds `Content-Usage` (and TDMRep's fields where rights are reserved) to responses
+    that serve one author's content.
 
     `author_of(scope)` tells, from the request, whose content the response carries (None:
-    not author content, no header). The header is the author's AIPREF preferences now
-    (none for an author the ledger does not know, see `content_usage_for`).
+    not author content, no header). The fields are `signal_headers_for` the author now;
+    `tdm-policy` is absolute, on `CONSENTRY_PUBLIC_URL` when set, else on the request's
+    own base URL.
     """
 
     def __init__(
@@ -110,13 +150,14 @@ class ContentUsageMiddleware:
         if author is None:
             await self.app(scope, receive, send)
             return
+        base = self.services.settings.public_url or str(Request(scope).base_url)
         # Resolution reads the store: keep it off the event loop.
-        value = await anyio.to_thread.run_sync(content_usage_for, self.services, author)
+        fields = await anyio.to_thread.run_sync(signal_headers_for, self.services, author, base)
 
         async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start" and value:
+            if message["type"] == "http.response.start" and fields:
                 headers: list[Any] = list(message.get("headers", []))
-                headers.append((b"content-usage", value.encode("ascii")))
+                headers += [(name.encode(), value.encode("ascii")) for name, value in fields]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -382,16 +382,17 @@ class AuditLog:
             return InclusionProof(leaf, n, hashes[-1], hashes[:-1])
 
     def consistency(self, first: int, second: int | None = None) -> ConsistencyProof:
-        """PROOF(first, D[second]) (default second: the current size) with both roots."""
+        """PROOF(first, D[second]) (default second: the current size) with both roots.
+
+        0 < first <= second: RFC 9162 defines no proof from the empty tree (every tree
+        extends it), and `verify_consistency` accepts none."""
         with self.store.session() as session:
             n = self._size(session, second)
-            if not 0 <= first <= n:
+            if not 0 < first <= n:
                 raise ConsentryError(f"no consistency proof from size {first} to size {n}")
-            ranges = consistency_ranges(first, n) if 0 < first < n else []
-            wanted = [*ranges, (0, n)] + ([(0, first)] if first else [])
-            hashes = _range_hashes(session, wanted) if n else [EMPTY_ROOT]
-            second_root = hashes[len(ranges)]
-            first_root = hashes[-1] if first else EMPTY_ROOT
+            ranges = consistency_ranges(first, n)
+            hashes = _range_hashes(session, [*ranges, (0, n), (0, first)])
+            first_root, second_root = hashes[-1], hashes[-2]
             return ConsistencyProof(first, n, first_root, second_root, hashes[: len(ranges)])
 
     def load_tree(self, tree: MemoryTree | None = None) -> MemoryTree:

@@ -294,25 +294,25 @@ def verify_consistency(
 ) -> bool:
     """True when `proof` shows the tree `second_root` (size `second`) extends `first_root`.
 
-    Edge cases first (as transparency-dev/merkle): first > second or negative sizes fail;
-    first == second needs an empty proof and equal roots; first == 0 needs an empty proof.
-    Otherwise RFC 9162 §2.1.4.2:
-    1. An empty proof fails. If `first` is a power of two, prepend first_root.
-    2. fn = first - 1, sn = second - 1; while LSB(fn): shift both right.
-    3. fr = sr = proof[0]; for each later c: sn == 0 fails; if LSB(fn) or fn == sn:
+    Edge cases first, as transparency-dev/merkle's RootFromConsistencyProof:
+    1. Negative sizes or first > second fail.
+    2. first == 0 fails: RFC 9162 §2.1.4 defines PROOF(m, D[n]) for 0 < m only; every tree
+       extends the empty one, so such a "proof" would prove nothing.
+    3. first == second needs an empty proof and equal roots (whatever their form: equal
+       values prove themselves).
+    Otherwise every hash must be 32 bytes and RFC 9162 §2.1.4.2 applies:
+    4. An empty proof fails. If `first` is a power of two, prepend first_root.
+    5. fn = first - 1, sn = second - 1; while LSB(fn): shift both right.
+    6. fr = sr = proof[0]; for each later c: sn == 0 fails; if LSB(fn) or fn == sn:
        fr = H(c, fr), sr = H(c, sr), and if LSB(fn) is unset shift both right until LSB(fn)
        is set or fn is 0; else sr = H(sr, c). Then shift both right once.
-    4. Success iff fr == first_root, sr == second_root and sn == 0.
+    7. Success iff fr == first_root, sr == second_root and sn == 0.
     """
-    if not _well_formed(first_root, second_root, *proof):
-        return False
-    if first < 0 or second < 0 or first > second:
+    if first <= 0 or first > second:
         return False
     if first == second:
         return not proof and first_root == second_root
-    if first == 0:
-        return not proof
-    if not proof:
+    if not proof or not _well_formed(first_root, second_root, *proof):
         return False
     path = list(proof)
     if first & (first - 1) == 0:
@@ -433,8 +433,6 @@ class MemoryTree:
 
     def consistency_proof(self, first: int, second: int | None = None) -> list[bytes]:
         n = self._check(self.size if second is None else second)
-        if first == 0 or first == n:
-            return []
         return [self._range(lo, hi) for lo, hi in consistency_ranges(first, n)]
 
     def inclusion_proofs(

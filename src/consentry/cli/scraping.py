@@ -95,7 +95,9 @@ def assess_command(
         assessment = run_assessment(
             settings, options, on_progress=lambda s: bar.update(task, description=s)
         )
-    assessment_id = record_assessment(settings, assessment)
+    assessment_id = record_assessment(
+        settings, assessment, events=options.events, entities=options.entities
+    )
     if as_json:
         print_json({**assessment.to_json(), "assessment_id": assessment_id})
         return

@@ -36,6 +36,13 @@ from consentry.delivery.signing import verify
 from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.jobs import JobRecord, register_recoverer, run_job
+from consentry.jobs.lineage import (
+    RunLineage,
+    lake_dataset,
+    parquet_dataset,
+    register_lineage,
+    store_dataset,
+)
 from consentry.ledger.sync import ledger_for
 from consentry.policy import PolicyFile
 from consentry.settings import Settings
@@ -121,6 +128,30 @@ class _DeliveryRecoverer:
 
 
 register_recoverer("deliver", _DeliveryRecoverer())
+
+
+def _delivery_lineage(settings: Settings, job: JobRecord, *, detail: bool) -> RunLineage:
+    """A delivery reads the lake's posts and users and the consent ledger; it writes the
+    delivery directory (its Parquet parts: the delivered rows), the lineage table and its
+    `deliveries` row."""
+    directory = deliveries_dir(settings) / job.intent["delivery_id"]
+    parts = sorted(directory.glob("part-*.parquet")) if detail else []
+    return RunLineage(
+        f"deliver.{job.subject}",
+        inputs=(
+            lake_dataset(settings, "posts", detail=detail),
+            lake_dataset(settings, "users", detail=detail),
+            store_dataset(settings, "consent_events", detail=detail),
+        ),
+        outputs=(
+            parquet_dataset(directory, parts, detail=detail),
+            lake_dataset(settings, LINEAGE_TABLE, detail=detail),
+            store_dataset(settings, "deliveries", detail=detail, rows=1 if detail else None),
+        ),
+    )
+
+
+register_lineage("deliver", _delivery_lineage)
 
 
 def deliver(

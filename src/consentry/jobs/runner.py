@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from consentry.errors import ConsentryError
 from consentry.jobs.faults import failpoint
+from consentry.jobs.lineage import emit_run_event
 from consentry.settings import Settings
 from consentry.store import Store, open_store
 from consentry.store.models import JobLockRow, JobRow
@@ -288,14 +289,20 @@ def _take_locks(job: Job, names: Sequence[str], *, wait: float) -> None:
         time.sleep(_POLL_SECONDS)
 
 
-def _finish(store: Store, job_id: str, state: str, outcome: str) -> None:
+def _finish(settings: Settings, store: Store, job: JobRecord, state: str, outcome: str) -> None:
+    """End `job` as `state` (done or rolled_back), release its locks, emit its last
+    OpenLineage event (COMPLETE when done, FAIL otherwise)."""
     with store.session() as session:
-        session.execute(sa.delete(JobLockRow).where(JobLockRow.job_id == job_id))
+        session.execute(sa.delete(JobLockRow).where(JobLockRow.job_id == job.id))
         session.execute(
             sa.update(JobRow)
-            .where(JobRow.id == job_id)
+            .where(JobRow.id == job.id)
             .values(state=state, outcome=outcome[:4000], finished_at=datetime.now(UTC))
         )
+    done = state == "done"
+    emit_run_event(
+        settings, job, "COMPLETE" if done else "FAIL", error=None if done else outcome[:4000]
+    )
 
 
 @contextlib.contextmanager
@@ -315,7 +322,9 @@ def run_job(
        ends `rolled_back` without having done anything.
     2. The block records steps (`Job.step`) and commits its result (`Job.transaction`
        with `commit=True`).
-    3. The block ends normally: the job is `done` and its locks are released.
+    3. The block ends normally: the job is `done` and its locks are released. Its
+       OpenLineage START event was sent once its row was inserted, its COMPLETE or FAIL
+       event is sent when it ends (`consentry.jobs.lineage`).
     4. It raises while still `running`: the kind's recoverer rolls back what was staged
        and the job is `rolled_back`. It raises after its commit: the job stays `committed`
        (holding its locks) and the next recovery rolls it forward.
@@ -346,10 +355,11 @@ def run_job(
                 )
             )
         job.step_name = f"{kind}.started"
+        emit_run_event(settings, job.record(), "START")
         try:
             job.acquire(*locks)
         except BaseException:
-            _finish(store, job_id, "rolled_back", "refused: a lock was busy")
+            _finish(settings, store, job.record(), "rolled_back", "refused: a lock was busy")
             final = True
             raise
         try:
@@ -357,10 +367,11 @@ def run_job(
         except BaseException as exc:
             if job.state == "running":
                 _RECOVERERS[kind].roll_back(settings, job.record())
-                _finish(store, job_id, "rolled_back", f"failed: {type(exc).__name__}: {exc}")
+                failed = f"failed: {type(exc).__name__}: {exc}"
+                _finish(settings, store, job.record(), "rolled_back", failed)
                 final = True
             raise
-        _finish(store, job_id, "done", "ok")
+        _finish(settings, store, job.record(), "done", "ok")
         final = True
     finally:
         if final:
@@ -423,10 +434,14 @@ def _recover_one(settings: Settings, store: Store, job: JobRecord) -> bool:
             )
         if current.state == "running":
             recoverer.roll_back(settings, current)
-            _finish(store, current.id, "rolled_back", f"recovered: rolled back at {current.step}")
+            _finish(
+                settings, store, current, "rolled_back", f"recovered: rolled back at {current.step}"
+            )
         else:
             recoverer.roll_forward(settings, current)
-            _finish(store, current.id, "done", f"recovered: rolled forward from {current.step}")
+            _finish(
+                settings, store, current, "done", f"recovered: rolled forward from {current.step}"
+            )
         path.unlink(missing_ok=True)
         return True
     finally:

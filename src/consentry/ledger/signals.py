@@ -1,13 +1,22 @@
 """Machine-readable preference signals derived from resolved consent.
 
-Pinned to these texts (see docs/consent.md, "Public signals"):
-- IETF AIPREF vocabulary and attachment drafts (draft-ietf-aipref-vocab / -attach, 2025-2026):
-  categories `train-ai`, `ai-use`, `search`; values `y`/`n` in an RFC 9651 dictionary;
-  any disallow wins, else any allow, else unknown (omitted).
+Pinned to these texts (see docs/consent.md, "Public signals", and docs/formats.md):
+- IETF AIPREF vocabulary, draft-ietf-aipref-vocab-07 (19 August 2026): categories `train-ai`
+  and `search` ("Usage Category Labels"); values `y`/`n` as tokens of an RFC 9651 dictionary
+  ("Exemplary Serialization Format"); per category any disallow wins, else any allow, else
+  unknown, which is not written ("Combining Preferences").
+- IETF AIPREF attachment, draft-ietf-aipref-attach-05 (19 August 2026): the `Content-Usage`
+  HTTP response field (that dictionary) and the robots.txt rule `Content-Usage: [path] prefs`,
+  matched by longest path prefix like Allow/Disallow, applying only to paths that may be
+  crawled.
+- W3C TDMRep community-group report (final, 2024; spec/index.html of the group's repository as
+  of December 2025): `tdm-reservation` 1 reserves text-and-data-mining rights, `tdm-policy` is
+  the URL of a TDM Policy, an ODRL 2.2 `Offer` in JSON-LD with the `http://www.w3.org/ns/tdmrep`
+  profile; both are published in `/.well-known/tdmrep.json` and as response header fields.
 - Bluesky proposal 0008 "User Intents for Data Reuse": tri-state intents, each
   `{"allow": bool, "updatedAt": RFC 3339}`; an intent with no basis is left out (unknown).
-- W3C TDMRep community-group report: `tdm-reservation` 1 reserves text-and-data-mining rights.
-- RSL 1.0 (`application/rsl+xml`).
+- RSL 1.0 (`application/rsl+xml`): `<content url server?>`, `server` naming the licence
+  server (Open License Protocol) only where there is one.
 """
 
 from __future__ import annotations
@@ -22,19 +31,25 @@ from consentry.ledger.rules import ConsentDecision
 from consentry.policy import AIPREF_CATEGORIES, Choice, PolicyVersion
 
 __all__ = [
+    "TDM_POLICY_PATH",
     "AiprefValue",
     "AuthorSignals",
     "PurposeState",
     "aipref_header",
     "aipref_preferences",
+    "author_header_fields",
     "author_signals",
     "bluesky_intents",
     "gpc_document",
     "robots_txt",
     "rsl_license",
+    "tdm_policy",
     "tdmrep_document",
     "tdmrep_reservation",
 ]
+
+TDM_POLICY_PATH = "/policies/tdm.json"
+"""Where the TDMRep policy (`tdm_policy`) is served; `tdm-policy` values point here."""
 
 AiprefValue = Literal["y", "n"]
 
@@ -68,7 +83,7 @@ def aipref_preferences(states: Iterable[PurposeState]) -> dict[str, AiprefValue]
 
 
 def aipref_header(preferences: dict[str, AiprefValue]) -> str:
-    """The RFC 9651 dictionary for `Content-Usage`, e.g. `train-ai=n, ai-use=n`."""
+    """The RFC 9651 dictionary for `Content-Usage`, e.g. `train-ai=n, search=y`."""
     return ", ".join(f"{category}={value}" for category, value in preferences.items())
 
 
@@ -104,9 +119,13 @@ def robots_txt(base_url: str, version: PolicyVersion | None) -> str:
     """robots.txt with AIPREF `Content-Usage` rules and the RSL licence pointer.
 
     1. Crawlers are not licensees: posts may be used for AI training only through a licensed
-       delivery that honours each author's choice, so the site-wide rule disallows
-       `train-ai` and `ai-use` and allows `search`.
-    2. `License:` points at /license.xml (RSL discovery); the policy version is noted.
+       delivery that honours each author's choice, so the rule for every crawlable path
+       (`/`) disallows `train-ai` and allows `search`.
+    2. Every `Content-Usage` rule names its path (draft-ietf-aipref-attach-05 lets it be
+       absent; written out, the longest-prefix match reads the same to every parser).
+       `/settings/` is disallowed and carries no rule: preferences apply only to paths that
+       may be crawled.
+    3. `License:` points at /license.xml (RSL discovery); the policy version is noted.
     """
     lines = [
         "# Consentry: AI training on this platform's posts happens only through licensed,",
@@ -117,9 +136,8 @@ def robots_txt(base_url: str, version: PolicyVersion | None) -> str:
     lines += [
         "User-Agent: *",
         "Allow: /",
-        "Content-Usage: train-ai=n, ai-use=n, search=y",
-        "Content-Usage: /settings/ train-ai=n, ai-use=n, search=n",
         "Disallow: /settings/",
+        "Content-Usage: / train-ai=n, search=y",
         "",
         f"License: {base_url.rstrip('/')}/license.xml",
         "",
@@ -128,14 +146,43 @@ def robots_txt(base_url: str, version: PolicyVersion | None) -> str:
 
 
 def tdmrep_document(base_url: str) -> list[dict[str, Any]]:
-    """`/.well-known/tdmrep.json`: every location reserved, terms at /license.xml."""
+    """`/.well-known/tdmrep.json`: every path (`/`) reserved, the TDM Policy at
+    `TDM_POLICY_PATH` (an ODRL policy, not the RSL document: TDMRep reads only those)."""
     return [
         {
-            "location": "/*",
+            "location": "/",
             "tdm-reservation": 1,
-            "tdm-policy": f"{base_url.rstrip('/')}/license.xml",
+            "tdm-policy": f"{base_url.rstrip('/')}{TDM_POLICY_PATH}",
         }
     ]
+
+
+def tdm_policy(base_url: str) -> dict[str, Any]:
+    """The TDMRep TDM Policy: an ODRL 2.2 `Offer` in JSON-LD with the TDMRep profile.
+
+    1. `@context` is the ODRL and TDMRep contexts, `@type` `Offer`, `profile`
+       `http://www.w3.org/ns/tdmrep`, `uid` the URL it is served at.
+    2. The assigner is the platform (`uid` its base URL, `vcard:hasURL` the human-readable
+       policy page that says how to become a licensee).
+    3. One permission: `tdm:mine` on the whole site, with the duties to obtain consent (a
+       licence) and to compensate (its fee): mining happens only through licensed,
+       consent-filtered deliveries.
+    """
+    base = base_url.rstrip("/")
+    return {
+        "@context": ["http://www.w3.org/ns/odrl.jsonld", "http://www.w3.org/ns/tdmrep.jsonld"],
+        "@type": "Offer",
+        "profile": "http://www.w3.org/ns/tdmrep",
+        "uid": f"{base}{TDM_POLICY_PATH}",
+        "assigner": {"uid": base, "vcard:hasURL": f"{base}/policy"},
+        "permission": [
+            {
+                "target": f"{base}/",
+                "action": "tdm:mine",
+                "duty": [{"action": "obtainConsent"}, {"action": "compensate"}],
+            }
+        ],
+    }
 
 
 def gpc_document(last_update: datetime) -> dict[str, Any]:
@@ -143,10 +190,12 @@ def gpc_document(last_update: datetime) -> dict[str, Any]:
     return {"gpc": True, "lastUpdate": last_update.date().isoformat()}
 
 
-def rsl_license(base_url: str, version: PolicyVersion | None) -> str:
+def rsl_license(base_url: str, version: PolicyVersion | None, *, server: str | None = None) -> str:
     """RSL 1.0 document describing the AI-training licence terms.
 
-    1. Content: every post on the platform (`<content url="/">`).
+    1. Content: every post on the platform (`<content url="/">`); `server="…"` names the
+       RSL licence server only when the platform runs one (`server`, from
+       `CONSENTRY_LICENSE_SERVER`): without one there is nothing to obtain a token from.
     2. AI training (`ai-train`) is permitted only to licensees, under a `training` payment
        with terms negotiated per licence; authors' opt-outs are honoured before delivery.
     3. With the policy's scraping clause, a second licence states the liquidated damages for
@@ -156,7 +205,9 @@ def rsl_license(base_url: str, version: PolicyVersion | None) -> str:
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<rsl xmlns="https://rslstandard.org/rsl">',
-        f"  <content url={quoteattr(base + '/')} server={quoteattr(base)}>",
+        f"  <content url={quoteattr(base + '/')}"
+        + (f" server={quoteattr(server)}" if server else "")
+        + ">",
         "    <license>",
         '      <permits type="usage">ai-train</permits>',
         '      <prohibits type="usage">ai-input</prohibits>',
@@ -221,3 +272,22 @@ def author_signals(
         intents=bluesky_intents(states),
         tdm_reservation=tdmrep_reservation(preferences),
     )
+
+
+def author_header_fields(signals: AuthorSignals, base_url: str) -> list[tuple[str, str]]:
+    """The response header fields for content by one author.
+
+    1. `Content-Usage`: the author's AIPREF dictionary (draft-ietf-aipref-attach-05), when
+       any category is known.
+    2. Where the author's rights are reserved (`tdm_reservation` 1): `tdm-reservation: 1`
+       and `tdm-policy: <the TDM Policy's URL>` (TDMRep "TDM Header Field"); a header
+       overrides `/.well-known/tdmrep.json`, so none is sent for an author who allowed
+       training: the site-wide reservation stands for them (crawlers are not licensees).
+    """
+    fields = [("content-usage", signals.content_usage)] if signals.content_usage else []
+    if signals.tdm_reservation == 1:
+        fields += [
+            ("tdm-reservation", "1"),
+            ("tdm-policy", f"{base_url.rstrip('/')}{TDM_POLICY_PATH}"),
+        ]
+    return fields

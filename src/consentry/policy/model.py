@@ -28,6 +28,7 @@ __all__ = [
     "POLICY_FIELDS",
     "RETENTION_CATEGORIES",
     "RETENTION_TRIGGERS",
+    "RETIRED_AIPREF_CATEGORIES",
     "AiprefCategory",
     "Choice",
     "PathError",
@@ -50,9 +51,20 @@ class Choice(StrEnum):
     DENY = "deny"
 
 
-AiprefCategory = Literal["train-ai", "ai-use", "search"]
-AIPREF_CATEGORIES: tuple[str, ...] = get_args(AiprefCategory)
-"""IETF AIPREF vocabulary categories (draft-ietf-aipref-vocab, 2025-2026 drafts)."""
+AiprefCategory = Literal["train-ai", "search", "ai-use"]
+"""What a purpose's `aipref` may list: the current labels and one retired label."""
+
+AIPREF_CATEGORIES: tuple[str, ...] = ("train-ai", "search")
+"""The usage categories of the IETF AIPREF vocabulary, pinned to draft-ietf-aipref-vocab-07
+(19 August 2026), "Usage Category Labels": `train-ai` ("AI Model Training": using an asset to
+change the learned parameters of a model that generates synthetic content) and `search`
+(selecting assets and directing users to them). Since -05 the draft defines no other label;
+these are the only categories Consentry publishes."""
+
+RETIRED_AIPREF_CATEGORIES: tuple[str, ...] = ("ai-use",)
+"""Labels of earlier drafts (`ai-use`, draft -02 only) still accepted in a policy file, so a
+published policy version never has to change (its content is sealed in the audit log), but
+never published: a purpose listing one contributes nothing to the signals."""
 
 RetentionCategory = Literal[
     "posts", "profile", "consent_evidence", "access_events", "deliveries", "audit"

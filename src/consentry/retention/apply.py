@@ -36,6 +36,7 @@ from consentry.engine import PARQUET_COMPRESSION, ROWS_PER_PART, Lake
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
 from consentry.jobs import JOB_STEPS, Job, JobRecord, register_recoverer, resume_job, run_job
+from consentry.jobs.lineage import RunLineage, lake_dataset, register_lineage, store_dataset
 from consentry.keys import Keyring
 from consentry.ledger.anchor import (
     ANCHOR_FIELDS,
@@ -886,6 +887,23 @@ class RetentionRecoverer:
 # Without revocations a planned purge that delivered posts cannot be finished; the home's
 # recovery (`consentry.recovery`) registers the recoverer with them.
 register_recoverer("retention", RetentionRecoverer(revoker=None))
+
+
+def _retention_lineage(settings: Settings, job: JobRecord, *, detail: bool) -> RunLineage:
+    """A purge reads and rewrites every lake table it may purge (with `detail`, each table
+    as it is afterwards: its schema and rows) and records the purge."""
+    tables = (*LAKE_CATEGORIES.values(), LINEAGE_TABLE)
+    return RunLineage(
+        "retention.apply",
+        inputs=tuple(lake_dataset(settings, t, detail=False) for t in tables),
+        outputs=(
+            *(lake_dataset(settings, t, detail=detail) for t in tables),
+            store_dataset(settings, "retention_purges", detail=detail, rows=1 if detail else None),
+        ),
+    )
+
+
+register_lineage("retention", _retention_lineage)
 
 
 def purge_history(store: Store, limit: int = 50) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, Problem
 from consentry.instants import rfc3339
 from consentry.jobs import JobRecord, register_recoverer, run_job
+from consentry.jobs.lineage import RunLineage, lake_dataset, register_lineage, store_dataset
 from consentry.ledger.sync import ledger_for
 from consentry.policy import PolicyFile
 from consentry.revocation.job import (
@@ -30,7 +31,8 @@ from consentry.revocation.job import (
 from consentry.revocation.log import RevocationEntry, RevocationLog
 from consentry.revocation.rules import ExtraReason, RevocationStatus, status_of
 from consentry.settings import Settings
-from consentry.store import Store
+from consentry.store import Store, open_store
+from consentry.store.models import RevocationRow
 
 __all__ = [
     "RunReport",
@@ -201,6 +203,36 @@ class _RevocationRecoverer:
 
 
 register_recoverer("revoke", _RevocationRecoverer())
+
+
+def _revocation_lineage(settings: Settings, job: JobRecord, *, detail: bool) -> RunLineage:
+    """A revocation run reads the delivery lineage, the lake's posts and users, the
+    consent ledger and the deliveries; it appends to the revocation log (with `detail`, the
+    rows this run logged)."""
+    logged = None
+    if detail:
+        import sqlalchemy as sa
+
+        with open_store(settings.resolved_database_url) as store, store.session() as session:
+            logged = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(RevocationRow)
+                .where(RevocationRow.run_id == job.intent["run_id"])
+            )
+    return RunLineage(
+        f"revoke.{job.subject}",
+        inputs=(
+            lake_dataset(settings, LINEAGE_TABLE, detail=detail),
+            lake_dataset(settings, "posts", detail=detail),
+            lake_dataset(settings, "users", detail=detail),
+            store_dataset(settings, "consent_events", detail=detail),
+            store_dataset(settings, "deliveries", detail=detail),
+        ),
+        outputs=(store_dataset(settings, "revocations", detail=detail, rows=logged),),
+    )
+
+
+register_lineage("revoke", _revocation_lineage)
 
 
 def _duck_join(query: str, **tables: pa.Table) -> pa.Table:

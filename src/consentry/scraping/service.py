@@ -31,6 +31,13 @@ from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, Problem
 from consentry.instants import rfc3339
 from consentry.jobs import JobRecord, register_recoverer, run_job
+from consentry.jobs.lineage import (
+    LineageDataset,
+    RunLineage,
+    lake_dataset,
+    register_lineage,
+    store_dataset,
+)
 from consentry.policy import PolicyFile, PolicyVersion, load_policy
 from consentry.scraping.assessment import Assessment, assess
 from consentry.scraping.attribution import Owners, check_owners
@@ -212,13 +219,61 @@ class _AssessmentRecoverer:
 register_recoverer("assess", _AssessmentRecoverer())
 
 
+def _assessment_lineage(settings: Settings, job: JobRecord, *, detail: bool) -> RunLineage:
+    """An assessment reads the access events (the lake's, or the files given) and the
+    entities; it writes its result file (one record per entity) and its row. With
+    `detail`, the row's counts: accesses read (one events file) and entities assessed."""
+    entities = accesses = None
+    if detail:
+        with open_store(settings.resolved_database_url) as store, store.session() as session:
+            row = session.get(ScrapingAssessmentRow, job.intent["assessment_id"])
+            if row is not None:
+                entities, accesses = row.entities, row.accesses
+    files = job.intent.get("events") or []
+    events = (
+        tuple(
+            LineageDataset("file", name, rows=accesses if len(files) == 1 else None)
+            for name in files
+        )
+        if files
+        else (lake_dataset(settings, "access_events", detail=detail),)
+    )
+    owners = job.intent.get("entities")
+    result = _assessments_dir(settings) / f"{job.intent['assessment_id']}.json"
+    return RunLineage(
+        "scraping.assess",
+        inputs=(
+            *events,
+            LineageDataset("file", owners)
+            if owners
+            else lake_dataset(settings, "entities", detail=detail),
+        ),
+        outputs=(
+            LineageDataset("file", str(result.resolve()), rows=entities),
+            store_dataset(
+                settings, "scraping_assessments", detail=detail, rows=1 if detail else None
+            ),
+        ),
+    )
+
+
+register_lineage("assess", _assessment_lineage)
+
+
 def _assessments_dir(settings: Settings) -> Path:
     return scraping_dir(settings) / "assessments"
 
 
-def record_assessment(settings: Settings, assessment: Assessment) -> str | None:
+def record_assessment(
+    settings: Settings,
+    assessment: Assessment,
+    *,
+    events: Sequence[Path] = (),
+    entities: Path | None = None,
+) -> str | None:
     """Record `assessment` (module doc, step 3); returns its id, or None when the home's
-    store is not initialised (`consentry init`).
+    store is not initialised (`consentry init`). `events` and `entities`: the files it
+    read instead of the lake's `access_events` and `entities` (its OpenLineage inputs).
 
     A job: the canonical result is written under a temporary name, then one transaction
     holds its row, its `scraping.assessed` audit event and the job's commit, then the file
@@ -237,7 +292,12 @@ def record_assessment(settings: Settings, assessment: Assessment) -> str | None:
         settings,
         "assess",
         assessment_id,
-        intent={"assessment_id": assessment_id, "tmp": tmp.name},
+        intent={
+            "assessment_id": assessment_id,
+            "tmp": tmp.name,
+            "events": [str(path.resolve()) for path in events],
+            "entities": str(entities.resolve()) if entities is not None else None,
+        },
     ) as job:
         target.mkdir(parents=True, exist_ok=True)
         tmp.write_text(body, encoding="utf-8")
