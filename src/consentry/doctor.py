@@ -445,13 +445,19 @@ def _ledger_anchored(home: _Home, events: pa.Table) -> Check:
             ],
             [pa.string()] * 3 + [_UTC, pa.string(), pa.string()],
         )
+        # Events written before anchoring existed carry no digest and anchor nothing: the
+        # events they recorded were anchored by `consent.anchored` at the upgrade.
         anchors = {
-            seq: (kind, json.loads(payload))
-            for seq, kind, payload in session.execute(
-                sa.select(AuditEventRow.seq, AuditEventRow.event_type, AuditEventRow.payload).where(
-                    AuditEventRow.event_type.in_(_ANCHORS)
+            seq: int(body["events_digest"], 16)
+            for seq, body in (
+                (seq, json.loads(payload))
+                for seq, payload in session.execute(
+                    sa.select(AuditEventRow.seq, AuditEventRow.payload).where(
+                        AuditEventRow.event_type.in_(_ANCHORS)
+                    )
                 )
             )
+            if "events_digest" in body
         }
         applied = [
             json.loads(p)
@@ -498,8 +504,7 @@ def _ledger_anchored(home: _Home, events: pa.Table) -> Check:
         check.flag(f"consent events name audit event {seq} as their anchor; it anchors nothing")
     deficit = 0
     short: list[int] = []
-    for seq, (_kind, payload) in sorted(anchors.items()):
-        expected = int(payload["events_digest"], 16)
+    for seq, expected in sorted(anchors.items()):
         have = actual.get(seq, 0)
         if expected != have:
             short.append(seq)
