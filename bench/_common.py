@@ -11,7 +11,7 @@ import resource
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ __all__ = [
     "latency_summary",
     "load_note",
     "peak_rss_mib",
+    "pids_cpu_seconds",
     "print_table",
     "rate",
     "ratio",
@@ -42,6 +43,15 @@ def load_note() -> str:
     return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds used so far by the live processes of process group `pgid`.
 
@@ -53,13 +63,20 @@ def group_cpu_seconds(pgid: int) -> float:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
+        fields = _stat_fields(entry)
         # After the command: state, ppid, pgrp, ... utime (12th), stime (13th).
-        if int(fields[2]) == pgid:
+        if fields is not None and int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def pids_cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds used so far by the live processes `pids`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
             total += int(fields[11]) + int(fields[12])
     return total / tick
 

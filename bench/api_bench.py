@@ -4,20 +4,26 @@ Not a test: nothing is asserted. Run (issue size: 3,000 subjects, 2 workers vs 1
 
     .venv/bin/python bench/api_bench.py [--subjects 3000] [--duration 10] [--connections 16]
         [--generator both|wrk|python] [--workers 2] [--peer-workers 1]
+        [--store sqlite|postgresql] [--endpoints GET,PUT] [--server-src DIR]
+        [--log-level warning|info]
 
 1. Build a temporary home (`init_home`), sync a few thousand subjects into the store with
    `ConsentLedger.sync_subjects` and import a few consent events per chooser with
    `ConsentLedger.import_events` (all generated with NumPy/Arrow); sign a user token per
-   subject with the home's platform secret. The home is copied for each server so every
-   run starts from the same state.
-2. Start `consentry serve --workers N` on 127.0.0.1 on a free port in a subprocess; wait
-   for /healthz; warm every worker up.
+   subject with the home's platform secret. The home (and, with `--store postgresql`, its
+   database, as a template) is copied for each server so every run starts from the same
+   state.
+2. Start `consentry serve --workers N` on 127.0.0.1 on a free port in a subprocess (its
+   code from `--server-src` when given: a checkout of another commit, for before/after
+   comparisons on the same machine); wait for /healthz; warm every worker up.
 3. Drive GET /v1/users/{id}/consent and PUT /v1/users/{id}/consent/ai_training_third_party
    with `wrk` when installed (`apt-get install -y wrk`; GET without Lua, one user and its
    token in `-H`; PUT with a small Lua script rotating users, tokens and choices) and with a
    closed-loop asyncio + httpx generator (rotating users; bounded in requests and time).
-4. Report requests, req/s, p50 and p99 latency and errors; the peer is the same app with
-   `--peer-workers` (1) worker, and the ratio of the two is printed.
+4. Report requests, req/s, p50 and p99 latency and errors, the server's CPU per request
+   and, on PostgreSQL, the database's (its backends serving the bench's database); the
+   peer is the same app with `--peer-workers` (1; 0: none) worker, and the ratio of the two
+   is printed.
 The load generator shares the 2 cores with the server: wrk uses little CPU, the Python
 generator a lot (its numbers understate the server).
 """
@@ -47,7 +53,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from _common import group_cpu_seconds, latency_summary, load_note, print_table, rate, ratio
+from _common import (
+    group_cpu_seconds,
+    latency_summary,
+    load_note,
+    pids_cpu_seconds,
+    print_table,
+    rate,
+    ratio,
+)
 
 PURPOSE = "ai_training_third_party"
 LOOPBACK = "127.0.0.1"
@@ -69,6 +83,8 @@ class Run:
     errors: int
     cpu_ms: float
     """Server CPU (all its processes) per request: robust to other load on the machine."""
+    db_cpu_ms: float
+    """PostgreSQL CPU (the backends of the bench's database) per request; 0 on SQLite."""
 
     @property
     def per_second(self) -> float:
@@ -78,8 +94,11 @@ class Run:
 # ----------------------------------------------------------------------------- the home
 
 
-def build_home(home: Path, subjects: int, seed: int) -> list[tuple[str, str]]:
-    """Create a home with `subjects` users and some consent history; (user_id, token) each."""
+def build_home(
+    home: Path, subjects: int, seed: int, database_url: str | None = None
+) -> list[tuple[str, str]]:
+    """Create a home with `subjects` users and some consent history; (user_id, token) each.
+    The store is `database_url` when given (an empty database), else SQLite in the home."""
     from consentry.api.auth import issue_token
     from consentry.cli.admin import init_home
     from consentry.keys import Keyring
@@ -88,7 +107,7 @@ def build_home(home: Path, subjects: int, seed: int) -> list[tuple[str, str]]:
     from consentry.settings import Settings
     from consentry.store import open_store
 
-    settings = Settings(home=home)
+    settings = Settings(home=home, database_url=database_url)
     init_home(settings)
     rng = np.random.default_rng(seed)
     utc = pa.timestamp("us", tz="UTC")
@@ -157,14 +176,81 @@ def _free_port() -> int:
         return port
 
 
+class Databases:
+    """Fresh PostgreSQL databases for the bench, created from a maintenance URL and dropped
+    at the end (their names start with `consentry_apibench_`)."""
+
+    def __init__(self, maintenance_url: str) -> None:
+        import sqlalchemy as sa
+
+        self.url = sa.make_url(maintenance_url)
+        self.engine = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
+        self.created: list[str] = []
+
+    def create(self, template: str | None = None) -> str:
+        """A new database (a copy of `template` when given); its SQLAlchemy URL."""
+        import sqlalchemy as sa
+
+        name = f"consentry_apibench_{os.getpid()}_{len(self.created)}"
+        copy = f" TEMPLATE {template}" if template else ""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(sa.text(f"CREATE DATABASE {name}{copy}"))
+        self.created.append(name)
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    @staticmethod
+    def cpu_seconds(name: str) -> dict[int, float]:
+        """Per live PostgreSQL backend connected to database `name` (its process title names
+        it), the CPU seconds it used so far."""
+        return {
+            pid: pids_cpu_seconds([pid])
+            for pid, title in process_titles()
+            if title.startswith("postgres:") and f" {name} " in f" {title} "
+        }
+
+    def close(self) -> None:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            for name in self.created:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        self.engine.dispose()
+
+
+def process_titles() -> list[tuple[int, str]]:
+    """(pid, command line as one string) of every process this user can see."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            found.append((int(entry), raw.replace(b"\0", b" ").decode(errors="replace").strip()))
+    return found
+
+
 class Server:
     """`consentry serve` in its own process group on a free loopback port."""
 
-    def __init__(self, home: Path, workers: int, log: Path) -> None:
+    def __init__(
+        self,
+        home: Path,
+        workers: int,
+        log: Path,
+        *,
+        database_url: str | None = None,
+        source: Path | None = None,
+        log_level: str = "warning",
+    ) -> None:
         self.home = home
         self.workers = workers
         self.port = _free_port()
         self.log = log
+        self.database_url = database_url
+        self.source = source
+        self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -179,8 +265,13 @@ class Server:
         exe = Path(sys.executable).with_name("consentry")
         command = [str(exe), "--home", str(self.home), "serve", "--host", LOOPBACK]
         command += ["--port", str(self.port), "--workers", str(self.workers)]
-        command += ["--log-level", "warning"]
+        command += ["--log-level", self.log_level]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTRY_")}
+        if self.database_url:
+            env["CONSENTRY_DATABASE_URL"] = self.database_url
+        if self.source is not None:
+            # Ahead of the installed (editable) package: the server runs that tree's code.
+            env["PYTHONPATH"] = str(self.source.resolve())
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -369,47 +460,99 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--put-users", type=int, default=500, help="users the PUT script rotates")
     parser.add_argument("--generator", choices=["both", "wrk", "python"], default="both")
     parser.add_argument("--workers", type=int, default=2, help="workers of the measured server")
-    parser.add_argument("--peer-workers", type=int, default=1, help="workers of the peer server")
+    parser.add_argument(
+        "--peer-workers", type=int, default=1, help="workers of the peer server (0: no peer)"
+    )
+    parser.add_argument("--endpoints", default="GET,PUT", help="GET, PUT or both (GET,PUT)")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "CONSENTRY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="maintenance database of the PostgreSQL server (--store postgresql)",
+    )
+    parser.add_argument(
+        "--server-src",
+        type=Path,
+        default=None,
+        help="run the servers from this source directory (a checkout's src/) instead",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        help="the servers' log level (info: one log line per request)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
+    endpoints = [e.strip().upper() for e in args.endpoints.split(",") if e.strip()]
+    if not endpoints or set(endpoints) - {"GET", "PUT"}:
+        parser.error("--endpoints takes GET, PUT or GET,PUT")
 
     wrk = shutil.which("wrk")
     generators = [g for g in ("wrk", "python") if args.generator in (g, "both")]
     if "wrk" in generators and wrk is None:
         print(f"wrk is not installed ({_WRK_INSTALL}); using the Python generator only")
         generators = ["python"]
+    server_counts = [args.workers] + ([args.peer_workers] if args.peer_workers > 0 else [])
 
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="consentry-apibench-") as tmp:
-        scratch = Path(tmp)
-        template = scratch / "template"
-        started = time.perf_counter()
-        subjects = build_home(template, args.subjects, args.seed)
-        print(
-            f"home: {args.subjects:,} subjects with consent history, built in "
-            f"{time.perf_counter() - started:.1f} s; {args.connections} connections, "
-            f"{args.duration} s per run, generators: {', '.join(generators)}; {load_note()}"
-        )
-        for workers in (args.workers, args.peer_workers):
-            home = scratch / f"home-{workers}w"
-            shutil.copytree(template, home)
-            with Server(home, workers, scratch / f"server-{workers}w.log") as server:
-                warm_up(server.base, subjects, workers)
-                for generator in generators:
-                    for endpoint in ("GET", "PUT"):
-                        cpu_before = server.cpu_seconds()
-                        if generator == "wrk" and wrk is not None:
-                            measured = run_wrk(wrk, server.base, endpoint, subjects, args, scratch)
-                        else:
-                            measured = run_python(server.base, endpoint, subjects, args)
-                        cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(1, measured[0])
-                        runs.append(Run(workers, generator, endpoint, *measured, cpu_ms))
-                        print(f"  measured {workers} worker(s), {generator}, {endpoint}")
-            log = (scratch / f"server-{workers}w.log").read_text(errors="replace")
-            if any(r.errors for r in runs if r.workers == workers) and log.strip():
-                # Errors are non-2xx answers or socket errors/timeouts; the log says which.
-                tail = "\n    ".join(log.strip().splitlines()[-15:])
-                print(f"  server log ({workers} worker(s)), last lines:\n    {tail}")
+    databases = Databases(args.postgres_url) if args.store == "postgresql" else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="consentry-apibench-") as tmp:
+            scratch = Path(tmp)
+            template = scratch / "template"
+            started = time.perf_counter()
+            template_url = databases.create() if databases else None
+            subjects = build_home(template, args.subjects, args.seed, template_url)
+            print(
+                f"home: {args.subjects:,} subjects with consent history on {args.store}, built "
+                f"in {time.perf_counter() - started:.1f} s; {args.connections} connections, "
+                f"{args.duration} s per run, generators: {', '.join(generators)}"
+                f"{'; server code from ' + str(args.server_src) if args.server_src else ''}; "
+                f"{load_note()}"
+            )
+            for workers in server_counts:
+                home = scratch / f"home-{workers}w"
+                shutil.copytree(template, home)
+                url = None
+                if databases is not None and template_url is not None:
+                    url = databases.create(template=template_url.rsplit("/", 1)[1])
+                db_name = url.rsplit("/", 1)[1] if url else None
+                log = scratch / f"server-{workers}w.log"
+                with Server(home, workers, log, database_url=url, source=args.server_src) as server:
+                    warm_up(server.base, subjects, workers)
+
+                    def db_cpu(name: str | None = db_name) -> dict[int, float]:
+                        return Databases.cpu_seconds(name) if name else {}
+
+                    for generator in generators:
+                        for endpoint in endpoints:
+                            cpu_before, db_before = server.cpu_seconds(), db_cpu()
+                            if generator == "wrk" and wrk is not None:
+                                measured = run_wrk(
+                                    wrk, server.base, endpoint, subjects, args, scratch
+                                )
+                            else:
+                                measured = run_python(server.base, endpoint, subjects, args)
+                            count = max(1, measured[0])
+                            cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / count
+                            # Backends alive at the end: what they used during the run (a
+                            # backend that ended meanwhile is not counted).
+                            db_used = sum(
+                                cpu - db_before.get(pid, 0.0) for pid, cpu in db_cpu().items()
+                            )
+                            db_ms = db_used * 1000 / count
+                            runs.append(Run(workers, generator, endpoint, *measured, cpu_ms, db_ms))
+                            print(f"  measured {workers} worker(s), {generator}, {endpoint}")
+                text = log.read_text(errors="replace")
+                if any(r.errors for r in runs if r.workers == workers) and text.strip():
+                    # Errors are non-2xx answers or socket errors/timeouts; the log says which.
+                    tail = "\n    ".join(text.strip().splitlines()[-15:])
+                    print(f"  server log ({workers} worker(s)), last lines:\n    {tail}")
+    finally:
+        if databases is not None:
+            databases.close()
 
     by_key = {(r.workers, r.generator, r.endpoint): r for r in runs}
     rows: list[list[Any]] = []
@@ -429,28 +572,29 @@ def main(argv: list[str] | None = None) -> None:
                 round(r.p99_ms, 2),
                 r.errors,
                 round(r.cpu_ms, 2),
+                round(r.db_cpu_ms, 2),
                 vs,
             ]
         )
     print_table(
-        "consent API over loopback (GET /v1/users/{id}/consent, "
+        f"consent API over loopback on {args.store} (GET /v1/users/{{id}}/consent, "
         f"PUT /v1/users/{{id}}/consent/{PURPOSE})",
         ["server", "generator", "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors",
-         "server CPU ms/req", f"vs {args.peer_workers} worker"],
+         "server CPU ms/req", "db CPU ms/req", f"vs {args.peer_workers} worker"],
         rows,
     )  # fmt: skip
-    head = by_key.get((args.workers, generators[0], "GET"))
-    if head is not None:
-        print(
-            f"\ntarget: >= 1,500 GET/s with p99 < 25 ms ({args.workers} workers); measured "
-            f"{head.per_second:,.0f} GET/s, p99 {head.p99_ms:.1f} ms ({head.generator}); "
-            f"{load_note()}"
-        )
+    for endpoint in endpoints:
+        head = by_key.get((args.workers, generators[0], endpoint))
+        if head is None:
+            continue
         cores = os.cpu_count() or 1
+        per_request = head.cpu_ms + head.db_cpu_ms
         print(
-            f"server CPU per GET: {head.cpu_ms:.2f} ms, a ceiling of about "
-            f"{cores * 1000 / max(head.cpu_ms, 1e-9):,.0f} GET/s if the server had all "
-            f"{cores} cores to itself (no load generator, nothing else running)"
+            f"{endpoint}: {head.per_second:,.0f}/s, p99 {head.p99_ms:.1f} ms "
+            f"({args.workers} workers, {head.generator}, {args.store}); CPU per request "
+            f"{head.cpu_ms:.2f} ms server + {head.db_cpu_ms:.2f} ms database: a ceiling of "
+            f"about {cores * 1000 / max(per_request, 1e-9):,.0f}/s with all {cores} cores; "
+            f"{load_note()}"
         )
 
 

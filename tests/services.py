@@ -109,21 +109,32 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(home: Path, *, seconds: float = 30) -> Iterator[str]:
+def serving(
+    home: Path,
+    *,
+    seconds: float = 30,
+    workers: int = 1,
+    log_level: str = "warning",
+    log_format: str = "text",
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[str]:
     """Run a real `consentry serve` for `home` on a free loopback port; yield its base URL.
 
-    1. The server is a subprocess (`python -m consentry.cli serve`), as a user starts it.
+    1. The server is a subprocess (`python -m consentry.cli serve --workers N`), as a user
+       starts it, with `env` added to the environment; its output goes to `log` when given.
     2. Ready means `/healthz` answers 200; a server that exits first, or is not ready
        within `seconds`, fails the test with its output.
     3. On exit the server is terminated (killed if it does not stop within 10 s).
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    out = open(log, "wb") if log is not None else subprocess.PIPE  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port),
-         "--log-level", "warning"],
-        env={**os.environ, "CONSENTRY_HOME": str(home)},
-        stdout=subprocess.PIPE,
+         "--workers", str(workers), "--log-level", log_level, "--log-format", log_format],
+        env={**os.environ, "CONSENTRY_HOME": str(home), **(env or {})},
+        stdout=out,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -147,3 +158,5 @@ def serving(home: Path, *, seconds: float = 30) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        if log is not None:
+            out.close()  # type: ignore[union-attr]

@@ -28,6 +28,12 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "(default: none, no server attribute).",
     "CONSENTRY_OPENLINEAGE_URL": "OpenLineage HTTP endpoint (e.g. Marquez) for job run events "
     "(default: a file in the home).",
+    "CONSENTRY_LOG_FORMAT": "Log lines as text (default) or json.",
+    "CONSENTRY_LOG_LEVEL": "Lowest level logged: debug, info, warning, error (default: info "
+    "for serve, warning for other commands).",
+    "CONSENTRY_WEBHOOKS_FILE": "Alert webhooks file (default: <home>/webhooks.yaml).",
+    "CONSENTRY_REQUEST_ID": "Request id a command's job logs and audit events carry (default: "
+    "a new one per command).",
 }
 """Name -> one-line meaning of every environment variable Consentry reads."""
 
@@ -62,6 +68,11 @@ class Settings:
     """An RSL licence server's URL, if the platform runs one."""
     openlineage_url: str | None = None
     """An OpenLineage HTTP endpoint; None: events go to `<home>/lineage/openlineage.jsonl`."""
+    log_format: str = "text"
+    log_level: str | None = None
+    """None: each command's default (info for `serve`, warning otherwise)."""
+    webhooks_path: Path | None = None
+    """`CONSENTRY_WEBHOOKS_FILE`; None: `<home>/webhooks.yaml` (see `webhooks_file`)."""
 
     @classmethod
     def from_env(cls, home: Path | None = None) -> Settings:
@@ -80,11 +91,21 @@ class Settings:
             public_url=(env.get("CONSENTRY_PUBLIC_URL") or "").rstrip("/") or None,
             license_server=env.get("CONSENTRY_LICENSE_SERVER") or None,
             openlineage_url=env.get("CONSENTRY_OPENLINEAGE_URL") or None,
+            log_format=env.get("CONSENTRY_LOG_FORMAT") or "text",
+            log_level=env.get("CONSENTRY_LOG_LEVEL") or None,
+            webhooks_path=Path(env["CONSENTRY_WEBHOOKS_FILE"])
+            if env.get("CONSENTRY_WEBHOOKS_FILE")
+            else None,
         )
 
     @property
     def lake_dir(self) -> Path:
         return self.home / "lake"
+
+    @property
+    def webhooks_file(self) -> Path:
+        """Where the alert webhooks are configured (docs/operations.md)."""
+        return self.webhooks_path or self.home / "webhooks.yaml"
 
     @property
     def resolved_database_url(self) -> str:

@@ -129,3 +129,16 @@ def make_api(settings: Settings) -> Api:
     for name in ("alpha", "beta"):
         run_revocations(home.settings, name)
     return Api(home, TestClient(create_app(home.settings)), keys, deliveries)
+
+
+def problem_items(response: Any) -> list[tuple[str, int | None, str | None, str]]:
+    """A refusal's problem (RFC 9457, `application/problem+json`): its errors as
+    (location, row, field, message), after checking the body's shape."""
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    body = response.json()
+    assert body["status"] == response.status_code, body
+    assert body["type"] == "about:blank", body
+    assert body["title"], body
+    assert body["detail"], body
+    assert body["request_id"] == response.headers["x-request-id"], body
+    return [(e["location"], e["row"], e["field"], e["message"]) for e in body["errors"]]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from consentry.api.auth import issue_token
-from tests.api.conftest import World
+from tests.api.conftest import World, problem_items
 
 THIRD = "ai_training_third_party"
 
@@ -39,6 +39,8 @@ def test_every_route_needs_a_valid_token(world: World, method: str, path: str, b
     missing = _call(world, method, path, body, "alice", {})
     assert missing.status_code == 401
     assert "bearer token" in missing.json()["detail"]
+    [(location, _, field, _)] = problem_items(missing)
+    assert (location, field) == ("header", "Authorization")
     forged = issue_token(b"not-our-secret" * 3, "alice", "user")
     bad = _call(world, method, path, body, "alice", {"Authorization": f"Bearer {forged}"})
     assert bad.status_code == 401
@@ -240,10 +242,10 @@ def test_consent_for_a_user_the_platform_does_not_know_is_404(world: World) -> N
 def test_the_shown_policy_must_name_a_published_version(world: World, shown: str) -> None:
     response = _put(world, "alice", **{"X-Consentry-Shown-Policy": shown})
     assert response.status_code == 422, response.text
-    [problem] = response.json()["detail"]
-    assert problem["loc"] == ["header", "X-Consentry-Shown-Policy"]
-    assert "not a published policy version" in problem["msg"]
-    assert "2023-09-29, 2024-11-15" in problem["msg"]
+    [(location, row, field, message)] = problem_items(response)
+    assert (location, row, field) == ("header", None, "X-Consentry-Shown-Policy")
+    assert "not a published policy version" in message
+    assert "2023-09-29, 2024-11-15" in message
     assert world.ledger.history("alice") == []
 
 

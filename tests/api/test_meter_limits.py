@@ -28,6 +28,7 @@ from consentry.scraping.meter import (
 from consentry.scraping.rules import Terms
 from consentry.settings import Settings
 from consentry.sources.schema import MAX_POSTS_PER_ACCESS, arrow_schema
+from tests.api.conftest import problem_items
 from tests.services import ensure_redis
 
 MIN = 60_000_000
@@ -72,7 +73,7 @@ def test_counts_past_the_maximum_are_422(settings: Settings, posts: int) -> None
         "/v1/meter/events", json={"events": [_event(0, posts), _event(1, posts)]}, headers=admin
     )
     assert response.status_code == 422, response.text
-    assert response.json()["detail"][0]["loc"] == ["body", "events", 0, "posts"]
+    assert problem_items(response)[0][:3] == ("body", 1, "events[0].posts")
     assert client.get("/v1/meter/alerts", headers=admin).json()["alerts"] == []
 
 

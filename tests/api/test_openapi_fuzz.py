@@ -1,6 +1,8 @@
 """schemathesis over every operation of the OpenAPI schema, as a user, an admin and a
 licensee: no server error, ever, and every answer is one the schema documents (status code,
-content type, headers and body, the 422 body included); input the schema forbids is refused.
+content type, headers and body, the 422 body included); input the schema forbids is refused;
+every refusal is an RFC 9457 problem (`application/problem+json`, its `status` the answer's,
+its `request_id` the `X-Request-Id` header, every error item located).
 
 Each operation gets schemathesis' three phases: the schema's examples, its coverage cases
 (boundary values: the largest and smallest allowed integers and one past them, empty and
@@ -19,8 +21,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
-from schemathesis.checks import CheckFunction, not_a_server_error
+from schemathesis.checks import CheckContext, CheckFunction, not_a_server_error
 from schemathesis.core.result import Ok
+from schemathesis.core.transport import Response
 from schemathesis.generation.hypothesis.builder import (
     HypothesisTestConfig,
     HypothesisTestMode,
@@ -44,8 +47,38 @@ EXAMPLES = 40
 """Generated cases per operation and credential, on top of the examples and coverage cases
 (about 2,000 requests in all; the three runs take about a minute on 2 cores)."""
 
+HEALTH_REPORT = "/healthz"
+"""The one path whose 503 is not a problem but a health report (docs/api.md)."""
+
+
+class NotAProblemError(AssertionError):
+    """A refusal that is not an RFC 9457 problem in Consentry's shape."""
+
+
+def refusals_are_problems(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
+    """Every 4xx/5xx is `application/problem+json` with `status` equal to the answer's,
+    `request_id` equal to `X-Request-Id`, and each error item located (`location`, `row`,
+    `field`, `message`)."""
+    if response.status_code < 400 or case.operation.path == HEALTH_REPORT:
+        return None
+    kind = response.headers.get("content-type", [""])[0]
+    if kind != "application/problem+json":
+        raise NotAProblemError(
+            f"{response.status_code} answered as {kind!r}: {response.text[:300]}"
+        )
+    body = response.json()
+    request_id = response.headers.get("x-request-id", [None])[0]
+    if body.get("status") != response.status_code or body.get("request_id") != request_id:
+        raise NotAProblemError(f"status/request_id disagree with the answer: {body}")
+    for item in body.get("errors", []):
+        if set(item) != {"location", "row", "field", "message"} or not item["message"]:
+            raise NotAProblemError(f"an error item is not located: {item}")
+    return None
+
+
 CHECKS: list[CheckFunction] = [
     not_a_server_error,
+    refusals_are_problems,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,

@@ -252,9 +252,16 @@ def test_every_page_works_under_the_content_security_policy(served: Served) -> N
         response = page.goto(f"{served.url}/docs")
         assert response is not None
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
-        # Swagger UI's bundle and its starter script ran: it drew its page (the bundle
-        # shipped by swagger-ui-bundle, Swagger UI 4, draws a notice for OpenAPI 3.1).
-        page.locator(".swagger-ui .info .title, .swagger-ui .version-pragma").first.wait_for()
+        # Swagger UI 5's bundle and its starter script ran: it read the OpenAPI 3.1 schema,
+        # drew every operation, and its Authorize dialog offers both security schemes.
+        page.locator(".swagger-ui .info .title").wait_for()
+        operation = page.locator(".opblock-summary-path", has_text="/v1/users/{user_id}/consent")
+        operation.first.wait_for()
+        page.get_by_role("button", name="Authorize").first.click()
+        dialog = page.locator(".dialog-ux")
+        dialog.locator("text=token").first.wait_for()
+        dialog.locator("text=apiKey").first.wait_for()
+        assert dialog.locator("input").count() == 2
         _shot(page, "07-docs-under-csp")
 
         page.goto(f"{served.url}/signin")

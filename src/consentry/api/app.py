@@ -1,16 +1,18 @@
 """The FastAPI application: JSON API under /v1, pages, health, and the OpenAPI docs.
 
-Swagger UI is served from assets shipped in the `swagger-ui-bundle` package, never a CDN.
-Every response carries the security headers of `consentry.api.headers`; what this home is
-made of (its paths, its database URL) is shown only to admins.
+Swagger UI (5, which reads OpenAPI 3.1) is served from assets shipped in the
+`fastapi-offline` package, never a CDN. Every response carries the security headers of
+`consentry.api.headers` and a request id (`consentry.api.observability`); every refusal is a
+problem (`consentry.api.problems`); what this home is made of (its paths, its database URL)
+is shown only to admins.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import swagger_ui_bundle
+import fastapi_offline
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -21,11 +23,15 @@ from consentry import __version__
 from consentry.api import consent as consent_api
 from consentry.api import signals as signals_api
 from consentry.api.auth import Identity
-from consentry.api.headers import SecurityHeadersMiddleware
+from consentry.api.headers import PagesOnly, SecurityHeadersMiddleware
+from consentry.api.observability import RequestObserver
+from consentry.api.observability import router as observability_router
 from consentry.api.overview import Overview, collect_overview
+from consentry.api.problems import error_responses, install_problem_handlers, problem_openapi
 from consentry.api.services import Services, optional_bearer_identity
-from consentry.api.validation import error_responses, single_query_values
+from consentry.api.validation import single_query_values
 from consentry.cli.common import to_jsonable
+from consentry.observe.logs import configure_logging
 from consentry.policy import describe_purpose
 from consentry.settings import Settings
 from consentry.web import STATIC_DIR, pages, templates
@@ -101,19 +107,32 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         # A parameter given twice is refused on every route, API and page alike.
         dependencies=[Depends(single_query_values)],
+        # operationId = the route function's name (`change_consent`): what generated
+        # clients name their calls.
+        generate_unique_id_function=lambda route: route.name,
+        # Metrics and logs are ours (consentry.observe); FastAPI's own OpenTelemetry hooks
+        # would look for configured providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     svc = Services.build(settings)
     app.state.settings = settings
     app.state.services = svc
     app.add_middleware(
-        SessionMiddleware,
+        PagesOnly,
+        inner=SessionMiddleware,
         secret_key=svc.keyring.session_secret.hex(),
         session_cookie="consentry_session",
         same_site="lax",
         https_only=False,
         max_age=int(SESSION_LIFETIME.total_seconds()),
     )
+    # Added last, so outermost: the observer sees every answer (its 500s included) and the
+    # security headers go on every one of them.
+    app.add_middleware(RequestObserver)
     app.add_middleware(SecurityHeadersMiddleware)
+    install_problem_handlers(app)
+    _document_problems(app)
+    app.include_router(observability_router)
     app.include_router(consent_api.router)
     app.include_router(signals_api.router)
     app.include_router(pages.router)
@@ -145,7 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
     # The more specific mount first: /static would otherwise shadow /static/swagger.
     app.mount(
         "/static/swagger",
-        StaticFiles(directory=str(Path(swagger_ui_bundle.swagger_ui_path))),
+        StaticFiles(directory=str(Path(fastapi_offline.__file__).parent / "static")),
         name="swagger",
     )
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
@@ -235,6 +254,20 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def _document_problems(app: FastAPI) -> None:
+    """Serve the schema with every refusal as a problem (`problem_openapi`), made once."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_openapi(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` (used by `consentry serve` with several workers)."""
-    return create_app(Settings.from_env())
+    """Factory for `uvicorn --factory` (`consentry serve`; each worker process calls it):
+    logs as the settings say (info by default), then the app."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level or "info")
+    return create_app(settings)

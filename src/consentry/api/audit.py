@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 
+from consentry.api.problems import error_responses, problem, unprocessable
 from consentry.api.services import BearerIdentity, Services, services
-from consentry.api.validation import MAX_INT64, WholeNumber, error_responses, unprocessable
+from consentry.api.validation import MAX_INT64, WholeNumber
 from consentry.audit.log import AuditLog, ConsistencyProof, InclusionProof
 from consentry.audit.transparency import transparency_report
 from consentry.cli.common import to_jsonable
@@ -23,6 +25,79 @@ __all__ = ["consistency_json", "inclusion_json", "router"]
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 ServicesDep = Annotated[Services, Depends(services)]
+
+
+class ConsistencyView(BaseModel):
+    """PROOF(first, D[second]) of RFC 9162, hashes in base64."""
+
+    first: int
+    second: int
+    first_root: str
+    second_root: str
+    path: list[str]
+
+
+class InclusionView(BaseModel):
+    """PATH(leaf_index, D[tree_size]) of RFC 9162 for one audit event, hashes in base64."""
+
+    event_id: int
+    leaf_index: int
+    tree_size: int
+    event_type: str
+    at: str
+    payload: str = Field(description="The payload's canonical JSON, exactly as stored.")
+    entry: str = Field(description="The leaf's entry text, as hashed.")
+    leaf_hash: str
+    root_hash: str
+    path: list[str]
+
+
+class FamilyCounts(BaseModel):
+    events: int
+    totals: dict[str, int | str] = Field(description="Sum of each numeric payload field.")
+
+
+class ConsentCell(BaseModel):
+    purpose: str
+    region: str
+    choice: str
+    users: int | None = Field(description="Null: a small cell, suppressed.")
+
+
+class ConsentSection(BaseModel):
+    small_cell_threshold: int
+    purposes: dict[str, dict[str, int | None]]
+    cells: list[ConsentCell]
+
+
+class DeliveriesRow(BaseModel):
+    licensee_id: str
+    licensee: str
+    purposes: list[str]
+    deliveries: int
+    records: int
+    considered: int
+
+
+class LogSection(BaseModel):
+    size: int
+    checkpoint: str = Field(description="The signed checkpoint the counts were read from.")
+
+
+class TransparencyView(BaseModel):
+    """The transparency report (docs/transparency.md); `revocations`, `retention`, `scraping`
+    and `policy` count their audit event types."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    consent: ConsentSection
+    deliveries: list[DeliveriesRow]
+    revocations: dict[str, FamilyCounts]
+    retention: dict[str, FamilyCounts]
+    scraping: dict[str, FamilyCounts]
+    policy: dict[str, FamilyCounts]
+    log: LogSection
 
 
 def _b64(data: bytes) -> str:
@@ -60,6 +135,12 @@ def consistency_json(proof: ConsistencyProof) -> dict[str, Any]:
     "/checkpoint",
     summary="The log's current signed checkpoint (C2SP checkpoint text)",
     response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "The checkpoint note.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
 )
 def checkpoint(svc: ServicesDep) -> PlainTextResponse:
     """Origin, size and base64 root hash, then a blank line and the Ed25519 signature line.
@@ -71,6 +152,7 @@ def checkpoint(svc: ServicesDep) -> PlainTextResponse:
 @router.get(
     "/consistency",
     summary="Consistency proof between two tree sizes",
+    response_model=ConsistencyView,
     responses=error_responses(404),
 )
 def consistency(
@@ -89,12 +171,13 @@ def consistency(
     try:
         return consistency_json(AuditLog(svc.store).consistency(first, second))
     except ConsentryError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        raise problem(404, str(exc), location="query") from None
 
 
 @router.get(
     "/proof/{event_id}",
     summary="Inclusion proof of one audit event (admin)",
+    response_model=InclusionView,
     responses=error_responses(401, 403, 404),
 )
 def proof(
@@ -108,18 +191,23 @@ def proof(
     """The event's leaf entry, its index, and PATH(index, D[size]); admin tokens only (the
     entries are pseudonymous, not public)."""
     if identity.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "inclusion proofs need an admin token")
+        raise problem(403, "inclusion proofs need an admin token")
     try:
         return inclusion_json(AuditLog(svc.store).prove(event_id, size))
     except ConsentryError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        raise problem(404, str(exc), location="path", field="event_id") from None
 
 
 _FROM = f"Start: a date or an RFC 3339 instant, {RANGE_TEXT}; default: a year before `to`."
 _TO = "End (exclusive; a date means the end of that day); default: now."
 
 
-@router.get("/transparency", summary="The transparency report as JSON")
+@router.get(
+    "/transparency",
+    summary="The transparency report as JSON",
+    response_model=TransparencyView,
+    response_model_by_alias=True,
+)
 def transparency(
     svc: ServicesDep,
     start: Annotated[str | None, Query(alias="from", description=_FROM)] = None,

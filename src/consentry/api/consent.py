@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from consentry.api.auth import Identity
+from consentry.api.problems import error_responses, problem, unprocessable
 from consentry.api.services import BearerIdentity, Services, run_read, services
 from consentry.api.validation import (
     Instant,
     InstantOrDate,
     UserId,
     UserIdPath,
-    error_responses,
-    unprocessable,
 )
-from consentry.audit.policy_history import published_versions
 from consentry.errors import BadInput, Problem
 from consentry.ledger.rules import ConsentDecision
-from consentry.ledger.service import MAX_CHECK_USERS, ConsentEventRecord, Evidence
+from consentry.ledger.service import (
+    MAX_CHECK_USERS,
+    ConsentChange,
+    ConsentEventRecord,
+    Evidence,
+)
 from consentry.ledger.signals import author_signals
+from consentry.observe.context import current_request_id
 from consentry.policy import Choice
 
 __all__ = ["gpc_requested", "router", "signals_for"]
@@ -36,9 +42,11 @@ async def require_json(request: Request) -> None:
     if request.method in ("PUT", "POST", "PATCH"):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/json":
-            raise HTTPException(
-                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            raise problem(
+                415,
                 f"send the body as application/json (got {kind or 'no content type'})",
+                location="header",
+                field="Content-Type",
             )
 
 
@@ -95,10 +103,19 @@ class CheckBody(BaseModel):
     user_ids: list[UserId] = Field(min_length=1, max_length=MAX_CHECK_USERS)
 
 
+class CheckDecision(BaseModel):
+    user_id: str
+    decision: Choice
+    rule: str
+    since: datetime | None
+    policy_version: str | None
+    known_user: bool = Field(description="Whether the platform told Consentry about the user.")
+
+
 class CheckView(BaseModel):
     purpose: str
     at: datetime
-    decisions: list[dict[str, Any]]
+    decisions: list[CheckDecision]
 
 
 class SignalsView(BaseModel):
@@ -117,8 +134,8 @@ def _require_self(identity: Identity, user_id: str, *, write: bool = False) -> N
         return
     if identity.role == "user" and identity.subject == user_id:
         return
-    raise HTTPException(
-        status.HTTP_403_FORBIDDEN,
+    raise problem(
+        403,
         "this token may not act on another user's consent"
         if identity.role == "user"
         else "admins read and check consent; only the user may change it",
@@ -189,7 +206,7 @@ async def read_consent(
     at: Annotated[
         InstantOrDate | None, Query(description="The instant to answer for; default now.")
     ] = None,
-) -> ConsentView:
+) -> Response:
     """Every purpose of the policy in force at `at`, with decision, rule and since."""
     _require_self(identity, user_id)
     # The signal is recorded first so that a reading of "now" already reflects it. Recording
@@ -202,13 +219,20 @@ async def read_consent(
     when = at or datetime.now(UTC)
     version = svc.policy.version_at(when)
     decisions = await run_read(svc, svc.ledger.resolve_all, user_id, when)
-    return ConsentView(
+    view = ConsentView(
         user_id=user_id,
         at=when,
         policy_version=version.version if version else None,
         purposes=_decisions(svc, decisions),
         gpc_recorded=recorded,
     )
+    return _json(view)
+
+
+def _json(view: BaseModel) -> Response:
+    """A model this module built as its route's `response_model` says, sent as is: FastAPI
+    would validate it a second time (a hot path: every consent read and write)."""
+    return Response(view.model_dump_json(), media_type="application/json")
 
 
 def _shown_version(svc: Services, shown: str | None, in_force: str) -> str:
@@ -217,7 +241,7 @@ def _shown_version(svc: Services, shown: str | None, in_force: str) -> str:
     else the version in force."""
     if shown is None:
         return in_force
-    published = published_versions(svc.store)
+    published = svc.published.names(shown)
     if shown not in published or not any(v.version == shown for v in svc.policy.versions):
         names = ", ".join(sorted(published)) or "none"
         raise unprocessable(
@@ -239,7 +263,7 @@ def _shown_version(svc: Services, shown: str | None, in_force: str) -> str:
     response_model=EventView,
     responses=error_responses(400, 401, 403, 404, 415),
 )
-def change_consent(
+async def change_consent(
     user_id: UserIdPath,
     purpose: str,
     body: ChoiceBody,
@@ -254,35 +278,45 @@ def change_consent(
             "the version in force).",
         ),
     ] = None,
-) -> EventView:
+) -> Response:
     """Record the user's choice for one purpose; it takes effect immediately.
 
     1. Only the user's own token (403 otherwise; admins never choose for a user).
-    2. The purpose must be one of the policy in force (404), the user one the platform
-       knows (404: no choice is recorded for an id nobody has).
+    2. The purpose must be one of the policy in force (404).
     3. `X-Consentry-Shown-Policy`, when sent, must name a published version (422).
+    4. The user must be one the platform knows (404: no choice is recorded for an id nobody
+       has).
+    5. The choice is committed with the other requests' changes of the moment (group
+       commit, `consentry.ledger.group`); the answer comes after that commit.
     """
     _require_self(identity, user_id, write=True)
     version = svc.policy.version_at(datetime.now(UTC))
     if version is None or version.purpose(purpose) is None:
         known = ", ".join(p.key for p in version.purposes) if version else "none"
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"unknown purpose {purpose!r}; known: {known}"
+        raise problem(
+            404, f"unknown purpose {purpose!r}; known: {known}", location="path", field="purpose"
         )
-    if svc.ledger.subject(user_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id!r} is known")
     shown = _shown_version(svc, shown_policy, version.version)
-    _apply_gpc(request, svc, identity, "PUT /v1/users/{id}/consent/{purpose}")
-    event = svc.ledger.record(
+    if gpc_requested(request):
+        await run_in_threadpool(
+            _apply_gpc, request, svc, identity, "PUT /v1/users/{id}/consent/{purpose}"
+        )
+    change = ConsentChange(
         user_id,
         purpose,
         body.choice,
-        source="api",
-        evidence=Evidence(
-            origin="PUT /v1/users/{id}/consent/{purpose}", client="api", shown_version=shown
-        ),
+        "api",
+        Evidence(origin="PUT /v1/users/{id}/consent/{purpose}", client="api", shown_version=shown),
+        request_id=current_request_id(),
     )
-    return _event_view(event)
+    try:
+        svc.ledger.check_change(change)
+    except BadInput as exc:
+        raise unprocessable(exc, "body") from None
+    event = await asyncio.wrap_future(svc.committer.submit(change))
+    if event is None:
+        raise problem(404, f"no user {user_id!r} is known", location="path", field="user_id")
+    return _json(_event_view(event))
 
 
 def _event_view(event: ConsentEventRecord) -> EventView:
@@ -322,7 +356,7 @@ def consent_history(
 def check_consent(body: CheckBody, svc: ServicesDep, identity: BearerIdentity) -> CheckView:
     """Resolve one purpose for up to 100,000 users at once; answers in the order asked."""
     if identity.role != "admin" and any(u != identity.subject for u in body.user_ids):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "only an admin token may check other users")
+        raise problem(403, "only an admin token may check other users")
     if not any(v.purpose(body.purpose) for v in svc.policy.versions):
         raise unprocessable(
             BadInput(
@@ -344,14 +378,14 @@ def check_consent(body: CheckBody, svc: ServicesDep, identity: BearerIdentity) -
         purpose=body.purpose,
         at=when,
         decisions=[
-            {
-                "user_id": d.user_id,
-                "decision": d.decision.value,
-                "rule": d.rule.value,
-                "since": d.since,
-                "policy_version": d.policy_version,
-                "known_user": k,
-            }
+            CheckDecision(
+                user_id=d.user_id,
+                decision=d.decision,
+                rule=d.rule.value,
+                since=d.since,
+                policy_version=d.policy_version,
+                known_user=k,
+            )
             for d, k in zip(decisions, known, strict=True)
         ],
     )

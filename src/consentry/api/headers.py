@@ -16,11 +16,20 @@ with its inline styles, `consentry.web.scraping.EVIDENCE_CSP`).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "SecurityHeadersMiddleware"]
+__all__ = [
+    "API_PREFIX",
+    "CONTENT_SECURITY_POLICY",
+    "SECURITY_HEADERS",
+    "PagesOnly",
+    "SecurityHeadersMiddleware",
+]
+
+API_PREFIX: Final = "/v1/"
+"""Paths of the JSON API: no page, no session cookie."""
 
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -62,3 +71,19 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class PagesOnly:
+    """Runs the middleware `inner` (built around the app with `options`) for every request
+    but the API's (`/v1/…`), which go straight to the app: the API authenticates with
+    bearer tokens, so page sessions would only cost it a cookie parse per request."""
+
+    def __init__(self, app: ASGIApp, /, *, inner: Any, **options: Any) -> None:
+        self.app = app
+        self.wrapped: ASGIApp = inner(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        await self.wrapped(scope, receive, send)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security, status
+from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import FileResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,8 +28,9 @@ from consentry.api.message_signatures import (
     SIGNATURE_HEADERS,
     signed_headers,
 )
+from consentry.api.problems import ApiProblem, error_responses, problem, unprocessable
 from consentry.api.services import Services, services
-from consentry.api.validation import WholeNumber, error_responses, unprocessable
+from consentry.api.validation import WholeNumber
 from consentry.audit import canonical_json
 from consentry.delivery.attestation import ENVELOPE_FILE
 from consentry.delivery.cards import CARD_FILE, CROISSANT_FILE
@@ -80,27 +81,29 @@ def licensee_identity(
     """
     key = credentials.credentials if credentials else ""
     if not key.strip():
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "a licensee API key is required (Authorization: Bearer csk_…)",
-            headers={"WWW-Authenticate": "Bearer"},
+        raise _unauthorized(
+            "a licensee API key is required (Authorization: Bearer csk_…)", "Bearer"
         )
     key = key.strip()
     if not key.startswith("csk_"):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
+        raise _unauthorized(
             "not a licensee API key: they look like csk_<id>_<secret> "
-            "(user and admin tokens do not open the licensee API)",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            "(user and admin tokens do not open the licensee API)"
         )
     record = authenticate_api_key(svc.store, key, svc.keyring)
     if record is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid API key, or the licensee is disabled",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
+        raise _unauthorized("invalid API key, or the licensee is disabled")
     return record
+
+
+def _unauthorized(message: str, challenge: str = 'Bearer error="invalid_token"') -> ApiProblem:
+    return problem(
+        401,
+        message,
+        location="header",
+        field="Authorization",
+        headers={"WWW-Authenticate": challenge},
+    )
 
 
 LicenseeDep = Annotated[LicenseeRecord, Depends(licensee_identity)]
@@ -119,8 +122,11 @@ def cursor_key(svc: Services) -> bytes:
 def _manifest(svc: Services, licensee: LicenseeRecord, delivery_id: str) -> tuple[Path, Any]:
     """The delivery's directory and manifest; 404 unless it is a visible delivery of this
     licensee (another licensee's delivery is indistinguishable from none)."""
-    missing = HTTPException(
-        status.HTTP_404_NOT_FOUND, f"no delivery {delivery_id!r} for licensee {licensee.name}"
+    missing = problem(
+        404,
+        f"no delivery {delivery_id!r} for licensee {licensee.name}",
+        location="path",
+        field="delivery_id",
     )
     if not _DELIVERY_ID.fullmatch(delivery_id):
         raise missing
@@ -134,36 +140,145 @@ def _manifest(svc: Services, licensee: LicenseeRecord, delivery_id: str) -> tupl
     return directory, manifest
 
 
-def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+class DeliveryFile(BaseModel):
+    """One part file of a delivery."""
+
+    name: str
+    rows: int
+    sha256: str = Field(description="SHA-256 of the file, hex.")
+    url: str = Field(description="Where to download it (Range requests accepted).")
+
+
+class DeliverySummary(BaseModel):
+    delivery_id: str
+    purpose: str
+    as_of: datetime
+    created_at: datetime
+    policy_version: str | None
+    delivered: int = Field(description="Records delivered.")
+    signing_key: str = Field(description="Key id of the manifest's Ed25519 signature.")
+    manifest_url: str
+    signature_url: str
+    files: list[DeliveryFile]
+    documents: list[DeliveryFile] = Field(
+        description="The dataset card, Croissant record and other signed documents."
+    )
+    envelope_url: str | None = Field(
+        description="The DSSE envelope of the in-toto statement over every file (none for "
+        "deliveries made before envelopes existed)."
+    )
+
+
+class DeliveriesView(BaseModel):
+    licensee: str
+    deliveries: list[DeliverySummary]
+
+
+class ManifestCounts(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    considered: int
+    delivered: int
+    excluded: dict[str, int] = Field(description="Posts left out, per reason.")
+
+
+class ManifestFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    rows: int
+    sha256: str
+
+
+class DeliveryManifest(BaseModel):
+    """manifest.json: what a delivery holds, signed with Ed25519 (docs/deliveries.md)."""
+
+    model_config = ConfigDict(extra="allow")
+    delivery_id: str
+    licensee: str
+    purpose: str
+    as_of: str
+    policy_version: str | None
+    engine: str
+    created_at: str
+    counts: ManifestCounts
+    files: list[ManifestFile]
+    columns: list[str]
+    lineage_sha256: str
+    signing_key: str
+
+
+class RevocationItem(BaseModel):
+    revocation_id: str
+    record_id: str = Field(description="The record to delete (64 hex digits).")
+    delivery_ids: list[str]
+    reason: str
+    since: str
+    revoked_at: str
+    due_at: str = Field(description="Delete it and send a receipt by then.")
+    status: str = Field(description="pending, overdue or confirmed.")
+    confirmed_at: str | None
+
+
+class RevocationBatch(BaseModel):
+    """One signed batch of the revocation feed (canonical JSON)."""
+
+    licensee: str
+    cursor: str
+    next_cursor: str = Field(description="Pass it as `cursor` to read on.")
+    has_more: bool
+    issued_at: str
+    signing_key: str
+    revocations: list[RevocationItem]
+
+
+class ReceiptView(BaseModel):
+    receipt_id: str = Field(description="The receipt's id (in the audit log's event).")
+    confirmed: list[str]
+    already_confirmed: list[str]
+    unknown: list[str] = Field(description="Ids with no revocation for this licensee.")
+
+
+def _summary(manifest: dict[str, Any]) -> DeliverySummary:
     base = f"/v1/licensee/deliveries/{manifest['delivery_id']}"
-    return {
-        "delivery_id": manifest["delivery_id"],
-        "purpose": manifest["purpose"],
-        "as_of": manifest["as_of"],
-        "created_at": manifest["created_at"],
-        "policy_version": manifest["policy_version"],
-        "delivered": manifest["counts"]["delivered"],
-        "signing_key": manifest["signing_key"],
-        "manifest_url": f"{base}/manifest",
-        "signature_url": f"{base}/files/manifest.sig",
-        "files": [{**f, "url": f"{base}/files/{f['name']}"} for f in manifest["files"]],
-        "documents": [
-            {**d, "url": f"{base}/files/{d['name']}"} for d in manifest.get("documents", [])
+    return DeliverySummary(
+        delivery_id=manifest["delivery_id"],
+        purpose=manifest["purpose"],
+        as_of=manifest["as_of"],
+        created_at=manifest["created_at"],
+        policy_version=manifest["policy_version"],
+        delivered=manifest["counts"]["delivered"],
+        signing_key=manifest["signing_key"],
+        manifest_url=f"{base}/manifest",
+        signature_url=f"{base}/files/manifest.sig",
+        files=[
+            DeliveryFile(
+                name=f["name"], rows=f["rows"], sha256=f["sha256"], url=f"{base}/files/{f['name']}"
+            )
+            for f in manifest["files"]
         ],
-        "envelope_url": f"{base}/files/{ENVELOPE_FILE}" if "documents" in manifest else None,
-    }
+        documents=[
+            DeliveryFile(
+                name=d["name"],
+                rows=d.get("rows", 0),
+                sha256=d["sha256"],
+                url=f"{base}/files/{d['name']}",
+            )
+            for d in manifest.get("documents", [])
+        ],
+        envelope_url=f"{base}/files/{ENVELOPE_FILE}" if "documents" in manifest else None,
+    )
 
 
 @api_router.get(
     "/deliveries",
     summary="This licensee's deliveries, newest first",
+    response_model=DeliveriesView,
     responses=error_responses(401),
 )
-def list_my_deliveries(svc: ServicesDep, licensee: LicenseeDep) -> dict[str, Any]:
+def list_my_deliveries(svc: ServicesDep, licensee: LicenseeDep) -> DeliveriesView:
     from consentry.delivery.service import list_deliveries
 
     mine = [m for m in list_deliveries(svc.settings) if m["licensee"] == licensee.name]
-    return {"licensee": licensee.name, "deliveries": [_summary(m) for m in mine]}
+    return DeliveriesView(licensee=licensee.name, deliveries=[_summary(m) for m in mine])
 
 
 _SIGNED: dict[str, Any] = {
@@ -184,8 +299,8 @@ _SIGNED: dict[str, Any] = {
     response_class=Response,
     responses={
         200: {
-            "description": "manifest.json as signed.",
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "model": DeliveryManifest,
+            "description": "manifest.json as signed (the bytes the signature covers).",
             "headers": _SIGNED,
         },
         **error_responses(401, 404),
@@ -250,8 +365,8 @@ def delivery_file(
     documents = manifest.get("documents", [])
     listed |= {d["name"] for d in documents} | ({ENVELOPE_FILE} if documents else set())
     if not _FILE_NAME.fullmatch(name) or name not in listed:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"delivery {delivery_id} has no file {name!r}"
+        raise problem(
+            404, f"delivery {delivery_id} has no file {name!r}", location="path", field="name"
         )
     media = _DOCUMENT_TYPES.get(name, "application/vnd.apache.parquet")
     return FileResponse(directory / name, media_type=media, filename=name)
@@ -266,8 +381,8 @@ def delivery_file(
     response_class=Response,
     responses={
         200: {
+            "model": RevocationBatch,
             "description": "One signed batch (canonical JSON).",
-            "content": {"application/json": {"schema": {"type": "object"}}},
             "headers": {**_SIGNED, **SIGNATURE_HEADERS},
         },
         **error_responses(400, 401),
@@ -297,7 +412,8 @@ def revocation_feed(
     try:
         position = decode_cursor(cursor, key, licensee.id)
     except BadInput as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc.problems[0])) from None
+        first = exc.problems[0]
+        raise problem(400, first.message, location="query", field="cursor") from None
     log = RevocationLog(svc.store, svc.policy)
     found = log.page(licensee.id, position.seq, limit + 1)
     page, more = found[:limit], len(found) > limit
@@ -350,26 +466,14 @@ class ReceiptBody(BaseModel):
     )
 
 
-_RECEIPT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["receipt_id", "confirmed", "already_confirmed", "unknown"],
-    "properties": {
-        "receipt_id": {"type": "string"},
-        "confirmed": {"type": "array", "items": {"type": "string"}},
-        "already_confirmed": {"type": "array", "items": {"type": "string"}},
-        "unknown": {"type": "array", "items": {"type": "string"}},
-    },
-}
-
-
 @api_router.post(
     "/revocations/receipts",
     summary="Confirm deletions: idempotent; ids that are not revocations are reported back",
     response_class=Response,
     responses={
         200: {
+            "model": ReceiptView,
             "description": "The receipt (canonical JSON), signed per RFC 9421.",
-            "content": {"application/json": {"schema": _RECEIPT_SCHEMA}},
             "headers": SIGNATURE_HEADERS,
         },
         **error_responses(400, 401, 415),
@@ -387,14 +491,13 @@ def post_receipts(
     except BadInput as exc:
         raise unprocessable(exc, "body") from None
     result = RevocationLog(svc.store, svc.policy).confirm(licensee.id, ids)
-    content = canonical_json(
-        {
-            "receipt_id": result.receipt_id,
-            "confirmed": result.confirmed,
-            "already_confirmed": result.already_confirmed,
-            "unknown": result.unknown,
-        }
-    ).encode("utf-8")
+    view = ReceiptView(
+        receipt_id=result.receipt_id,
+        confirmed=result.confirmed,
+        already_confirmed=result.already_confirmed,
+        unknown=result.unknown,
+    )
+    content = canonical_json(view.model_dump()).encode("utf-8")
     keyset = KeySet.for_home(svc.settings.home)
     headers = _http_signature(request, svc, keyset, content, RECEIPT_TAG)
     return Response(content, media_type="application/json", headers=headers)

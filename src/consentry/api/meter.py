@@ -9,17 +9,19 @@ meter (`app.state.scraping_meter`; see docs/scraping.md).
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from consentry.api.problems import error_responses, problem
 from consentry.api.services import BearerIdentity, Services, services
-from consentry.api.validation import NO_CONTROL, Instant, error_responses
+from consentry.api.validation import NO_CONTROL, Instant
 from consentry.errors import ConsentryError
 from consentry.instants import rfc3339
+from consentry.observe.alerts import push_alert
 from consentry.scraping.assessment import from_us
 from consentry.scraping.meter import Meter, meter_for
 from consentry.sources.schema import MAX_POSTS_PER_ACCESS
@@ -76,35 +78,56 @@ def meter_of(request: Request, svc: Services) -> Meter:
             try:
                 found = meter_for(svc.settings, backend=svc.settings.meter_backend)
             except ConsentryError as exc:
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE, f"the meter cannot start: {exc}"
-                ) from None
+                raise problem(503, f"the meter cannot start: {exc}") from None
             request.app.state.scraping_meter = found
     return found
 
 
 def _admin(identity: BearerIdentity) -> None:
     if identity.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "the meter needs an admin token")
+        raise problem(403, "the meter needs an admin token")
 
 
-def _bounds_json(entity: str, latest_us: int, lower: int, upper: int) -> dict[str, Any]:
-    return {
-        "entity": entity,
-        "latest": rfc3339(from_us(latest_us)),
-        "lower": lower,
-        "upper": upper,
-    }
+class EntityBounds(BaseModel):
+    entity: str
+    latest: str = Field(description="The entity's latest access (RFC 3339).")
+    lower: int = Field(description="Posts certainly in the window ending at `latest`.")
+    upper: int = Field(description="Posts possibly in it (bucket resolution).")
+
+
+class MeterAlert(BaseModel):
+    entity: str
+    level: int = Field(description="50, 80 or 100 (% of the threshold).")
+    at: str
+    lower: int
+    upper: int
+    confirmed: bool = Field(description="The lower bound reached the level too.")
+
+
+class IngestView(BaseModel):
+    accepted: int
+    entities: list[EntityBounds]
+    alerts: list[MeterAlert] = Field(description="Alerts this batch raised.")
+
+
+class AlertsView(BaseModel):
+    threshold_posts: int
+    alerts: list[MeterAlert]
+
+
+def _bounds_json(entity: str, latest_us: int, lower: int, upper: int) -> EntityBounds:
+    return EntityBounds(entity=entity, latest=rfc3339(from_us(latest_us)), lower=lower, upper=upper)
 
 
 @router.post(
     "/events",
     summary="Feed a batch of accesses to the online meter",
+    response_model=IngestView,
     responses=error_responses(400, 401, 403, 503),
 )
 def post_events(
     body: MeterEvents, request: Request, svc: ServicesDep, identity: BearerIdentity
-) -> dict[str, Any]:
+) -> IngestView:
     """Attribute and count the batch; returns touched entities' bounds and new alerts."""
     _admin(identity)
     meter = meter_of(request, svc)
@@ -123,21 +146,30 @@ def post_events(
             pa.array([e.credential for e in events], pa.string()),
             np.array([e.posts for e in events], dtype=np.int64),
         )
-    return {
-        "accepted": len(events),
-        "entities": [_bounds_json(b.entity, b.latest_us, b.lower, b.upper) for b in bounds],
-        "alerts": [a.to_json() for a in alerts],
-    }
+    for alert in alerts:
+        push_alert(
+            svc.settings,
+            "meter.level",
+            {**alert.to_json(), "threshold_posts": meter.terms.threshold},
+        )
+    return IngestView(
+        accepted=len(events),
+        entities=[_bounds_json(b.entity, b.latest_us, b.lower, b.upper) for b in bounds],
+        alerts=[MeterAlert(**a.to_json()) for a in alerts],
+    )
 
 
 @router.get(
-    "/alerts", summary="Alerts raised by the online meter", responses=error_responses(401, 403, 503)
+    "/alerts",
+    summary="Alerts raised by the online meter",
+    response_model=AlertsView,
+    responses=error_responses(401, 403, 503),
 )
-def get_alerts(request: Request, svc: ServicesDep, identity: BearerIdentity) -> dict[str, Any]:
+def get_alerts(request: Request, svc: ServicesDep, identity: BearerIdentity) -> AlertsView:
     """Every alert so far (50 %, 80 %, 100 % of the threshold), in the order raised."""
     _admin(identity)
     meter = meter_of(request, svc)
-    return {
-        "threshold_posts": meter.terms.threshold,
-        "alerts": [a.to_json() for a in meter.alerts()],
-    }
+    return AlertsView(
+        threshold_posts=meter.terms.threshold,
+        alerts=[MeterAlert(**a.to_json()) for a in meter.alerts()],
+    )

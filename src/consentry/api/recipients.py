@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
 
+from consentry.api.problems import error_responses, problem
 from consentry.api.services import BearerIdentity, Services, services
-from consentry.api.validation import UserIdPath, error_responses
+from consentry.api.validation import UserIdPath
 from consentry.instants import rfc3339
 from consentry.revocation import recipients_of
 
@@ -19,9 +21,33 @@ router = APIRouter(prefix="/v1", tags=["consent"])
 ServicesDep = Annotated[Services, Depends(services)]
 
 
+class RecipientRevocations(BaseModel):
+    total: int
+    pending: int = Field(description="Not confirmed yet (overdue ones included).")
+    overdue: int
+    confirmed: int
+
+
+class Recipient(BaseModel):
+    licensee: str
+    purpose: str
+    deliveries: int
+    posts: int = Field(description="Distinct posts of the user it received.")
+    first_delivered_at: str
+    last_delivered_at: str
+    revocations: RecipientRevocations
+
+
+class RecipientsView(BaseModel):
+    user_id: str
+    at: str
+    recipients: list[Recipient]
+
+
 @router.get(
     "/users/{user_id}/recipients",
     summary="Licensees that received the user's posts; revocations pending and confirmed",
+    response_model=RecipientsView,
     responses=error_responses(401, 403),
 )
 def user_recipients(
@@ -31,9 +57,7 @@ def user_recipients(
     otherwise). 2. One entry per licensee: purpose, deliveries, distinct posts, first and
     last delivery instant, and the revocations of those posts by state."""
     if not identity.may_act_on(user_id):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, "this token may not read another user's recipients"
-        )
+        raise problem(403, "this token may not read another user's recipients")
     now = datetime.now(UTC)
     return {
         "user_id": user_id,

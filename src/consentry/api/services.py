@@ -3,17 +3,21 @@ that hand them out (identity from a bearer token, the GPC signal)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from consentry.api.auth import Identity, InvalidTokenError, verify_token
+from consentry.api.problems import problem
+from consentry.audit.policy_history import published_versions
 from consentry.keys import Keyring
+from consentry.ledger.group import GroupCommitter
 from consentry.ledger.service import ConsentLedger
 from consentry.policy import PolicyFile, load_policy
 from consentry.settings import Settings
@@ -21,6 +25,7 @@ from consentry.store import Store, open_store
 
 __all__ = [
     "BearerIdentity",
+    "PublishedVersions",
     "Services",
     "bearer_identity",
     "optional_bearer_identity",
@@ -31,6 +36,23 @@ __all__ = [
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+class PublishedVersions:
+    """The policy versions published to the audit log, read once and again only when a
+    version not seen yet is asked about (versions are published, never unpublished)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._known: frozenset[str] | None = None
+        self._lock = threading.Lock()
+
+    def names(self, wanted: str | None = None) -> frozenset[str]:
+        """Every published version's name, re-read when `wanted` is not among them."""
+        with self._lock:
+            if self._known is None or (wanted is not None and wanted not in self._known):
+                self._known = frozenset(published_versions(self.store))
+            return self._known
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,19 +66,25 @@ class Services:
     ledger: ConsentLedger
     platform_secret: bytes
     """The token-signing secret, read once: every API request checks a token with it."""
+    committer: GroupCommitter
+    """Consent changes of concurrent requests, committed together (`consentry.ledger.group`)."""
+    published: PublishedVersions
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         policy = load_policy(settings.policy_file)
         store = open_store(settings.resolved_database_url)
         keyring = Keyring.for_settings(settings)
+        ledger = ConsentLedger(store, policy, keyring)
         return cls(
             settings=settings,
             policy=policy,
             store=store,
             keyring=keyring,
-            ledger=ConsentLedger(store, policy, keyring),
+            ledger=ledger,
             platform_secret=keyring.platform_secret,
+            committer=GroupCommitter(ledger),
+            published=PublishedVersions(store),
         )
 
 
@@ -129,9 +157,11 @@ async def bearer_identity(
     """The caller named by `Authorization: Bearer <token>`; 401 when absent or invalid."""
     found = await optional_bearer_identity(svc, credentials)
     if found is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
+        raise problem(
+            401,
             "a bearer token is required (Authorization: Bearer <token>)",
+            location="header",
+            field="Authorization",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return found
@@ -149,9 +179,11 @@ async def optional_bearer_identity(
     try:
         return verify_token_memo(svc.platform_secret, token)
     except InvalidTokenError as exc:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
+        raise problem(
+            401,
             str(exc),
+            location="header",
+            field="Authorization",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
 

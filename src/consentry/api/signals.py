@@ -12,6 +12,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consentry.api.services import Services, services
@@ -33,18 +34,50 @@ __all__ = ["ContentUsageMiddleware", "content_usage_for", "router", "signal_head
 router = APIRouter(tags=["signals"])
 
 
+def _content(media_type: str, description: str, schema: dict[str, Any]) -> dict[int | str, Any]:
+    return {200: {"description": description, "content": {media_type: {"schema": schema}}}}
+
+
+class TdmRepEntry(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    location: str
+    tdm_reservation: int = Field(alias="tdm-reservation")
+    tdm_policy: str = Field(alias="tdm-policy")
+
+
+class GpcDocument(BaseModel):
+    gpc: bool
+    lastUpdate: str  # noqa: N815 - the GPC specification's name
+
+
+class Jwk(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kty: str
+    crv: str
+    x: str
+    kid: str
+
+
+class KeysDocument(BaseModel):
+    keys: list[Jwk]
+
+
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.get("/robots.txt", response_class=PlainTextResponse)
+@router.get(
+    "/robots.txt",
+    response_class=PlainTextResponse,
+    responses=_content("text/plain", "robots.txt with AIPREF rules.", {"type": "string"}),
+)
 def robots(request: Request, svc: Services = Depends(services)) -> PlainTextResponse:
     """AIPREF `Content-Usage` rules and the RSL `License:` pointer."""
     version = svc.policy.version_at(datetime.now(UTC))
     return PlainTextResponse(robots_txt(_base_url(request), version))
 
 
-@router.get("/.well-known/tdmrep.json")
+@router.get("/.well-known/tdmrep.json", response_model=list[TdmRepEntry])
 def tdmrep(request: Request) -> JSONResponse:
     """TDMRep: text-and-data-mining rights are reserved everywhere; the TDM Policy (ODRL) is
     at /policies/tdm.json."""
@@ -54,12 +87,11 @@ def tdmrep(request: Request) -> JSONResponse:
 @router.get(
     TDM_POLICY_PATH,
     response_class=Response,
-    responses={
-        200: {
-            "description": "The TDM Policy: an ODRL 2.2 Offer with the TDMRep profile.",
-            "content": {"application/ld+json": {"schema": {"type": "object"}}},
-        }
-    },
+    responses=_content(
+        "application/ld+json",
+        "The TDM Policy: an ODRL 2.2 Offer with the TDMRep profile.",
+        {"type": "object"},
+    ),
 )
 def tdm_policy_document(request: Request) -> Response:
     """TDMRep TDM Policy: mining needs a licence (consent) and its fee (compensation)."""
@@ -67,7 +99,7 @@ def tdm_policy_document(request: Request) -> Response:
     return Response(body, media_type="application/ld+json")
 
 
-@router.get("/.well-known/gpc.json")
+@router.get("/.well-known/gpc.json", response_model=GpcDocument)
 def gpc(svc: Services = Depends(services)) -> JSONResponse:
     """Global Privacy Control support resource (lastUpdate: the policy in force)."""
     version = svc.policy.version_at(datetime.now(UTC))
@@ -78,12 +110,7 @@ def gpc(svc: Services = Depends(services)) -> JSONResponse:
 @router.get(
     "/license.xml",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The RSL document.",
-            "content": {"application/rsl+xml": {"schema": {"type": "string"}}},
-        }
-    },
+    responses=_content("application/rsl+xml", "The RSL document.", {"type": "string"}),
 )
 def license_xml(request: Request, svc: Services = Depends(services)) -> Response:
     """RSL 1.0 description of the AI-training licence terms (`server="…"` only when
@@ -164,7 +191,7 @@ class ContentUsageMiddleware:
         await self.app(scope, receive, send_with_header)
 
 
-@router.get("/.well-known/consentry-keys.json")
+@router.get("/.well-known/consentry-keys.json", response_model=KeysDocument)
 def signing_keys(svc: Services = Depends(services)) -> JSONResponse:
     """The Ed25519 public keys, with their history and the payload kinds each signs (JWKS)."""
     return JSONResponse(KeySet.for_home(svc.settings.home).jwks())

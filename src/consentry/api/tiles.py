@@ -45,7 +45,7 @@ def _tree(svc: Services) -> MemoryTree:
     summary="The log's signed checkpoint (C2SP tlog-checkpoint, as tlog-tiles serves it)",
     response_class=PlainTextResponse,
 )
-def checkpoint(svc: ServicesDep) -> PlainTextResponse:
+def tlog_checkpoint(svc: ServicesDep) -> PlainTextResponse:
     signed = AuditLog(svc.store).checkpoint(Signer.from_keyring(svc.keyring), record=False)
     return PlainTextResponse(signed.note(), media_type="text/plain; charset=utf-8")
 

@@ -1,27 +1,20 @@
-"""What the API accepts, declared once: instants, user ids and 64-bit integers; and the error
-bodies every route documents.
+"""What the API accepts, declared once: instants, user ids and 64-bit integers.
 
-Every refusal has one of two shapes, both in the OpenAPI schema:
-
-1. 422 — `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` (FastAPI's
-   `HTTPValidationError`), whether pydantic or a rule of ours refused the input: `loc` names
-   where (`["query", "at"]`, `["body", "events", 3, "posts"]`, `["header", "x-…"]`), `msg`
-   says what is wrong.
-2. Any other 4xx (and the 503 of `/healthz`) — `{"detail": "..."}` (`ErrorMessage`).
+Whatever refuses an input, the answer is a 422 problem (`consentry.api.problems`) naming the
+location and field of every problem.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from fastapi import Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
     BeforeValidator,
     Field,
     WithJsonSchema,
@@ -35,15 +28,12 @@ __all__ = [
     "MAX_INT64",
     "NO_CONTROL",
     "USER_ID_MAX_LENGTH",
-    "ErrorMessage",
     "Instant",
     "InstantOrDate",
     "UserId",
     "UserIdPath",
     "WholeNumber",
-    "error_responses",
     "single_query_values",
-    "unprocessable",
 ]
 
 MAX_INT64: Final = 2**63 - 1
@@ -56,44 +46,6 @@ USER_ID_MAX_LENGTH: Final = 128
 NO_CONTROL: Final = r"^[^\x00-\x1f\x7f]+$"
 """Keys are never empty and never hold control characters (a NUL cannot even be sent to
 PostgreSQL)."""
-
-
-class ErrorMessage(BaseModel):
-    """A refusal other than 422: what was wrong, in words."""
-
-    detail: str = Field(description="What was wrong, and what to do instead.")
-
-
-_MESSAGES: Final[dict[int, str]] = {
-    400: "The request cannot be read as sent: a body that is not JSON, a cursor this server "
-    "did not issue (the message says which).",
-    401: "No credential, or one that is malformed, forged, expired or disabled.",
-    403: "The credential is valid but may not do this.",
-    404: "No such resource, or not one this credential may see.",
-    415: "The body is not `application/json`.",
-    503: "A store the answer depends on cannot be reached.",
-}
-
-
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` of a route that may refuse with `codes` (each an `ErrorMessage`)."""
-    return {code: {"model": ErrorMessage, "description": _MESSAGES[code]} for code in codes}
-
-
-def unprocessable(exc: BadInput, where: str) -> RequestValidationError:
-    """A 422 in the one documented shape from a rule's BadInput: one item per problem,
-    located at `where` (`query`, `body`, `header`) and the problem's field (or location)."""
-    return RequestValidationError(
-        [
-            {"loc": (where, *_path(p.field or p.location)), "msg": p.message, "type": "value_error"}
-            for p in exc.problems
-        ]
-    )
-
-
-def _path(name: str) -> list[str | int]:
-    """`record_ids[3]` -> ["record_ids", 3] (the `loc` convention: list positions as ints)."""
-    return [int(part) if part.isdigit() else part for part in name.replace("]", "").split("[")]
 
 
 def single_query_values(request: Request) -> None:

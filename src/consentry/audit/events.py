@@ -20,15 +20,18 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from consentry.audit.log import append_events
+from consentry.observe.context import current_request_id
 from consentry.store.models import AuditEventRow
 
 __all__ = [
     "AUDIT_EVENT_TYPES",
+    "ENVELOPE_FIELDS",
     "AuditEvent",
     "AuditSink",
     "SqlAuditSink",
     "canonical_json",
     "entry_json",
+    "envelope",
 ]
 
 AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
@@ -153,7 +156,13 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "purposes",
     ),
 }
-"""Event type -> the payload fields it always carries (and nothing else)."""
+"""Event type -> the payload fields it always carries (and, but for `ENVELOPE_FIELDS`,
+nothing else)."""
+
+ENVELOPE_FIELDS: tuple[str, ...] = ("request_id",)
+"""Optional fields any event may carry besides its type's (docs/audit.md, "Envelope"):
+`request_id`, the request or CLI invocation that caused it. Events written before these
+existed simply lack them; nothing about the leaf format changes, so old logs verify."""
 
 
 def canonical_json(payload: Mapping[str, Any]) -> str:
@@ -196,6 +205,20 @@ class AuditSink(Protocol):
     def append(self, session: Session, event_type: str, payload: Mapping[str, Any]) -> int: ...
 
 
+def envelope(
+    event_type: str, payload: Mapping[str, Any], request_id: str | None = None
+) -> dict[str, Any]:
+    """The payload as appended: checked to carry exactly its type's fields, plus
+    `request_id` (the given one, else the current request's, if any)."""
+    fields = AUDIT_EVENT_TYPES.get(event_type)
+    if fields is None:
+        raise ValueError(f"unknown audit event type {event_type!r}")
+    if set(payload) != set(fields):
+        raise ValueError(f"{event_type} carries exactly {sorted(fields)}, got {sorted(payload)}")
+    found = request_id or current_request_id()
+    return {**payload, "request_id": found} if found else dict(payload)
+
+
 class SqlAuditSink:
     """Appends to the store's `audit_events` table inside the caller's transaction, so an
     audited change and its audit event commit or roll back together."""
@@ -203,19 +226,13 @@ class SqlAuditSink:
     def append(self, session: Session, event_type: str, payload: Mapping[str, Any]) -> int:
         """Validate the payload against the documented schema and append it.
 
-        1. The type must be one of AUDIT_EVENT_TYPES, with exactly its fields.
+        1. The type must be one of AUDIT_EVENT_TYPES, with exactly its fields (`envelope`
+           adds the request id, see `envelope`).
         2. `at` is the instant of appending (UTC).
         3. Returns the event's sequence number (its position in the log).
         """
-        fields = AUDIT_EVENT_TYPES.get(event_type)
-        if fields is None:
-            raise ValueError(f"unknown audit event type {event_type!r}")
-        if set(payload) != set(fields):
-            raise ValueError(
-                f"{event_type} carries exactly {sorted(fields)}, got {sorted(payload)}"
-            )
         # 4. The event becomes the next leaf of the Merkle log, under the log's lock.
-        return append_events(session, [(event_type, entry_json(payload))])[0]
+        return append_events(session, [(event_type, entry_json(envelope(event_type, payload)))])[0]
 
     @staticmethod
     def read(session: Session, *, event_type: str | None = None) -> list[AuditEvent]:

@@ -63,6 +63,7 @@ __all__ = [
     "append_events",
     "entry_text",
     "instant_text",
+    "lock_log",
 ]
 
 ENTRY_PREFIX: Final = "consentry-audit-v1\n"
@@ -102,19 +103,34 @@ def _split(blob: bytes) -> list[bytes]:
 def _lock_head(session: Session) -> tuple[int, list[bytes]]:
     """Take the log's lock and read its head.
 
-    1. `UPDATE audit_head SET size = size` first: on PostgreSQL it waits for and then holds
-       the head row's lock until commit; on SQLite it takes the database write lock (so no
-       other writer can commit between reading the head and writing the leaves).
-    2. Then read size and frontier (under READ COMMITTED the latest committed head).
+    1. `UPDATE audit_head SET size = size … RETURNING size, frontier`: on PostgreSQL it waits
+       for and then holds the head row's lock until commit, and returns the row as the last
+       writer committed it; on SQLite it takes the database write lock (so no other writer
+       can commit between reading the head and writing the leaves).
     """
-    session.execute(_HEAD.update().where(_HEAD.c.id == 1).values(size=_HEAD.c.size))
-    row = session.execute(sa.select(_HEAD.c.size, _HEAD.c.frontier).where(_HEAD.c.id == 1)).first()
+    row = session.execute(
+        _HEAD.update()
+        .where(_HEAD.c.id == 1)
+        .values(size=_HEAD.c.size)
+        .returning(_HEAD.c.size, _HEAD.c.frontier)
+    ).first()
     if row is None:
         raise LogIntegrityError("the audit log has no head row; run `consentry init`")
     size, frontier = int(row[0]), bytes(row[1])
     if len(frontier) != HASH_SIZE * len(frontier_levels(size)):
         raise LogIntegrityError(f"the audit log head is corrupt (size {size})")
     return size, _split(frontier)
+
+
+LogHeadState = tuple[int, list[bytes]]
+"""A locked head: its size and frontier."""
+
+
+def lock_log(session: Session) -> LogHeadState:
+    """Take the log's lock now, in the caller's transaction (held until it ends), and read
+    its head: for a writer that numbers its own rows in log order before it appends (it
+    passes the head to `append_events`)."""
+    return _lock_head(session)
 
 
 def _copy_postgresql(
@@ -158,11 +174,14 @@ def _copy_postgresql(
     return seqs
 
 
-def append_events(session: Session, events: Sequence[tuple[str, str]]) -> list[int]:
+def append_events(
+    session: Session, events: Sequence[tuple[str, str]], *, head: LogHeadState | None = None
+) -> list[int]:
     """Append events (type, canonical JSON payload) as leaves, in the caller's transaction.
 
-    1. Lock the head (`_lock_head`); all events get one instant, taken under the lock, so
-       instants never decrease along the log.
+    1. Lock the head (`_lock_head`; `head` when the caller locked it with `lock_log` in this
+       transaction); all events get one instant, taken under the lock, so instants never
+       decrease along the log.
     2. Insert the events (their seqs come back in order), hash their entries, extend the
        frontier, insert one `audit_leaves` row per event and write the new head.
     3. Returns the events' seqs. Nothing is written if any step fails (the caller's
@@ -170,7 +189,7 @@ def append_events(session: Session, events: Sequence[tuple[str, str]]) -> list[i
     """
     if not events:
         return []
-    size, frontier = _lock_head(session)
+    size, frontier = head if head is not None else _lock_head(session)
     now = datetime.now(UTC)
     at = instant_text(now)
     hashes = [leaf_hash(entry_text(t, at, p).encode()) for t, p in events]

@@ -37,6 +37,7 @@ from consentry.errors import EXIT_FAILURE, BadInput, ConsentryError, Problem
 from consentry.instants import parse_instant
 from consentry.keys import Keyring
 from consentry.ledger.sync import ledger_for
+from consentry.observe.alerts import push_alert
 from consentry.policy import load_policy
 from consentry.settings import Settings
 from consentry.store import Store, open_store
@@ -239,6 +240,16 @@ def verify_command(
         for problem in report.problems:
             err_console.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
     if not report.ok:
+        push_alert(
+            settings,
+            "audit.verify_failed",
+            {
+                "size": report.size,
+                "first_bad_leaf": report.first_bad_leaf,
+                "first_bad_event": report.first_bad_event,
+                "problems": report.problems[:20],
+            },
+        )
         raise typer.Exit(EXIT_FAILURE)
 
 

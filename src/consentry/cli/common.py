@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ __all__ = [
     "progress",
     "recover_first",
     "settings_from",
+    "start_invocation",
     "to_jsonable",
 ]
 
@@ -53,6 +55,31 @@ def settings_from(ctx: typer.Context) -> Settings:
     if isinstance(obj, Settings):
         return obj
     return Settings.from_env()
+
+
+def start_invocation(ctx: typer.Context, settings: Settings) -> None:
+    """What every command does first: set up logging (`--log-format`, warning and above
+    unless CONSENTRY_LOG_LEVEL says otherwise) and give the invocation a request id
+    (CONSENTRY_REQUEST_ID when a caller passes its own, else a new one), which its job logs
+    and audit events carry. Both end with the command."""
+    from consentry.observe.context import request_id_from, using_request_id
+    from consentry.observe.logs import LOG_FORMATS, configure_logging
+
+    if settings.log_format not in LOG_FORMATS:
+        err_console.print(
+            f"[red]error:[/red] --log-format: must be one of {', '.join(LOG_FORMATS)} "
+            f"(got {settings.log_format!r})",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        configure_logging(settings.log_format, settings.log_level or "warning")
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] CONSENTRY_LOG_LEVEL: {exc}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    scope = using_request_id(request_id_from(os.environ.get("CONSENTRY_REQUEST_ID")))
+    scope.__enter__()
+    ctx.call_on_close(lambda: scope.__exit__(None, None, None))
 
 
 def recover_first(settings: Settings, *, store_required: bool = True) -> None:

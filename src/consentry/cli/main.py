@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from consentry.cli import (
     report,
     serve,
 )
+from consentry.cli.common import start_invocation
 from consentry.settings import Settings
 
 __all__ = ["app", "main"]
@@ -55,9 +57,21 @@ def root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="Log lines as text or json (on stderr).",
+            show_default="CONSENTRY_LOG_FORMAT, else text",
+        ),
+    ] = None,
 ) -> None:
     """Consentry command-line interface."""
-    ctx.obj = Settings.from_env(home=home)
+    settings = Settings.from_env(home=home)
+    if log_format is not None:
+        settings = replace(settings, log_format=log_format)
+    ctx.obj = settings
+    start_invocation(ctx, settings)
 
 
 for module in (admin, policy, imports, demo, consent, licensee, deliver, report, serve):

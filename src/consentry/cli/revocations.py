@@ -8,6 +8,8 @@ a licensee literally named `overdue` or `list` is reached with `revocations list
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Annotated, Any
 
 import typer
@@ -23,7 +25,9 @@ from consentry.cli.common import (
     settings_from,
 )
 from consentry.instants import parse_instant
+from consentry.observe.alerts import push_alert
 from consentry.revocation import overdue_revocations, run_revocations
+from consentry.settings import Settings
 
 __all__ = ["LicenseeOrCommandGroup", "register", "revocations_app"]
 
@@ -110,8 +114,11 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 @revocations_app.command("overdue")
 @exits_cleanly
 def overdue_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List revocations with no receipt past the policy's revocation_sla, per licensee."""
-    report = overdue_revocations(settings_from(ctx))
+    """List revocations with no receipt past the policy's revocation_sla, per licensee;
+    push a `revocations.overdue` alert when some became overdue since the last one."""
+    settings = settings_from(ctx)
+    report = overdue_revocations(settings)
+    _alert_new_overdue(settings, report)
     if as_json:
         print_json(report)
         return
@@ -123,6 +130,39 @@ def overdue_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
         table.add_row(entry["licensee"], f"{entry['overdue']:,}", entry["oldest_due_at"])
     console.print(f"{report['overdue']:,} overdue revocations at {report['at']}")
     console.print(table)
+
+
+def _alert_new_overdue(settings: Settings, report: dict[str, Any]) -> None:
+    """Push `revocations.overdue` for the licensees with revocations that became overdue
+    since the last alert: more of them than then, or a later one (by revocation number).
+    What was alerted is kept in `<home>/alerts/overdue.json` (written atomically), so a
+    scheduled run alerts once per change, not once per run."""
+    state_path = settings.home / "alerts" / "overdue.json"
+    try:
+        alerted: dict[str, Any] = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        alerted = {}
+    now: dict[str, Any] = {}
+    grown = []
+    for entry in report["licensees"]:
+        latest = max(int(r["revocation_id"].removeprefix("rv-")) for r in entry["revocations"])
+        now[entry["licensee"]] = {"overdue": entry["overdue"], "latest": latest}
+        before = alerted.get(entry["licensee"], {"overdue": 0, "latest": 0})
+        if entry["overdue"] > before["overdue"] or latest > before["latest"]:
+            grown.append(
+                {
+                    "licensee": entry["licensee"],
+                    "overdue": entry["overdue"],
+                    "oldest_due_at": entry["oldest_due_at"],
+                }
+            )
+    if grown:
+        push_alert(settings, "revocations.overdue", {"at": report["at"], "licensees": grown})
+    if now != alerted:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_name(f".{state_path.name}.tmp")
+        tmp.write_text(json.dumps(now, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, state_path)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Annotated
 
 import typer
 import uvicorn
 
 from consentry.cli.common import err_console, exits_cleanly, settings_from
+from consentry.observe.logs import LOG_FORMATS, configure_logging
+from consentry.observe.metrics import MULTIPROC_ENV
 
 __all__ = ["register"]
 
@@ -18,28 +22,62 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="Lowest level logged.", show_default="CONSENTRY_LOG_LEVEL, else info"),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(help="Log lines as text or json.", show_default="the root --log-format"),
+    ] = None,
 ) -> None:
-    """Serve the API, the pages and the OpenAPI docs (http://HOST:PORT/docs)."""
+    """Serve the API, the pages and the OpenAPI docs (http://HOST:PORT/docs).
+
+    1. Logs: one line per request (and uvicorn's own lines) in `--log-format`, at
+       `--log-level` (info by default); uvicorn's access log is off (our line replaces it).
+    2. Metrics: the workers count into one multiprocess directory that `/metrics` sums (a
+       new temporary directory, removed when the server stops, unless
+       PROMETHEUS_MULTIPROC_DIR names one).
+    """
     settings = settings_from(ctx)
+    fmt = log_format or settings.log_format
+    level = (log_level or settings.log_level or "info").lower()
+    if fmt not in LOG_FORMATS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(LOG_FORMATS)}", param_hint="--log-format"
+        )
     # Workers are separate processes that rebuild settings from the environment, so hand
     # them the resolved values rather than the command line.
     os.environ["CONSENTRY_HOME"] = str(settings.home)
     if settings.database_url:
         os.environ["CONSENTRY_DATABASE_URL"] = settings.database_url
     os.environ["CONSENTRY_POLICY_FILE"] = str(settings.policy_file)
+    os.environ["CONSENTRY_LOG_FORMAT"] = fmt
+    os.environ["CONSENTRY_LOG_LEVEL"] = level
+    made = None
+    if not os.environ.get(MULTIPROC_ENV):
+        made = tempfile.mkdtemp(prefix="consentry-metrics-")
+        os.environ[MULTIPROC_ENV] = made
+    configure_logging(fmt, level)
     err_console.print(
         f"Consentry serving [bold]{settings.home}[/bold] on http://{host}:{port}/ "
         f"(API docs at http://{host}:{port}/docs)"
     )
-    uvicorn.run(
-        "consentry.api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-    )
+    try:
+        uvicorn.run(
+            "consentry.api.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=level,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+            os.environ.pop(MULTIPROC_ENV, None)
 
 
 def register(app: typer.Typer) -> None:

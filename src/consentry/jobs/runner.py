@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import socket
@@ -79,6 +80,7 @@ JOB_STEPS: dict[str, tuple[str, ...]] = {
 tests kill the process at every one). docs/invariants.md lists them (a test checks)."""
 
 _FINAL = ("done", "rolled_back")
+_log = logging.getLogger("consentry.jobs")
 _POLL_SECONDS = 0.2
 
 
@@ -181,6 +183,7 @@ class Job:
     state: str = "running"
     step_name: str = ""
     locks: list[str] = field(default_factory=list)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def record(self) -> JobRecord:
         """This job as recovery would see it."""
@@ -192,7 +195,7 @@ class Job:
             self.step_name,
             dict(self.intent),
             _owner(),
-            datetime.now(UTC),
+            self.started_at,
         )
 
     def _check(self, name: str) -> None:
@@ -207,6 +210,7 @@ class Job:
             .values(step=name, state=state, intent=merged, updated_at=datetime.now(UTC))
         )
         self.intent, self.step_name, self.state = merged, name, state
+        _observe_step(self)
 
     def step(self, name: str, **intent: Any) -> None:
         """Record that the job reached step `name` (merging `intent`), then pass its failpoint.
@@ -291,7 +295,7 @@ def _take_locks(job: Job, names: Sequence[str], *, wait: float) -> None:
 
 def _finish(settings: Settings, store: Store, job: JobRecord, state: str, outcome: str) -> None:
     """End `job` as `state` (done or rolled_back), release its locks, emit its last
-    OpenLineage event (COMPLETE when done, FAIL otherwise)."""
+    OpenLineage event (COMPLETE when done, FAIL otherwise), log and alert."""
     with store.session() as session:
         session.execute(sa.delete(JobLockRow).where(JobLockRow.job_id == job.id))
         session.execute(
@@ -303,6 +307,7 @@ def _finish(settings: Settings, store: Store, job: JobRecord, state: str, outcom
     emit_run_event(
         settings, job, "COMPLETE" if done else "FAIL", error=None if done else outcome[:4000]
     )
+    _observe_end(settings, job, state, outcome)
 
 
 @contextlib.contextmanager
@@ -356,6 +361,7 @@ def run_job(
             )
         job.step_name = f"{kind}.started"
         emit_run_event(settings, job.record(), "START")
+        _observe_step(job)
         try:
             job.acquire(*locks)
         except BaseException:
@@ -395,6 +401,7 @@ def resume_job(settings: Settings, record: JobRecord) -> Iterator[Job]:
             dict(record.intent),
             state=record.state,
             step_name=record.step,
+            started_at=record.started_at,
         )
     finally:
         store.close()
@@ -466,3 +473,32 @@ def recover_jobs(
             if _recover_one(settings, store, job):
                 recovered.append(job)
     return recovered
+
+
+# --- observability: one log line per step, one at the end, an alert when a job fails ---------
+
+
+def _observe_step(job: Job) -> None:
+    from consentry.observe.logs import log_event
+
+    log_event(_log, "job.step", job_id=job.id, kind=job.kind, subject=job.subject,
+              step=job.step_name, state=job.state)  # fmt: skip
+
+
+def _observe_end(settings: Settings, job: JobRecord, state: str, outcome: str) -> None:
+    """Log the job's end with its duration; a rolled-back job is a `job.failed` alert (the
+    jobs table keeps durations and outcomes for /metrics, `consentry.observe.state`)."""
+    from consentry.observe.alerts import push_alert
+    from consentry.observe.logs import log_event
+
+    seconds = round((datetime.now(UTC) - job.started_at).total_seconds(), 3)
+    # Info either way: a command already says why it failed on stderr; the line is for logs.
+    log_event(_log, "job.finished", job_id=job.id, kind=job.kind, subject=job.subject,
+              state=state, outcome=outcome, seconds=seconds)  # fmt: skip
+    if state == "rolled_back":
+        push_alert(
+            settings,
+            "job.failed",
+            {"job_id": job.id, "kind": job.kind, "subject": job.subject, "step": job.step,
+             "outcome": outcome, "seconds": seconds},
+        )  # fmt: skip

@@ -7,22 +7,28 @@ together or not at all. Nothing here updates or deletes an event.
 from __future__ import annotations
 
 import hashlib
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+import hmac
+import io
+import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import duckdb
 import ibis
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from consentry.audit import AuditSink, SqlAuditSink
+from consentry.audit.events import entry_json, envelope
+from consentry.audit.log import append_events, lock_log
 from consentry.errors import BadInput, Problem
 from consentry.keys import Keyring
 from consentry.ledger.anchor import (
@@ -40,6 +46,7 @@ from consentry.ledger.rules import (
     SubjectFacts,
     resolve_consent,
 )
+from consentry.observe.metrics import families
 from consentry.policy import Choice, PolicyFile
 from consentry.sources.schema import CONSENT_SOURCES
 from consentry.store import Store
@@ -48,6 +55,7 @@ from consentry.store.models import ConsentEventRow, ConsentStateRow, Subject
 
 __all__ = [
     "MAX_CHECK_USERS",
+    "ConsentChange",
     "ConsentEventRecord",
     "ConsentLedger",
     "ConsentReader",
@@ -77,6 +85,23 @@ class Evidence:
     origin: str | None = None
     client: str | None = None
     shown_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentChange:
+    """A choice to record (`ConsentLedger.record_many`)."""
+
+    user_id: str
+    purpose: str
+    choice: Choice
+    source: str
+    evidence: Evidence
+    at: datetime | None = None
+    """When it takes effect; None: now."""
+    event_id: str | None = None
+    """None: a new `c-<uuid>`."""
+    request_id: str | None = None
+    """The request that made it (its audit event's `request_id`); None: the current one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +135,199 @@ class ConsentReader(Protocol):
     def resolve_all(self, user_id: str, at: datetime) -> list[ConsentDecision]: ...
 
     def history(self, user_id: str) -> list[ConsentEventRecord]: ...
+
+
+_EVENTS: sa.Table = ConsentEventRow.__table__  # type: ignore[assignment]
+_STATE_COLUMNS = ("user_id", "purpose", "choice", "at", "source", "event_id")
+
+
+def _record_of(seq: int, row: dict[str, Any]) -> ConsentEventRecord:
+    return ConsentEventRecord(
+        seq=seq,
+        event_id=row["event_id"],
+        user_id=row["user_id"],
+        purpose=row["purpose"],
+        choice=Choice(row["choice"]),
+        at=row["at"],
+        source=row["source"],
+        policy_version=row["policy_version"],
+        evidence=Evidence(
+            origin=row["evidence_origin"],
+            client=row["evidence_client"],
+            shown_version=row["evidence_shown_version"],
+        ),
+        recorded_at=row["recorded_at"],
+    )
+
+
+_ARRAY_CHUNK = 100_000
+"""Ids per PostgreSQL array parameter."""
+_KNOWN_EVENT_IDS_PG = sa.select(_EVENTS.c.event_id).where(
+    _EVENTS.c.event_id == sa.func.any(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+)
+_KNOWN_SUBJECTS_PG = sa.select(Subject.user_id).where(
+    Subject.user_id == sa.func.any(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+)
+
+
+def _advance_state_statement(session: Session) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE of one state row, only where the row offered is newer
+    by (instant, event_id)."""
+    state = ConsentStateRow.__table__
+    stmt = _insert(session)(state)
+    newer = sa.or_(
+        stmt.excluded.at > state.c.at,
+        sa.and_(stmt.excluded.at == state.c.at, stmt.excluded.event_id > state.c.event_id),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[state.c.user_id, state.c.purpose],
+        set_={k: stmt.excluded[k] for k in ("choice", "at", "source", "event_id")},
+        where=newer,
+    )
+
+
+def _next_event_seqs(session: Session, n: int) -> list[int]:
+    """`n` new event numbers, in order, taken under the log's lock (every consent writer
+    holds it): PostgreSQL draws them from the column's sequence; SQLite, whose writer holds
+    the database's write lock, counts on from the largest (as its rowids do)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return [
+            int(seq)
+            for seq in session.scalars(
+                sa.text(
+                    "SELECT nextval(pg_get_serial_sequence('consent_events', 'seq')) "
+                    "FROM generate_series(1, :n) ORDER BY 1"
+                ),
+                {"n": n},
+            )
+        ]
+    top = int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(_EVENTS.c.seq), 0))) or 0)
+    return list(range(top + 1, top + n + 1))
+
+
+_EVENT_COLUMNS = ("seq", *ANCHOR_FIELDS, "anchor_seq")
+
+
+def _insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert events whose seq and anchor are known: COPY on PostgreSQL, one statement run
+    for every row on SQLite."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(sa.insert(_EVENTS), [{k: r[k] for k in _EVENT_COLUMNS} for r in rows])
+        return
+    statement = f"COPY consent_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
+    with _copying(session, statement) as copy:
+        for row in rows:
+            copy.write_row(tuple(row[k] for k in _EVENT_COLUMNS))
+
+
+@contextmanager
+def _copying(session: Session, statement: str) -> Iterator[Any]:
+    """A COPY FROM STDIN on the session's PostgreSQL connection; a database error comes out
+    as SQLAlchemy's (`IntegrityError` for a constraint), like every other statement's."""
+    import psycopg
+
+    cursor = session.connection().connection.cursor()
+    try:
+        with cursor.copy(statement) as copy:
+            yield copy
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from None
+    finally:
+        cursor.close()
+
+
+_ARROW_EVENT_COLUMNS = (*ANCHOR_FIELDS, "anchor_seq")
+_SQLITE_INSTANT = "%Y-%m-%d %H:%M:%S"
+"""Arrow's strftime of a microsecond timestamp: the text SQLAlchemy stores in SQLite
+(`2025-01-02 03:04:05.000006`, always six digits)."""
+
+
+def _sqlite_rows(table: pa.Table) -> Iterator[tuple[Any, ...]]:
+    """Rows of `table` as the sqlite3 driver binds them: instants as SQLite's stored text."""
+    columns = []
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = pc.strftime(column, _SQLITE_INSTANT)
+        columns.append(column.to_pylist())
+    return zip(*columns, strict=True)
+
+
+def _copy_csv(session: Session, target: str, table: pa.Table) -> None:
+    """COPY `table` into `target` (PostgreSQL) as CSV written by Arrow: instants as
+    `2025-01-02 03:04:05.000006Z`, nulls as empty fields, empty strings quoted."""
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+    statement = f"COPY {target} ({', '.join(table.column_names)}) FROM STDIN WITH (FORMAT csv)"
+    with _copying(session, statement) as copy:
+        copy.write(buffer.getbuffer())
+
+
+def _insert_events_arrow(session: Session, rows: pa.Table) -> None:
+    """Insert an import's events (their anchor known): COPY on PostgreSQL, the driver's
+    executemany on SQLite; no row goes through SQLAlchemy's per-row processing."""
+    rows = rows.select(list(_ARROW_EVENT_COLUMNS))
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_csv(session, "consent_events", rows)
+        return
+    marks = ", ".join("?" * len(_ARROW_EVENT_COLUMNS))
+    session.connection().connection.driver_connection.executemany(  # type: ignore[union-attr]
+        f"INSERT INTO consent_events ({', '.join(_ARROW_EVENT_COLUMNS)}) VALUES ({marks})",
+        _sqlite_rows(rows),
+    )
+
+
+_STATE_UPSERT = (
+    "INSERT INTO consent_state (user_id, purpose, choice, at, source, event_id) {rows} "
+    "ON CONFLICT (user_id, purpose) DO UPDATE SET choice = excluded.choice, "
+    "at = excluded.at, source = excluded.source, event_id = excluded.event_id "
+    "WHERE excluded.at > consent_state.at OR "
+    "(excluded.at = consent_state.at AND excluded.event_id > consent_state.event_id)"
+)
+
+
+def _advance_states_arrow(session: Session, events: pa.Table) -> None:
+    """Fold new events into `consent_state`: per (user, purpose) the latest new event (by
+    instant, then event id, found by DuckDB) replaces the state where it is later."""
+    con = duckdb.connect()
+    try:
+        con.register("new_events", events.select(list(_STATE_COLUMNS)))
+        columns = ", ".join(f'"{c}"' for c in _STATE_COLUMNS)
+        latest = con.sql(
+            f"SELECT {columns} FROM new_events QUALIFY row_number() OVER "
+            '(PARTITION BY user_id, purpose ORDER BY "at" DESC, event_id DESC) = 1'
+        ).to_arrow_table()
+    finally:
+        con.close()
+    if latest.num_rows == 0:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            sa.text(
+                "CREATE TEMPORARY TABLE new_state (LIKE consent_state INCLUDING DEFAULTS) "
+                "ON COMMIT DROP"
+            )
+        )
+        _copy_csv(session, "new_state", latest)
+        session.execute(
+            sa.text(_STATE_UPSERT.format(rows=f"SELECT {', '.join(_STATE_COLUMNS)} FROM new_state"))
+        )
+        return
+    marks = ", ".join("?" * len(_STATE_COLUMNS))
+    session.connection().connection.driver_connection.executemany(  # type: ignore[union-attr]
+        _STATE_UPSERT.format(rows=f"VALUES ({marks})"), _sqlite_rows(latest)
+    )
+
+
+def _count_changes(rows: Sequence[dict[str, Any]]) -> None:
+    """`consentry_consent_changes_total` per purpose and source (docs/operations.md)."""
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["purpose"], row["source"])
+        counts[key] = counts.get(key, 0) + 1
+    family = families().consent_changes
+    for (purpose, source), n in counts.items():
+        family.labels(purpose, source).inc(n)
 
 
 def _record(row: ConsentEventRow) -> ConsentEventRecord:
@@ -212,7 +430,8 @@ class ConsentLedger:
         self.policy = policy
         self.keyring = keyring
         self.audit = audit or SqlAuditSink()
-        self._anchor_key = anchor_key(keyring.pseudonym_key)
+        self._pseudonym_key = keyring.pseudonym_key
+        self._anchor_key = anchor_key(self._pseudonym_key)
 
     @contextmanager
     def _session(self, session: Session | None) -> Iterator[Session]:
@@ -227,7 +446,7 @@ class ConsentLedger:
 
     def subject(self, user_id: str) -> SubjectFacts | None:
         """The user's facts, or None when the platform never told us about them."""
-        with self.store.engine.connect() as conn:
+        with self.store.reading() as conn:
             return _subject_facts(conn, user_id)
 
     def history(self, user_id: str) -> list[ConsentEventRecord]:
@@ -250,7 +469,7 @@ class ConsentLedger:
     ) -> tuple[SubjectFacts, dict[str, LatestChoice]]:
         """`subject` (or bare facts for an unknown user) and `latest_choices`, read with one
         statement: the API's hot path."""
-        with self.store.engine.connect() as conn:
+        with self.store.reading() as conn:
             rows = conn.execute(_FACTS_AND_EVENTS, {"user_id": user_id, "at": at}).all()
         first = rows[0]
         facts = (
@@ -418,60 +637,136 @@ class ConsentLedger:
         at: datetime | None = None,
         event_id: str | None = None,
     ) -> ConsentEventRecord:
-        """Append one choice; it takes effect at `at` (default: now).
+        """Append one choice; it takes effect at `at` (default: now). `record_many` of one
+        change (BadInput for a change `check_change` refuses)."""
+        change = ConsentChange(user_id, purpose, Choice(choice), source, evidence, at, event_id)
+        [recorded] = self.record_many([change])
+        assert recorded is not None  # every user is accepted without known_users_only
+        return recorded
+
+    def check_change(self, change: ConsentChange, *, now: datetime | None = None) -> str:
+        """The policy version `change` falls under; BadInput when it cannot be recorded.
 
         1. `source` must be a known source; `at` aware and not in the future (beyond 5 min
            of clock skew); the purpose must exist in the version in force at `at`.
-        2. In one transaction: the event, the current-state row (when the event is newer
-           than the one it holds) and a `consent.changed` audit event.
         """
-        now = datetime.now(UTC)
-        at = (at or now).astimezone(UTC)
-        if source not in CONSENT_SOURCES:
-            raise BadInput(Problem("request", None, "source", f"unknown source {source!r}"))
+        now = now or datetime.now(UTC)
+        at = (change.at or now).astimezone(UTC)
+        if change.source not in CONSENT_SOURCES:
+            raise BadInput(Problem("request", None, "source", f"unknown source {change.source!r}"))
         if at > now + _CLOCK_SKEW:
             raise BadInput(Problem("request", None, "at", "a choice cannot be made in the future"))
         version = self.policy.version_at(at)
-        if version is None or version.purpose(purpose) is None:
+        if version is None or version.purpose(change.purpose) is None:
             known = ", ".join(p.key for p in version.purposes) if version else "none"
             raise BadInput(
-                Problem("request", None, "purpose", f"unknown purpose {purpose!r}; known: {known}")
+                Problem(
+                    "request",
+                    None,
+                    "purpose",
+                    f"unknown purpose {change.purpose!r}; known: {known}",
+                )
             )
-        with self.store.session() as session:
-            row = ConsentEventRow(
-                event_id=event_id or f"c-{uuid.uuid4().hex}",
-                user_id=user_id,
-                purpose=purpose,
-                choice=Choice(choice).value,
-                at=at,
-                source=source,
-                policy_version=version.version,
-                evidence_origin=evidence.origin,
-                evidence_client=evidence.client,
-                evidence_shown_version=evidence.shown_version,
-                recorded_at=now,
-            )
-            session.add(row)
-            session.flush()
-            self._advance_state(session, row)
-            digest = event_digest(
-                self._anchor_key, {name: getattr(row, name) for name in ANCHOR_FIELDS}
-            )
-            row.anchor_seq = self.audit.append(
-                session,
-                "consent.changed",
+        return version.version
+
+    def record_many(
+        self, changes: Sequence[ConsentChange], *, known_users_only: bool = False
+    ) -> list[ConsentEventRecord | None]:
+        """Append choices in one transaction (a group commit); per change its record, or None
+        for a user the platform does not know when `known_users_only`.
+
+        1. Every change must pass `check_change` (else BadInput and nothing is written).
+        2. With `known_users_only`, changes for users missing from `subjects` are left out
+           (their answer is None) — checked in the same transaction.
+        3. In one transaction, as `record` always did per change: the events (one INSERT),
+           the current state of each (user, purpose) where an event is newer than what it
+           holds (one upsert of the newest per pair), and one `consent.changed` audit event
+           per event, which is its anchor (`anchor_seq`), appended together under one lock
+           of the log (`append_events`). It commits before this returns: a caller that
+           answers after it has every change stored and on the audit log, or none of them.
+        """
+        now = datetime.now(UTC)
+        versions = [self.check_change(c, now=now) for c in changes]
+        if not changes:
+            return []
+        with self.store.session(immediate=True) as session:
+            wanted = list(range(len(changes)))
+            if known_users_only:
+                known = self._known_subjects(session, {c.user_id for c in changes})
+                wanted = [i for i in wanted if changes[i].user_id in known]
+            # New event ids from one draw of random bytes (one per event cost more).
+            fresh = os.urandom(16 * len(wanted)).hex()
+            rows: list[dict[str, Any]] = [
                 {
-                    "subject_ref": self.keyring.pseudonym(user_id),
-                    "purpose": purpose,
-                    "choice": row.choice,
-                    "source": source,
-                    "policy_version": version.version,
-                    "at": at.isoformat().replace("+00:00", "Z"),
-                    "ledger_seq": row.seq,
+                    "event_id": changes[i].event_id or f"c-{fresh[32 * k : 32 * k + 32]}",
+                    "user_id": changes[i].user_id,
+                    "purpose": changes[i].purpose,
+                    "choice": changes[i].choice.value,
+                    "at": (changes[i].at or now).astimezone(UTC),
+                    "source": changes[i].source,
+                    "policy_version": versions[i],
+                    "evidence_origin": changes[i].evidence.origin,
+                    "evidence_client": changes[i].evidence.client,
+                    "evidence_shown_version": changes[i].evidence.shown_version,
+                    "recorded_at": now,
+                }
+                for k, i in enumerate(wanted)
+            ]
+            recorded: list[ConsentEventRecord | None] = [None] * len(changes)
+            if not rows:
+                return recorded
+            # The log's lock first: consent writers (this and `import_events`) then take
+            # their locks in one order, and event numbers follow commit order.
+            head = lock_log(session)
+            seqs = _next_event_seqs(session, len(rows))
+            self._advance_states(session, rows)
+            payloads = []
+            for i, row, seq in zip(wanted, rows, seqs, strict=True):
+                digest = event_digest(self._anchor_key, row)
+                payload = {
+                    "subject_ref": self._pseudonym(row["user_id"]),
+                    "purpose": row["purpose"],
+                    "choice": row["choice"],
+                    "source": row["source"],
+                    "policy_version": row["policy_version"],
+                    "at": row["at"].isoformat().replace("+00:00", "Z"),
+                    "ledger_seq": seq,
                     "events_digest": f"{digest:064x}",
-                },
+                }
+                payloads.append(
+                    (
+                        "consent.changed",
+                        entry_json(envelope("consent.changed", payload, changes[i].request_id)),
+                    )
+                )
+            anchors = append_events(session, payloads, head=head)
+            for row, seq, anchor in zip(rows, seqs, anchors, strict=True):
+                row["seq"], row["anchor_seq"] = seq, anchor
+            _insert_events(session, rows)
+            for i, row in zip(wanted, rows, strict=True):
+                recorded[i] = _record_of(row["seq"], row)
+        _count_changes(rows)
+        return recorded
+
+    @staticmethod
+    def _known_subjects(session: Session, user_ids: set[str]) -> set[str]:
+        """Which of `user_ids` are subjects (on PostgreSQL one statement over an array, so it
+        is prepared once whatever the count)."""
+        ordered = sorted(user_ids)
+        if session.get_bind().dialect.name == "postgresql":
+            return set(session.scalars(_KNOWN_SUBJECTS_PG, {"ids": ordered}))
+        found: set[str] = set()
+        for start in range(0, len(ordered), _CHUNK):
+            chunk = ordered[start : start + _CHUNK]
+            found.update(
+                session.scalars(sa.select(Subject.user_id).where(Subject.user_id.in_(chunk)))
             )
-            return _record(row)
+        return found
+
+    def _pseudonym(self, user_id: str) -> str:
+        """`Keyring.pseudonym` with the key read once (not per event)."""
+        digest = hmac.new(self._pseudonym_key, user_id.encode("utf-8"), hashlib.sha256)
+        return digest.hexdigest()[:32]
 
     def record_gpc(
         self, user_id: str, *, evidence: Evidence, at: datetime | None = None
@@ -504,29 +799,19 @@ class ConsentLedger:
         return recorded
 
     @staticmethod
-    def _advance_state(session: Session, row: ConsentEventRow) -> None:
-        """Make `row` the current state unless a later (instant, event_id) is there."""
-        insert = _insert(session)
-        values = {
-            "user_id": row.user_id,
-            "purpose": row.purpose,
-            "choice": row.choice,
-            "at": row.at,
-            "source": row.source,
-            "event_id": row.event_id,
-        }
-        state = ConsentStateRow.__table__
-        stmt = insert(state).values(**values)
-        newer = sa.or_(
-            stmt.excluded.at > state.c.at,
-            sa.and_(stmt.excluded.at == state.c.at, stmt.excluded.event_id > state.c.event_id),
-        )
+    def _advance_states(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+        """Make each row the current state of its (user, purpose) unless a later
+        (instant, event_id) is there; of several rows for one pair only the latest is
+        offered. One statement run for every pair (the driver batches it)."""
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in rows:
+            key = (row["user_id"], row["purpose"])
+            held = latest.get(key)
+            if held is None or (row["at"], row["event_id"]) > (held["at"], held["event_id"]):
+                latest[key] = row
         session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[state.c.user_id, state.c.purpose],
-                set_={k: stmt.excluded[k] for k in ("choice", "at", "source", "event_id")},
-                where=newer,
-            )
+            _advance_state_statement(session),
+            [{k: r[k] for k in _STATE_COLUMNS} for r in latest.values()],
         )
 
     # --- importing from the lake -------------------------------------------------------
@@ -593,7 +878,9 @@ class ConsentLedger:
         3. One `consent.imported` audit event summarises the import (counts, a digest of the
            ids, and `events_digest`, the anchor sum of the new events); every new event
            records it as its anchor (`consentry.ledger.anchor`).
-        4. The current state of every affected (user, purpose) is recomputed in SQL.
+        4. The current state of every affected (user, purpose) advances to the latest new
+           event where it is later than what the state holds (the state is the fold of all
+           events, so folding in the new ones is the same as recomputing it).
         All in `session` when given (an import commits it with the lake snapshot), else in
         its own transaction.
         """
@@ -636,9 +923,8 @@ class ConsentLedger:
                 },
             )
             rows = rows.append_column("anchor_seq", pa.repeat(pa.scalar(seq, pa.int64()), n))
-            for batch in rows.to_batches(max_chunksize=_CHUNK):
-                tx.execute(sa.insert(ConsentEventRow), batch.to_pylist())
-            self._rebuild_state(tx, affected)
+            _insert_events_arrow(tx, rows)
+            _advance_states_arrow(tx, rows)
         return LedgerImport(table.num_rows, fresh.num_rows, len(affected))
 
     def anchor_unanchored(self) -> int:
@@ -665,59 +951,19 @@ class ConsentLedger:
 
     @staticmethod
     def _known_ids(session: Session, ids: pa.ChunkedArray) -> pa.ChunkedArray:
-        """Per id, whether the ledger already holds an event with it (IN-list chunks)."""
+        """Per id, whether the ledger already holds an event with it (IN-list chunks; on
+        PostgreSQL arrays of up to 100,000 ids, one prepared statement for them all)."""
         wanted = pc.unique(ids).to_pylist()
         known: list[str] = []
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            known += session.scalars(
-                sa.select(ConsentEventRow.event_id).where(ConsentEventRow.event_id.in_(chunk))
-            ).all()
+        if session.get_bind().dialect.name == "postgresql":
+            for start in range(0, len(wanted), _ARRAY_CHUNK):
+                chunk = wanted[start : start + _ARRAY_CHUNK]
+                known += session.scalars(_KNOWN_EVENT_IDS_PG, {"ids": chunk}).all()
+        else:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                known += session.scalars(
+                    sa.select(ConsentEventRow.event_id).where(ConsentEventRow.event_id.in_(chunk))
+                ).all()
         mask = pc.is_in(ids, value_set=pa.array(known, pa.string()))
         return mask if isinstance(mask, pa.ChunkedArray) else pa.chunked_array([mask])
-
-    @staticmethod
-    def _rebuild_state(session: Session, user_ids: Iterable[str]) -> int:
-        """Recompute `consent_state` for these users from their events (one SQL per chunk)."""
-        ids = list(user_ids)
-        state = ConsentStateRow.__table__
-        events = ConsentEventRow.__table__
-        insert = _insert(session)
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            ranked = (
-                sa.select(
-                    events.c.user_id,
-                    events.c.purpose,
-                    events.c.choice,
-                    events.c.at,
-                    events.c.source,
-                    events.c.event_id,
-                    sa.func.row_number()
-                    .over(
-                        partition_by=[events.c.user_id, events.c.purpose],
-                        order_by=[events.c.at.desc(), events.c.event_id.desc()],
-                    )
-                    .label("rank"),
-                )
-                .where(events.c.user_id.in_(chunk))
-                .subquery()
-            )
-            latest = sa.select(
-                ranked.c.user_id,
-                ranked.c.purpose,
-                ranked.c.choice,
-                ranked.c.at,
-                ranked.c.source,
-                ranked.c.event_id,
-            ).where(ranked.c.rank == 1)
-            stmt = insert(state).from_select(
-                ["user_id", "purpose", "choice", "at", "source", "event_id"], latest
-            )
-            session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[state.c.user_id, state.c.purpose],
-                    set_={k: stmt.excluded[k] for k in ("choice", "at", "source", "event_id")},
-                )
-            )
-        return len(ids)

@@ -26,6 +26,7 @@ Redis Cluster slot, so it touches one slot).
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 import operator
 import os
@@ -1318,6 +1319,29 @@ class Meter:
 
     def bounds(self, entity: str) -> Bounds | None:
         return self.backend.bounds(entity)
+
+    def top_entities(self, n: int) -> list[Bounds]:
+        """The `n` entities this meter has attributed with the largest rolling counts (upper
+        bound; ties by name), for monitoring.
+
+        An entity that is not named in the entities table is a bare credential (an API
+        key, an IP address): it is shown as `credential:` and the first 16 hex digits of
+        its SHA-256, never as itself.
+        """
+        named = set(self.attributor.owners.exact.column("entity").to_pylist())
+        named |= set(self.attributor.owners.ranges.column("entity").to_pylist())
+        found = []
+        for name in list(self.attributor.names):
+            bounds = self.backend.bounds(name)
+            if bounds is not None:
+                shown = name if name in named else _credential_label(name)
+                found.append(bounds._replace(entity=shown))
+        found.sort(key=lambda b: (-b.upper, b.entity))
+        return found[:n]
+
+
+def _credential_label(credential: str) -> str:
+    return "credential:" + hashlib.sha256(credential.encode("utf-8")).hexdigest()[:16]
 
 
 def meter_for(

@@ -6,6 +6,9 @@ PostgreSQL is used through psycopg 3. Both are migrated by Alembic to the same s
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from consentry.errors import BadInput, ConsentryError, Problem
@@ -157,7 +160,58 @@ def open_store(url: str) -> Store:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return Store(_sqlite_engine(parsed))
-    return Store(sa.create_engine(parsed, pool_pre_ping=True))
+    return Store(_postgresql_engine(parsed))
+
+
+POOL_SIZE: Final = 20
+POOL_OVERFLOW: Final = 20
+PING_AFTER_IDLE_SECONDS: Final = 10.0
+"""A pooled PostgreSQL connection idle longer than this is checked before it is used."""
+
+
+def _postgresql_engine(url: URL) -> Engine:
+    """A PostgreSQL engine whose pooled connections are checked (`SELECT 1`) before use only
+    when they sat idle for PING_AFTER_IDLE_SECONDS: a connection the server or a proxy
+    dropped meanwhile is replaced, and busy connections (a server under load) skip the
+    round trip a check before every use would cost."""
+    # Enough pooled connections for a server's concurrent requests (the thread pool runs
+    # dozens): connections beyond the pool are closed when returned, and opening one costs
+    # the server a process.
+    engine = sa.create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:
+            # The pool discards this connection and checks out another.
+            raise DisconnectionError(str(exc)) from exc
+
+    return engine
+
+
+@contextmanager
+def _writer_turn(database: str | None) -> Iterator[None]:
+    """Hold the exclusive `flock` of `<database>.writer` (created when missing) for the block;
+    nothing for an in-memory database."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    fd = os.open(f"{database}.writer", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class Store:
@@ -196,10 +250,34 @@ class Store:
         self.close()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed if the block succeeds, else rolled back."""
+    def session(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed if the block succeeds, else rolled back.
+
+        `immediate`: on SQLite the transaction takes the write lock when it begins (BEGIN
+        IMMEDIATE), so a transaction that reads before it writes cannot fail on the lock
+        upgrade; and such writers of one database file first queue on a file lock beside it
+        (`<database>.writer`, `flock`), which wakes the next one the moment the last one ends
+        where SQLite's own busy wait sleeps in steps of up to 100 ms (the tail of every
+        write's latency when several processes write). Elsewhere it changes nothing.
+        """
+        if immediate and self.backend_name == "sqlite":
+            with _writer_turn(self._engine.url.database), self._engine.connect() as conn:
+                bound = conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+                with self._sessions(bind=bound) as session, session.begin():
+                    yield session
+            return
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads that need no transaction of their own (one statement):
+        autocommit on PostgreSQL, so a read is one round trip instead of BEGIN, the read and
+        ROLLBACK."""
+        with self._engine.connect() as conn:
+            if self.backend_name == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
