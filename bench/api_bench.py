@@ -99,11 +99,11 @@ def build_home(
 ) -> list[tuple[str, str]]:
     """Create a home with `subjects` users and some consent history; (user_id, token) each.
     The store is `database_url` when given (an empty database), else SQLite in the home."""
-    from consentry.api.auth import issue_token
     from consentry.cli.admin import init_home
     from consentry.keys import Keyring
     from consentry.ledger.service import ConsentLedger
     from consentry.policy import load_policy
+    from consentry.serving.auth import issue_token
     from consentry.settings import Settings
     from consentry.store import open_store
 

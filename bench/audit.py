@@ -28,8 +28,8 @@ from _common import load_note, print_table, rate, ratio, run_isolated
 from consentry.audit.events import canonical_json
 from consentry.audit.log import AuditLog, append_events
 from consentry.audit.merkle import reference_inclusion, verify_inclusion
-from consentry.delivery.signing import Signer
 from consentry.keys import Keyring
+from consentry.signing import Signer
 from consentry.store import open_store
 
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

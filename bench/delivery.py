@@ -116,10 +116,10 @@ def run_consentry(
         stage_lineage,
     )
     from consentry.delivery.eligibility import LicenceScope
-    from consentry.delivery.signing import Signer
     from consentry.engine import Lake, connect
     from consentry.policy import load_policy
     from consentry.settings import DEFAULT_POLICY_FILE
+    from consentry.signing import Signer
 
     as_of = _as_of(as_of_text)
     lake_dir = str(Path(root) / "lake")

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from consentry.demo import generate
-from consentry.sources.schema import arrow_schema
+from consentry.schema import arrow_schema
 
 _PHRASES = ["Coffee first, then emails", "Acabo de terminar mi café", "雨の日は家で読書"]
 _NAMES = ["maria", "jose", "yuki", "priya", "omar", "lukas", "emma", "chen"]

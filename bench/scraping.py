@@ -82,7 +82,7 @@ def generate(events: int, credentials: int) -> Path:
 def entities_table() -> Any:
     import pyarrow as pa
 
-    from consentry.sources.schema import arrow_schema
+    from consentry.schema import arrow_schema
 
     rows = [
         {"credential": f"ak_{r}", "entity": f"org-{r % 500}", "valid_from": None, "valid_to": None}

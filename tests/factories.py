@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pyarrow as pa
 
-from consentry.sources.schema import arrow_schema
+from consentry.schema import arrow_schema
 
 __all__ = ["users_table"]
 

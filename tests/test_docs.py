@@ -12,8 +12,8 @@ import typer.main
 
 from consentry.cli.main import app
 from consentry.policy import POLICY_FIELDS
+from consentry.schema import TABLES
 from consentry.settings import ENVIRONMENT_VARIABLES
-from consentry.sources.schema import TABLES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -17,8 +17,8 @@ from sqlalchemy.exc import DataError
 from consentry.errors import BadInput
 from consentry.intake import import_table
 from consentry.ledger.service import ConsentLedger
+from consentry.schema import arrow_schema
 from consentry.settings import Settings
-from consentry.sources.schema import arrow_schema
 from consentry.store import open_store
 from consentry.store.models import ImportRun, JobRow, Subject
 from tests.delivery.conftest import LakeHome, make_lake_home, run_cli

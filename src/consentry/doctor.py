@@ -28,10 +28,9 @@ from sqlalchemy.orm import Session
 from consentry.audit import AuditLog
 from consentry.delivery.build import LINEAGE_TABLE
 from consentry.delivery.keyset import KeySet
-from consentry.delivery.pseudonyms import hmac_sql
 from consentry.delivery.service import deliveries_dir, verify_delivery
-from consentry.delivery.signing import Signer
 from consentry.engine import Lake
+from consentry.engine.hmac import hmac_sql
 from consentry.jobs import owner_alive, pending_jobs
 from consentry.keys import Keyring
 from consentry.ledger.anchor import (
@@ -47,6 +46,7 @@ from consentry.policy import Choice, PolicyFile, load_policy
 from consentry.retention.apply import anonymisation_key
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
 from consentry.settings import Settings
+from consentry.signing import Signer
 from consentry.store import Store, open_store
 from consentry.store.arrow import select_arrow
 from consentry.store.models import (

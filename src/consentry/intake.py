@@ -27,9 +27,9 @@ from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.jobs import JobRecord, register_recoverer, run_job
 from consentry.jobs.lineage import RunLineage, lake_dataset, register_lineage, store_dataset
 from consentry.ledger.sync import SYNCED_TABLES, ledger_for
+from consentry.schema import TableSpec
 from consentry.settings import Settings
 from consentry.sources.importer import ImportResult, check_arrow, check_files, stage_merge
-from consentry.sources.schema import TableSpec
 from consentry.sources.validate import Conformed
 from consentry.store.models import ImportRun
 

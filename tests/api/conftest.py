@@ -14,13 +14,13 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.cli.admin import init_home
 from consentry.delivery.licensees import registry_for
 from consentry.keys import Keyring
 from consentry.ledger.service import ConsentLedger
 from consentry.policy import load_policy
 from consentry.revocation import run_revocations
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import RevocationRow

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.cli.main import app as cli
 from consentry.keys import Keyring
 from consentry.ledger.sync import ledger_for
 from consentry.policy import Choice
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 
 SAMPLE = 60

@@ -10,13 +10,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.cli.main import app as cli
 from consentry.engine import Lake
 from consentry.keys import Keyring
+from consentry.schema import arrow_schema
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from consentry.sources.importer import import_arrow
-from consentry.sources.schema import arrow_schema
 from consentry.store import open_store
 
 

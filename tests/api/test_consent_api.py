@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from consentry.api.auth import issue_token
+from consentry.serving.auth import issue_token
 from tests.api.conftest import World, problem_items
 
 THIRD = "ai_training_third_party"

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from consentry.api.auth import issue_token
 from consentry.keys import Keyring
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from tests.api.conftest import Api, make_api
 from tests.services import serving

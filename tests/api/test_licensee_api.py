@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from consentry.api.auth import issue_token
 from consentry.delivery.licensees import registry_for
-from consentry.delivery.signing import b64url_decode, verify
 from consentry.keys import Keyring
 from consentry.revocation import run_revocations
 from consentry.revocation.batches import KEY_ID_HEADER, SIGNATURE_HEADER, verify_batch
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
+from consentry.signing import b64url_decode, verify
 from tests.api.conftest import Api, make_api
 
 

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.cli.admin import init_home
 from consentry.keys import Keyring
+from consentry.schema import MAX_POSTS_PER_ACCESS, arrow_schema
 from consentry.scraping.attribution import check_owners
 from consentry.scraping.meter import (
     EXACT_TOTAL,
@@ -26,8 +26,8 @@ from consentry.scraping.meter import (
     bucket_cap,
 )
 from consentry.scraping.rules import Terms
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
-from consentry.sources.schema import MAX_POSTS_PER_ACCESS, arrow_schema
 from tests.api.conftest import problem_items
 from tests.services import ensure_redis
 

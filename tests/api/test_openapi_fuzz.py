@@ -38,8 +38,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from consentry.api.auth import issue_token
 from consentry.keys import Keyring
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from tests.api.conftest import Api, make_api
 

@@ -20,7 +20,6 @@ from starlette.testclient import TestClient
 from starlette.types import Scope
 
 from consentry.api.app import create_app
-from consentry.api.services import Services
 from consentry.api.signals import ContentUsageMiddleware, content_usage_for
 from consentry.ledger.service import Evidence
 from consentry.ledger.signals import (
@@ -31,6 +30,7 @@ from consentry.ledger.signals import (
     tdmrep_reservation,
 )
 from consentry.policy import AIPREF_CATEGORIES, Choice
+from consentry.serving.services import Services
 from consentry.settings import Settings
 from tests.api.conftest import World
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from consentry.delivery.signing import Signer
 from consentry.keys import Keyring
 from consentry.settings import Settings
+from consentry.signing import Signer
 from consentry.store import Store, open_store
 
 

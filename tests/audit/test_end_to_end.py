@@ -22,7 +22,6 @@ from consentry.audit.log import AuditLog
 from consentry.audit.merkle import verify_inclusion
 from consentry.cli.main import app as cli
 from consentry.delivery.licensees import registry_for
-from consentry.delivery.signing import Signer
 from consentry.engine import Lake
 from consentry.keys import Keyring
 from consentry.ledger.service import Evidence
@@ -30,6 +29,7 @@ from consentry.ledger.sync import ledger_for
 from consentry.policy import Choice
 from consentry.revocation.log import RevocationLog
 from consentry.settings import Settings
+from consentry.signing import Signer
 from consentry.store import open_store
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")

@@ -18,8 +18,8 @@ from consentry.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from consentry.delivery.signing import Signer
 from consentry.errors import ConsentryError
+from consentry.signing import Signer
 from consentry.store import Store
 
 

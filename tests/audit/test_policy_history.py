@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from consentry.audit.events import SqlAuditSink
-from consentry.audit.policy_history import policy_impact, publish_policy, published_versions
+from consentry.audit.policy_history import publish_policy, published_versions
 from consentry.cli.admin import init_home
 from consentry.errors import ConsentryError
 from consentry.keys import Keyring
+from consentry.ledger.impact import policy_impact
 from consentry.ledger.service import ConsentLedger, Evidence
 from consentry.policy import Choice, load_policy, parse_policy
 from consentry.settings import Settings

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from consentry.audit.events import SqlAuditSink
 from consentry.audit.transparency import SMALL_CELL, render_markdown, suppress, transparency_report
-from consentry.delivery.signing import Signer
+from consentry.signing import Signer
 from consentry.store import Store
 
 

@@ -29,9 +29,9 @@ from consentry.delivery.licensees import LicenseeRecord, registry_for
 from consentry.delivery.service import deliver, deliveries_dir
 from consentry.engine import Lake
 from consentry.ledger.sync import sync_ledger
+from consentry.schema import arrow_schema
 from consentry.settings import Settings
 from consentry.sources.importer import import_arrow
-from consentry.sources.schema import arrow_schema
 
 __all__ = [
     "AS_OF",

@@ -31,14 +31,14 @@ from consentry.delivery.build import (
 from consentry.delivery.eligibility import REASON_ORDER
 from consentry.delivery.keyset import KeySet
 from consentry.delivery.licensees import registry_for
-from consentry.delivery.pseudonyms import hmac_hex
 from consentry.delivery.service import verify_delivery
-from consentry.delivery.signing import Signer, verify
 from consentry.engine import Lake, connect
+from consentry.engine.hmac import hmac_hex
 from consentry.errors import BadInput, ConsentryError
 from consentry.jobs import JobBusy
 from consentry.ledger.sync import ledger_for
 from consentry.settings import Settings
+from consentry.signing import Signer, verify
 from consentry.store import open_store
 from tests.delivery.conftest import (
     AS_OF,

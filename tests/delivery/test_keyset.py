@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from consentry.delivery.keyset import PAYLOAD_KINDS, ROTATABLE_KINDS, KeySet
-from consentry.delivery.signing import Signer, verify
 from consentry.errors import BadInput
+from consentry.signing import Signer, verify
 
 
 def test_first_use_gives_every_kind_its_own_key_and_keeps_the_log_key(tmp_path: Path) -> None:

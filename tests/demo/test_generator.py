@@ -33,7 +33,7 @@ from consentry.demo import (
 )
 from consentry.demo import generator as generator_module
 from consentry.errors import BadInput
-from consentry.sources.schema import CONSENT_SOURCES, VISIBILITIES, arrow_schema
+from consentry.schema import CONSENT_SOURCES, VISIBILITIES, arrow_schema
 from tests.demo.conftest import SMALL, Demo, Sizes
 
 I64 = npt.NDArray[np.int64]

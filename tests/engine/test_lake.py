@@ -11,7 +11,7 @@ import pytest
 
 from consentry.engine import ENGINES, Lake, connect
 from consentry.errors import BadInput, ConsentryError
-from consentry.sources.schema import arrow_schema
+from consentry.schema import arrow_schema
 
 POSTS = pa.table(
     {

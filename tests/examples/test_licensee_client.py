@@ -20,10 +20,10 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from consentry.api.auth import issue_token
 from consentry.delivery.licensees import registry_for
-from consentry.delivery.pseudonyms import hmac_hex
+from consentry.engine.hmac import hmac_hex
 from consentry.keys import Keyring
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from tests.delivery.conftest import THIRD, make_lake_home
 from tests.services import serving

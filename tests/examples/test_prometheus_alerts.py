@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consentry.api.app import create_app
 from consentry.audit.log import AuditLog
-from consentry.delivery.signing import Signer
 from consentry.keys import Keyring
 from consentry.scraping.meter import MemoryMeter, Meter
 from consentry.settings import Settings
+from consentry.signing import Signer
 from consentry.store import open_store
 from tests.api.conftest import make_api
 from tests.api.test_meter_limits import MIN, NO_OWNERS, TERMS
@@ -85,7 +85,7 @@ def test_every_metric_the_rules_name_is_exported(tmp_path: Path) -> None:
 
 
 def _user(home: Path) -> dict[str, str]:
-    from consentry.api.auth import issue_token
+    from consentry.serving.auth import issue_token
 
     token = issue_token(Keyring.for_home(home).platform_secret, "u-us", "user")
     return {"Authorization": f"Bearer {token}"}

@@ -34,8 +34,8 @@ from consentry.doctor import run_doctor
 from consentry.intake import import_table
 from consentry.jobs import FAILPOINTS_ENV, JOB_STEPS
 from consentry.retention import compute_plan
+from consentry.schema import arrow_schema
 from consentry.settings import Settings
-from consentry.sources.schema import arrow_schema
 from consentry.store import open_store
 from consentry.store.models import ConsentEventRow, JobRow, RetentionPurge, ScrapingAssessmentRow
 from tests.delivery.conftest import LakeHome, make_lake_home, run_cli

@@ -18,8 +18,8 @@ from consentry.keys import Keyring
 from consentry.ledger.rules import ConsentRule
 from consentry.ledger.service import ConsentLedger, Evidence
 from consentry.policy import Choice, load_policy
+from consentry.schema import arrow_schema
 from consentry.settings import DEFAULT_POLICY_FILE
-from consentry.sources.schema import arrow_schema
 from consentry.store import open_store
 from consentry.store.models import ConsentEventRow, ConsentStateRow
 

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from consentry.api.auth import issue_token
 from consentry.keys import Keyring
 from consentry.observe.logs import configure_logging, log_event
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import AuditEventRow

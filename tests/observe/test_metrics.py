@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.audit.log import AuditLog
-from consentry.delivery.signing import Signer
 from consentry.keys import Keyring
 from consentry.observe.state import METER_TOP
 from consentry.scraping.meter import MemoryMeter, Meter
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
+from consentry.signing import Signer
 from consentry.store import open_store
 from consentry.store.models import AuditHeadRow, RevocationRow
 from tests.api.conftest import make_api

@@ -14,7 +14,7 @@ from consentry.cli.main import app
 from consentry.policy import Duration, load_policy
 from consentry.policy.model import ANONYMISABLE_FIELDS
 from consentry.retention import LAKE_CATEGORIES
-from consentry.sources.schema import TABLES
+from consentry.schema import TABLES
 
 HEAD = """\
 versions:

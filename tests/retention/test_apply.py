@@ -30,8 +30,8 @@ from consentry.retention import (
     purge_history,
     trigger_of,
 )
+from consentry.schema import arrow_schema
 from consentry.settings import Settings
-from consentry.sources.schema import arrow_schema
 from consentry.store import open_store
 from consentry.store.models import AuditEventRow, ConsentEventRow, ConsentStateRow, Subject
 from tests.delivery.conftest import LakeHome, run_cli

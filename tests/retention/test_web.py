@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.keys import Keyring
 from consentry.retention import apply_plan, compute_plan
+from consentry.serving.auth import issue_token
 from consentry.web.retention import plan_chart
 from tests.delivery.conftest import LakeHome
 from tests.web.html import parse_html

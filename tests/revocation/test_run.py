@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from consentry.audit import SqlAuditSink
 from consentry.delivery.build import LINEAGE_TABLE
-from consentry.delivery.pseudonyms import hmac_hex
+from consentry.engine.hmac import hmac_hex
 from consentry.errors import BadInput
 from consentry.revocation import revoke_purged, run_revocations
 from consentry.store import open_store

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pyarrow as pa
 from hypothesis import strategies as st
 
+from consentry.schema import arrow_schema
 from consentry.scraping.rules import Terms
-from consentry.sources.schema import arrow_schema
 
 BASE = datetime(2025, 3, 5, tzinfo=UTC)
 DAY_US = 86_400_000_000

@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.cli.admin import init_home
 from consentry.cli.main import app
 from consentry.keys import Keyring
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 
 

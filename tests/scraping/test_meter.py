@@ -13,10 +13,10 @@ import pyarrow as pa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from consentry.schema import arrow_schema
 from consentry.scraping.attribution import check_owners
 from consentry.scraping.meter import Meter, RedisMeter, hash_tags
 from consentry.scraping.rules import Terms
-from consentry.sources.schema import arrow_schema
 from tests.services import ensure_redis
 
 MIN = 60_000_000

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from consentry.sources.schema import TABLES, arrow_schema
+from consentry.schema import TABLES, arrow_schema
 
 MISSING = object()
 """Marker: drop the column entirely."""

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from consentry.cli.main import app
 from consentry.engine import Lake
 from consentry.errors import BadInput
+from consentry.schema import arrow_schema
 from consentry.sources import import_arrow, import_files
 from consentry.sources.entities import (
     LAKE_LOCATION,
@@ -26,7 +27,6 @@ from consentry.sources.entities import (
     check_entities,
     validity_overlaps,
 )
-from consentry.sources.schema import arrow_schema
 from tests.sources.rows import tree_hash, write
 
 FORMATS = ("csv", "jsonl", "parquet")

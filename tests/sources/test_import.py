@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 import consentry.sources.importer as importer_module
 from consentry.cli.main import app
 from consentry.engine import Lake
+from consentry.schema import MAX_POSTS_PER_ACCESS, TABLES, arrow_schema
 from consentry.sources import ImportResult, import_arrow, import_files
-from consentry.sources.schema import MAX_POSTS_PER_ACCESS, TABLES, arrow_schema
 from consentry.store import open_store
 from tests.sources.rows import SAMPLES, tree_hash, write, write_csv
 

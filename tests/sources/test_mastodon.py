@@ -15,10 +15,10 @@ from consentry.cli.main import app
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError
 from consentry.ledger.sync import ledger_for
+from consentry.schema import arrow_schema
 from consentry.settings import Settings
 from consentry.sources import mastodon
 from consentry.sources.mastodon import import_mastodon, mastodon_url, read_mastodon
-from consentry.sources.schema import arrow_schema
 from consentry.store import open_store
 
 pytestmark = pytest.mark.postgres

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from consentry.engine import Lake
 from consentry.errors import BadInput
+from consentry.schema import MAX_POSTS_PER_ACCESS, TABLES, arrow_schema
 from consentry.sources import import_arrow, import_files
-from consentry.sources.schema import MAX_POSTS_PER_ACCESS, TABLES, arrow_schema
 from consentry.sources.validate import conform_arrow
 from tests.sources.rows import MISSING, SAMPLES, tree_hash, write, write_csv, write_jsonl
 

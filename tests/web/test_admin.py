@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.cli.admin import init_home
 from consentry.delivery.eligibility import REASON_ORDER
 from consentry.delivery.licensees import registry_for
 from consentry.delivery.service import list_deliveries
 from consentry.keys import Keyring
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from consentry.web.admin import exclusion_bars
 from tests.delivery.conftest import AS_OF, make_lake_home

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from consentry.api.auth import issue_token
 from consentry.engine import Lake
 from consentry.keys import Keyring
 from consentry.ledger.rules import ConsentRule
 from consentry.ledger.service import ConsentLedger
 from consentry.policy import REGION_GROUPS, Choice, load_policy
 from consentry.scraping.evidence import HEADLESS_CHROMIUM_ARGS
+from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from consentry.store import open_store
 from tests.services import serving

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from consentry.api.app import create_app
-from consentry.api.auth import issue_token
 from consentry.keys import Keyring
+from consentry.serving.auth import issue_token
 from consentry.store import open_store
 from consentry.store.models import WebSessionRow
 from tests.web.conftest import Site

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 
-from consentry.api.auth import issue_token
 from consentry.audit.checkpoint import parse_signed_checkpoint
 from consentry.audit.merkle import verify_consistency, verify_inclusion
 from consentry.audit.policy_history import publish_policy
 from consentry.ledger.service import Evidence
 from consentry.policy import Choice
+from consentry.serving.auth import issue_token
 from tests.web.conftest import Site
 
 

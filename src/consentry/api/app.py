@@ -3,7 +3,7 @@
 Swagger UI (5, which reads OpenAPI 3.1) is served from assets shipped in the
 `fastapi-offline` package, never a CDN. Every response carries the security headers of
 `consentry.api.headers` and a request id (`consentry.api.observability`); every refusal is a
-problem (`consentry.api.problems`); what this home is made of (its paths, its database URL)
+problem (`consentry.serving.problems`); what this home is made of (its paths, its database URL)
 is shown only to admins.
 """
 
@@ -22,17 +22,17 @@ from starlette.middleware.sessions import SessionMiddleware
 from consentry import __version__
 from consentry.api import consent as consent_api
 from consentry.api import signals as signals_api
-from consentry.api.auth import Identity
 from consentry.api.headers import PagesOnly, SecurityHeadersMiddleware
 from consentry.api.observability import RequestObserver
 from consentry.api.observability import router as observability_router
 from consentry.api.overview import Overview, collect_overview
-from consentry.api.problems import error_responses, install_problem_handlers, problem_openapi
-from consentry.api.services import Services, optional_bearer_identity
 from consentry.api.validation import single_query_values
-from consentry.cli.common import to_jsonable
+from consentry.jsonable import to_jsonable
 from consentry.observe.logs import configure_logging
 from consentry.policy import describe_purpose
+from consentry.serving.auth import Identity
+from consentry.serving.problems import error_responses, install_problem_handlers, problem_openapi
+from consentry.serving.services import Services, optional_bearer_identity
 from consentry.settings import Settings
 from consentry.web import STATIC_DIR, pages, templates
 from consentry.web import admin as admin_pages
@@ -130,7 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     # security headers go on every one of them.
     app.add_middleware(RequestObserver)
     app.add_middleware(SecurityHeadersMiddleware)
-    install_problem_handlers(app)
+    install_problem_handlers(app, pages.error_page)
     _document_problems(app)
     app.include_router(observability_router)
     app.include_router(consent_api.router)

@@ -10,15 +10,15 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from consentry.api.problems import error_responses, problem, unprocessable
-from consentry.api.services import BearerIdentity, Services, services
 from consentry.api.validation import MAX_INT64, WholeNumber
 from consentry.audit.log import AuditLog, ConsistencyProof, InclusionProof
 from consentry.audit.transparency import transparency_report
-from consentry.cli.common import to_jsonable
-from consentry.delivery.signing import Signer
 from consentry.errors import BadInput, ConsentryError
 from consentry.instants import RANGE_TEXT
+from consentry.jsonable import to_jsonable
+from consentry.serving.problems import error_responses, problem, unprocessable
+from consentry.serving.services import BearerIdentity, Services, services
+from consentry.signing import Signer
 from consentry.web.transparency import report_period
 
 __all__ = ["consistency_json", "inclusion_json", "router"]

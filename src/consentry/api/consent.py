@@ -11,9 +11,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from consentry.api.auth import Identity
-from consentry.api.problems import error_responses, problem, unprocessable
-from consentry.api.services import BearerIdentity, Services, run_read, services
 from consentry.api.validation import (
     Instant,
     InstantOrDate,
@@ -31,6 +28,9 @@ from consentry.ledger.service import (
 from consentry.ledger.signals import author_signals
 from consentry.observe.context import current_request_id
 from consentry.policy import Choice
+from consentry.serving.auth import Identity
+from consentry.serving.problems import error_responses, problem, unprocessable
+from consentry.serving.services import BearerIdentity, Services, run_read, services
 
 __all__ = ["gpc_requested", "router", "signals_for"]
 
@@ -38,7 +38,7 @@ __all__ = ["gpc_requested", "router", "signals_for"]
 async def require_json(request: Request) -> None:
     """Bodies are JSON: anything else is refused with 415 before it is read."""
     # `async def` with no await: a check of one header, run on the event loop rather than
-    # handed to the thread pool (see `consentry.api.services`).
+    # handed to the thread pool (see `consentry.serving.services`).
     if request.method in ("PUT", "POST", "PATCH"):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/json":

@@ -28,8 +28,6 @@ from consentry.api.message_signatures import (
     SIGNATURE_HEADERS,
     signed_headers,
 )
-from consentry.api.problems import ApiProblem, error_responses, problem, unprocessable
-from consentry.api.services import Services, services
 from consentry.api.validation import WholeNumber
 from consentry.audit import canonical_json
 from consentry.delivery.attestation import ENVELOPE_FILE
@@ -37,7 +35,6 @@ from consentry.delivery.cards import CARD_FILE, CROISSANT_FILE
 from consentry.delivery.keyset import KeySet
 from consentry.delivery.licensees import LicenseeRecord, authenticate_api_key
 from consentry.delivery.service import deliveries_dir
-from consentry.delivery.signing import b64url_encode
 from consentry.errors import BadInput
 from consentry.instants import rfc3339
 from consentry.revocation import (
@@ -50,6 +47,9 @@ from consentry.revocation import (
     parse_receipt_ids,
 )
 from consentry.revocation.batches import KEY_ID_HEADER, SIGNATURE_HEADER, sign_batch
+from consentry.serving.problems import ApiProblem, error_responses, problem, unprocessable
+from consentry.serving.services import Services, services
+from consentry.signing import b64url_encode
 
 __all__ = ["api_router", "cursor_key", "licensee_identity", "router"]
 

@@ -23,7 +23,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from consentry.delivery.signing import Signer
+from consentry.signing import Signer
 
 __all__ = [
     "FEED_TAG",

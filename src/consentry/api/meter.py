@@ -16,24 +16,23 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from consentry.api.problems import error_responses, problem
-from consentry.api.services import BearerIdentity, Services, services
 from consentry.api.validation import NO_CONTROL, Instant
-from consentry.errors import ConsentryError
 from consentry.instants import rfc3339
 from consentry.observe.alerts import push_alert
+from consentry.schema import MAX_POSTS_PER_ACCESS
 from consentry.scraping.assessment import from_us
-from consentry.scraping.meter import Meter, meter_for
-from consentry.sources.schema import MAX_POSTS_PER_ACCESS
+from consentry.serving.problems import error_responses, problem
+from consentry.serving.services import BearerIdentity, Services, meter_of, services
 
-__all__ = ["MAX_BATCH", "MeterEvent", "MeterEvents", "meter_of", "router"]
+__all__ = ["MAX_BATCH", "MeterEvent", "MeterEvents", "router"]
 
 router = APIRouter(prefix="/v1/meter", tags=["scraping"])
 ServicesDep = Annotated[Services, Depends(services)]
 MAX_BATCH = 100_000
 """Most events one POST may carry."""
 
-_LOCK = threading.Lock()
+_INGEST_LOCK = threading.Lock()
+"""Batches reach the meter one at a time in a process: sync routes run on a thread pool."""
 
 
 class MeterEvent(BaseModel):
@@ -64,23 +63,6 @@ class MeterEvents(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[MeterEvent] = Field(max_length=MAX_BATCH)
-
-
-def meter_of(request: Request, svc: Services) -> Meter:
-    """The process's meter, built on first use (thread-safe); 503 when the home's policy or
-    entities cannot make one (the message says why)."""
-    found = getattr(request.app.state, "scraping_meter", None)
-    if isinstance(found, Meter):
-        return found
-    with _LOCK:
-        found = getattr(request.app.state, "scraping_meter", None)
-        if not isinstance(found, Meter):
-            try:
-                found = meter_for(svc.settings, backend=svc.settings.meter_backend)
-            except ConsentryError as exc:
-                raise problem(503, f"the meter cannot start: {exc}") from None
-            request.app.state.scraping_meter = found
-    return found
 
 
 def _admin(identity: BearerIdentity) -> None:
@@ -140,7 +122,7 @@ def post_events(
         ],
         dtype=np.int64,
     )
-    with _LOCK:
+    with _INGEST_LOCK:
         bounds, alerts = meter.ingest(
             ts,
             pa.array([e.credential for e in events], pa.string()),

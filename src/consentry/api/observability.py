@@ -25,12 +25,12 @@ from fastapi.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consentry.api.problems import ApiProblem, answer, error_responses, problem
-from consentry.api.services import BearerIdentity, Services, services
 from consentry.observe.context import REQUEST_ID_HEADER, request_id_from, using_request_id
 from consentry.observe.logs import log_event
 from consentry.observe.metrics import exposition, families
 from consentry.observe.state import StateCollector
+from consentry.serving.problems import ApiProblem, answer, error_responses, problem
+from consentry.serving.services import BearerIdentity, Services, services
 
 __all__ = ["RequestObserver", "router"]
 

@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from consentry.api.problems import error_responses, problem
-from consentry.api.services import BearerIdentity, Services, services
 from consentry.api.validation import UserIdPath
 from consentry.instants import rfc3339
 from consentry.revocation import recipients_of
+from consentry.serving.problems import error_responses, problem
+from consentry.serving.services import BearerIdentity, Services, services
 
 __all__ = ["router"]
 

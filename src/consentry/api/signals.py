@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consentry.api.services import Services, services
 from consentry.delivery.keyset import KeySet
 from consentry.ledger.signals import (
     TDM_POLICY_PATH,
@@ -28,6 +27,7 @@ from consentry.ledger.signals import (
     tdm_policy,
     tdmrep_document,
 )
+from consentry.serving.services import Services, services
 
 __all__ = ["ContentUsageMiddleware", "content_usage_for", "router", "signal_headers_for"]
 

@@ -15,12 +15,12 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import PlainTextResponse, Response
 
-from consentry.api.services import Services, services
 from consentry.audit.checkpoint import log_origin, verifier_key
 from consentry.audit.log import AuditLog
 from consentry.audit.merkle import MemoryTree
 from consentry.audit.tiles import TILE_WIDTH, entry_bundle, hash_tile, parse_tile_path
-from consentry.delivery.signing import Signer
+from consentry.serving.services import Services, services
+from consentry.signing import Signer
 
 __all__ = ["VKEY_PATH", "router"]
 

@@ -1,6 +1,6 @@
 """What the API accepts, declared once: instants, user ids and 64-bit integers.
 
-Whatever refuses an input, the answer is a 422 problem (`consentry.api.problems`) naming the
+Whatever refuses an input, the answer is a 422 problem (`consentry.serving.problems`) naming the
 location and field of every problem.
 """
 

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consentry.audit.merkle import HASH_SIZE
-from consentry.delivery.signing import Signer
 from consentry.errors import BadInput, Problem
+from consentry.signing import Signer
 
 __all__ = [
     "Checkpoint",

@@ -41,8 +41,8 @@ from consentry.audit.merkle import (
     range_hash,
     range_nodes,
 )
-from consentry.delivery.signing import Signer
 from consentry.errors import ConsentryError
+from consentry.signing import Signer
 from consentry.store import Store
 from consentry.store.models import (
     AuditCheckpointRow,

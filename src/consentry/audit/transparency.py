@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from consentry.audit.events import AUDIT_EVENT_TYPES
 from consentry.audit.log import AuditLog
-from consentry.delivery.signing import Signer
 from consentry.instants import rfc3339
+from consentry.signing import Signer
 from consentry.store import Store
 from consentry.store.models import AuditEventRow, ConsentEventRow, Subject
 

@@ -20,7 +20,7 @@ from consentry.api.audit import consistency_json, inclusion_json
 from consentry.audit.checkpoint import parse_signed_checkpoint
 from consentry.audit.log import AuditLog
 from consentry.audit.merkle import verify_consistency, verify_inclusion
-from consentry.audit.policy_history import policy_impact, publish_policy
+from consentry.audit.policy_history import publish_policy
 from consentry.audit.transparency import render_markdown, transparency_report
 from consentry.cli.common import (
     console,
@@ -28,18 +28,19 @@ from consentry.cli.common import (
     exits_cleanly,
     print_json,
     settings_from,
-    to_jsonable,
 )
 from consentry.cli.policy import policy_app
 from consentry.cli.report import report_app
-from consentry.delivery.signing import Signer
 from consentry.errors import EXIT_FAILURE, BadInput, ConsentryError, Problem
 from consentry.instants import parse_instant
+from consentry.jsonable import to_jsonable
 from consentry.keys import Keyring
+from consentry.ledger.impact import policy_impact
 from consentry.ledger.sync import ledger_for
 from consentry.observe.alerts import push_alert
 from consentry.policy import load_policy
 from consentry.settings import Settings
+from consentry.signing import Signer
 from consentry.store import Store, open_store
 from consentry.web import templates
 from consentry.web.transparency import report_context, report_period

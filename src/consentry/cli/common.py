@@ -11,9 +11,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
-from decimal import Decimal
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -28,6 +25,7 @@ from rich.progress import (
 )
 
 from consentry.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BadInput, ConsentryError
+from consentry.jsonable import to_jsonable
 from consentry.settings import Settings
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "recover_first",
     "settings_from",
     "start_invocation",
-    "to_jsonable",
 ]
 
 P = ParamSpec("P")
@@ -96,26 +93,6 @@ def recover_first(settings: Settings, *, store_required: bool = True) -> None:
             highlight=False,
             soft_wrap=True,
         )
-
-
-def to_jsonable(value: Any) -> Any:
-    """Turn instants (RFC 3339, `Z`), decimals, paths and dataclass-like values into JSON."""
-    if isinstance(value, datetime):
-        text = value.isoformat()
-        return text.replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "model_dump"):
-        return to_jsonable(value.model_dump(mode="python"))
-    return value
 
 
 def print_json(value: Any) -> None:

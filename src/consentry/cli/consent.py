@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
-from consentry.api.auth import issue_token
 from consentry.cli.common import (
     console,
     exits_cleanly,
@@ -24,6 +23,7 @@ from consentry.instants import parse_instant
 from consentry.keys import Keyring
 from consentry.ledger.bulk import resolve_consent_bulk
 from consentry.ledger.sync import ledger_for, sync_ledger
+from consentry.serving.auth import issue_token
 
 __all__ = ["register"]
 

@@ -38,10 +38,10 @@ from consentry.retention import (
     purge_history,
     records_of_processing,
     release_hold,
-    render_html,
     render_markdown,
 )
 from consentry.store import open_store
+from consentry.web.retention import processing_record_html
 
 __all__ = ["hold_app", "register", "retention_app", "revoker"]
 
@@ -351,7 +351,7 @@ def report_processing(
     if output_format is ReportFormat.json:
         text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     elif output_format is ReportFormat.html:
-        text = render_html(record)
+        text = processing_record_html(record)
     else:
         text = render_markdown(record)
     if out is None:

@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from consentry.delivery.signing import Signer, verify
+from consentry.signing import Signer, verify
 
 __all__ = [
     "ENVELOPE_FILE",

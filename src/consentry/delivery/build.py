@@ -43,12 +43,12 @@ from consentry.delivery.eligibility import (
     reasons_of,
 )
 from consentry.delivery.minimise import MinimisationConfig, minimise_expr
-from consentry.delivery.pseudonyms import hmac_sql
-from consentry.delivery.signing import Signer
 from consentry.engine import Lake
+from consentry.engine.hmac import hmac_sql
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.ledger.bulk import resolve_consent_bulk
 from consentry.policy import AIPREF_CATEGORIES, Choice, Duration, PolicyFile
+from consentry.signing import Signer
 
 __all__ = [
     "DELIVERED_SCHEMA",

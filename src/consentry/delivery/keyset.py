@@ -39,9 +39,9 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consentry.delivery.signing import Signer, key_id, public_jwk
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.keys import Keyring
+from consentry.signing import Signer, key_id, public_jwk
 
 __all__ = [
     "PAYLOAD_KINDS",

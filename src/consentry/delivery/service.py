@@ -32,7 +32,6 @@ from consentry.delivery.eligibility import LicenceScope
 from consentry.delivery.keyset import KeySet
 from consentry.delivery.licensees import LicenseeRecord, licensee_named, registry_for
 from consentry.delivery.minimise import MinimisationConfig
-from consentry.delivery.signing import verify
 from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.jobs import JobRecord, register_recoverer, run_job
@@ -46,6 +45,7 @@ from consentry.jobs.lineage import (
 from consentry.ledger.sync import ledger_for
 from consentry.policy import PolicyFile
 from consentry.settings import Settings
+from consentry.signing import verify
 from consentry.store import open_store
 from consentry.store.models import AuditEventRow, DeliveryRow
 
@@ -93,13 +93,12 @@ def target_for(settings: Settings, record: LicenseeRecord) -> DeliveryTarget:
 def terms_for(settings: Settings, policy: PolicyFile, as_of: datetime) -> DeliveryTerms:
     """The licensee's duties as the card states them: the feed, the licence, the deadline
     in force at the cut-off (URLs absolute when `CONSENTRY_PUBLIC_URL` is set)."""
-    from consentry.revocation.rules import sla_for  # revocation builds on deliveries
 
     base = settings.public_url or ""
     return DeliveryTerms(
         feed_url=f"{base}/v1/licensee/revocations",
         licence_url=f"{base}/license.xml",
-        revocation_sla=sla_for(policy, as_of),
+        revocation_sla=policy.revocation_sla_at(as_of),
     )
 
 

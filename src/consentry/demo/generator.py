@@ -54,7 +54,7 @@ from consentry.demo.scrapers import (
 )
 from consentry.demo.texts import LANGS, hex_strings, ipv4_strings, post_texts
 from consentry.errors import BadInput, Problem
-from consentry.sources.schema import CONSENT_SOURCES, VISIBILITIES, arrow_schema
+from consentry.schema import CONSENT_SOURCES, VISIBILITIES, arrow_schema
 
 __all__ = ["ProgressCallback", "generate", "generate_tables"]
 

@@ -57,7 +57,7 @@ _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 def _canonical_schema(name: str) -> pa.Schema | None:
     # Imported here: consentry.sources imports this module's package for its importer.
-    from consentry.sources.schema import TABLES, arrow_schema
+    from consentry.schema import TABLES, arrow_schema
 
     return arrow_schema(name) if name in TABLES else None
 

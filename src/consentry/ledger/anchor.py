@@ -35,7 +35,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from consentry.delivery.pseudonyms import hmac_sql
+from consentry.engine.hmac import hmac_sql
 from consentry.store.arrow import select_arrow
 from consentry.store.models import ConsentEventRow
 

@@ -48,7 +48,7 @@ from consentry.ledger.rules import (
 )
 from consentry.observe.metrics import families
 from consentry.policy import Choice, PolicyFile
-from consentry.sources.schema import CONSENT_SOURCES
+from consentry.schema import CONSENT_SOURCES
 from consentry.store import Store
 from consentry.store.arrow import select_arrow
 from consentry.store.models import ConsentEventRow, ConsentStateRow, Subject

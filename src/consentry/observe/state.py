@@ -6,10 +6,10 @@ kept in memory between scrapes, so every worker and every process that ran a job
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import sqlalchemy as sa
 
@@ -26,9 +26,7 @@ from consentry.store.models import (
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
-    from consentry.scraping.meter import Meter
-
-__all__ = ["JOB_BUCKETS", "METER_TOP", "StateCollector"]
+__all__ = ["JOB_BUCKETS", "METER_TOP", "MeterReadings", "StateCollector"]
 
 JOB_BUCKETS: Final = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
 """Seconds: a revocation run takes a second, a 10M-post delivery a minute or two."""
@@ -37,12 +35,41 @@ METER_TOP: Final = 10
 """Entities the meter families show: the ones with the largest rolling counts."""
 
 
+class _EntityBounds(Protocol):
+    @property
+    def entity(self) -> str: ...
+    @property
+    def lower(self) -> int: ...
+    @property
+    def upper(self) -> int: ...
+
+
+class _AlertLevel(Protocol):
+    @property
+    def level(self) -> int: ...
+
+
+class _Threshold(Protocol):
+    @property
+    def threshold(self) -> int: ...
+
+
+class MeterReadings(Protocol):
+    """What the metrics read from the online meter (`consentry.scraping.meter.Meter`); a
+    protocol, so that observing sits below the capabilities it observes."""
+
+    @property
+    def terms(self) -> _Threshold: ...
+    def top_entities(self, n: int) -> Sequence[_EntityBounds]: ...
+    def alerts(self) -> Sequence[_AlertLevel]: ...
+
+
 @dataclass
 class StateCollector:
     """A prometheus-client collector over one home's store and (when built) its meter."""
 
     store: Store
-    meter: Meter | None = None
+    meter: MeterReadings | None = None
 
     def collect(self) -> Iterator[Metric]:
         now = datetime.now(UTC)
@@ -193,7 +220,7 @@ def _seconds(session: Any, end: Any, start: Any) -> Any:
     return (sa.func.julianday(end) - sa.func.julianday(start)) * 86_400.0
 
 
-def _meter(meter: Meter) -> Iterator[Metric]:
+def _meter(meter: MeterReadings) -> Iterator[Metric]:
     from prometheus_client.core import GaugeMetricFamily
 
     threshold = meter.terms.threshold

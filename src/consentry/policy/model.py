@@ -20,11 +20,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from consentry.errors import BadInput, Problem
 from consentry.policy.duration import Duration
 from consentry.policy.regions import expand_region, is_currency_code, is_region
-from consentry.sources.schema import TABLES
+from consentry.schema import TABLES
 
 __all__ = [
     "AIPREF_CATEGORIES",
     "ANONYMISABLE_FIELDS",
+    "DEFAULT_REVOCATION_SLA",
     "POLICY_FIELDS",
     "RETENTION_CATEGORIES",
     "RETENTION_TRIGGERS",
@@ -50,6 +51,9 @@ class Choice(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
 
+
+DEFAULT_REVOCATION_SLA: Duration = Duration(days=30)
+"""The revocation deadline when no policy version is in force at the revocation instant."""
 
 AiprefCategory = Literal["train-ai", "search", "ai-use"]
 """What a purpose's `aipref` may list: the current labels and one retired label."""
@@ -477,6 +481,13 @@ class PolicyFile:
     """SHA-256 of the file's bytes (hex), to record which policy text was enforced."""
     versions: list[PolicyVersion]
     platform: str | None = None
+
+    def revocation_sla_at(self, at: datetime) -> Duration:
+        """The revocation deadline in force at `at`: the `revocation_sla` of the version in
+        force then, or DEFAULT_REVOCATION_SLA when none is (a revocation before the first
+        version still gets a deadline)."""
+        version = self.version_at(at.astimezone(UTC))
+        return version.revocation_sla if version is not None else DEFAULT_REVOCATION_SLA
 
     def version_at(self, at: datetime) -> PolicyVersion | None:
         """The version in force at `at`: the latest whose effective_from <= at (aware `at` only)."""

@@ -28,7 +28,7 @@ from consentry.retention.holds import (
     release_hold,
 )
 from consentry.retention.plan import PLAN_FORMAT, compute_plan, plan_sha256
-from consentry.retention.processing import records_of_processing, render_html, render_markdown
+from consentry.retention.processing import records_of_processing, render_markdown
 from consentry.retention.rules import Condition, Cutoffs, cutoff, cutoffs_for, is_due, trigger_of
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
     "purge_history",
     "records_of_processing",
     "release_hold",
-    "render_html",
     "render_markdown",
     "trigger_of",
     "verify_purge",

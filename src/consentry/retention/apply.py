@@ -30,9 +30,9 @@ from sqlalchemy.orm import Session
 
 from consentry.audit import SqlAuditSink
 from consentry.delivery.build import LINEAGE_TABLE
-from consentry.delivery.pseudonyms import hmac_sql
 from consentry.delivery.service import deliveries_dir
 from consentry.engine import PARQUET_COMPRESSION, ROWS_PER_PART, Lake
+from consentry.engine.hmac import hmac_sql
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
 from consentry.jobs import JOB_STEPS, Job, JobRecord, register_recoverer, resume_job, run_job
@@ -64,8 +64,8 @@ from consentry.retention.plan import (
     sealed_audit_events,
     summarise,
 )
+from consentry.schema import arrow_schema
 from consentry.settings import Settings
-from consentry.sources.schema import arrow_schema
 from consentry.store import Store, open_store
 from consentry.store.models import (
     AuditEventRow,

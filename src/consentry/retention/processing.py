@@ -8,7 +8,6 @@ licensee registry, so the record cannot drift from what Consentry enforces.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -22,7 +21,6 @@ from consentry.policy.regions import expand_region
 __all__ = [
     "CATEGORY_DESCRIPTIONS",
     "records_of_processing",
-    "render_html",
     "render_markdown",
 ]
 
@@ -219,12 +217,3 @@ def render_markdown(record: dict[str, Any]) -> str:
     lines += ["", "## Security measures", ""]
     lines += [f"- {m}" for m in record["security_measures"]]
     return "\n".join(lines) + "\n"
-
-
-def render_html(record: dict[str, Any]) -> str:
-    """The record as a standalone HTML page (no scripts, no external assets)."""
-    from consentry.web import templates
-
-    return templates.env.get_template("admin_retention_processing.html").render(
-        record=record, escape=html.escape
-    )

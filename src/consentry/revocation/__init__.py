@@ -13,7 +13,6 @@ from consentry.revocation.job import (
 )
 from consentry.revocation.log import LOG_SCHEMA, ReceiptResult, RevocationEntry, RevocationLog
 from consentry.revocation.rules import (
-    DEFAULT_SLA,
     MAX_PAGE,
     MAX_RECEIPT_IDS,
     RECORD_ID,
@@ -27,7 +26,6 @@ from consentry.revocation.rules import (
     lines_digest,
     lines_digest_arrow,
     parse_receipt_ids,
-    sla_for,
     status_of,
 )
 from consentry.revocation.service import (
@@ -42,7 +40,6 @@ from consentry.revocation.service import (
 
 __all__ = [
     "CANDIDATE_SCHEMA",
-    "DEFAULT_SLA",
     "DELIVERIES_SCHEMA",
     "LOG_SCHEMA",
     "MAX_PAGE",
@@ -70,7 +67,6 @@ __all__ = [
     "revocation_candidates",
     "revoke_purged",
     "run_revocations",
-    "sla_for",
     "status_of",
     "visible_deliveries",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from consentry.audit import canonical_json
-from consentry.delivery.signing import Signer, b64url_decode, b64url_encode, verify
+from consentry.signing import Signer, b64url_decode, b64url_encode, verify
 
 __all__ = [
     "KEY_ID_HEADER",

@@ -23,10 +23,9 @@ import pyarrow.compute as pc
 from consentry.binary import binary_parts
 from consentry.delivery.eligibility import REASON_ORDER
 from consentry.errors import BadInput, Problem
-from consentry.policy import Duration, PolicyFile
+from consentry.policy import PolicyFile
 
 __all__ = [
-    "DEFAULT_SLA",
     "MAX_PAGE",
     "MAX_RECEIPT_IDS",
     "RECORD_ID",
@@ -40,12 +39,9 @@ __all__ = [
     "lines_digest",
     "lines_digest_arrow",
     "parse_receipt_ids",
-    "sla_for",
     "status_of",
 ]
 
-DEFAULT_SLA: Final = Duration(days=30)
-"""The deadline when no policy version is in force at the revocation instant."""
 MAX_PAGE: Final = 1000
 """The most revocations one feed page holds."""
 MAX_RECEIPT_IDS: Final = 10_000
@@ -81,15 +77,9 @@ class RevocationStatus(StrEnum):
     """The licensee confirmed the deletion."""
 
 
-def sla_for(policy: PolicyFile, at: datetime) -> Duration:
-    """The `revocation_sla` of the policy version in force at `at` (DEFAULT_SLA if none)."""
-    version = policy.version_at(at.astimezone(UTC))
-    return version.revocation_sla if version is not None else DEFAULT_SLA
-
-
 def due_at(policy: PolicyFile, revoked_at: datetime) -> datetime:
     """When a receipt is due: revoked_at plus the SLA in force at revoked_at."""
-    return sla_for(policy, revoked_at).add_to(revoked_at.astimezone(UTC))
+    return policy.revocation_sla_at(revoked_at).add_to(revoked_at.astimezone(UTC))
 
 
 def status_of(confirmed_at: datetime | None, due: datetime, now: datetime) -> RevocationStatus:

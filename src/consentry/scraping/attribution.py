@@ -27,8 +27,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.schema import TIMESTAMP_TYPE
 from consentry.sources.entities import RowOrigins, check_entities
-from consentry.sources.schema import TIMESTAMP_TYPE
 
 if TYPE_CHECKING:
     import ibis

@@ -46,10 +46,10 @@ import pyarrow.compute as pc
 from consentry.binary import binary_parts
 from consentry.errors import BadInput, Problem
 from consentry.instants import rfc3339
+from consentry.schema import MAX_POSTS_PER_ACCESS
 from consentry.scraping.attribution import FAR_FUTURE, FAR_PAST, Owners, owner_candidates
 from consentry.scraping.rules import Terms
 from consentry.settings import Settings
-from consentry.sources.schema import MAX_POSTS_PER_ACCESS
 
 __all__ = [
     "ALERT_LEVELS",

@@ -39,12 +39,12 @@ from consentry.jobs.lineage import (
     store_dataset,
 )
 from consentry.policy import PolicyFile, PolicyVersion, load_policy
+from consentry.schema import table_spec
 from consentry.scraping.assessment import Assessment, assess
 from consentry.scraping.attribution import Owners, check_owners
 from consentry.scraping.rules import MODES, ROUNDINGS, Terms
 from consentry.settings import Settings
 from consentry.sources.readers import read_file
-from consentry.sources.schema import table_spec
 from consentry.sources.validate import conform
 from consentry.store import open_store
 from consentry.store.models import ScrapingAssessmentRow

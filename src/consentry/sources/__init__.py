@@ -1,12 +1,12 @@
 """Getting data into the lake: canonical tables, file readers, validation and import.
 
-`import_files` and `import_arrow` validate input against `consentry.sources.schema` and
+`import_files` and `import_arrow` validate input against `consentry.schema` and
 merge it into the lake idempotently (see docs/tables.md).
 """
 
+from consentry.schema import TABLES, ColumnSpec, TableSpec, arrow_schema, table_spec
 from consentry.sources.importer import ImportResult, import_arrow, import_files
 from consentry.sources.readers import FORMATS
-from consentry.sources.schema import TABLES, ColumnSpec, TableSpec, arrow_schema, table_spec
 
 __all__ = [
     "FORMATS",

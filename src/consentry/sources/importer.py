@@ -1,6 +1,6 @@
 """Import files or Arrow data into a canonical lake table: validate everything, then merge.
 
-The merge is idempotent: a row's key (see `consentry.sources.schema`) identifies it, and
+The merge is idempotent: a row's key (see `consentry.schema`) identifies it, and
 re-importing a key replaces the row. Rules in docs/tables.md.
 """
 
@@ -19,9 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from consentry.errors import BadInput, Problem
+from consentry.schema import TableSpec, table_spec
 from consentry.sources.entities import check_entities_merge
 from consentry.sources.readers import MAX_PROBLEMS, read_file
-from consentry.sources.schema import TableSpec, table_spec
 from consentry.sources.validate import Conformed, conform, conform_arrow
 
 if TYPE_CHECKING:

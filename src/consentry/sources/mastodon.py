@@ -23,8 +23,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError, Problem
+from consentry.schema import TIMESTAMP_TYPE, arrow_schema
 from consentry.sources.importer import ImportResult, import_arrow
-from consentry.sources.schema import TIMESTAMP_TYPE, arrow_schema
 
 __all__ = [
     "BLOCK_BYTES",

@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from consentry.errors import BadInput, Problem
-from consentry.sources.schema import TableSpec
+from consentry.schema import TableSpec
 
 __all__ = ["FORMATS", "RawTable", "read_csv", "read_file", "read_jsonl", "read_parquet"]
 

@@ -24,8 +24,8 @@ from consentry.instants import (
     RANGE_TEXT,
     rfc3339,
 )
+from consentry.schema import TIMESTAMP_TYPE, ColumnSpec, TableSpec, arrow_schema
 from consentry.sources.readers import MAX_PROBLEMS, RawTable
-from consentry.sources.schema import TIMESTAMP_TYPE, ColumnSpec, TableSpec, arrow_schema
 
 __all__ = ["MAX_PROBLEMS", "Conformed", "conform", "conform_arrow", "count_as_instant"]
 

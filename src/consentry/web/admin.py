@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consentry import __version__
-from consentry.api.auth import InvalidTokenError, verify_token
-from consentry.api.services import Services, services
 from consentry.delivery.eligibility import REASON_ORDER
 from consentry.delivery.licensees import registry_for
 from consentry.delivery.service import list_deliveries
+from consentry.serving.auth import InvalidTokenError, verify_token
+from consentry.serving.services import Services, services
 from consentry.web import templates
 from consentry.web.pages import csrf_ok, csrf_token, error_page
 from consentry.web.sessions import open_session, signed_in

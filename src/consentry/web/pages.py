@@ -20,10 +20,10 @@ from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consentry import __version__
-from consentry.api.services import Services, services
 from consentry.ledger.rules import ConsentDecision, ConsentRule
 from consentry.ledger.service import Evidence
 from consentry.policy import REGION_GROUPS, Choice, PolicyVersion, diff_versions, region_name
+from consentry.serving.services import Services, services
 from consentry.store.models import Subject
 from consentry.web import templates
 from consentry.web.sessions import end_sessions, open_session, signed_in

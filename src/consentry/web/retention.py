@@ -3,6 +3,7 @@ inline SVG, the legal holds and the purge history. It plans only; it never appli
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -11,12 +12,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from consentry import __version__
-from consentry.api.services import Services, services
 from consentry.retention import compute_plan, list_holds, purge_history
+from consentry.serving.services import Services, services
 from consentry.web import templates
 from consentry.web.sessions import signed_in
 
-__all__ = ["plan_chart", "router"]
+__all__ = ["plan_chart", "processing_record_html", "router"]
 
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services)]
@@ -104,4 +105,11 @@ async def admin_retention(request: Request, svc: ServicesDep) -> Response:
             "holds": holds,
             "purges": purges,
         },
+    )
+
+
+def processing_record_html(record: dict[str, Any]) -> str:
+    """The record as a standalone HTML page (no scripts, no external assets)."""
+    return templates.env.get_template("admin_retention_processing.html").render(
+        record=record, escape=html.escape
     )

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consentry import __version__
-from consentry.api.services import Services, services
 from consentry.delivery.licensees import registry_for
 from consentry.instants import rfc3339
 from consentry.revocation import RevocationLog, licensee_overview, recipients_of
+from consentry.serving.services import Services, services
 from consentry.web import templates
 from consentry.web.pages import csrf_token, error_page
 from consentry.web.sessions import signed_in

@@ -9,13 +9,12 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from consentry import __version__
-from consentry.api.meter import meter_of
-from consentry.api.services import Services, services
 from consentry.instants import rfc3339
 from consentry.scraping.assessment import from_us
 from consentry.scraping.evidence import safe_name
 from consentry.scraping.meter import MemoryMeter
 from consentry.scraping.service import latest_assessment, scraping_dir
+from consentry.serving.services import Services, meter_of, services
 from consentry.web import templates
 from consentry.web.pages import error_page
 from consentry.web.sessions import signed_in

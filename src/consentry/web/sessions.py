@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from consentry.api.auth import Role
+from consentry.serving.auth import Role
 from consentry.store import Store
 from consentry.store.models import WebSessionRow
 

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from consentry import __version__
-from consentry.api.services import Services, services
 from consentry.audit.policy_history import published_versions, version_sha256
 from consentry.audit.transparency import FAMILIES, SMALL_CELL, chart_rows, transparency_report
-from consentry.delivery.signing import Signer
 from consentry.errors import BadInput, Problem
 from consentry.instants import parse_instant
 from consentry.policy import PolicyFile, diff_versions
+from consentry.serving.services import Services, services
+from consentry.signing import Signer
 from consentry.store import Store
 from consentry.web import templates
 from consentry.web.pages import error_page

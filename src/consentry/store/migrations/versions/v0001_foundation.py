@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib.metadata import version
 
 import sqlalchemy as sa
 from alembic import op
-
-from consentry import __version__
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -56,7 +55,7 @@ def upgrade() -> None:
         store_meta,
         [
             {"key": "schema_created_at", "value": created},
-            {"key": "consentry_version", "value": __version__},
+            {"key": "consentry_version", "value": version("consentry")},
         ],
     )
 

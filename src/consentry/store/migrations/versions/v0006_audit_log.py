@@ -7,12 +7,11 @@ Create Date: 2026-11-27 00:00:00+00:00
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
-from consentry.audit.merkle import extend_frontier, leaf_hash
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -71,10 +70,10 @@ def upgrade() -> None:
         "FROM audit_events ORDER BY seq"
     ).all()
     hashes = [
-        leaf_hash(f"{_ENTRY_PREFIX}{kind}\n{at}\n{payload}".encode())
+        _leaf_hash(f"{_ENTRY_PREFIX}{kind}\n{at}\n{payload}".encode())
         for _, kind, at, payload in rows
     ]
-    size, frontier, completed = extend_frontier(0, [], hashes)
+    size, frontier, completed = _frontier(hashes)
     if rows:
         op.bulk_insert(
             sa.table(
@@ -90,6 +89,38 @@ def upgrade() -> None:
             ],
         )
     op.bulk_insert(head, [{"id": 1, "size": size, "frontier": b"".join(frontier)}])
+
+
+# The tree as this revision defined it (RFC 9162 section 2.1), written out here rather than
+# imported: a migration must compute what it computed when it was written, whatever the live
+# `consentry.audit.merkle` becomes.
+
+
+def _leaf_hash(entry: bytes) -> bytes:
+    """MTH({d(0)}) = SHA-256(0x00 || d(0))."""
+    return hashlib.sha256(b"\x00" + entry).digest()
+
+
+def _frontier(leaf_hashes: Sequence[bytes]) -> tuple[int, list[bytes], list[bytes]]:
+    """The tree of `leaf_hashes` by its frontier.
+
+    1. Appending leaf hash x at size n merges x with the frontier's last hash,
+       SHA-256(0x01 || left || right), once per trailing one bit of n; each merge completes
+       a subtree one level up.
+    2. Returns the size, the frontier (one hash per set bit of the size, largest subtree
+       first) and per leaf the hashes of the subtrees it completed, from level 1 up.
+    """
+    nodes: list[bytes] = []
+    completed: list[bytes] = []
+    for size, leaf in enumerate(leaf_hashes):
+        h, n, done = leaf, size, b""
+        while n & 1:
+            h = hashlib.sha256(b"\x01" + nodes.pop() + h).digest()
+            done += h
+            n >>= 1
+        nodes.append(h)
+        completed.append(done)
+    return len(leaf_hashes), nodes, completed
 
 
 def downgrade() -> None:

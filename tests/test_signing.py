@@ -14,7 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consentry.delivery.signing import (
+from consentry.errors import BadInput, ConsentryError
+from consentry.keys import Keyring
+from consentry.signing import (
     Signer,
     b64url_decode,
     b64url_encode,
@@ -23,8 +25,6 @@ from consentry.delivery.signing import (
     public_key_from_jwk,
     verify,
 )
-from consentry.errors import BadInput, ConsentryError
-from consentry.keys import Keyring
 
 # RFC 8032 §7.1, TEST 1: empty message.
 RFC_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")

@@ -13,13 +13,15 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from consentry.api.auth import Identity, InvalidTokenError, verify_token
-from consentry.api.problems import problem
 from consentry.audit.policy_history import published_versions
+from consentry.errors import ConsentryError
 from consentry.keys import Keyring
 from consentry.ledger.group import GroupCommitter
 from consentry.ledger.service import ConsentLedger
 from consentry.policy import PolicyFile, load_policy
+from consentry.scraping.meter import Meter, meter_for
+from consentry.serving.auth import Identity, InvalidTokenError, verify_token
+from consentry.serving.problems import problem
 from consentry.settings import Settings
 from consentry.store import Store, open_store
 
@@ -28,6 +30,7 @@ __all__ = [
     "PublishedVersions",
     "Services",
     "bearer_identity",
+    "meter_of",
     "optional_bearer_identity",
     "run_read",
     "services",
@@ -189,3 +192,23 @@ async def optional_bearer_identity(
 
 
 BearerIdentity = Annotated[Identity, Depends(bearer_identity)]
+
+
+_METER_LOCK = threading.Lock()
+
+
+def meter_of(request: Request, svc: Services) -> Meter:
+    """The process's meter, built on first use (thread-safe); 503 when the home's policy or
+    entities cannot make one (the message says why)."""
+    found = getattr(request.app.state, "scraping_meter", None)
+    if isinstance(found, Meter):
+        return found
+    with _METER_LOCK:
+        found = getattr(request.app.state, "scraping_meter", None)
+        if not isinstance(found, Meter):
+            try:
+                found = meter_for(svc.settings, backend=svc.settings.meter_backend)
+            except ConsentryError as exc:
+                raise problem(503, f"the meter cannot start: {exc}") from None
+            request.app.state.scraping_meter = found
+    return found

@@ -18,13 +18,14 @@ Every refusal of an API request is a problem object:
    one message.
 3. `type` is `about:blank` (the status says what kind of problem it is) and `title` the
    status's phrase; `request_id` is the request's id (the `X-Request-Id` header).
-Pages are the exception: a browser asking for a page gets an HTML error page
-(`consentry.web.pages.error_page`), never a JSON body.
+Pages are the exception: a browser asking for a page gets an HTML error page (the renderer
+the app installs with `install_problem_handlers`, `consentry.web.pages.error_page`), never a
+JSON body.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ from consentry.observe.context import current_request_id
 __all__ = [
     "PROBLEM_JSON",
     "ApiProblem",
+    "ErrorPage",
     "ProblemDetails",
     "ProblemItem",
     "answer",
@@ -198,18 +200,24 @@ def _wants_page(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def answer(request: Request, problem: ApiProblem) -> Response:
-    """`problem` as a problem body, or as an error page for a browser asking for a page."""
-    if _wants_page(request):
-        from consentry.web.pages import error_page
+ErrorPage = Callable[[Request, int, str, str], Response]
+"""Renders an HTML error page: (request, status, title, detail)."""
 
-        return error_page(request, problem.status, _phrase(problem.status), problem.detail)
+
+def answer(request: Request, problem: ApiProblem) -> Response:
+    """`problem` as a problem body, or as an error page for a browser asking for a page (when
+    the app installed a page renderer)."""
+    page: ErrorPage | None = getattr(request.app.state, "error_page", None)
+    if page is not None and _wants_page(request):
+        return page(request, problem.status, _phrase(problem.status), problem.detail)
     return _problem_response(problem)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Answer every refusal as a problem (or, for a browser asking for a page, as an error
-    page); errors nothing handled are answered by `consentry.api.observability`."""
+def install_problem_handlers(app: FastAPI, error_page: ErrorPage | None = None) -> None:
+    """Answer every refusal as a problem (or, for a browser asking for a page, as the
+    `error_page` the interface layer passes in: this module sits below the pages and must
+    not import them); errors nothing handled are answered by `consentry.api.observability`."""
+    app.state.error_page = error_page
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiProblem)

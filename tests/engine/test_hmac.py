@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consentry.delivery.pseudonyms import hmac_hex, hmac_sql
 from consentry.engine import connect
+from consentry.engine.hmac import hmac_hex, hmac_sql
 
 # RFC 4231 §4.3 (test case 2) and §4.7 (test case 6: a 131-byte key, longer than a block).
 RFC4231 = [
