@@ -138,21 +138,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(admin_pages.router)
     # --- capability routers, one line each ---
-    # revocations (issue 5)
+    # revocations
     from consentry.api.licensee import router as revocations_router
 
     app.include_router(revocations_router)
-    # retention (issue 6)
+    # retention
     from consentry.web import retention as retention_pages
 
     app.include_router(retention_pages.router)
-    # scraping (issue 7)
+    # scraping
     from consentry.api import meter as meter_api
     from consentry.web import scraping as scraping_pages
 
     app.include_router(meter_api.router)
     app.include_router(scraping_pages.router)
-    # audit (issue 8)
+    # audit
     from consentry.api import audit as audit_api
     from consentry.web import transparency as transparency_pages
 

@@ -515,4 +515,4 @@ def _router() -> APIRouter:
 
 
 router = _router()
-"""Everything issue 5 serves: the licensee API, the recipients route, the pages."""
+"""Everything revocations serve: the licensee API, the recipients route, the pages."""

@@ -86,7 +86,7 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "api_key_hash_prefix",
         "at",
     ),
-    # --- revocations (issue 5) ---
+    # --- revocations ---
     "revocation.issued": (
         "run_id",
         "licensee_id",
@@ -106,7 +106,7 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "unknown",
         "digest_sha256",
     ),
-    # --- retention (issue 6) ---
+    # --- retention ---
     "hold.added": ("hold_id", "matter_sha256", "scope", "target_ref", "until", "at"),
     "hold.released": ("hold_id", "matter_sha256", "at"),
     "retention.planned": (
@@ -130,7 +130,7 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "consent_anchor_added",
     ),
     "retention.verified": ("purge_id", "plan_sha256", "remaining", "checked", "ok"),
-    # --- scraping (issue 7) ---
+    # --- scraping ---
     "scraping.assessed": (
         "assessment_id",
         "policy_version",
@@ -145,7 +145,7 @@ AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
         "currency",
         "result_sha256",
     ),
-    # --- audit log and policy history (issue 8) ---
+    # --- audit log and policy history ---
     "policy.published": (
         "version",
         "effective_from",

@@ -78,19 +78,19 @@ for module in (admin, policy, imports, demo, consent, licensee, deliver, report,
     module.register(app)
 
 # --- capability command groups, one line each ---
-# revocations (issue 5)
+# revocations
 from consentry.cli import revocations  # noqa: E402
 
 revocations.register(app)
-# retention (issue 6)
+# retention
 from consentry.cli import retention  # noqa: E402
 
 retention.register(app)
-# scraping (issue 7)
+# scraping
 from consentry.cli import scraping  # noqa: E402
 
 scraping.register(app)
-# audit (issue 8)
+# audit
 from consentry.cli import audit  # noqa: E402
 
 audit.register(app)

@@ -240,11 +240,11 @@ class Licensee(Base):
     """The API key's first characters, to recognise it in lists (not enough to use it)."""
 
 
-# --- revocations (issue 5): models below this line -------------------------------------------
+# --- revocations: models below this line -------------------------------------------
 
 
 class RevocationRow(Base):
-    """One revocation in the log: a delivered record the licensee must delete (issue 5).
+    """One revocation in the log: a delivered record the licensee must delete.
 
     One row per (licensee, record, carrying delivery): a record revoked once is logged once,
     unless a later delivery carried it again. `seq` orders each licensee's feed (writers of
@@ -280,7 +280,7 @@ class RevocationRow(Base):
     receipt_id: Mapped[str | None] = mapped_column(sa.String(40))
 
 
-# --- retention (issue 6): models below this line ---------------------------------------------
+# --- retention: models below this line ---------------------------------------------
 
 
 class LegalHold(Base):
@@ -336,7 +336,7 @@ class RetentionPurge(Base):
     evidence: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 
 
-# --- audit log (issue 8): models below this line ---------------------------------------------
+# --- audit log: models below this line ---------------------------------------------
 
 
 class AuditLeafRow(Base):
@@ -387,7 +387,7 @@ class AuditCheckpointRow(Base):
     """The signed note exactly as published (checkpoint body, blank line, signature)."""
 
 
-# --- scraping (issue 7): models below this line ----------------------------------------------
+# --- scraping: models below this line ----------------------------------------------
 
 
 class ScrapingAssessmentRow(Base):

@@ -1,4 +1,4 @@
-"""Revocations: the revocation log and licensee receipts (issue 5).
+"""Revocations: the revocation log and licensee receipts.
 
 Revision ID: 0004
 Revises: 0003

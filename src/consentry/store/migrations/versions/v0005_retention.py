@@ -1,4 +1,4 @@
-"""Retention: legal holds and purge records (issue 6).
+"""Retention: legal holds and purge records.
 
 Revision ID: 0005
 Revises: 0004

@@ -1,4 +1,4 @@
-"""Audit log: Merkle leaves and signed checkpoints (issue 8).
+"""Audit log: Merkle leaves and signed checkpoints.
 
 Revision ID: 0006
 Revises: 0005

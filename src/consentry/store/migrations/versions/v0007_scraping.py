@@ -1,4 +1,4 @@
-"""Scraping: recorded assessments (issue 7).
+"""Scraping: recorded assessments.
 
 Revision ID: 0007
 Revises: 0006
