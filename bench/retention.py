@@ -121,12 +121,12 @@ def run_consentry(root: str, at: str, memory_limit: str) -> dict[str, Any]:
     settings = Settings(home=Path(root) / "home", duckdb_memory_limit=memory_limit)
     with stopwatch() as sw:
         plan = compute_plan(settings, at=_at(at), engine="duckdb")
-    entries = {e["category"]: e for e in plan["categories"]}
+    counted = ("total", "keep", "delete", "held")
     return {
         "seconds": sw.seconds,
-        "posts": {k: entries["posts"][k] for k in ("total", "keep", "delete", "held")},
-        "profile": {k: entries["profile"][k] for k in ("total", "keep", "delete", "held")},
-        "plan_sha256": plan["plan_sha256"],
+        "posts": {k: getattr(plan.category("posts"), k) for k in counted},
+        "profile": {k: getattr(plan.category("profile"), k) for k in counted},
+        "plan_sha256": plan.plan_sha256,
     }
 
 

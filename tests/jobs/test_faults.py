@@ -263,7 +263,7 @@ def _retention_args(fh: FaultHome) -> tuple[list[str], Callable[[], bool]]:
     fh.home.deliver("open", as_of=datetime(2025, 2, 1, tzinfo=UTC))
     plan = compute_plan(fh.settings, at=AT)
     path = fh.scratch / f"plan-{fh.cases}.json"
-    path.write_text(json.dumps(plan), encoding="utf-8")
+    path.write_text(json.dumps(plan.as_dict()), encoding="utf-8")
     purge_count = int(fh.scalar(sa.select(sa.func.count()).select_from(RetentionPurge)))
 
     def purged() -> bool:

@@ -22,6 +22,8 @@ from consentry.ledger.sync import sync_ledger
 from consentry.policy import load_policy
 from consentry.retention import (
     ANON_PREFIX,
+    CategoryPlan,
+    RetentionPlan,
     add_hold,
     apply_plan,
     compute_plan,
@@ -41,9 +43,8 @@ from tests.retention.conftest import AT, initialised_home, write_policy
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def _entry(plan: dict[str, Any], category: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(e for e in plan["categories"] if e["category"] == category)
-    return found
+def _entry(plan: RetentionPlan, category: str) -> CategoryPlan:
+    return plan.category(category)
 
 
 def _revoked(log: list[tuple[list[str], str]]) -> Any:
@@ -93,14 +94,14 @@ def test_apply_executes_the_plan_and_verifies_it(world: LakeHome, tmp_path: Path
     # planned -> applied -> verified, each in the audit log with the plan's hash.
     for event_type in ("retention.planned", "retention.applied", "retention.verified"):
         (event,) = _events(settings, event_type)
-        assert event["plan_sha256"] == plan["plan_sha256"]
+        assert event["plan_sha256"] == plan.plan_sha256
         assert event["purge_id"] == purge["purge_id"]
     (history,) = purge_history(open_store(settings.resolved_database_url))
     assert history["state"] == "verified"
     assert history["verified_at"] is not None
     # The second time: nothing is due, and applying that plan deletes nothing.
     second = compute_plan(settings, at=AT)
-    assert second["totals"]["delete"] == second["totals"]["anonymise"] == 0
+    assert second.totals["delete"] == second.totals["anonymise"] == 0
     again = apply_plan(settings, second, revoker=_revoked(calls))
     assert not any(again["results"]["deleted"].values())
     assert again["state"] == "verified"
@@ -129,14 +130,14 @@ def test_stale_edited_and_future_plans_are_refused(world: LakeHome, tmp_path: Pa
     assert Lake(world.settings.lake_dir).row_count("posts") == before
     # Future: nothing is due at an instant that has not come.
     future = compute_plan(world.settings, at=datetime.now(UTC) + timedelta(days=1))
-    (tmp_path / "future.json").write_text(json.dumps(future))
+    (tmp_path / "future.json").write_text(json.dumps(future.as_dict()))
     result = run_cli(home, "retention", "apply", str(tmp_path / "future.json"))
     assert result.exit_code == 2
     assert "in the future" in result.stderr
     # Not a plan at all.
     (tmp_path / "x.json").write_text("[1, 2]")
     assert run_cli(home, "retention", "apply", str(tmp_path / "x.json")).exit_code == 2
-    assert load_plan(plan_file)["plan_sha256"]
+    assert load_plan(plan_file).plan_sha256
 
 
 def _build(
@@ -267,10 +268,10 @@ def test_apply_deletes_exactly_the_due_unheld_rows_once(
             else:
                 assert after[row["post_id"]] == row  # untouched, every column
         assert purge["state"] == "verified"
-        assert _entry(plan, "posts")["delete"] == len(before) - len(after)
+        assert _entry(plan, "posts").delete == len(before) - len(after)
         second = compute_plan(settings, at=at)
-        assert _entry(second, "posts")["delete"] == 0
-        assert _entry(second, "posts")["held"] == _entry(plan, "posts")["held"]
+        assert _entry(second, "posts").delete == 0
+        assert _entry(second, "posts").held == _entry(plan, "posts").held
         again = apply_plan(settings, second, revoker=_revoked([]))
         assert not any(again["results"]["deleted"].values())
         assert Lake(settings.lake_dir).row_count("posts") == len(after)
@@ -318,8 +319,8 @@ def test_access_events_are_anonymised_once_and_entity_holds_win(tmp_path: Path) 
         )
     plan = compute_plan(settings, at=AT)
     access = _entry(plan, "access_events")
-    assert (access["anonymise"], access["held"], access["keep"]) == (3, 1, 1)
-    assert access["held_by"] == {hold.id: 1}
+    assert (access.anonymise, access.held, access.keep) == (3, 1, 1)
+    assert access.held_by == {hold.id: 1}
     purge = apply_plan(settings, plan)
     assert purge["state"] == "verified"
     rows = {r["request_id"]: r for r in lake.read_arrow("access_events").to_pylist()}
@@ -334,8 +335,8 @@ def test_access_events_are_anonymised_once_and_entity_holds_win(tmp_path: Path) 
     assert sum(r["posts"] for r in rows.values()) == 150  # counts survive anonymisation
     second = compute_plan(settings, at=AT)
     assert (
-        _entry(second, "access_events")["anonymise"],
-        _entry(second, "access_events")["done"],
+        _entry(second, "access_events").anonymise,
+        _entry(second, "access_events").done,
     ) == (0, 3)
     apply_plan(settings, second)
     assert {r["request_id"]: r for r in lake.read_arrow("access_events").to_pylist()} == rows
@@ -349,8 +350,8 @@ def test_consent_evidence_leaves_lake_ledger_and_state(world: LakeHome, tmp_path
     )
     settings = Settings(home=world.settings.home, policy_file=policy)
     plan = compute_plan(settings, at=AT)
-    assert _entry(plan, "consent_evidence")["delete"] == 4
-    assert _entry(plan, "profile")["anonymise"] == 1
+    assert _entry(plan, "consent_evidence").delete == 4
+    assert _entry(plan, "profile").anonymise == 1
     purge = apply_plan(settings, plan)
     assert purge["state"] == "verified"
     assert purge["results"]["deleted"]["store.consent_events"] == 4
@@ -379,12 +380,12 @@ def test_expired_deliveries_are_purged_and_sealed_audit_events_kept(
     with open_store(settings.resolved_database_url) as store, store.session() as session:
         audited = session.scalar(sa.select(sa.func.count()).select_from(AuditEventRow))
     plan = compute_plan(settings)
-    assert _entry(plan, "deliveries")["delivery_ids"] == [delivery]
-    assert _entry(plan, "deliveries")["lineage_rows"] == len(world.lineage(delivery)) > 0
+    assert _entry(plan, "deliveries").delivery_ids == (delivery,)
+    assert _entry(plan, "deliveries").lineage_rows == len(world.lineage(delivery)) > 0
     # Every audit event is a leaf of the tamper-evident log: due, but kept and said so.
     audit = _entry(plan, "audit")
-    assert (audit["delete"], audit["held_by"]) == (0, {"merkle-log": audited})
-    assert "sealed in the tamper-evident audit log" in audit["explanation"][1]
+    assert (audit.delete, audit.held_by) == (0, {"merkle-log": audited})
+    assert "sealed in the tamper-evident audit log" in audit.explanation[1]
     purge = apply_plan(settings, plan)
     assert purge["state"] == "verified"
     assert purge["results"]["delivery_dirs_removed"] == 1

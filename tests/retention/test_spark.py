@@ -75,12 +75,12 @@ def test_duckdb_and_spark_plan_alike(tmp_path: Path, spark_session: Any) -> None
     spark = compute_plan(
         home.settings, at=at, backend=connect("spark", spark=spark_session), owners=True
     )
-    assert (duck["meta"]["engine"], spark["meta"]["engine"]) == ("duckdb", "pyspark")
-    assert spark["categories"] == duck["categories"]
-    assert spark["plan_sha256"] == duck["plan_sha256"]
-    access = next(e for e in duck["categories"] if e["category"] == "access_events")
+    assert (duck.meta["engine"], spark.meta["engine"]) == ("duckdb", "pyspark")
+    assert spark.categories == duck.categories
+    assert spark.plan_sha256 == duck.plan_sha256
+    access = duck.category("access_events")
     # 31 Aug 00:00 + 6 months = 28 Feb 00:00 (due): r0 (acme's key then: held), r2 (already
     # anonymised: done); 28 Aug: r3 due; 29 Aug 12:00 clamps to 28 Feb 12:00 (not yet).
-    assert (access["anonymise"], access["held"], access["done"], access["keep"]) == (1, 1, 1, 3)
-    assert next(e for e in duck["categories"] if e["category"] == "posts")["held"] >= 1
+    assert (access.anonymise, access.held, access.done, access.keep) == (1, 1, 1, 3)
+    assert duck.category("posts").held >= 1
     assert timedelta(0) < datetime.now(UTC) - at

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 
 from consentry.api.app import create_app
 from consentry.keys import Keyring
-from consentry.retention import apply_plan, compute_plan
+from consentry.retention import CategoryPlan, apply_plan, compute_plan
 from consentry.serving.auth import issue_token
 from consentry.web.retention import plan_chart
 from tests.delivery.conftest import LakeHome
@@ -59,21 +60,27 @@ def test_the_page_charts_the_plan_and_lists_purges(world: LakeHome) -> None:
 
 
 def test_plan_chart_segments() -> None:
-    entry = {
-        "category": "posts",
-        "rule": {"action": "delete"},
-        "rule_text": "kept at most 1 year",
-        "keep": 1_000_000,
-        "done": 0,
-        "delete": 3,
-        "anonymise": 0,
-        "held": 0,
-        "explanation": [],
-    }
+    entry = CategoryPlan(
+        category="posts",
+        unit="posts",
+        rule={"action": "delete"},
+        rule_text="kept at most 1 year",
+        stores=("lake.posts",),
+        total=1_000_003,
+        keep=1_000_000,
+        done=0,
+        delete=3,
+        anonymise=0,
+        held=0,
+        unknown_owner=0,
+        by_trigger={},
+        held_by={},
+        explanation=(),
+    )
     chart = plan_chart(entry, width=400)
     assert [s["label"] for s in chart["segments"]] == ["kept", "to delete or anonymise"]
     assert chart["segments"][1]["width"] == 2  # a handful among a million still shows
     assert sum(s["width"] for s in chart["segments"]) == 400
-    empty = plan_chart({**entry, "keep": 0, "delete": 0, "rule": None})
+    empty = plan_chart(replace(entry, total=0, keep=0, delete=0, rule=None))
     assert empty["segments"] == []
     assert empty["gap"] is True

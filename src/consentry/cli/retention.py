@@ -9,7 +9,7 @@ import tempfile
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -29,6 +29,7 @@ from consentry.instants import parse_instant
 from consentry.keys import Keyring
 from consentry.policy import load_policy
 from consentry.retention import (
+    RetentionPlan,
     Revoker,
     add_hold,
     apply_plan,
@@ -80,27 +81,27 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _print_plan(plan: dict[str, Any]) -> None:
-    table = Table(title=f"Retention plan at {plan['at']} (policy {plan['policy']['version']})")
+def _print_plan(plan: RetentionPlan) -> None:
+    table = Table(title=f"Retention plan at {plan.at} (policy {plan.policy.version})")
     for column in ("Category", "Rule", "Records", "Keep", "Delete", "Anonymise", "Held"):
         table.add_column(column, justify="left" if column in ("Category", "Rule") else "right")
-    for e in plan["categories"]:
+    for e in plan.categories:
         table.add_row(
-            e["category"],
-            e["rule_text"] or "[red]gap: no rule[/red]",
-            f"{e['total']:,}",
-            f"{e['keep'] + e['done']:,}",
-            f"{e['delete']:,}",
-            f"{e['anonymise']:,}",
-            f"{e['held']:,}",
+            e.category,
+            e.rule_text or "[red]gap: no rule[/red]",
+            f"{e.total:,}",
+            f"{e.keep + e.done:,}",
+            f"{e.delete:,}",
+            f"{e.anonymise:,}",
+            f"{e.held:,}",
         )
     console.print(table)
-    for e in plan["categories"]:
-        for line in e["explanation"][1:]:
-            console.print(f"  {e['category']}: {line}", markup=False, highlight=False)
-    for gap in plan["gaps"]:
-        console.print(f"  gap: {gap['message']} ({gap['records']:,} records)", markup=False)
-    console.print(f"plan sha256 {plan['plan_sha256']}", markup=False, highlight=False)
+    for e in plan.categories:
+        for line in e.explanation[1:]:
+            console.print(f"  {e.category}: {line}", markup=False, highlight=False)
+    for gap in plan.gaps:
+        console.print(f"  gap: {gap.message} ({gap.records:,} records)", markup=False)
+    console.print(f"plan sha256 {plan.plan_sha256}", markup=False, highlight=False)
 
 
 @retention_app.command("plan")
@@ -130,9 +131,9 @@ def retention_plan(
     when = parse_instant(at, field="--at")
     plan = compute_plan(settings, at=when, engine=engine, owners=check_owners)
     if out is not None:
-        _write_atomically(out, json.dumps(plan, indent=2, ensure_ascii=False) + "\n")
+        _write_atomically(out, json.dumps(plan.as_dict(), indent=2, ensure_ascii=False) + "\n")
     if as_json:
-        print_json(plan)
+        print_json(plan.as_dict())
         return
     _print_plan(plan)
     if out is not None:

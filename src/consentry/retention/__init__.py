@@ -27,7 +27,16 @@ from consentry.retention.holds import (
     matter_sha256,
     release_hold,
 )
-from consentry.retention.plan import PLAN_FORMAT, compute_plan, plan_sha256
+from consentry.retention.plan import (
+    PLAN_FORMAT,
+    CategoryPlan,
+    PlanGap,
+    PlanHold,
+    PlanPolicy,
+    RetentionPlan,
+    compute_plan,
+    plan_sha256,
+)
 from consentry.retention.processing import records_of_processing, render_markdown
 from consentry.retention.rules import Condition, Cutoffs, cutoff, cutoffs_for, is_due, trigger_of
 
@@ -37,10 +46,15 @@ __all__ = [
     "LAKE_CATEGORIES",
     "PLAN_FORMAT",
     "PURGE_STATES",
+    "CategoryPlan",
     "Condition",
     "Cutoffs",
     "HoldRecord",
     "HoldSet",
+    "PlanGap",
+    "PlanHold",
+    "PlanPolicy",
+    "RetentionPlan",
     "Revoker",
     "Sources",
     "StalePlanError",

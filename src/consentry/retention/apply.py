@@ -50,15 +50,15 @@ from consentry.policy import load_policy
 from consentry.policy.model import ANONYMISABLE_FIELDS, RETENTION_CATEGORIES
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
 from consentry.retention.plan import (
-    PLAN_FORMAT,
+    CategoryPlan,
     PlanContext,
+    RetentionPlan,
     audit_due,
     category_candidates,
     compute_plan,
     count_actions,
     inputs_fingerprint,
     open_context,
-    plan_sha256,
     planner_backend,
     rule_for,
     sealed_audit_events,
@@ -122,28 +122,13 @@ def anonymisation_key(keyring: Keyring) -> bytes:
     ).digest()
 
 
-def load_plan(path: Path) -> dict[str, Any]:
+def load_plan(path: Path) -> RetentionPlan:
     """Read a plan file; BadInput (exit 2) when it is not a plan or was edited."""
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInput(Problem(str(path), None, None, f"not a readable plan file: {exc}")) from None
-    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
-        raise BadInput(
-            Problem(str(path), None, "format", f"not a retention plan (expected {PLAN_FORMAT})")
-        )
-    recorded = plan.get("plan_sha256")
-    if recorded != plan_sha256(plan):
-        raise BadInput(
-            Problem(
-                str(path),
-                None,
-                "plan_sha256",
-                "the plan's content does not match its hash: the file was changed after "
-                "planning; plan again with `consentry retention plan`",
-            )
-        )
-    return plan
+    return RetentionPlan.from_dict(data, source=str(path))
 
 
 def _differences(old: Any, new: Any, path: str = "") -> Iterator[str]:
@@ -463,7 +448,7 @@ def _control_plane(
     return deleted, anonymised, sums
 
 
-def _materialise(ctx: PlanContext) -> list[dict[str, Any]]:
+def _materialise(ctx: PlanContext) -> list[CategoryPlan]:
     """Materialise every category's candidates as DuckDB temp tables; return the entries
     they summarise to (compared with the plan's before anything changes)."""
     entries = []
@@ -490,7 +475,7 @@ _LOCKS = (*(f"lake:{t}" for t in (*LAKE_CATEGORIES.values(), LINEAGE_TABLE)), "r
 
 def apply_plan(
     settings: Settings,
-    plan: dict[str, Any],
+    plan: RetentionPlan,
     *,
     revoker: Revoker | None = None,
     now: datetime | None = None,
@@ -510,33 +495,37 @@ def apply_plan(
        so a crash anywhere is rolled forward by recovery to the same result.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    at = datetime.fromisoformat(str(plan["at"]).replace("Z", "+00:00")).astimezone(UTC)
+    at = plan.instant
     if at > now:
         raise BadInput(
-            Problem("plan", None, "at", f"{plan['at']} is in the future: nothing is due yet")
+            Problem("plan", None, "at", f"{plan.at} is in the future: nothing is due yet")
         )
     policy = load_policy(settings.policy_file)
-    if policy.content_sha256 != plan["inputs"]["policy"]["content_sha256"]:
+    if policy.content_sha256 != plan.inputs["policy"]["content_sha256"]:
         raise _stale("the policy file", ["inputs.policy.content_sha256"])
     purge_id = _new_purge_id()
-    owners = bool(plan.get("owners_checked", False))
+    owners = plan.owners_checked
     with run_job(
         settings,
         "retention",
         purge_id,
         locks=_LOCKS,
-        intent={"purge_id": purge_id, "plan_sha256": plan["plan_sha256"], "at": rfc3339(at)},
+        intent={"purge_id": purge_id, "plan_sha256": plan.plan_sha256, "at": rfc3339(at)},
     ) as job:
         workdir = _workdir(settings, job.id)
         backend = planner_backend(settings, "duckdb")
         with open_context(settings, at, backend=backend, policy=policy, owners=owners) as ctx:
-            changed = list(_differences(plan["inputs"], inputs_fingerprint(ctx, settings)))
+            changed = list(_differences(plan.inputs, inputs_fingerprint(ctx, settings)))
             if changed:
                 raise _stale("its inputs", changed)
             entries = _materialise(ctx)
             for entry in entries:
-                planned = next(e for e in plan["categories"] if e["category"] == entry["category"])
-                diff = [f"{entry['category']}.{k}" for k in _COMPARED if planned[k] != entry[k]]
+                planned = plan.category(entry.category)
+                diff = [
+                    f"{entry.category}.{k}"
+                    for k in _COMPARED
+                    if getattr(planned, k) != getattr(entry, k)
+                ]
                 if diff:
                     raise _stale("the candidates", diff)
             delivered = ctx.backend.con.sql(
@@ -566,8 +555,8 @@ def apply_plan(
             audit_seqs: list[int] = []
             with ctx.store.session() as session:
                 condition = audit_due(ctx, session)
-                audit = next(e for e in plan["categories"] if e["category"] == "audit")
-                if audit["delete"] and condition is not None:
+                audit = plan.category("audit")
+                if audit.delete and condition is not None:
                     audit_seqs = list(
                         session.scalars(
                             sa.select(AuditEventRow.seq).where(
@@ -575,10 +564,10 @@ def apply_plan(
                             )
                         )
                     )
-                    if len(audit_seqs) != audit["delete"]:
+                    if len(audit_seqs) != audit.delete:
                         raise _stale("the audit log", ["categories.audit.delete"])
         totals = {
-            a: {e["category"]: e[a] for e in plan["categories"]}
+            a: {e.category: getattr(e, a) for e in plan.categories}
             for a in ("delete", "anonymise", "held")
         }
         profile_rule = rule_for(version, "profile")
@@ -586,9 +575,7 @@ def apply_plan(
             "retention.intent",
             workdir=workdir.name,
             policy_version=version.version,
-            delivery_ids=list(
-                next(e for e in plan["categories"] if e["category"] == "deliveries")["delivery_ids"]
-            ),
+            delivery_ids=list(plan.category("deliveries").delivery_ids or ()),
             audit_seqs=audit_seqs,
             profile_fields=list(profile_rule.fields) if profile_rule is not None else [],
             lake_fields={
@@ -601,12 +588,12 @@ def apply_plan(
             session.add(
                 RetentionPurge(
                     id=purge_id,
-                    plan_sha256=plan["plan_sha256"],
+                    plan_sha256=plan.plan_sha256,
                     policy_version=version.version,
                     at=at,
                     state="planned",
                     planned_at=now,
-                    planned={"totals": plan["totals"], **totals},
+                    planned={"totals": plan.totals, **totals},
                     results=None,
                     evidence=None,
                 )
@@ -616,13 +603,13 @@ def apply_plan(
                 "retention.planned",
                 {
                     "purge_id": purge_id,
-                    "plan_sha256": plan["plan_sha256"],
+                    "plan_sha256": plan.plan_sha256,
                     "policy_version": version.version,
                     "at": rfc3339(at),
                     "to_delete": totals["delete"],
                     "to_anonymise": totals["anonymise"],
                     "held": totals["held"],
-                    "gaps": [g["subject"] for g in plan["gaps"]],
+                    "gaps": [g.subject for g in plan.gaps],
                 },
             )
         return complete_purge(settings, job, revoker=revoker)
@@ -833,8 +820,8 @@ def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
     at = datetime.fromisoformat(intent["at"].replace("Z", "+00:00"))
     workdir = _workdir(settings, job.id)
     again = compute_plan(settings, at=at, engine="duckdb")
-    remaining = {e["category"]: e["delete"] + e["anonymise"] for e in again["categories"]}
-    checked = {e["category"]: e["total"] for e in again["categories"]}
+    remaining = {e.category: e.delete + e.anonymise for e in again.categories}
+    checked = {e.category: e.total for e in again.categories}
     root = deliveries_dir(settings)
     remaining["deliveries"] += len([d for d in intent["delivery_ids"] if (root / d).exists()])
     keys_left = _keys_left(settings, workdir)
@@ -844,7 +831,7 @@ def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
         "keys_left": keys_left,
         "checked": checked,
         "ok": ok,
-        "plan_sha256_after": again["plan_sha256"],
+        "plan_sha256_after": again.plan_sha256,
     }
     if ok:
         evidence["purged_keys"] = _record_purged_keys(settings, intent["purge_id"], workdir, key)

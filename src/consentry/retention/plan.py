@@ -12,20 +12,21 @@ import hashlib
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import ibis
 import pyarrow as pa
 import sqlalchemy as sa
+from pydantic import TypeAdapter, ValidationError
 
 from consentry.audit import canonical_json
 from consentry.delivery.build import LINEAGE_SCHEMA, LINEAGE_TABLE
 from consentry.delivery.service import deliveries_dir, list_deliveries
 from consentry.engine import Lake, connect
-from consentry.errors import ConsentryError
+from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
 from consentry.policy import PolicyFile, PolicyVersion, describe_retention, load_policy
 from consentry.policy.model import RETENTION_CATEGORIES, RetentionRule
@@ -57,7 +58,12 @@ __all__ = [
     "PLAN_FORMAT",
     "RULE_TABLES",
     "SEALED",
+    "CategoryPlan",
     "PlanContext",
+    "PlanGap",
+    "PlanHold",
+    "PlanPolicy",
+    "RetentionPlan",
     "audit_due",
     "compute_plan",
     "count_actions",
@@ -72,6 +78,154 @@ __all__ = [
 ]
 
 PLAN_FORMAT = "consentry/retention-plan@1"
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPlan:
+    """One category's entry in a plan: what its rule does to its records at the plan's instant.
+
+    `delete`, `anonymise`, `held`, `keep` and `done` partition `total`; `by_trigger` splits
+    the due records (delete and anonymise) by the rule's trigger, `held_by` the held ones by
+    hold id; `explanation` says the same in words, rule first.
+    """
+
+    category: str
+    unit: str
+    rule: dict[str, Any] | None
+    rule_text: str | None
+    stores: tuple[str, ...]
+    total: int
+    delete: int
+    anonymise: int
+    held: int
+    keep: int
+    done: int
+    unknown_owner: int
+    by_trigger: dict[str, int]
+    held_by: dict[str, int]
+    explanation: tuple[str, ...]
+    conditions: dict[str, Any] = field(default_factory=dict)
+    """The rule's cut-offs at the plan's instant (empty without a rule)."""
+    delivery_ids: tuple[str, ...] | None = None
+    """`deliveries` only: the deliveries the plan deletes."""
+    lineage_rows: int | None = None
+    """`deliveries` only: the lineage rows of those deliveries."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as the plan file holds it (no `delivery_ids`/`lineage_rows` keys outside
+        `deliveries`)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for optional in ("delivery_ids", "lineage_rows"):
+            if out[optional] is None:
+                del out[optional]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """The policy a plan was computed under: its file, content hash and version in force."""
+
+    file: str
+    content_sha256: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanHold:
+    """A legal hold active at the plan's instant."""
+
+    id: str
+    scope: str
+    matter: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanGap:
+    """Records no rule covers: a category without a rule, or a lake table in no category."""
+
+    kind: Literal["category", "table"]
+    subject: str
+    records: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPlan:
+    """A retention plan (`consentry retention plan`): what is due at `at`, per category.
+
+    1. `policy`, `holds`, `categories`, `gaps` and `totals` say what the rules do at `at`;
+       `inputs` fingerprints everything they read (docs/retention.md, "Plans").
+    2. `plan_sha256` is the SHA-256 of the canonical JSON of everything but itself and
+       `meta` (engine and timing), so DuckDB and Spark give the same hash.
+    3. A plan file is `as_dict()` as JSON; `from_dict` reads one back, refusing a file that
+       is not a plan or whose content does not match its hash.
+    """
+
+    at: str
+    owners_checked: bool
+    policy: PlanPolicy
+    holds: tuple[PlanHold, ...]
+    categories: tuple[CategoryPlan, ...]
+    gaps: tuple[PlanGap, ...]
+    totals: dict[str, int]
+    inputs: dict[str, Any]
+    plan_sha256: str
+    meta: dict[str, Any]
+    format: str = PLAN_FORMAT
+
+    @property
+    def instant(self) -> datetime:
+        """`at` as an aware instant (UTC)."""
+        return datetime.fromisoformat(self.at.replace("Z", "+00:00")).astimezone(UTC)
+
+    def category(self, name: str) -> CategoryPlan:
+        """The entry of category `name` (every category has one)."""
+        return next(c for c in self.categories if c.category == name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan file's JSON object."""
+        return {
+            "format": self.format,
+            "at": self.at,
+            "owners_checked": self.owners_checked,
+            "policy": asdict(self.policy),
+            "holds": [asdict(h) for h in self.holds],
+            "categories": [c.as_dict() for c in self.categories],
+            "gaps": [asdict(g) for g in self.gaps],
+            "totals": dict(self.totals),
+            "inputs": self.inputs,
+            "plan_sha256": self.plan_sha256,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str) -> RetentionPlan:
+        """Read a plan file's object; BadInput naming `source` and the field when it is not a
+        plan of this format, or when its content does not match its `plan_sha256`."""
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise BadInput(
+                Problem(source, None, "format", f"not a retention plan (expected {PLAN_FORMAT})")
+            )
+        if data.get("plan_sha256") != plan_sha256(data):
+            raise BadInput(
+                Problem(
+                    source,
+                    None,
+                    "plan_sha256",
+                    "the plan's content does not match its hash: the file was changed after "
+                    "planning; plan again with `consentry retention plan`",
+                )
+            )
+        try:
+            return _PLAN_ADAPTER.validate_python(data)
+        except ValidationError as exc:
+            raise BadInput(
+                [
+                    Problem(source, None, ".".join(map(str, e["loc"])) or None, e["msg"])
+                    for e in exc.errors()
+                ]
+            ) from None
+
 
 CATEGORY_UNITS = {
     "posts": "posts",
@@ -399,8 +553,11 @@ def _trigger_words(rule: RetentionRule, trigger: str) -> str:
 
 
 def summarise(
-    category: str, rule: RetentionRule | None, counts: list[dict[str, Any]]
-) -> dict[str, Any]:
+    category: str,
+    rule: RetentionRule | None,
+    counts: list[dict[str, Any]],
+    **extra: Any,
+) -> CategoryPlan:
     """A category's plan entry from its action counts: totals, reasons and explanations."""
     unit = CATEGORY_UNITS[category]
     totals = dict.fromkeys(_ACTIONS, 0)
@@ -440,19 +597,24 @@ def summarise(
                 "condition cannot apply"
             )
         explanation.append(f"{_n(totals['keep'], unit)} not due")
-    return {
-        "category": category,
-        "unit": unit,
-        "rule": None if rule is None else rule.model_dump(mode="json"),
-        "rule_text": None if rule is None else describe_retention(rule),
-        "stores": CATEGORY_STORES[category],
-        "total": total,
-        **totals,
-        "unknown_owner": unknown_owner,
-        "by_trigger": dict(sorted(by_trigger.items())),
-        "held_by": dict(sorted(held_by.items())),
-        "explanation": explanation,
-    }
+    return CategoryPlan(
+        category=category,
+        unit=unit,
+        rule=None if rule is None else rule.model_dump(mode="json"),
+        rule_text=None if rule is None else describe_retention(rule),
+        stores=tuple(CATEGORY_STORES[category]),
+        total=total,
+        delete=totals["delete"],
+        anonymise=totals["anonymise"],
+        held=totals["held"],
+        keep=totals["keep"],
+        done=totals["done"],
+        unknown_owner=unknown_owner,
+        by_trigger=dict(sorted(by_trigger.items())),
+        held_by=dict(sorted(held_by.items())),
+        explanation=tuple(explanation),
+        **extra,
+    )
 
 
 def lake_fingerprint(lake: Lake) -> dict[str, Any]:
@@ -525,26 +687,26 @@ def plan_sha256(plan: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
-def _gaps(ctx: PlanContext, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _gaps(ctx: PlanContext, entries: list[CategoryPlan]) -> list[PlanGap]:
     gaps = [
-        {
-            "kind": "category",
-            "subject": e["category"],
-            "records": e["total"],
-            "message": f"no retention rule for {e['category']} in version {ctx.version.version}",
-        }
+        PlanGap(
+            "category",
+            e.category,
+            e.total,
+            f"no retention rule for {e.category} in version {ctx.version.version}",
+        )
         for e in entries
-        if e["rule"] is None
+        if e.rule is None
     ]
     for table in ctx.lake.tables():
         if table not in _COVERED_TABLES:
             gaps.append(
-                {
-                    "kind": "table",
-                    "subject": f"lake.{table}",
-                    "records": ctx.lake.row_count(table),
-                    "message": f"lake table {table} belongs to no retention category",
-                }
+                PlanGap(
+                    "table",
+                    f"lake.{table}",
+                    ctx.lake.row_count(table),
+                    f"lake table {table} belongs to no retention category",
+                )
             )
     return gaps
 
@@ -557,7 +719,7 @@ def compute_plan(
     backend: ibis.BaseBackend | None = None,
     policy: PolicyFile | None = None,
     owners: bool = False,
-) -> dict[str, Any]:
+) -> RetentionPlan:
     """Plan retention at `at` (default now): counts per category and rule, holds, gaps.
 
     1. The policy version in force at `at` gives the rules; holds active at `at` apply.
@@ -572,7 +734,7 @@ def compute_plan(
     with open_context(
         settings, when, engine=engine, backend=backend, policy=policy, owners=owners
     ) as ctx:
-        entries: list[dict[str, Any]] = []
+        entries: list[CategoryPlan] = []
         delivery_ids: list[str] = []
         lineage_rows = 0
         for category in RETENTION_CATEGORIES:
@@ -596,13 +758,13 @@ def compute_plan(
                             .column("n")[0]
                             .as_py()
                         )
-            entry = summarise(category, rule, counts)
-            entry["conditions"] = ctx.cuts[category].as_dict() if rule else {}
+            extra: dict[str, Any] = {}
             if category == "deliveries":
-                entry["delivery_ids"] = delivery_ids
-                entry["lineage_rows"] = lineage_rows
-            entries.append(entry)
-        plan: dict[str, Any] = {
+                extra = {"delivery_ids": tuple(delivery_ids), "lineage_rows": lineage_rows}
+            conditions = ctx.cuts[category].as_dict() if rule else {}
+            entries.append(summarise(category, rule, counts, conditions=conditions, **extra))
+        gaps = _gaps(ctx, entries)
+        body: dict[str, Any] = {
             "format": PLAN_FORMAT,
             "at": rfc3339(when),
             "owners_checked": owners,
@@ -612,19 +774,31 @@ def compute_plan(
                 "version": ctx.version.version,
             },
             "holds": [{"id": h.id, "scope": h.scope, "matter": h.matter} for h in ctx.holds.active],
-            "categories": entries,
-            "gaps": _gaps(ctx, entries),
+            "categories": [e.as_dict() for e in entries],
+            "gaps": [asdict(g) for g in gaps],
             "totals": {
-                action: sum(e[action] for e in entries)
+                action: sum(getattr(e, action) for e in entries)
                 for action in ("delete", "anonymise", "held", "keep", "done")
             },
             "inputs": inputs_fingerprint(ctx, settings),
         }
         engine_name = ctx.backend.name
-    plan["plan_sha256"] = plan_sha256(plan)
-    plan["meta"] = {
-        "engine": engine_name,
-        "computed_at": rfc3339(started),
-        "seconds": round((datetime.now(UTC) - started).total_seconds(), 3),
-    }
-    return plan
+    return RetentionPlan(
+        at=body["at"],
+        owners_checked=owners,
+        policy=PlanPolicy(**body["policy"]),
+        holds=tuple(PlanHold(**h) for h in body["holds"]),
+        categories=tuple(entries),
+        gaps=tuple(gaps),
+        totals=body["totals"],
+        inputs=body["inputs"],
+        plan_sha256=plan_sha256(body),
+        meta={
+            "engine": engine_name,
+            "computed_at": rfc3339(started),
+            "seconds": round((datetime.now(UTC) - started).total_seconds(), 3),
+        },
+    )
+
+
+_PLAN_ADAPTER: TypeAdapter[RetentionPlan] = TypeAdapter(RetentionPlan)

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from consentry import __version__
-from consentry.retention import compute_plan, list_holds, purge_history
+from consentry.retention import CategoryPlan, compute_plan, list_holds, purge_history
 from consentry.serving.services import Services, services
 from consentry.web import templates
 from consentry.web.sessions import signed_in
@@ -25,7 +25,7 @@ ServicesDep = Annotated[Services, Depends(services)]
 _COLORS = {"kept": "#0a7a3d", "due": "#b3261e", "held": "#c77700"}
 
 
-def plan_chart(entry: dict[str, Any], width: int = 480) -> dict[str, Any]:
+def plan_chart(entry: CategoryPlan, width: int = 480) -> dict[str, Any]:
     """One category's bar: kept, due (delete or anonymise) and held, as SVG segments.
 
     1. `kept` counts records not due and those already anonymised; `due` what the plan
@@ -33,9 +33,9 @@ def plan_chart(entry: dict[str, Any], width: int = 480) -> dict[str, Any]:
     2. The segments share `width` in proportion; a non-empty segment is at least 2 wide, so
        a handful of records among millions still shows.
     """
-    kept = int(entry["keep"]) + int(entry["done"])
-    due = int(entry["delete"]) + int(entry["anonymise"])
-    held = int(entry["held"])
+    kept = entry.keep + entry.done
+    due = entry.delete + entry.anonymise
+    held = entry.held
     total = kept + due + held
     parts = [("kept", kept), ("due", due), ("held", held)]
     widths = [max(2, round(width * n / total)) if n and total else 0 for _, n in parts]
@@ -52,10 +52,10 @@ def plan_chart(entry: dict[str, Any], width: int = 480) -> dict[str, Any]:
                 {"x": x, "width": w, "color": _COLORS[name], "label": labels[name], "value": n}
             )
             x += w
-    rule = entry["rule"]
+    rule = entry.rule
     return {
-        "category": entry["category"],
-        "rule_text": entry["rule_text"],
+        "category": entry.category,
+        "rule_text": entry.rule_text,
         "gap": rule is None,
         "verb": "anonymise" if rule and rule.get("action") == "anonymise" else "delete",
         "kept": kept,
@@ -64,7 +64,7 @@ def plan_chart(entry: dict[str, Any], width: int = 480) -> dict[str, Any]:
         "total": total,
         "width": width,
         "segments": segments,
-        "explanation": entry["explanation"],
+        "explanation": entry.explanation,
     }
 
 
@@ -101,7 +101,7 @@ async def admin_retention(request: Request, svc: ServicesDep) -> Response:
             "version": __version__,
             "admin": admin,
             "plan": plan,
-            "charts": [plan_chart(e) for e in plan["categories"]],
+            "charts": [plan_chart(e) for e in plan.categories],
             "holds": holds,
             "purges": purges,
         },
