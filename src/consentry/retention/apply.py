@@ -486,13 +486,15 @@ def apply_plan(
     1. Refuse a plan for a future instant, or whose inputs (policy file, lake snapshots,
        control plane, delivery directories) changed since it was computed (exit 1).
     2. Re-derive every candidate with the planner's expressions (on DuckDB) and refuse when
-       the counts differ from the plan's.
+       the counts differ from the plan's (`_check_candidates`).
     3. Save the decisions (each category's keys to delete or anonymise, the delivered posts
-       among them) in the job's directory: its intent (`retention.intent`).
+       among them) in the job's directory (`_save_decisions`): its intent
+       (`retention.intent`).
     4. Record the purge as `planned` with its audit event, in the job's commit
-       (`retention.planned`): from here on the purge is finished, never undone.
-    5. The remaining steps (`_complete`) read only the saved decisions and are idempotent,
-       so a crash anywhere is rolled forward by recovery to the same result.
+       (`_record_planned`, `retention.planned`): from here on the purge is finished, never
+       undone.
+    5. The remaining steps (`complete_purge`) read only the saved decisions and are
+       idempotent, so a crash anywhere is rolled forward by recovery to the same result.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     at = plan.instant
@@ -504,7 +506,6 @@ def apply_plan(
     if policy.content_sha256 != plan.inputs["policy"]["content_sha256"]:
         raise _stale("the policy file", ["inputs.policy.content_sha256"])
     purge_id = _new_purge_id()
-    owners = plan.owners_checked
     with run_job(
         settings,
         "retention",
@@ -514,62 +515,12 @@ def apply_plan(
     ) as job:
         workdir = _workdir(settings, job.id)
         backend = planner_backend(settings, "duckdb")
-        with open_context(settings, at, backend=backend, policy=policy, owners=owners) as ctx:
-            changed = list(_differences(plan.inputs, inputs_fingerprint(ctx, settings)))
-            if changed:
-                raise _stale("its inputs", changed)
-            entries = _materialise(ctx)
-            for entry in entries:
-                planned = plan.category(entry.category)
-                diff = [
-                    f"{entry.category}.{k}"
-                    for k in _COMPARED
-                    if getattr(planned, k) != getattr(entry, k)
-                ]
-                if diff:
-                    raise _stale("the candidates", diff)
-            delivered = ctx.backend.con.sql(
-                "SELECT DISTINCT a.key AS post_id FROM retention_acts_posts a JOIN "
-                f"{LINEAGE_TABLE if ctx.lake.exists(LINEAGE_TABLE) else 'retention_lineage'} l "
-                "ON l.post_id = a.key WHERE a.action = 'delete' ORDER BY 1"
-            ).to_arrow_table()
-            if delivered.num_rows and revoker is None:
-                raise ConsentryError(
-                    f"{delivered.num_rows} posts to delete were delivered to licensees, and "
-                    "revocations are not available in this installation: refusing to delete "
-                    "them silently"
-                )
-            workdir.mkdir(parents=True, exist_ok=True)
-            for category in _LAKE_ORDER:
-                _write_parquet(
-                    workdir / f"acts-{category}.parquet",
-                    ctx.backend.con.sql(
-                        f"SELECT key::VARCHAR AS key, action FROM retention_acts_{category} "
-                        "WHERE action IN ('delete', 'anonymise')"
-                    )
-                    .to_arrow_table()
-                    .cast(_ACTS_SCHEMA),
-                )
-            _write_parquet(workdir / "delivered.parquet", delivered)
+        with open_context(
+            settings, at, backend=backend, policy=policy, owners=plan.owners_checked
+        ) as ctx:
+            _check_candidates(ctx, settings, plan)
+            audit_seqs = _save_decisions(ctx, plan, workdir, revoker=revoker)
             version = ctx.version
-            audit_seqs: list[int] = []
-            with ctx.store.session() as session:
-                condition = audit_due(ctx, session)
-                audit = plan.category("audit")
-                if audit.delete and condition is not None:
-                    audit_seqs = list(
-                        session.scalars(
-                            sa.select(AuditEventRow.seq).where(
-                                condition, AuditEventRow.seq.not_in(sealed_audit_events())
-                            )
-                        )
-                    )
-                    if len(audit_seqs) != audit.delete:
-                        raise _stale("the audit log", ["categories.audit.delete"])
-        totals = {
-            a: {e.category: getattr(e, a) for e in plan.categories}
-            for a in ("delete", "anonymise", "held")
-        }
         profile_rule = rule_for(version, "profile")
         job.step(
             "retention.intent",
@@ -584,35 +535,108 @@ def apply_plan(
                 if (rule := rule_for(version, category)) is not None
             },
         )
-        with job.transaction("retention.planned", commit=True) as session:
-            session.add(
-                RetentionPurge(
-                    id=purge_id,
-                    plan_sha256=plan.plan_sha256,
-                    policy_version=version.version,
-                    at=at,
-                    state="planned",
-                    planned_at=now,
-                    planned={"totals": plan.totals, **totals},
-                    results=None,
-                    evidence=None,
+        _record_planned(job, plan, purge_id, version.version, now)
+        return complete_purge(settings, job, revoker=revoker)
+
+
+def _check_candidates(ctx: PlanContext, settings: Settings, plan: RetentionPlan) -> None:
+    """Refuse (StalePlanError) when the inputs or the re-derived candidates differ from the
+    plan's; leaves every category's candidates as a DuckDB temp table."""
+    changed = list(_differences(plan.inputs, inputs_fingerprint(ctx, settings)))
+    if changed:
+        raise _stale("its inputs", changed)
+    for entry in _materialise(ctx):
+        planned = plan.category(entry.category)
+        diff = [
+            f"{entry.category}.{k}" for k in _COMPARED if getattr(planned, k) != getattr(entry, k)
+        ]
+        if diff:
+            raise _stale("the candidates", diff)
+
+
+def _save_decisions(
+    ctx: PlanContext, plan: RetentionPlan, workdir: Path, *, revoker: Revoker | None
+) -> list[int]:
+    """Write each lake category's keys to delete or anonymise and the delivered posts among
+    them into `workdir`; return the audit events due (refusing when they are not the plan's
+    count, or when delivered posts would be deleted with no way to revoke them)."""
+    delivered = ctx.backend.con.sql(
+        "SELECT DISTINCT a.key AS post_id FROM retention_acts_posts a JOIN "
+        f"{LINEAGE_TABLE if ctx.lake.exists(LINEAGE_TABLE) else 'retention_lineage'} l "
+        "ON l.post_id = a.key WHERE a.action = 'delete' ORDER BY 1"
+    ).to_arrow_table()
+    if delivered.num_rows and revoker is None:
+        raise ConsentryError(
+            f"{delivered.num_rows} posts to delete were delivered to licensees, and "
+            "revocations are not available in this installation: refusing to delete "
+            "them silently"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    for category in _LAKE_ORDER:
+        _write_parquet(
+            workdir / f"acts-{category}.parquet",
+            ctx.backend.con.sql(
+                f"SELECT key::VARCHAR AS key, action FROM retention_acts_{category} "
+                "WHERE action IN ('delete', 'anonymise')"
+            )
+            .to_arrow_table()
+            .cast(_ACTS_SCHEMA),
+        )
+    _write_parquet(workdir / "delivered.parquet", delivered)
+    audit = plan.category("audit")
+    with ctx.store.session() as session:
+        condition = audit_due(ctx, session)
+        if not audit.delete or condition is None:
+            return []
+        audit_seqs = list(
+            session.scalars(
+                sa.select(AuditEventRow.seq).where(
+                    condition, AuditEventRow.seq.not_in(sealed_audit_events())
                 )
             )
-            SqlAuditSink().append(
-                session,
-                "retention.planned",
-                {
-                    "purge_id": purge_id,
-                    "plan_sha256": plan.plan_sha256,
-                    "policy_version": version.version,
-                    "at": rfc3339(at),
-                    "to_delete": totals["delete"],
-                    "to_anonymise": totals["anonymise"],
-                    "held": totals["held"],
-                    "gaps": [g.subject for g in plan.gaps],
-                },
+        )
+    if len(audit_seqs) != audit.delete:
+        raise _stale("the audit log", ["categories.audit.delete"])
+    return audit_seqs
+
+
+def _record_planned(
+    job: Job, plan: RetentionPlan, purge_id: str, policy_version: str, now: datetime
+) -> None:
+    """The purge's row in state `planned` and its `retention.planned` event, committed with
+    the job's step: the point after which the purge is rolled forward, never back."""
+    totals = {
+        a: {e.category: getattr(e, a) for e in plan.categories}
+        for a in ("delete", "anonymise", "held")
+    }
+    with job.transaction("retention.planned", commit=True) as session:
+        session.add(
+            RetentionPurge(
+                id=purge_id,
+                plan_sha256=plan.plan_sha256,
+                policy_version=policy_version,
+                at=plan.instant,
+                state="planned",
+                planned_at=now,
+                planned={"totals": plan.totals, **totals},
+                results=None,
+                evidence=None,
             )
-        return complete_purge(settings, job, revoker=revoker)
+        )
+        SqlAuditSink().append(
+            session,
+            "retention.planned",
+            {
+                "purge_id": purge_id,
+                "plan_sha256": plan.plan_sha256,
+                "policy_version": policy_version,
+                "at": rfc3339(plan.instant),
+                "to_delete": totals["delete"],
+                "to_anonymise": totals["anonymise"],
+                "held": totals["held"],
+                "gaps": [g.subject for g in plan.gaps],
+            },
+        )
 
 
 def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> dict[str, Any]:
