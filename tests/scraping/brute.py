@@ -59,11 +59,9 @@ def max_total(ts: list[int], posts: list[int], window: int, threshold: int) -> i
     """The largest billed total over EVERY placement of disjoint over-line windows whose
     starts are in normal form (`normal_starts`), enumerated one by one. (A window that is
     not over the line bills nothing, so leaving such windows out loses no placement.)"""
-    over = [s for s in normal_starts(ts, window) if window_posts(ts, posts, s, window) > threshold]
-    return max(
-        sum(window_posts(ts, posts, s, window) for s in chosen)
-        for chosen in placements(over, window)
-    )
+    billed = {s: window_posts(ts, posts, s, window) for s in normal_starts(ts, window)}
+    over = [s for s, n in billed.items() if n > threshold]
+    return max(sum(billed[s] for s in chosen) for chosen in placements(over, window))
 
 
 def max_total_any_start(ts: list[int], posts: list[int], window: int, threshold: int) -> int:
