@@ -182,6 +182,9 @@ def test_attribution_rules_in_the_reference_and_engine() -> None:
 
 
 def test_spark_matches_reference(spark_session: Any) -> None:
+    """Spark's exact passes (method `window`: a RANGE window in Spark SQL; method `numpy`)
+    against the reference and the plain rules, on one log: random rows at window edges,
+    plus CHAIN and TIES on credentials of their own (each its own entity)."""
     import random
 
     rng = random.Random(7)
@@ -196,10 +199,13 @@ def test_spark_matches_reference(spark_session: Any) -> None:
         )
         for _ in range(80)
     ]
+    items += [(100 + n, off, "chain", posts) for n, off, _, posts in CHAIN]
+    items += [(200 + n, off, f"ties-{cred}", posts) for n, off, cred, posts in TIES]
     events = events_table(items)
     backend = connect("spark", spark=spark_session)
     for mode in ("earliest", "max_total"):
         expected = reference_assessment(events, ENTITIES, TERMS, mode=mode, policy_version="test")
+        assert summary(expected) == plain(items, mode)
         assert any(e["windows"] for e in expected["entities"])
         for method in ("window", "numpy"):
             assert engine_json(backend, events, mode, method) == expected, (mode, method)
