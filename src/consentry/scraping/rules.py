@@ -151,10 +151,10 @@ def max_total_windows(ts: I64, posts: I64, terms: Terms) -> list[WindowSpan]:
 
     1. Normal form (docs/scraping.md, semantics 6): `f(s) > f(s + 1)` only where a window
        starting at `s` is over the line and either `s` is an access instant or
-       `f(s + window) > f(s + 1 + window)` (otherwise `[s + 1, s + 1 + window)` holds at
-       least `P(s)` and `f(s + window)` is still there). So every start that matters is an
-       access instant `t` or `t - k x window`: a chain of over-line windows placed end to
-       start back from `t`.
+       `f(s + window) > f(s + 1 + window)` (otherwise starting 1 µs later bills at least
+       as much: `[s + 1, s + 1 + window)` loses no access, and what may follow it bills
+       as much). So every start that matters is an access instant `t` or `t - k x window`:
+       a chain of over-line windows placed end to start back from `t`.
     2. Candidates: every access instant whose window is over the line; and `b - window`
        for every candidate `b` with `f(b) > f(b + 1)` (taking `b` bills strictly more than
        starting later) when that window is over the line and `b - window` is no access
