@@ -200,21 +200,26 @@ def max_total_windows(ts: I64, posts: I64, terms: Terms) -> list[WindowSpan]:
     r_end = len(roots)
     while True:
         r_start = int(np.searchsorted(root_block, b, side="left"))
-        starts = np.sort(np.concatenate([roots[r_start:r_end], pending]))
+        starts = roots[r_start:r_end]
+        if len(pending):
+            starts = np.sort(np.concatenate([starts, pending]))
         r_end = r_start
         lo, hi, counts = window_of(starts)
         # f(s + window): the first candidate at or after it is in the next block or beyond.
-        succ = np.r_[after_best, beyond][np.searchsorted(after_starts, starts + w, "left")]
+        succ = np.append(after_best, beyond)[np.searchsorted(after_starts, starts + w, "left")]
         with_it = counts + succ
         later = int(after_best[0]) if len(after_best) else beyond
         best = np.maximum(np.maximum.accumulate(with_it[::-1])[::-1], later)
-        following = np.r_[best[1:], later]
+        following = np.append(best[1:], later)
         done.append((starts, lo, hi, counts, with_it >= following))
         # Step 2: chains continue back from the candidates where f strictly drops.
         back = starts[with_it > following] - w
-        at = np.minimum(np.searchsorted(instants, back, side="left"), len(instants) - 1)
-        back = back[instants[at] != back]
-        pending = back[window_of(back)[2] > threshold]
+        if len(back):
+            at = np.minimum(np.searchsorted(instants, back, side="left"), len(instants) - 1)
+            back = back[instants[at] != back]
+            pending = back[window_of(back)[2] > threshold]
+        else:
+            pending = empty
         if len(pending):
             nb = b - 1
         elif r_end:
