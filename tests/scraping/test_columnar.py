@@ -33,7 +33,7 @@ from consentry.scraping.columnar import (
     sort_accesses,
 )
 from consentry.scraping.reference import reference_assessment
-from consentry.scraping.rules import Terms, earliest_windows, forward_counts
+from consentry.scraping.rules import Terms, forward_counts, select_windows
 from tests.scraping.cases import DAY_US, ENTITIES, TERMS, events_table, rows
 
 instants = st.one_of(
@@ -139,17 +139,32 @@ def test_pair_search_both_ways(
         assert g == expected
 
 
-@settings(max_examples=80, deadline=None)
+@pytest.mark.parametrize("mode", ["earliest", "max_total"])
+@settings(max_examples=60, deadline=None)
 @given(accesses, st.integers(0, 25))
+# Ties at the threshold (10) and accesses at window edges (t, t + 10, t + 9): entity 0's
+# [0, 10) holds exactly 10, [9, 19) 11; entity 1's [0, 10) holds 11, the access at 10 is
+# the next window's.
+@example([(0, 0, 5), (0, 9, 5), (0, 10, 6), (1, 0, 6), (1, 9, 5), (1, 10, 6), (1, 20, 5)], 10)
+# The defect of issue 16 (max_total bills 8 with a chain of four windows end to start)
+# next to an entity at exactly the threshold everywhere.
+@example([(2, 0, 1), (2, 1, 1), (2, 10, 2), (2, 20, 2), (2, 22, 1), (2, 30, 1), (3, 5, 1)], 1)
 def test_exact_pass_matches_the_rules_per_entity(
-    items: list[tuple[int, int, int]], threshold: int
+    mode: str, items: list[tuple[int, int, int]], threshold: int
 ) -> None:
     code, ts, posts = _arrays(items)
     c, t, p = sort_accesses(code, ts, posts)
     terms = Terms(threshold, 10, TERMS.amount_per_million, "USD", "pro_rata")
-    res = exact_pass(c, t, p, terms, "earliest")
+    res = exact_pass(c, t, p, terms, mode)
     got_windows = list(
-        zip(res.w_code.tolist(), res.w_start.tolist(), res.w_posts.tolist(), strict=True)
+        zip(
+            res.w_code.tolist(),
+            res.w_start.tolist(),
+            res.w_lo.tolist(),
+            res.w_hi.tolist(),
+            res.w_posts.tolist(),
+            strict=True,
+        )
     )
     expected_windows = []
     for k, entity in enumerate(res.codes.tolist()):
@@ -158,8 +173,10 @@ def test_exact_pass_matches_the_rules_per_entity(
         assert res.maxima[k] == counts.max()
         assert res.max_start[k] == t[rows][np.argmax(counts == counts.max())]
         assert res.totals[k] == p[rows].sum()
+        first = int(rows[0])
         expected_windows += [
-            (entity, w.start_us, w.posts) for w in earliest_windows(t[rows], p[rows], terms)
+            (entity, w.start_us, first + w.lo, first + w.hi, w.posts)
+            for w in select_windows(t[rows], p[rows], terms, mode)
         ]
     assert got_windows == expected_windows
 

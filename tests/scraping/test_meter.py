@@ -188,19 +188,48 @@ class _RowByRow:
         return self.latest[e], upper - store.get(self.top[e] - self.span, 0), upper
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 60 * MIN), st.sampled_from(["a", "b", "c"]), st.integers(0, 40)),
-        min_size=1,
-        max_size=60,
+# Instants at bucket and window edges (a bucket is a minute, the window ten): t, t + 1 µs,
+# t + window - 1 µs, t + window, ... and anywhere in an hour.
+_EDGES = sorted({max(0, k * MIN + d) for k in (0, 1, 9, 10, 11, 20, 21) for d in (-1, 0, 1)})
+# Posts that put a rolling count exactly at an alert level (50, 80 or 100 % of 100) or one
+# past it, and small ones.
+_LEVEL_POSTS = [1, 20, 29, 30, 49, 50, 51, 79, 80, 81, 99, 100, 101]
+meter_rows = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from(_EDGES), st.integers(0, 60 * MIN)),
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.integers(0, 40), st.sampled_from(_LEVEL_POSTS)),
     ),
-    st.integers(1, 6),
+    min_size=1,
+    max_size=60,
 )
-def test_vectorised_meter_equals_row_by_row(rows: list[tuple[int, str, int]], batches: int) -> None:
+# Exactly 50, 80 and the threshold (100: not over, level 80), then 101 (over); a, b and c
+# one batch each way.
+_AT_LEVELS = [(0, "a", 50), (MIN, "a", 30), (2 * MIN, "a", 20), (3 * MIN, "a", 1)]
+# 100 at 0, then one post at exactly a window later: the upper bound (101) counts the
+# oldest bucket, the lower (1) does not, so 100 % is raised unconfirmed; the access one
+# µs before the window's end falls in the last bucket of the first window; a minute later
+# the first bucket has left and the level re-arms.
+_AT_EDGES = [
+    (0, "b", 100),
+    (10 * MIN - 1, "b", 0),
+    (10 * MIN, "b", 1),
+    (11 * MIN, "b", 0),
+    (11 * MIN + 1, "b", 100),
+    (21 * MIN - 1, "b", 1),
+]
+
+# The lower bound exactly at a level when it is raised: the oldest bucket holds 1, so c's
+# 50 % alert has lower = 50 (confirmed: at least 50 %) and a's 100 % alert lower = 100
+# (not confirmed: the threshold is not exceeded).
+_LOWER_AT_LEVELS = [(0, "c", 1), (10 * MIN, "c", 50), (0, "a", 1), (10 * MIN + 1, "a", 100)]
+
+
+def _check_against_row_by_row(meter: Meter, rows: list[tuple[int, str, int]], batches: int) -> None:
+    """Feed `rows` to `meter` and to the plain reading in `batches`; bounds after every
+    batch and the alerts must agree."""
     # Batches roughly in time order but overlapping, so late rows and re-arming happen.
     rows.sort(key=lambda r: r[0] // (15 * MIN))
-    meter = Meter(TERMS, NO_OWNERS)
     plain = _RowByRow(TERMS, MIN)
     for part in np.array_split(np.arange(len(rows)), batches):
         if len(part) == 0:
@@ -221,6 +250,30 @@ def test_vectorised_meter_equals_row_by_row(rows: list[tuple[int, str, int]], ba
         (a.entity, a.level, a.at_us, a.lower, a.upper, a.confirmed) for a in meter.alerts()
     ]
     assert sorted(got_alerts, key=lambda a: a[0]) == sorted(plain.alerts, key=lambda a: a[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(meter_rows, st.integers(1, 6))
+@example(_AT_LEVELS, 1)
+@example(_AT_LEVELS, 4)
+@example(_AT_EDGES, 1)
+@example(_AT_EDGES, 6)
+@example(_LOWER_AT_LEVELS, 1)
+def test_vectorised_meter_equals_row_by_row(rows: list[tuple[int, str, int]], batches: int) -> None:
+    _check_against_row_by_row(Meter(TERMS, NO_OWNERS), rows, batches)
+
+
+@settings(max_examples=25, deadline=None)
+@given(meter_rows, st.integers(1, 6))
+@example(_AT_LEVELS, 1)
+@example(_AT_LEVELS, 4)
+@example(_AT_EDGES, 1)
+@example(_AT_EDGES, 6)
+@example(_LOWER_AT_LEVELS, 1)
+def test_redis_meter_equals_row_by_row(rows: list[tuple[int, str, int]], batches: int) -> None:
+    """The Lua script held to the plain reading itself, not only to `MemoryMeter`."""
+    with redis_store() as store:
+        _check_against_row_by_row(Meter(TERMS, NO_OWNERS, store), rows, batches)
 
 
 def test_redis_alert_instants_are_exact_at_real_timestamps() -> None:

@@ -6,7 +6,7 @@ import itertools
 from decimal import Decimal
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consentry.scraping.rules import (
@@ -59,29 +59,78 @@ def test_earliest_matches_brute_force(rows: list[tuple[int, int]], threshold: in
 
 @settings(max_examples=120, deadline=None)
 @given(events, st.integers(0, 20))
+# The defect of issue 16: a chain of four windows placed end to start, [-8, 2), [2, 12),
+# [12, 22), [22, 32), bills 8; windows starting at or just after accesses bill 7.
+@example([(0, 1), (1, 1), (10, 2), (20, 2), (22, 1), (30, 1)], 1)
+# Windows ending just after their last access (no chain).
+@example([(5, 11), (14, 6), (16, 6)], 10)
+# A chain of three ending at an access (8): [-12, -2), [-2, 8), [8, 18); every window holds
+# exactly threshold + 1 posts, the windows starting at accesses exactly the threshold.
+@example([(-11, 1), (-3, 1), (-2, 1), (7, 1), (8, 1), (17, 1)], 1)
+# Found by a search against the previous candidates (t, t + 1, t - window + 1), which
+# missed them: [-1, 9), [9, 19), [19, 29), [29, 39) chained back from the access at 29,
+# each exactly threshold + 1; and a chain of two ([22, 32), [32, 42)) after two windows
+# starting at accesses.
+@example([(0, 1), (8, 3), (9, 3), (10, 1), (20, 3), (24, 1), (29, 3), (33, 1)], 3)
+@example([(1, 2), (7, 1), (11, 3), (24, 3), (32, 2), (33, 0), (36, 1)], 2)
+# Ties at the threshold: every window holds the threshold or one more, and accesses sit
+# exactly at window edges (t, t + 10, t + 9).
+@example([(0, 3), (9, 1), (10, 3), (19, 1), (20, 3), (29, 1), (30, 4)], 4)
+@example([(0, 2), (10, 2), (20, 2), (30, 2), (9, 1), (19, 1), (29, 1)], 2)
+# Equal totals from different placements (ties between candidates).
+@example([(0, 5), (10, 5), (20, 5)], 4)
 def test_max_total_is_optimal_over_any_start(rows: list[tuple[int, int]], threshold: int) -> None:
     ts, posts = arrays(rows)
+    t, p = ts.tolist(), posts.tolist()
     spans = max_total_windows(ts, posts, terms(threshold))
     total = sum(w.posts for w in spans)
-    assert total == brute.max_total(ts.tolist(), posts.tolist(), WINDOW, threshold)
+    # The normal form (brute force over every placement of its starts) is the optimum
+    # over any start (the definition), and the rule attains it.
+    assert total == brute.max_total(t, p, WINDOW, threshold)
+    assert total == brute.max_total_any_start(t, p, WINDOW, threshold)
     for a, b in itertools.pairwise(spans):
         assert b.start_us >= a.start_us + WINDOW  # disjoint: no post billed twice
     for w in spans:
-        assert w.posts == brute.window_posts(ts.tolist(), posts.tolist(), w.start_us, WINDOW)
+        assert w.posts == brute.window_posts(t, p, w.start_us, WINDOW)
         assert w.posts > threshold
+        # lo/hi are exactly the window's accesses (evidence is cut with them).
+        inside = [i for i, x in enumerate(t) if w.start_us <= x < w.start_us + WINDOW]
+        assert (w.lo, w.hi) == (inside[0], inside[-1] + 1)
     # Never less than earliest.
     assert total >= sum(w.posts for w in earliest_windows(ts, posts, terms(threshold)))
 
 
+def test_max_total_bills_a_chain_of_windows_placed_end_to_start() -> None:
+    ts, posts = arrays([(0, 1), (1, 1), (10, 2), (20, 2), (22, 1), (30, 1)])
+    spans = max_total_windows(ts, posts, terms(1))
+    assert [(w.start_us, w.posts) for w in spans] == [(-8, 2), (2, 2), (12, 2), (22, 2)]
+
+
+def test_max_total_ties_go_to_the_earliest_placement() -> None:
+    # Every placement of two windows out of three bills 10; all three bill 15, each
+    # starting at its access.
+    ts, posts = arrays([(0, 5), (10, 5), (20, 5)])
+    assert [w.start_us for w in max_total_windows(ts, posts, terms(4))] == [0, 10, 20]
+    # [0, 10) + [10, 20) and [-1, 9) + [9, 19) both bill 12. Starting at 9 bills no more
+    # than starting at 10, so no chain is built back from 9 (-1 is no candidate); of the
+    # candidates, the earliest placement wins.
+    ts, posts = arrays([(0, 6), (9, 0), (10, 6), (19, 0)])
+    assert [(w.start_us, w.posts) for w in max_total_windows(ts, posts, terms(5))] == [
+        (0, 6),
+        (10, 6),
+    ]
+
+
 def test_access_instants_alone_are_not_enough_for_max_total() -> None:
-    # 5:11 then 14:6 and 16:6 with threshold 10: [0,10) + [10,20) bill 23, while windows
+    # 5:11 then 14:6 and 16:6 with threshold 10: [4,14) + [14,24) bill 23, while windows
     # starting at accesses can bill at most 17.
     ts = np.array([5, 14, 16], dtype=np.int64)
     posts = np.array([11, 6, 6], dtype=np.int64)
     spans = max_total_windows(ts, posts, terms(10))
     assert sum(w.posts for w in spans) == 23
-    # The first window cannot start at its access (5): it would swallow 14; it ends at 6.
-    assert [w.start_us for w in spans] == [-4, 14]
+    # The first window cannot start at its access (5): it would swallow 14; it ends where
+    # the second starts.
+    assert [w.start_us for w in spans] == [4, 14]
 
 
 def test_half_open_edges_and_exact_threshold() -> None:

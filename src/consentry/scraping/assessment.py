@@ -176,7 +176,9 @@ def _segment_starts(codes: I64) -> I64:
 
 
 def _forward_counts_segmented(codes: I64, ts: I64, posts: I64, window_us: int) -> I64:
-    """Posts in `[ts[i], ts[i] + window)` of access i's own entity, for sorted (code, ts).
+    """Posts in `[ts[i], ts[i] + window)` of access i's own entity, for sorted (code, ts):
+    `rules.forward_counts` for many entities at once (held to it, through the maxima, by
+    `test_duckdb_matches_reference` and `test_spark_matches_reference`, method `numpy`).
 
     A composite key `rank * stride + (ts - t0)` keeps entities apart in one sorted array
     (stride > span + window), so one vectorised binary search serves every entity. When the
@@ -305,6 +307,11 @@ def _stats_numpy(backend: ibis.BaseBackend, att: ir.Table, window_us: int) -> pa
 
 
 def _stats_window(backend: ibis.BaseBackend, att: ir.Table, window_us: int) -> pa.Table:
+    """Per entity: totals and the densest window in the engine's SQL. The RANGE frame
+    `[ts, ts + window - 1 µs]` is `rules.forward_counts`' half-open window at µs resolution
+    (held to the plain rules by `test_duckdb_matches_reference` and
+    `test_spark_matches_reference`, method `window`, with ties at the threshold and
+    accesses at window edges)."""
     import ibis
 
     w = ibis.window(group_by=att.entity, order_by=att.ts_us, range=(0, window_us - 1))

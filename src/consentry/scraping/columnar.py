@@ -329,7 +329,9 @@ def earliest_all(
 ) -> tuple[I64, I64, I64, I64, I64]:
     """Mode `earliest` for every entity at once (sorted composite `key`, module doc step 4):
     per round, each entity's current over-line access is billed and the next candidate is
-    the first over-line access of the same entity at or after the window's end."""
+    the first over-line access of the same entity at or after the window's end. The rule
+    is `rules.earliest_windows`; `test_exact_pass_matches_the_rules_per_entity` holds this
+    to it."""
     over = np.flatnonzero(counts > terms.threshold)
     empty = np.zeros(0, dtype=np.int64)
     if len(over) == 0:
@@ -349,7 +351,13 @@ def earliest_all(
 
 
 def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> ExactResult:
-    """Totals, maxima and billed windows of every entity (arrays sorted by code, ts)."""
+    """Totals, maxima and billed windows of every entity (arrays sorted by code, ts).
+
+    The rules are `rules.forward_counts` (maxima), `rules.earliest_windows` (vectorised
+    here by `earliest_all`) and `rules.max_total_windows` (called per over-line entity);
+    `test_exact_pass_matches_the_rules_per_entity` holds this pass to them with ties at
+    the threshold and accesses at window edges, and `test_duckdb_matches_reference` the
+    whole columnar path."""
     n = len(ts)
     w = terms.window_us
     if n == 0:

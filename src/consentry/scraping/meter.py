@@ -20,7 +20,11 @@ Rules (docs/scraping.md):
 
 Backends: `MemoryMeter` (one process) and `RedisMeter` (Lua scripts; every key of one
 entity carries the hash tag `{entity}`, and a script call updates the entities of one
-Redis Cluster slot, so it touches one slot).
+Redis Cluster slot, so it touches one slot). Both are fast kernels of rules 2-6; each is
+held to the plain reading of those rules, one (entity, bucket) row at a time
+(`_RowByRow` in tests/scraping/test_meter.py), by `test_vectorised_meter_equals_row_by_row`
+and `test_redis_meter_equals_row_by_row` (levels and lower bounds exactly at 50 %, 80 %
+and the threshold, instants at bucket and window edges).
 """
 
 from __future__ import annotations
@@ -152,16 +156,6 @@ class Alert:
             "upper": self.upper,
             "confirmed": self.confirmed,
         }
-
-
-def _level_of(upper: int, threshold: int) -> int:
-    """The highest alert level the upper bound reaches (0: none)."""
-    reached = 0
-    for level in ALERT_LEVELS:
-        limit = threshold * level / 100
-        if (upper > threshold) if level == 100 else (upper >= limit):
-            reached = level
-    return reached
 
 
 class MeterBackend(Protocol):
@@ -539,7 +533,9 @@ def bucket_cap(span: int) -> int:
 
 
 def _levels(upper: I64, threshold: int) -> I64:
-    """`_level_of` for many upper bounds at once (integer arithmetic)."""
+    """The highest alert level (rule 4) each upper bound reaches, 0 for none: 50 and 80
+    when `upper >= threshold x level / 100`, 100 only when `upper > threshold` (strictly
+    more, as billing). Integer arithmetic (`100 x upper` cannot overflow: `bucket_cap`)."""
     level = np.zeros(len(upper), dtype=np.int64)
     level[upper * 100 >= threshold * 50] = 50
     level[upper * 100 >= threshold * 80] = 80
@@ -600,7 +596,8 @@ class MemoryMeter:
         self, names: Sequence[str], codes: I64, buckets: I64, posts: I64, latest: I64
     ) -> tuple[Sequence[Bounds], list[Alert]]:
         """Add per-(entity, bucket) sums (see `MeterBackend`); bounds and alerts are
-        evaluated after every row, as if the rows were added one by one.
+        evaluated after every row, as if the rows were added one by one (rules 2-6, held
+        to that plain reading by `test_vectorised_meter_equals_row_by_row`).
 
         1. Only the stored buckets of the batch's known entities are read: two binary
            searches per entity find its run in the sorted store, the runs are gathered
@@ -779,6 +776,8 @@ class MemoryMeter:
 
 
 _ADD_SCRIPT = """
+-- The meter's rules 2-6 (module doc) for one batch, held to their plain row-by-row reading
+-- by test_redis_meter_equals_row_by_row (tests/scraping/test_meter.py).
 -- One call per Redis Cluster slot: KEYS holds, per entity, its state string and its alert
 -- list (both tagged {entity}; every entity of a call hashes to the same slot).
 -- ARGV[1]: little-endian doubles (exact for integers below 2^53): span, threshold,
