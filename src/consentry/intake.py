@@ -22,6 +22,7 @@ import pyarrow as pa
 from sqlalchemy.exc import SQLAlchemyError
 
 from consentry.audit import SqlAuditSink
+from consentry.audit.event_types import TableImported
 from consentry.engine import Lake
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.jobs import JobRecord, register_recoverer, run_job
@@ -201,16 +202,15 @@ def commit_import(
                 run_id = run.id
                 SqlAuditSink().append(
                     session,
-                    "table.imported",
-                    {
-                        "table": table,
-                        "run_id": run_id,
-                        "rows_read": result.rows_read,
-                        "rows_new": result.rows_new,
-                        "rows_replaced": result.rows_replaced,
-                        "rows_total": result.rows_total,
-                        "snapshot": token,
-                    },
+                    TableImported(
+                        table=table,
+                        run_id=run_id,
+                        rows_read=result.rows_read,
+                        rows_new=result.rows_new,
+                        rows_replaced=result.rows_replaced,
+                        rows_total=result.rows_total,
+                        snapshot=token,
+                    ),
                 )
                 if table == "users":
                     read, new, updated = ledger.sync_subjects(fresh, session=session)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from consentry.audit import SqlAuditSink
 from consentry.audit.checkpoint import parse_signed_checkpoint
+from consentry.audit.event_types import SubjectsSynced
 from consentry.audit.log import _AT_TEXT, AuditLog, append_events, entry_text
 from consentry.audit.merkle import (
     extend_frontier,
@@ -26,8 +27,9 @@ from consentry.store import Store
 def _sync(session: sa.orm.Session, i: int) -> int:
     return SqlAuditSink().append(
         session,
-        "subjects.synced",
-        {"subjects_read": i, "subjects_new": i, "subjects_updated": 0, "digest_sha256": "ab" * 32},
+        SubjectsSynced(
+            subjects_read=i, subjects_new=i, subjects_updated=0, digest_sha256="ab" * 32
+        ),
     )
 
 

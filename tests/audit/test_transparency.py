@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consentry.audit.event_types import DeliveryBuilt, LicenseeChanged, RevocationConfirmed
 from consentry.audit.events import SqlAuditSink
 from consentry.audit.transparency import SMALL_CELL, render_markdown, suppress, transparency_report
 from consentry.signing import Signer
@@ -32,48 +33,45 @@ def test_report_counts_from_ledger_and_log(store: Store, signer: Signer) -> None
     with store.session() as session:
         sink.append(
             session,
-            "licensee.changed",
-            {
-                "licensee_id": "L1",
-                "name": "acme",
-                "change": "added",
-                "purpose": "p",
-                "regions": [],
-                "exclude_regions": [],
-                "languages": [],
-                "period_from": None,
-                "period_to": None,
-                "api_key_hash_prefix": "abc",
-                "at": "2025-01-01T00:00:00Z",
-            },
+            LicenseeChanged(
+                licensee_id="L1",
+                name="acme",
+                change="added",
+                purpose="p",
+                regions=[],
+                exclude_regions=[],
+                languages=[],
+                period_from=None,
+                period_to=None,
+                api_key_hash_prefix="abc",
+                at="2025-01-01T00:00:00Z",
+            ),
         )
         for delivered in (5, 7):
             sink.append(
                 session,
-                "delivery.built",
-                {
-                    "delivery_id": f"d{delivered}",
-                    "licensee_id": "L1",
-                    "purpose": "p",
-                    "as_of": "2025-01-01T00:00:00Z",
-                    "policy_version": "v",
-                    "considered": 10,
-                    "delivered": delivered,
-                    "manifest_sha256": "00" * 32,
-                },
+                DeliveryBuilt(
+                    delivery_id=f"d{delivered}",
+                    licensee_id="L1",
+                    purpose="p",
+                    as_of="2025-01-01T00:00:00Z",
+                    policy_version="v",
+                    considered=10,
+                    delivered=delivered,
+                    manifest_sha256="00" * 32,
+                ),
             )
         sink.append(
             session,
-            "revocation.confirmed",
-            {
-                "receipt_id": "r",
-                "licensee_id": "L1",
-                "records": 4,
-                "confirmed": 3,
-                "already_confirmed": 1,
-                "unknown": 0,
-                "digest_sha256": "00" * 32,
-            },
+            RevocationConfirmed(
+                receipt_id="r",
+                licensee_id="L1",
+                records=4,
+                confirmed=3,
+                already_confirmed=1,
+                unknown=0,
+                digest_sha256="00" * 32,
+            ),
         )
     now = datetime.now(UTC)
     report = transparency_report(

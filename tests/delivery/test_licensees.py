@@ -292,7 +292,7 @@ def test_the_database_refuses_incoherent_rows(registry: LicenseeRegistry) -> Non
 
 def test_a_failed_audit_rolls_back_the_licensee(registry: LicenseeRegistry) -> None:
     class Broken(SqlAuditSink):
-        def append(self, session: Any, event_type: str, payload: Any) -> int:
+        def append(self, session: Any, event: Any) -> int:
             raise RuntimeError("audit store down")
 
     broken = LicenseeRegistry(registry.store, POLICY, registry.keyring, audit=Broken())

@@ -1,9 +1,10 @@
 """The audit log: documented event types appended in the same transaction as the change,
 each one a leaf of an RFC 9162 Merkle log with signed checkpoints (docs/audit.md).
 
-`consentry.audit.transparency` (the transparency report) and
-`consentry.audit.policy_history` (policy publishing and impact) build on the ledger and
-are imported from their modules.
+The event types are the dataclasses of `consentry.audit.event_types` (import them from
+there). `consentry.audit.transparency` (the transparency report) and
+`consentry.audit.policy_history` (publishing policy versions) are imported from their
+modules.
 """
 
 from consentry.audit.checkpoint import (
@@ -12,6 +13,7 @@ from consentry.audit.checkpoint import (
     parse_signed_checkpoint,
     sign_checkpoint,
 )
+from consentry.audit.event_types import AUDIT_EVENT_CLASSES, AuditPayload
 from consentry.audit.events import (
     AUDIT_EVENT_TYPES,
     AuditEvent,
@@ -41,10 +43,12 @@ from consentry.audit.merkle import (
 )
 
 __all__ = [
+    "AUDIT_EVENT_CLASSES",
     "AUDIT_EVENT_TYPES",
     "EMPTY_ROOT",
     "AuditEvent",
     "AuditLog",
+    "AuditPayload",
     "AuditSink",
     "Checkpoint",
     "ConsistencyProof",

@@ -3,15 +3,15 @@
 Events never hold personal data: users appear only as pseudonymous references
 (`Keyring.pseudonym`), everything else is a key, a count, a hash or an instant. Payloads are
 stored as RFC 8785 canonical JSON (`entry_json`) so they are hashed into the Merkle log byte
-for byte and any JCS implementation reproduces them. docs/audit.md documents every type (a
-test enforces it).
+for byte and any JCS implementation reproduces them. Each type is a dataclass in
+`consentry.audit.event_types`, from which docs/audit.md's sections are generated.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ import rfc8785
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from consentry.audit.event_types import AUDIT_EVENT_CLASSES, AuditPayload
 from consentry.audit.log import append_events
 from consentry.observe.context import current_request_id
 from consentry.store.models import AuditEventRow
@@ -35,129 +36,11 @@ __all__ = [
 ]
 
 AUDIT_EVENT_TYPES: dict[str, tuple[str, ...]] = {
-    "consent.changed": (
-        "subject_ref",
-        "purpose",
-        "choice",
-        "source",
-        "policy_version",
-        "at",
-        "ledger_seq",
-        "events_digest",
-    ),
-    "consent.imported": (
-        "events_read",
-        "events_new",
-        "subjects_affected",
-        "digest_sha256",
-        "events_digest",
-    ),
-    "consent.anchored": ("events", "events_digest"),
-    "subjects.synced": ("subjects_read", "subjects_new", "subjects_updated", "digest_sha256"),
-    "table.imported": (
-        "table",
-        "run_id",
-        "rows_read",
-        "rows_new",
-        "rows_replaced",
-        "rows_total",
-        "snapshot",
-    ),
-    "delivery.built": (
-        "delivery_id",
-        "licensee_id",
-        "purpose",
-        "as_of",
-        "policy_version",
-        "considered",
-        "delivered",
-        "manifest_sha256",
-    ),
-    "licensee.changed": (
-        "licensee_id",
-        "name",
-        "change",
-        "purpose",
-        "regions",
-        "exclude_regions",
-        "languages",
-        "period_from",
-        "period_to",
-        "api_key_hash_prefix",
-        "at",
-    ),
-    # --- revocations ---
-    "revocation.issued": (
-        "run_id",
-        "licensee_id",
-        "trigger",
-        "as_of",
-        "lineage_rows",
-        "revoked",
-        "new",
-        "digest_sha256",
-    ),
-    "revocation.confirmed": (
-        "receipt_id",
-        "licensee_id",
-        "records",
-        "confirmed",
-        "already_confirmed",
-        "unknown",
-        "digest_sha256",
-    ),
-    # --- retention ---
-    "hold.added": ("hold_id", "matter_sha256", "scope", "target_ref", "until", "at"),
-    "hold.released": ("hold_id", "matter_sha256", "at"),
-    "retention.planned": (
-        "purge_id",
-        "plan_sha256",
-        "policy_version",
-        "at",
-        "to_delete",
-        "to_anonymise",
-        "held",
-        "gaps",
-    ),
-    "retention.applied": (
-        "purge_id",
-        "plan_sha256",
-        "deleted",
-        "anonymised",
-        "delivery_dirs_removed",
-        "revocations",
-        "consent_anchor_removed",
-        "consent_anchor_added",
-    ),
-    "retention.verified": ("purge_id", "plan_sha256", "remaining", "checked", "ok"),
-    # --- scraping ---
-    "scraping.assessed": (
-        "assessment_id",
-        "policy_version",
-        "mode",
-        "rounding",
-        "engine",
-        "accesses",
-        "entities",
-        "billed_entities",
-        "billed_windows",
-        "total_amount",
-        "currency",
-        "result_sha256",
-    ),
-    # --- audit log and policy history ---
-    "policy.published": (
-        "version",
-        "effective_from",
-        "version_sha256",
-        "file_sha256",
-        "previous_version",
-        "changes",
-        "purposes",
-    ),
+    event_type: tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    for event_type, cls in AUDIT_EVENT_CLASSES.items()
 }
 """Event type -> the payload fields it always carries (and, but for `ENVELOPE_FIELDS`,
-nothing else)."""
+nothing else), from its class in `consentry.audit.event_types`."""
 
 ENVELOPE_FIELDS: tuple[str, ...] = ("request_id",)
 """Optional fields any event may carry besides its type's (docs/audit.md, "Envelope"):
@@ -202,37 +85,30 @@ class AuditEvent:
 class AuditSink(Protocol):
     """Where capabilities append audit events."""
 
-    def append(self, session: Session, event_type: str, payload: Mapping[str, Any]) -> int: ...
+    def append(self, session: Session, event: AuditPayload) -> int: ...
 
 
-def envelope(
-    event_type: str, payload: Mapping[str, Any], request_id: str | None = None
-) -> dict[str, Any]:
-    """The payload as appended: checked to carry exactly its type's fields, plus
-    `request_id` (the given one, else the current request's, if any)."""
-    fields = AUDIT_EVENT_TYPES.get(event_type)
-    if fields is None:
-        raise ValueError(f"unknown audit event type {event_type!r}")
-    if set(payload) != set(fields):
-        raise ValueError(f"{event_type} carries exactly {sorted(fields)}, got {sorted(payload)}")
+def envelope(event: AuditPayload, request_id: str | None = None) -> dict[str, Any]:
+    """The event's payload as appended: its fields, plus `request_id` (the given one, else
+    the current request's, if any)."""
+    payload = event.payload()
     found = request_id or current_request_id()
-    return {**payload, "request_id": found} if found else dict(payload)
+    return {**payload, "request_id": found} if found else payload
 
 
 class SqlAuditSink:
     """Appends to the store's `audit_events` table inside the caller's transaction, so an
     audited change and its audit event commit or roll back together."""
 
-    def append(self, session: Session, event_type: str, payload: Mapping[str, Any]) -> int:
-        """Validate the payload against the documented schema and append it.
+    def append(self, session: Session, event: AuditPayload) -> int:
+        """Append `event` (an instance of its type's class, so it carries exactly its
+        documented fields) and return its sequence number (its position in the log).
 
-        1. The type must be one of AUDIT_EVENT_TYPES, with exactly its fields (`envelope`
-           adds the request id, see `envelope`).
+        1. The payload is the event's fields plus the envelope (`envelope`: the request id).
         2. `at` is the instant of appending (UTC).
-        3. Returns the event's sequence number (its position in the log).
+        3. The event becomes the next leaf of the Merkle log, under the log's lock.
         """
-        # 4. The event becomes the next leaf of the Merkle log, under the log's lock.
-        return append_events(session, [(event_type, entry_json(envelope(event_type, payload)))])[0]
+        return append_events(session, [(event.event_type, entry_json(envelope(event)))])[0]
 
     @staticmethod
     def read(session: Session, *, event_type: str | None = None) -> list[AuditEvent]:

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from consentry.audit.event_types import PolicyPublished
 from consentry.audit.events import SqlAuditSink, canonical_json
 from consentry.errors import ConsentryError
 from consentry.instants import rfc3339
@@ -97,16 +98,15 @@ def publish_policy(store: Store, policy: PolicyFile) -> list[PublishedVersion]:
         for version, before, digest in pending:
             sink.append(
                 session,
-                "policy.published",
-                {
-                    "version": version.version,
-                    "effective_from": rfc3339(version.effective_from),
-                    "version_sha256": digest,
-                    "file_sha256": policy.content_sha256,
-                    "previous_version": before.version if before else None,
-                    "changes": len(diff_versions(before, version)) if before else 0,
-                    "purposes": [p.key for p in version.purposes],
-                },
+                PolicyPublished(
+                    version=version.version,
+                    effective_from=rfc3339(version.effective_from),
+                    version_sha256=digest,
+                    file_sha256=policy.content_sha256,
+                    previous_version=before.version if before else None,
+                    changes=len(diff_versions(before, version)) if before else 0,
+                    purposes=[p.key for p in version.purposes],
+                ),
             )
     return [
         v

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from consentry.audit import AuditSink, SqlAuditSink
+from consentry.audit.event_types import LicenseeChanged
 from consentry.delivery.minimise import KINDS, MinimisationConfig
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
@@ -408,20 +409,19 @@ class LicenseeRegistry:
     def _audit(self, session: Session, row: Licensee, change: str, at: datetime) -> None:
         self.audit.append(
             session,
-            "licensee.changed",
-            {
-                "licensee_id": row.id,
-                "name": row.name,
-                "change": change,
-                "purpose": row.purpose,
-                "regions": list(row.regions),
-                "exclude_regions": list(row.exclude_regions),
-                "languages": list(row.languages),
-                "period_from": None if row.period_from is None else rfc3339(row.period_from),
-                "period_to": None if row.period_to is None else rfc3339(row.period_to),
-                "api_key_hash_prefix": row.api_key_hash[:12],
-                "at": rfc3339(at),
-            },
+            LicenseeChanged(
+                licensee_id=row.id,
+                name=row.name,
+                change=change,
+                purpose=row.purpose,
+                regions=list(row.regions),
+                exclude_regions=list(row.exclude_regions),
+                languages=list(row.languages),
+                period_from=None if row.period_from is None else rfc3339(row.period_from),
+                period_to=None if row.period_to is None else rfc3339(row.period_to),
+                api_key_hash_prefix=row.api_key_hash[:12],
+                at=rfc3339(at),
+            ),
         )
 
     def licensees(self) -> list[LicenseeRecord]:

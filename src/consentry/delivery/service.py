@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from consentry.audit import SqlAuditSink
+from consentry.audit.event_types import DeliveryBuilt
 from consentry.delivery.attestation import ENVELOPE_FILE, verify_envelope
 from consentry.delivery.build import (
     LINEAGE_FILE,
@@ -224,17 +225,16 @@ def deliver(
         with job.transaction("deliver.committed", commit=True) as session:
             seq = SqlAuditSink().append(
                 session,
-                "delivery.built",
-                {
-                    "delivery_id": delivery_id,
-                    "licensee_id": record.id,
-                    "purpose": record.purpose,
-                    "as_of": manifest["as_of"],
-                    "policy_version": manifest["policy_version"],
-                    "considered": manifest["counts"]["considered"],
-                    "delivered": manifest["counts"]["delivered"],
-                    "manifest_sha256": digest,
-                },
+                DeliveryBuilt(
+                    delivery_id=delivery_id,
+                    licensee_id=record.id,
+                    purpose=record.purpose,
+                    as_of=manifest["as_of"],
+                    policy_version=manifest["policy_version"],
+                    considered=manifest["counts"]["considered"],
+                    delivered=manifest["counts"]["delivered"],
+                    manifest_sha256=digest,
+                ),
             )
             session.add(
                 DeliveryRow(

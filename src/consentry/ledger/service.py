@@ -27,6 +27,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from consentry.audit import AuditSink, SqlAuditSink
+from consentry.audit.event_types import (
+    ConsentAnchored,
+    ConsentChanged,
+    ConsentImported,
+    SubjectsSynced,
+)
 from consentry.audit.events import entry_json, envelope
 from consentry.audit.log import append_events, lock_log
 from consentry.errors import BadInput, Problem
@@ -723,21 +729,18 @@ class ConsentLedger:
             payloads = []
             for i, row, seq in zip(wanted, rows, seqs, strict=True):
                 digest = event_digest(self._anchor_key, row)
-                payload = {
-                    "subject_ref": self._pseudonym(row["user_id"]),
-                    "purpose": row["purpose"],
-                    "choice": row["choice"],
-                    "source": row["source"],
-                    "policy_version": row["policy_version"],
-                    "at": row["at"].isoformat().replace("+00:00", "Z"),
-                    "ledger_seq": seq,
-                    "events_digest": f"{digest:064x}",
-                }
+                event = ConsentChanged(
+                    subject_ref=self._pseudonym(row["user_id"]),
+                    purpose=row["purpose"],
+                    choice=row["choice"],
+                    source=row["source"],
+                    policy_version=row["policy_version"],
+                    at=row["at"].isoformat().replace("+00:00", "Z"),
+                    ledger_seq=seq,
+                    events_digest=f"{digest:064x}",
+                )
                 payloads.append(
-                    (
-                        "consent.changed",
-                        entry_json(envelope("consent.changed", payload, changes[i].request_id)),
-                    )
+                    (event.event_type, entry_json(envelope(event, changes[i].request_id)))
                 )
             anchors = append_events(session, payloads, head=head)
             for row, seq, anchor in zip(rows, seqs, anchors, strict=True):
@@ -857,13 +860,12 @@ class ConsentLedger:
             new = after - before
             self.audit.append(
                 tx,
-                "subjects.synced",
-                {
-                    "subjects_read": users.num_rows,
-                    "subjects_new": new,
-                    "subjects_updated": users.num_rows - new,
-                    "digest_sha256": digest.hexdigest(),
-                },
+                SubjectsSynced(
+                    subjects_read=users.num_rows,
+                    subjects_new=new,
+                    subjects_updated=users.num_rows - new,
+                    digest_sha256=digest.hexdigest(),
+                ),
             )
         return users.num_rows, new, users.num_rows - new
 
@@ -913,14 +915,13 @@ class ConsentLedger:
             affected = pc.unique(fresh.column("user_id")).to_pylist()
             seq = self.audit.append(
                 tx,
-                "consent.imported",
-                {
-                    "events_read": table.num_rows,
-                    "events_new": n,
-                    "subjects_affected": len(affected),
-                    "digest_sha256": digest,
-                    "events_digest": f"{anchored:064x}",
-                },
+                ConsentImported(
+                    events_read=table.num_rows,
+                    events_new=n,
+                    subjects_affected=len(affected),
+                    digest_sha256=digest,
+                    events_digest=f"{anchored:064x}",
+                ),
             )
             rows = rows.append_column("anchor_seq", pa.repeat(pa.scalar(seq, pa.int64()), n))
             _insert_events_arrow(tx, rows)
@@ -938,8 +939,7 @@ class ConsentLedger:
             total = digest_sums_by(self._anchor_key, table, None).get(None, 0)
             seq = self.audit.append(
                 session,
-                "consent.anchored",
-                {"events": table.num_rows, "events_digest": f"{total:064x}"},
+                ConsentAnchored(events=table.num_rows, events_digest=f"{total:064x}"),
             )
             session.execute(
                 sa.update(ConsentEventRow)

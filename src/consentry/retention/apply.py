@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from consentry.audit import SqlAuditSink
+from consentry.audit.event_types import RetentionApplied, RetentionPlanned, RetentionVerified
 from consentry.delivery.build import LINEAGE_TABLE
 from consentry.delivery.service import deliveries_dir
 from consentry.engine import PARQUET_COMPRESSION, ROWS_PER_PART, Lake
@@ -625,17 +626,16 @@ def _record_planned(
         )
         SqlAuditSink().append(
             session,
-            "retention.planned",
-            {
-                "purge_id": purge_id,
-                "plan_sha256": plan.plan_sha256,
-                "policy_version": policy_version,
-                "at": rfc3339(plan.instant),
-                "to_delete": totals["delete"],
-                "to_anonymise": totals["anonymise"],
-                "held": totals["held"],
-                "gaps": [g.subject for g in plan.gaps],
-            },
+            RetentionPlanned(
+                purge_id=purge_id,
+                plan_sha256=plan.plan_sha256,
+                policy_version=policy_version,
+                at=rfc3339(plan.instant),
+                to_delete=totals["delete"],
+                to_anonymise=totals["anonymise"],
+                held=totals["held"],
+                gaps=[g.subject for g in plan.gaps],
+            ),
         )
 
 
@@ -726,14 +726,16 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
             row.state, row.applied_at, row.results = "applied", datetime.now(UTC), results
             SqlAuditSink().append(
                 session,
-                "retention.applied",
-                {
-                    "purge_id": purge_id,
-                    "plan_sha256": intent["plan_sha256"],
-                    **results,
-                    "consent_anchor_removed": sums["removed"],
-                    "consent_anchor_added": sums["added"],
-                },
+                RetentionApplied(
+                    purge_id=purge_id,
+                    plan_sha256=intent["plan_sha256"],
+                    deleted=results["deleted"],
+                    anonymised=results["anonymised"],
+                    delivery_dirs_removed=results["delivery_dirs_removed"],
+                    revocations=results["revocations"],
+                    consent_anchor_removed=sums["removed"],
+                    consent_anchor_added=sums["added"],
+                ),
             )
     if not _reached(job, "retention.verified"):
         verify_purge(settings, job, key)
@@ -868,14 +870,13 @@ def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
             row.state, row.verified_at = "verified", datetime.now(UTC)
         SqlAuditSink().append(
             session,
-            "retention.verified",
-            {
-                "purge_id": intent["purge_id"],
-                "plan_sha256": intent["plan_sha256"],
-                "remaining": remaining,
-                "checked": checked,
-                "ok": ok,
-            },
+            RetentionVerified(
+                purge_id=intent["purge_id"],
+                plan_sha256=intent["plan_sha256"],
+                remaining=remaining,
+                checked=checked,
+                ok=ok,
+            ),
         )
     return evidence
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from consentry.audit import AuditSink, SqlAuditSink
+from consentry.audit.event_types import HoldAdded, HoldReleased
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
 from consentry.keys import Keyring
@@ -190,15 +191,14 @@ def add_hold(
         session.flush()
         (audit or SqlAuditSink()).append(
             session,
-            "hold.added",
-            {
-                "hold_id": row.id,
-                "matter_sha256": matter_sha256(matter),
-                "scope": scope,
-                "target_ref": target_ref,
-                "until": None if until is None else rfc3339(until),
-                "at": rfc3339(now),
-            },
+            HoldAdded(
+                hold_id=row.id,
+                matter_sha256=matter_sha256(matter),
+                scope=scope,
+                target_ref=target_ref,
+                until=None if until is None else rfc3339(until),
+                at=rfc3339(now),
+            ),
         )
         return _record(row)
 
@@ -226,8 +226,7 @@ def release_hold(
         row.released_at = now
         (audit or SqlAuditSink()).append(
             session,
-            "hold.released",
-            {"hold_id": row.id, "matter_sha256": matter_sha256(row.matter), "at": rfc3339(now)},
+            HoldReleased(hold_id=row.id, matter_sha256=matter_sha256(row.matter), at=rfc3339(now)),
         )
         session.flush()
         return _record(row)

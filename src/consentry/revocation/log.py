@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from consentry.audit import AuditSink, SqlAuditSink
+from consentry.audit.event_types import RevocationConfirmed, RevocationIssued
 from consentry.instants import rfc3339
 from consentry.policy import PolicyFile
 from consentry.revocation.rules import (
@@ -403,17 +404,16 @@ class RevocationLog:
             new_rows = _new_since(session, licensee_id, int(before or 0), rows)
             self.audit.append(
                 session,
-                "revocation.issued",
-                {
-                    "run_id": run_id,
-                    "licensee_id": licensee_id,
-                    "trigger": trigger,
-                    "as_of": rfc3339(as_of),
-                    "lineage_rows": lineage_rows,
-                    "revoked": revoked,
-                    "new": len(new_rows),
-                    "digest_sha256": lines_digest_arrow(new_rows),
-                },
+                RevocationIssued(
+                    run_id=run_id,
+                    licensee_id=licensee_id,
+                    trigger=trigger,
+                    as_of=rfc3339(as_of),
+                    lineage_rows=lineage_rows,
+                    revoked=revoked,
+                    new=len(new_rows),
+                    digest_sha256=lines_digest_arrow(new_rows),
+                ),
             )
             if on_commit is not None:
                 on_commit(session)
@@ -555,15 +555,14 @@ class RevocationLog:
             unknown = [r for r in record_ids if r not in known]
             self.audit.append(
                 session,
-                "revocation.confirmed",
-                {
-                    "receipt_id": receipt_id,
-                    "licensee_id": licensee_id,
-                    "records": len(record_ids),
-                    "confirmed": len(confirmed),
-                    "already_confirmed": len(already),
-                    "unknown": len(unknown),
-                    "digest_sha256": lines_digest(record_ids),
-                },
+                RevocationConfirmed(
+                    receipt_id=receipt_id,
+                    licensee_id=licensee_id,
+                    records=len(record_ids),
+                    confirmed=len(confirmed),
+                    already_confirmed=len(already),
+                    unknown=len(unknown),
+                    digest_sha256=lines_digest(record_ids),
+                ),
             )
         return ReceiptResult(receipt_id, confirmed, already, unknown)

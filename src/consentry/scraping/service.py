@@ -27,6 +27,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from consentry.audit import SqlAuditSink, canonical_json
+from consentry.audit.event_types import ScrapingAssessed
 from consentry.engine import Lake, connect_for
 from consentry.errors import BadInput, Problem
 from consentry.instants import rfc3339
@@ -322,21 +323,20 @@ def record_assessment(
             )
             SqlAuditSink().append(
                 session,
-                "scraping.assessed",
-                {
-                    "assessment_id": assessment_id,
-                    "policy_version": assessment.policy_version,
-                    "mode": assessment.mode,
-                    "rounding": assessment.terms.rounding,
-                    "engine": assessment.engine,
-                    "accesses": assessment.accesses,
-                    "entities": len(assessment.entities),
-                    "billed_entities": len(assessment.billed),
-                    "billed_windows": sum(len(e.windows) for e in assessment.entities),
-                    "total_amount": f"{assessment.total_amount:.2f}",
-                    "currency": assessment.terms.currency,
-                    "result_sha256": digest,
-                },
+                ScrapingAssessed(
+                    assessment_id=assessment_id,
+                    policy_version=assessment.policy_version,
+                    mode=assessment.mode,
+                    rounding=assessment.terms.rounding,
+                    engine=assessment.engine,
+                    accesses=assessment.accesses,
+                    entities=len(assessment.entities),
+                    billed_entities=len(assessment.billed),
+                    billed_windows=sum(len(e.windows) for e in assessment.entities),
+                    total_amount=f"{assessment.total_amount:.2f}",
+                    currency=assessment.terms.currency,
+                    result_sha256=digest,
+                ),
             )
         os.replace(tmp, target / f"{assessment_id}.json")
     return assessment_id
