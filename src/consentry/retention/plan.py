@@ -246,7 +246,7 @@ _SINGULAR = {
 }
 
 
-def _n(count: int, unit: str) -> str:
+def _count_of(count: int, unit: str) -> str:
     """`1 post`, `2 posts`, `1,000 posts`."""
     return f"{count:,} {_SINGULAR[unit] if count == 1 else unit}"
 
@@ -575,28 +575,32 @@ def summarise(
     total = sum(totals.values())
     explanation: list[str] = []
     if rule is None:
-        explanation.append(f"gap: no retention rule; {_n(total, unit)} kept with no stated limit")
+        explanation.append(
+            f"gap: no retention rule; {_count_of(total, unit)} kept with no stated limit"
+        )
     else:
         explanation.append(f"rule: {describe_retention(rule)}")
         verb = "deleted" if rule.action == "delete" else "anonymised"
         for trigger, n in sorted(by_trigger.items()):
-            explanation.append(f"{_n(n, unit)} to be {verb}: {_trigger_words(rule, trigger)}")
+            explanation.append(
+                f"{_count_of(n, unit)} to be {verb}: {_trigger_words(rule, trigger)}"
+            )
         for hold, n in sorted(held_by.items()):
             if hold == SEALED:
                 explanation.append(
-                    f"{_n(n, unit)} due but sealed in the tamper-evident audit log: kept, "
+                    f"{_count_of(n, unit)} due but sealed in the tamper-evident audit log: kept, "
                     "as deleting them would break its proofs (they hold no personal data)"
                 )
             else:
-                explanation.append(f"{_n(n, unit)} due but kept by legal hold {hold}")
+                explanation.append(f"{_count_of(n, unit)} due but kept by legal hold {hold}")
         if totals["done"]:
-            explanation.append(f"{_n(totals['done'], unit)} due and already anonymised")
+            explanation.append(f"{_count_of(totals['done'], unit)} due and already anonymised")
         if unknown_owner:
             explanation.append(
-                f"{_n(unknown_owner, unit)} of accounts missing from users: the account "
+                f"{_count_of(unknown_owner, unit)} of accounts missing from users: the account "
                 "condition cannot apply"
             )
-        explanation.append(f"{_n(totals['keep'], unit)} not due")
+        explanation.append(f"{_count_of(totals['keep'], unit)} not due")
     return CategoryPlan(
         category=category,
         unit=unit,

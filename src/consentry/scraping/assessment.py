@@ -316,12 +316,12 @@ def _stats_window(backend: ibis.BaseBackend, att: ir.Table, window_us: int) -> p
 
     w = ibis.window(group_by=att.entity, order_by=att.ts_us, range=(0, window_us - 1))
     counted = att.mutate(cnt=att.posts.sum().over(w))
-    counted = counted.mutate(mx=counted.cnt.max().over(group_by=counted.entity))
+    counted = counted.mutate(densest=counted.cnt.max().over(group_by=counted.entity))
     stats = counted.group_by("entity").agg(
         posts_total=counted.posts.sum(),
         accesses=counted.count(),
-        max_posts=counted.mx.max(),
-        max_start_us=counted.ts_us.min(where=counted.cnt == counted.mx),
+        max_posts=counted.densest.max(),
+        max_start_us=counted.ts_us.min(where=counted.cnt == counted.densest),
     )
     result = backend.to_pyarrow(stats)
     return result.cast(

@@ -197,8 +197,8 @@ def attribute(backend: ibis.BaseBackend, events: ir.Table, owners: Owners) -> ir
     # Only request ids that occur more than once need ranking: one hash aggregate finds
     # them, and the (costly) window runs on their rows alone.
     base = events.select("request_id", "ts", "credential", "posts")
-    counted = base.group_by("request_id").agg(_n=base.count())
-    repeated = counted.filter(counted._n > 1).select("request_id")
+    counted = base.group_by("request_id").agg(copies=base.count())
+    repeated = counted.filter(counted.copies > 1).select("request_id")
     single = base.anti_join(repeated, "request_id")
     doubles = base.semi_join(repeated, "request_id")
     ranked = doubles.mutate(

@@ -36,8 +36,7 @@ a sort.
    uint64); one sort of packed (group, row) keys partitions the rows, and per group (two
    threads) one sort of packed (window, offset, row) keys gives the canonical order, ties
    by request_id. NumPy's argsort is far slower than its SIMD sort of the same uint64 keys
-   (AVX2: ~40 s against ~2 s for 100M; AVX-512: 3.2 s for 20M against 7.7 s for 100M),
-   hence the packing. Lines are formatted by table lookups and one Arrow join of six
+   (figures in docs/benchmarks.md, "Sorting packed keys"), hence the packing. Lines are formatted by table lookups and one Arrow join of six
    columns (fixed-width request ids and the instant's tables taken by NumPy as fixed-width
    items: Arrow's variable-width take copies value by value), and each window's contiguous
    slice of the line buffer is hashed (`canonical.py`).
@@ -381,7 +380,7 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
         bounds.append((s, e))
         s = e
 
-    def one(chunk: tuple[int, int]) -> list[_Windows]:
+    def windows_of_chunk(chunk: tuple[int, int]) -> list[_Windows]:
         s, e = chunk
         a, b = int(starts[s]), int(ends[e - 1])
         seg = code[a:b]
@@ -395,16 +394,16 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
         hi = forward_ends(key, w)
         counts = cum[a + hi] - cum[a + lo]
         local = starts[s:e] - a
-        mx = np.maximum.reduceat(counts, local)
-        maxima[s:e] = mx
-        hits = np.flatnonzero(counts == np.repeat(mx, np.diff(np.r_[local, b - a])))
+        densest = np.maximum.reduceat(counts, local)
+        maxima[s:e] = densest
+        hits = np.flatnonzero(counts == np.repeat(densest, np.diff(np.r_[local, b - a])))
         seg_of = np.searchsorted(local, hits, side="right") - 1
         first_hit = hits[np.r_[True, seg_of[1:] != seg_of[:-1]]]
         max_start[s:e] = ts[a + first_hit]
         if mode == "earliest":
             return [earliest_all(key, seg, ts[a:b], counts, lo + a, hi + a, terms)]
         wins: list[_Windows] = []
-        for k in np.flatnonzero(mx > terms.threshold).tolist():
+        for k in np.flatnonzero(densest > terms.threshold).tolist():
             sa, sb = int(starts[s + k]), int(ends[s + k])
             spans = max_total_windows(ts[sa:sb], posts[sa:sb], terms)
             if spans:
@@ -421,7 +420,7 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
 
     # Chunks in two threads (NumPy's sorts and ufuncs release the GIL); windows are
     # concatenated in chunk order, i.e. by code, then start.
-    wins = [part for parts in _in_threads(one, bounds) for part in parts]
+    wins = [part for parts in _in_threads(windows_of_chunk, bounds) for part in parts]
     totals = np.add.reduceat(posts, starts) if n else np.zeros(0, np.int64)
     if wins:
         w_code, w_start, w_lo, w_hi, w_posts = (np.concatenate(x) for x in zip(*wins, strict=True))
@@ -500,10 +499,10 @@ def _column(table: pa.Table, name: str, dtype: Any) -> Any:
     return np.asarray(table[name].to_numpy(), dtype=dtype)
 
 
-def _dedup_source(ses: _Session, view: str) -> str:
+def _dedup_source(session: _Session, view: str) -> str:
     """The de-duplicated accesses as a SQL relation (module doc, step 2)."""
     parts: list[npt.NDArray[np.uint64]] = []
-    for batch in ses.batches(f"SELECT hash(request_id) AS h FROM {view}"):
+    for batch in session.batches(f"SELECT hash(request_id) AS h FROM {view}"):
         parts.append(np.asarray(batch.column(0).to_numpy(), dtype=np.uint64))
     hashes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
     del parts
@@ -512,9 +511,9 @@ def _dedup_source(ses: _Session, view: str) -> str:
     del hashes
     if len(repeated) == 0:
         return view
-    dup = ses.register("dup", pa.table({"h": pa.array(repeated, pa.uint64())}))
-    keep = ses.name("keep")
-    ses.con.sql(
+    dup = session.register("dup", pa.table({"h": pa.array(repeated, pa.uint64())}))
+    keep = session.name("keep")
+    session.con.sql(
         f"""CREATE TEMP TABLE {keep} AS
             SELECT request_id, ts, credential, posts FROM (
               SELECT request_id, ts, credential, posts,
@@ -522,7 +521,7 @@ def _dedup_source(ses: _Session, view: str) -> str:
               FROM {view} WHERE hash(request_id) IN (SELECT h FROM {dup})
             ) WHERE rn = 1"""
     )
-    ses.tables.append(keep)
+    session.tables.append(keep)
     return (
         f"(SELECT request_id, ts, credential, posts FROM {view} "
         f"WHERE hash(request_id) NOT IN (SELECT h FROM {dup}) "
@@ -557,10 +556,10 @@ class _Layout:
 
 
 def _fetch_sorted(
-    ses: _Session,
+    session: _Session,
     src: str,
     creds: str,
-    cmap: CredentialMap,
+    credential_map: CredentialMap,
     layout: _Layout,
     keep_codes: I64 | None,
 ) -> tuple[I64, I64, I64]:
@@ -579,8 +578,8 @@ def _fetch_sorted(
         t = np.asarray(batch.column(1).to_numpy(), dtype=np.int64)
         c = np.asarray(batch.column(0).to_numpy(), dtype=np.int32)
         p = np.asarray(batch.column(2).to_numpy(), dtype=np.int64)
-        if cmap.dynamic:
-            c = cmap.codes_at(c, t)
+        if credential_map.dynamic:
+            c = credential_map.codes_at(c, t)
         if keep_codes is not None:
             keep = np.isin(c, keep_codes)
             c, t, p = c[keep], t[keep], p[keep]
@@ -595,7 +594,7 @@ def _fetch_sorted(
         low_mask = (1 << chunk_bits) - 1
         parts: dict[int, list[U64]] = {}
         filled = 0
-        for batch in ses.batches(sql):
+        for batch in session.batches(sql):
             c, t, p = decoded(batch)
             if len(t) == 0:
                 continue
@@ -638,7 +637,7 @@ def _fetch_sorted(
     codes: list[npt.NDArray[np.int32]] = []
     times: list[I64] = []
     posts: list[I64] = []
-    for batch in ses.batches(sql):
+    for batch in session.batches(sql):
         c, t, p = decoded(batch)
         codes.append(c)
         times.append(t)
@@ -650,9 +649,9 @@ def _fetch_sorted(
 
 
 def _evidence(
-    ses: _Session,
+    session: _Session,
     src: str,
-    cmap: CredentialMap,
+    credential_map: CredentialMap,
     res: ExactResult,
     terms: Terms,
 ) -> tuple[list[str], list[tuple[str, ...]], I64]:
@@ -664,26 +663,26 @@ def _evidence(
     if nw == 0:
         return digests, credentials, accesses
     w = terms.window_us
-    billed = np.zeros(len(cmap.names), dtype=bool)
+    billed = np.zeros(len(credential_map.names), dtype=bool)
     billed[res.w_code] = True
-    dyn = cmap.code < 0
-    static_ok = np.zeros(len(cmap.code), dtype=bool)
-    static_ok[~dyn] = billed[cmap.code[~dyn]]
+    dyn = credential_map.code < 0
+    static_ok = np.zeros(len(credential_map.code), dtype=bool)
+    static_ok[~dyn] = billed[credential_map.code[~dyn]]
     relevant = np.flatnonzero(static_ok | dyn)
     # Credential strings are never fetched: the join returns each access's credential
     # index; each distinct credential is escaped and put between its TABs once.
-    tab_text = tabbed(escaped_binary(cmap.credentials))
-    table = ses.register(
+    tab_text = tabbed(escaped_binary(credential_map.credentials))
+    table = session.register(
         "evcreds",
         pa.table(
             {
-                "credential": cmap.credentials.take(pa.array(relevant)),
-                "code": pa.array(cmap.code[relevant], pa.int32()),
+                "credential": credential_map.credentials.take(pa.array(relevant)),
+                "code": pa.array(credential_map.code[relevant], pa.int32()),
                 "cidx": pa.array(relevant.astype(np.int32), pa.int32()),
             }
         ),
     )
-    wins = ses.register(
+    wins = session.register(
         "wins",
         pa.table(
             {
@@ -699,8 +698,8 @@ def _evidence(
         f"c.cidx AS cidx, s.posts AS posts "
         f"FROM {src} s JOIN {table} c ON s.credential = c.credential"
     )
-    if cmap.dynamic:
-        segs = ses.register("segs", _segments_table(cmap))
+    if credential_map.dynamic:
+        segs = session.register("segs", _segments_table(credential_map))
         attributed = (
             f"WITH a AS ({attributed}) "
             f"SELECT code, t, request_id, cidx, posts FROM a WHERE code >= 0 UNION ALL "
@@ -718,7 +717,7 @@ def _evidence(
     all_posts = np.empty(total, dtype=np.int64)
     rid_column = _StringColumn(total)
     filled = 0
-    for batch in ses.batches(
+    for batch in session.batches(
         f"SELECT w.win AS win, b.t - w.start AS rel, b.request_id AS request_id, "
         f"b.cidx AS cidx, b.posts AS posts FROM ({attributed}) b JOIN {wins} w "
         f"ON b.code = w.code AND b.t >= w.start AND b.t < w.stop"
@@ -759,7 +758,7 @@ def _evidence(
     # items; escaping is checked once on all of them.
     rid_items = fixed_width(all_rid) if not needs_escape(all_rid) else None
 
-    def one(gi: int) -> None:
+    def write_group(gi: int) -> None:
         picked = by_group[(group_end[gi - 1] if gi else 0) : group_end[gi]]
         if len(picked) == 0:
             return
@@ -772,8 +771,8 @@ def _evidence(
             rows = _tie_break(rows, same, all_rid)
         cidx = all_cidx[rows]
         # The group's credentials as a small table (cache-resident takes).
-        used = np.flatnonzero(np.bincount(cidx, minlength=len(cmap.credentials)))
-        local = np.empty(len(cmap.credentials), dtype=np.int64)
+        used = np.flatnonzero(np.bincount(cidx, minlength=len(credential_map.credentials)))
+        local = np.empty(len(credential_map.credentials), dtype=np.int64)
         local[used] = np.arange(len(used), dtype=np.int64)
         if rid_items is not None:
             rid = fixed_rows(rid_items[rows])
@@ -792,7 +791,7 @@ def _evidence(
             accesses[first + int(win[lo])] = _hi - lo
         del lines
         # Credentials per window: distinct (window, credential) pairs, by credential text.
-        used_text = cmap.credentials.take(pa.array(used))
+        used_text = credential_map.credentials.take(pa.array(used))
         by_text = np.asarray(pc.sort_indices(used_text).to_numpy(), dtype=np.int64)
         text_rank = np.empty(len(used), dtype=np.int64)
         text_rank[by_text] = np.arange(len(used), dtype=np.int64)
@@ -805,7 +804,7 @@ def _evidence(
         for a, b in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
             credentials[first + pw_list[a]] = tuple(sorted_text[r] for r in pr_list[a:b])
 
-    _in_threads(one, range(g + 1))  # groups two at a time
+    _in_threads(write_group, range(g + 1))  # groups two at a time
     return digests, credentials, accesses
 
 
@@ -843,19 +842,19 @@ class _StringColumn:
         )
 
 
-def _segments_table(cmap: CredentialMap) -> pa.Table:
+def _segments_table(credential_map: CredentialMap) -> pa.Table:
     """Dynamic credentials' segments as `[lo, hi) -> code` rows keyed by the credential's
     placeholder code `-(d + 1)` (the last segment of each is open-ended)."""
-    d = cmap.seg_dyn
+    d = credential_map.seg_dyn
     last = np.r_[d[1:] != d[:-1], True]
-    hi = np.r_[cmap.seg_from[1:], 0]
+    hi = np.r_[credential_map.seg_from[1:], 0]
     hi[last] = np.iinfo(np.int64).max
     return pa.table(
         {
             "dcode": pa.array((-(d + 1)).astype(np.int32), pa.int32()),
-            "lo": pa.array(cmap.seg_from),
+            "lo": pa.array(credential_map.seg_from),
             "hi": pa.array(hi),
-            "code": pa.array(cmap.seg_code.astype(np.int32), pa.int32()),
+            "code": pa.array(credential_map.seg_code.astype(np.int32), pa.int32()),
         }
     )
 
@@ -921,18 +920,18 @@ def _tie_break(rows: I64, same: I64, request_id: pa.Array) -> I64:
 
 
 def _fetch_entity_events(
-    ses: _Session, src: str, creds: str, cmap: CredentialMap, names: Sequence[str]
+    session: _Session, src: str, creds: str, credential_map: CredentialMap, names: Sequence[str]
 ) -> dict[str, pa.Table]:
     """Every access of the named entities (for evidence packs), with `ts_us`."""
-    fetched = ses.arrow(
+    fetched = session.arrow(
         f"SELECT c.code AS code, s.request_id AS request_id, s.ts AS ts, "
         f"s.credential AS credential, s.posts AS posts, epoch_us(s.ts) AS ts_us "
         f"FROM {src} s JOIN {creds} c ON s.credential = c.credential"
     )
     ts = _column(fetched, "ts_us", np.int64)
-    code = cmap.codes_at(_column(fetched, "code", np.int32), ts)
+    code = credential_map.codes_at(_column(fetched, "code", np.int32), ts)
     out: dict[str, pa.Table] = {}
-    lookup = {n: i for i, n in enumerate(cmap.names.to_pylist())}
+    lookup = {n: i for i, n in enumerate(credential_map.names.to_pylist())}
     for name in names:
         c = lookup.get(name)
         if c is None:
@@ -958,20 +957,20 @@ def assess_columnar(
     step: Callable[[str], None],
 ) -> Assessment:
     """The assessment on DuckDB by the columnar path (module doc)."""
-    ses = _Session(backend)
-    view = ses.name("events")
+    session = _Session(backend)
+    view = session.name("events")
     backend.create_view(
         view, events.select("request_id", "ts", "credential", "posts"), overwrite=True
     )
-    ses.views.append(view)
+    session.views.append(view)
     try:
-        return _assess(ses, view, owners, terms, mode, policy_version, sparklines, only, step)
+        return _assess(session, view, owners, terms, mode, policy_version, sparklines, only, step)
     finally:
-        ses.close()
+        session.close()
 
 
 def _assess(
-    ses: _Session,
+    session: _Session,
     view: str,
     owners: Owners,
     terms: Terms,
@@ -989,12 +988,12 @@ def _assess(
     )
 
     step("attributing accesses")
-    spans = ses.arrow(
+    spans = session.arrow(
         f"SELECT credential, min(epoch_us(ts)) AS lo, max(epoch_us(ts)) AS hi, "
         f"count(*) AS n, min(posts) AS pmin, max(posts) AS pmax "
         f"FROM {view} GROUP BY credential"
     )
-    cmap = resolve_credentials(
+    credential_map = resolve_credentials(
         spans["credential"].combine_chunks(),
         _column(spans, "lo", np.int64),
         _column(spans, "hi", np.int64),
@@ -1004,15 +1003,20 @@ def _assess(
     del spans
     keep_codes: I64 | None = None
     if only is not None:
-        wanted = pc.is_in(cmap.names, value_set=pa.array(list(only), pa.string()))
+        wanted = pc.is_in(credential_map.names, value_set=pa.array(list(only), pa.string()))
         keep_codes = np.flatnonzero(np.asarray(wanted.to_numpy(zero_copy_only=False), dtype=bool))
-    creds = ses.register(
+    creds = session.register(
         "creds",
-        pa.table({"credential": cmap.credentials, "code": pa.array(cmap.code, pa.int32())}),
+        pa.table(
+            {
+                "credential": credential_map.credentials,
+                "code": pa.array(credential_map.code, pa.int32()),
+            }
+        ),
     )
-    src = _dedup_source(ses, view)
+    src = _dedup_source(session, view)
     step("exact pass")
-    code, ts, posts = _fetch_sorted(ses, src, creds, cmap, layout, keep_codes)
+    code, ts, posts = _fetch_sorted(session, src, creds, credential_map, layout, keep_codes)
     res = exact_pass(code, ts, posts, terms, mode)
     # Console series: the top entities by maximum, hourly, over the span of the entities
     # the billing looked at (over-line and top ones), as the Ibis path does.
@@ -1033,7 +1037,9 @@ def _assess(
             series_from = _dt(t_from)
             top_names = dict(
                 zip(
-                    top.tolist(), cmap.names.take(pa.array(res.codes[top])).to_pylist(), strict=True
+                    top.tolist(),
+                    credential_map.names.take(pa.array(res.codes[top])).to_pylist(),
+                    strict=True,
                 )
             )
             for k in top.tolist():
@@ -1043,8 +1049,8 @@ def _assess(
                 )
     del code, ts, posts  # the evidence fetch needs the memory
     step("billing")
-    digests, window_creds, window_accesses = _evidence(ses, src, cmap, res, terms)
-    names = cmap.names
+    digests, window_creds, window_accesses = _evidence(session, src, credential_map, res, terms)
+    names = credential_map.names
     entity_names = names.take(pa.array(res.codes)).to_pylist()
     # Windows per entity, in start order (they come sorted by code, then start).
     order = np.lexsort((res.w_start, res.w_code))
@@ -1069,7 +1075,7 @@ def _assess(
         )
     zero = Decimal("0.00")
     entities: list[EntityAssessment] = []
-    for c, name, total, acc, mx, ms in zip(
+    for c, name, total, acc, densest, ms in zip(
         res.codes.tolist(),
         entity_names,
         res.totals.tolist(),
@@ -1084,7 +1090,7 @@ def _assess(
                 entity=name,
                 posts_total=total,
                 accesses=acc,
-                max_posts_in_window=mx,
+                max_posts_in_window=densest,
                 max_window_start=_dt(ms),
                 windows=windows,
                 amount=sum((x.amount for x in windows), zero) if windows else zero,
@@ -1092,7 +1098,7 @@ def _assess(
         )
     events_kept: dict[str, pa.Table] = {}
     if only is not None:
-        events_kept = _fetch_entity_events(ses, src, creds, cmap, list(only))
+        events_kept = _fetch_entity_events(session, src, creds, credential_map, list(only))
     return Assessment(
         policy_version=policy_version,
         terms=terms,
