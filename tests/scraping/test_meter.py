@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from importlib.resources import files
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +17,14 @@ from hypothesis import strategies as st
 
 from consentry.schema import arrow_schema
 from consentry.scraping.attribution import check_owners
-from consentry.scraping.meter import Meter, RedisMeter, hash_tags
+from consentry.scraping.meter import (
+    ALERT_LEVELS,
+    Meter,
+    RedisMeter,
+    alert_levels,
+    hash_tags,
+    reaches,
+)
 from consentry.scraping.rules import Terms
 from tests.services import ensure_redis
 
@@ -442,7 +451,7 @@ def test_a_lost_script_is_loaded_again() -> None:
 def test_string_table_ids_are_exact_even_when_hashes_collide(
     batches: list[list[str]], mask: int | None
 ) -> None:
-    from consentry.scraping.meter import _StringTable
+    from consentry.scraping.meter.attributor import _StringTable
 
     table = _StringTable()
     if mask is not None:
@@ -514,3 +523,32 @@ def test_attributor_follows_the_ownership_rules(
             want = max(valid, key=lambda c: c["specificity"])["entity"] if valid else cred
             assert attributor.names[got] == want
     assert len(set(attributor.names)) == len(attributor.names)  # one id per entity
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    threshold=st.integers(min_value=1, max_value=10**6),
+    uppers=st.lists(st.integers(min_value=0, max_value=2 * 10**6), max_size=50),
+)
+@example(threshold=10, uppers=[4, 5, 7, 8, 9, 10, 11])
+@example(threshold=3, uppers=[1, 2, 3, 4])
+def test_alert_levels_are_reaches(threshold: int, uppers: list[int]) -> None:
+    """The vectorised levels (MemoryMeter) are rule 4 read one count at a time: the highest
+    level each count reaches (ties at 50 %, 80 % and exactly the threshold included)."""
+    got = alert_levels(np.array(uppers, dtype=np.int64), threshold).tolist()
+    want = [
+        max((lv for lv in ALERT_LEVELS if reaches(u, lv, threshold)), default=0) for u in uppers
+    ]
+    assert got == want
+    assert reaches(threshold, 100, threshold) is False  # the threshold itself bills nothing
+    assert reaches(threshold + 1, 100, threshold) is True
+
+
+def test_the_lua_script_takes_the_alert_levels_from_argv() -> None:
+    """Alert levels reach the Redis script through ARGV (one definition, `ALERT_LEVELS`):
+    no level below 100 is written in the script's code."""
+    script = (files("consentry.scraping.meter") / "add.lua").read_text(encoding="utf-8")
+    code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    for lv in ALERT_LEVELS[:-1]:
+        assert not re.search(rf"\b{lv}\b", code), f"alert level {lv} is a literal in add.lua"
+    assert "ARGV[2]" in code

@@ -36,10 +36,11 @@ a sort.
    uint64); one sort of packed (group, row) keys partitions the rows, and per group (two
    threads) one sort of packed (window, offset, row) keys gives the canonical order, ties
    by request_id. NumPy's argsort is far slower than its SIMD sort of the same uint64 keys
-   (figures in docs/benchmarks.md, "Sorting packed keys"), hence the packing. Lines are formatted by table lookups and one Arrow join of six
-   columns (fixed-width request ids and the instant's tables taken by NumPy as fixed-width
-   items: Arrow's variable-width take copies value by value), and each window's contiguous
-   slice of the line buffer is hashed (`canonical.py`).
+   (figures in docs/benchmarks.md, "Sorting packed keys"), hence the packing. Lines are
+   formatted by table lookups and one Arrow join of six columns (fixed-width request ids
+   and the instant's tables taken by NumPy as fixed-width items: Arrow's variable-width
+   take copies value by value), and each window's contiguous slice of the line buffer is
+   hashed (`canonical.py`).
 """
 
 from __future__ import annotations
