@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from consentry.engine import connect
 from consentry.scraping import columnar
-from consentry.scraping.assessment import Assessment, assess
+from consentry.scraping.assessment import assess
 from consentry.scraping.attribution import check_owners
 from consentry.scraping.canonical import (
     canonical_lines,
@@ -33,6 +33,7 @@ from consentry.scraping.columnar import (
     sort_accesses,
 )
 from consentry.scraping.reference import reference_assessment
+from consentry.scraping.results import Assessment
 from consentry.scraping.rules import Terms, forward_counts, select_windows
 from tests.scraping.cases import DAY_US, ENTITIES, TERMS, events_table, rows
 

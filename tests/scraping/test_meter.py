@@ -490,7 +490,7 @@ def test_attributor_follows_the_ownership_rules(
     from consentry.scraping.meter import Attributor
 
     def at(minutes: int) -> object:
-        from consentry.scraping.assessment import from_us
+        from consentry.scraping.results import from_us
 
         return from_us(_T0 + minutes * MIN)
 

@@ -20,7 +20,7 @@ from consentry.api.validation import NO_CONTROL, Instant
 from consentry.instants import rfc3339
 from consentry.observe.alerts import push_alert
 from consentry.schema import MAX_POSTS_PER_ACCESS
-from consentry.scraping.assessment import from_us
+from consentry.scraping.results import from_us
 from consentry.serving.problems import error_responses, problem
 from consentry.serving.services import BearerIdentity, Services, meter_of, services
 

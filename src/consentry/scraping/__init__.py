@@ -3,10 +3,11 @@
 See docs/scraping.md for the semantics; the rules are pure functions in `rules`.
 """
 
-from consentry.scraping.assessment import Assessment, BilledWindow, EntityAssessment, assess
+from consentry.scraping.assessment import assess
 from consentry.scraping.attribution import Owners, attribute, check_owners
 from consentry.scraping.canonical import evidence_sha256
 from consentry.scraping.meter import ALERT_LEVELS, Alert, Bounds, MemoryMeter, Meter, RedisMeter
+from consentry.scraping.results import Assessment, BilledWindow, EntityAssessment
 from consentry.scraping.rules import (
     MODES,
     ROUNDINGS,

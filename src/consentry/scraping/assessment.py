@@ -22,18 +22,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from consentry.instants import rfc3339
 from consentry.scraping.attribution import Owners, attribute
 from consentry.scraping.canonical import canonical_lines, digests_of_ranges
+from consentry.scraping.results import (
+    Assessment,
+    BilledWindow,
+    assemble_assessment,
+    from_us,
+    rolling_series,
+)
 from consentry.scraping.rules import I64, MODES, Terms, select_windows, window_amount
 
 if TYPE_CHECKING:
@@ -42,128 +46,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS",
-    "Assessment",
-    "BilledWindow",
-    "EntityAssessment",
-    "EntityStats",
     "assess",
     "bill_entity",
     "exact_stats_numpy",
-    "from_us",
-    "rolling_series",
 ]
 
 METHODS: tuple[str, ...] = ("numpy", "window")
 SPARKLINE_ENTITIES = 50
 """How many entities (largest maxima first) get an hourly rolling series for the console."""
-
-
-def from_us(us: int) -> datetime:
-    """A UTC datetime from microseconds since the epoch."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + np.timedelta64(int(us), "us").item()
-
-
-@dataclass(frozen=True, slots=True)
-class BilledWindow:
-    """One billed window: its span, posts, amount, credentials and evidence digest."""
-
-    start: datetime
-    end: datetime
-    posts: int
-    amount: Decimal
-    credentials: tuple[str, ...]
-    evidence_sha256: str
-    accesses: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "start": rfc3339(self.start),
-            "end": rfc3339(self.end),
-            "posts": self.posts,
-            "amount": f"{self.amount:.2f}",
-            "credentials": list(self.credentials),
-            "evidence_sha256": self.evidence_sha256,
-            "accesses": self.accesses,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class EntityStats:
-    """What the exact pass finds for one entity."""
-
-    entity: str
-    posts_total: int
-    accesses: int
-    max_posts_in_window: int
-    max_window_start_us: int
-
-
-@dataclass(frozen=True, slots=True)
-class EntityAssessment:
-    """One entity's result: totals, its densest window and the billed windows."""
-
-    entity: str
-    posts_total: int
-    accesses: int
-    max_posts_in_window: int
-    max_window_start: datetime
-    windows: tuple[BilledWindow, ...]
-    amount: Decimal
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "entity": self.entity,
-            "posts_total": self.posts_total,
-            "accesses": self.accesses,
-            "max_posts_in_window": self.max_posts_in_window,
-            "max_window_start": rfc3339(self.max_window_start),
-            "windows": [w.to_json() for w in self.windows],
-            "amount": f"{self.amount:.2f}",
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Assessment:
-    """The whole result, in the shape `consentry scraping assess --json` prints."""
-
-    policy_version: str
-    terms: Terms
-    mode: str
-    engine: str
-    method: str
-    entities: tuple[EntityAssessment, ...]
-    accesses: int
-    sparklines: dict[str, list[int]] = field(default_factory=dict)
-    """Entity -> rolling-window posts sampled hourly (for the console), top entities only."""
-    sparkline_from: datetime | None = None
-    events: dict[str, pa.Table] = field(default_factory=dict, repr=False)
-    """Accesses fetched per entity, with `ts_us`: on the Ibis path the over-line and top
-    entities; on the columnar DuckDB path only the entities named in `only` (evidence)."""
-
-    @property
-    def total_amount(self) -> Decimal:
-        return sum((e.amount for e in self.entities), Decimal("0.00"))
-
-    @property
-    def billed(self) -> list[EntityAssessment]:
-        return [e for e in self.entities if e.windows]
-
-    def entity(self, name: str) -> EntityAssessment | None:
-        return next((e for e in self.entities if e.entity == name), None)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "policy_version": self.policy_version,
-            "threshold_posts": self.terms.threshold,
-            "window_seconds": self.terms.window_us // 1_000_000,
-            "rounding": self.terms.rounding,
-            "mode": self.mode,
-            "currency": self.terms.currency,
-            "engine": self.engine,
-            "accesses": self.accesses,
-            "entities": [e.to_json() for e in self.entities],
-            "total_amount": f"{self.total_amount:.2f}",
-        }
 
 
 # ------------------------------------------------------------------- exact pass (NumPy)
@@ -263,17 +153,6 @@ def bill_entity(entity: str, events: pa.Table, terms: Terms, mode: str) -> tuple
             )
         )
     return tuple(billed)
-
-
-def rolling_series(ts: I64, posts: I64, window_us: int, t_from: int, t_to: int) -> list[int]:
-    """Posts in the window ending at each whole hour from t_from to t_to: `[h - window, h)`."""
-    hours = np.arange(t_from, t_to + 3_600_000_000, 3_600_000_000, dtype=np.int64)
-    cum = np.zeros(len(ts) + 1, dtype=np.int64)
-    np.cumsum(posts, out=cum[1:])
-    hi = np.searchsorted(ts, hours, side="left")
-    lo = np.searchsorted(ts, hours - window_us, side="left")
-    result: list[int] = (cum[hi] - cum[lo]).tolist()
-    return result
 
 
 # --------------------------------------------------------------------------- engine path
@@ -452,21 +331,8 @@ def _assess_attributed(
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             detail[str(ents[a].as_py())] = fetched.slice(a, b - a)
     over_names = set(stats["entity"].take(pa.array(over)).to_pylist()) if len(over) else set()
-    entities: list[EntityAssessment] = []
-    for row in stats.to_pylist():
-        name = row["entity"]
-        windows = bill_entity(name, detail[name], terms, mode) if name in over_names else ()
-        entities.append(
-            EntityAssessment(
-                entity=name,
-                posts_total=int(row["posts_total"]),
-                accesses=int(row["accesses"]),
-                max_posts_in_window=int(row["max_posts"]),
-                max_window_start=from_us(int(row["max_start_us"])),
-                windows=windows,
-                amount=sum((w.amount for w in windows), Decimal("0.00")),
-            )
-        )
+    names = stats["entity"].to_pylist()
+    billed = {name: bill_entity(name, detail[name], terms, mode) for name in sorted(over_names)}
     series: dict[str, list[int]] = {}
     series_from: datetime | None = None
     if detail:
@@ -481,15 +347,18 @@ def _assess_attributed(
             series[name] = rolling_series(
                 _to_numpy(t["ts_us"]), _to_numpy(t["posts"]), terms.window_us, t_from, t_to
             )
-    accesses = int(pc.sum(stats["accesses"]).as_py() or 0)
-    return Assessment(
+    return assemble_assessment(
         policy_version=policy_version,
         terms=terms,
         mode=mode,
         engine=backend.name if backend.name == "duckdb" else "spark",
         method=chosen,
-        entities=tuple(entities),
-        accesses=accesses,
+        entities=names,
+        posts_total=stats["posts_total"].to_pylist(),
+        accesses=stats["accesses"].to_pylist(),
+        max_posts=stats["max_posts"].to_pylist(),
+        max_start_us=stats["max_start_us"].to_pylist(),
+        windows=billed,
         sparklines=series,
         sparkline_from=series_from,
         events=detail,

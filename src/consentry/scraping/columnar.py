@@ -49,8 +49,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -67,6 +66,13 @@ from consentry.scraping.canonical import (
     needs_escape,
     tabbed,
 )
+from consentry.scraping.results import (
+    Assessment,
+    BilledWindow,
+    assemble_assessment,
+    from_us,
+    rolling_series,
+)
 from consentry.scraping.rules import I64, Terms, max_total_windows, window_amount
 
 if TYPE_CHECKING:
@@ -74,7 +80,6 @@ if TYPE_CHECKING:
     import ibis
     import ibis.expr.types as ir
 
-    from consentry.scraping.assessment import Assessment
 
 __all__ = [
     "CredentialMap",
@@ -87,7 +92,6 @@ __all__ = [
     "sort_accesses",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHUNK_ROWS = 1 << 22
 """Rows per chunk of the exact pass (bounds the temporaries; entities never straddle)."""
 _EVIDENCE_ROWS = 4_000_000
@@ -96,10 +100,6 @@ _PACK_BITS = 64
 _MIN_CHUNK_BITS = 8
 """Bits of a packed key, and the fewest of them left for entity codes (else lexsort)."""
 U64 = npt.NDArray[np.uint64]
-
-
-def _dt(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 def pair_search(k_major: I64, k_minor: I64, q_major: I64, q_minor: I64) -> I64:
@@ -981,13 +981,6 @@ def _assess(
     only: Sequence[str] | None,
     step: Callable[[str], None],
 ) -> Assessment:
-    from consentry.scraping.assessment import (
-        Assessment,
-        BilledWindow,
-        EntityAssessment,
-        rolling_series,
-    )
-
     step("attributing accesses")
     spans = session.arrow(
         f"SELECT credential, min(epoch_us(ts)) AS lo, max(epoch_us(ts)) AS hi, "
@@ -1035,7 +1028,7 @@ def _assess(
             t_max = int(ts[ends[looked] - 1].max())
             t_from = t_min // hour * hour + hour
             t_to = (t_max // hour + 1) * hour + terms.window_us
-            series_from = _dt(t_from)
+            series_from = from_us(t_from)
             top_names = dict(
                 zip(
                     top.tolist(),
@@ -1060,13 +1053,14 @@ def _assess(
     w_posts = res.w_posts[order].tolist()
     w_acc = window_accesses[order].tolist()
     w_idx = order.tolist()
-    per_entity: dict[int, list[BilledWindow]] = {}
+    name_of = dict(zip(res.codes.tolist(), entity_names, strict=True))
+    per_entity: dict[str, list[BilledWindow]] = {}
     for k, c in enumerate(w_code):
         s = w_start[k]
-        per_entity.setdefault(c, []).append(
+        per_entity.setdefault(name_of[c], []).append(
             BilledWindow(
-                start=_dt(s),
-                end=_dt(s + terms.window_us),
+                start=from_us(s),
+                end=from_us(s + terms.window_us),
                 posts=int(w_posts[k]),
                 amount=window_amount(int(w_posts[k]), terms),
                 credentials=window_creds[w_idx[k]],
@@ -1074,40 +1068,21 @@ def _assess(
                 accesses=int(w_acc[k]),
             )
         )
-    zero = Decimal("0.00")
-    entities: list[EntityAssessment] = []
-    for c, name, total, acc, densest, ms in zip(
-        res.codes.tolist(),
-        entity_names,
-        res.totals.tolist(),
-        res.accesses.tolist(),
-        res.maxima.tolist(),
-        res.max_start.tolist(),
-        strict=True,
-    ):
-        windows = tuple(per_entity.get(c, ()))
-        entities.append(
-            EntityAssessment(
-                entity=name,
-                posts_total=total,
-                accesses=acc,
-                max_posts_in_window=densest,
-                max_window_start=_dt(ms),
-                windows=windows,
-                amount=sum((x.amount for x in windows), zero) if windows else zero,
-            )
-        )
     events_kept: dict[str, pa.Table] = {}
     if only is not None:
         events_kept = _fetch_entity_events(session, src, creds, credential_map, list(only))
-    return Assessment(
+    return assemble_assessment(
         policy_version=policy_version,
         terms=terms,
         mode=mode,
         engine="duckdb",
         method="numpy",
-        entities=tuple(entities),
-        accesses=int(res.accesses.sum()),
+        entities=entity_names,
+        posts_total=res.totals.tolist(),
+        accesses=res.accesses.tolist(),
+        max_posts=res.maxima.tolist(),
+        max_start_us=res.max_start.tolist(),
+        windows=per_entity,
         sparklines=series,
         sparkline_from=series_from,
         events=events_kept,

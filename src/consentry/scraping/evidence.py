@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 from consentry import __version__
 from consentry.errors import ConsentryError
 from consentry.instants import rfc3339
-from consentry.scraping.assessment import Assessment, EntityAssessment
 from consentry.scraping.attribution import ipv4_to_int
 from consentry.scraping.canonical import canonical_order
+from consentry.scraping.results import Assessment, EntityAssessment
 from consentry.settings import Settings
 
 __all__ = [

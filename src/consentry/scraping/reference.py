@@ -34,7 +34,7 @@ def reference_assessment(
     events: pa.Table, entities: pa.Table, terms: Terms, *, mode: str, policy_version: str
 ) -> dict[str, Any]:
     """The `--json` document for `events` and `entities` (canonical tables)."""
-    from consentry.scraping.assessment import from_us
+    from consentry.scraping.results import from_us
 
     # 1. One row per request_id: the first by (ts, credential, posts).
     rows = sorted(

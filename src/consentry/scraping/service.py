@@ -41,8 +41,9 @@ from consentry.jobs.lineage import (
 )
 from consentry.policy import PolicyFile, PolicyVersion, load_policy
 from consentry.schema import table_spec
-from consentry.scraping.assessment import Assessment, assess
+from consentry.scraping.assessment import assess
 from consentry.scraping.attribution import Owners, check_owners
+from consentry.scraping.results import Assessment
 from consentry.scraping.rules import MODES, ROUNDINGS, Terms
 from consentry.settings import Settings
 from consentry.sources.readers import read_file

@@ -10,9 +10,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from consentry import __version__
 from consentry.instants import rfc3339
-from consentry.scraping.assessment import from_us
 from consentry.scraping.evidence import safe_name
 from consentry.scraping.meter import MemoryMeter
+from consentry.scraping.results import from_us
 from consentry.scraping.service import latest_assessment, scraping_dir
 from consentry.serving.services import Services, meter_of, services
 from consentry.web import templates

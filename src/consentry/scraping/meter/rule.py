@@ -100,7 +100,7 @@ class Alert:
     confirmed: bool
 
     def to_json(self) -> dict[str, Any]:
-        from consentry.scraping.assessment import from_us
+        from consentry.scraping.results import from_us
 
         return {
             "entity": self.entity,
