@@ -422,8 +422,15 @@ _T0 = 1_741_132_800_000_000  # 2025-03-05T00:00:00Z
     st.integers(1, 4),
 )
 @example(  # every validity end exactly (valid_to is open, valid_from closed), in one batch
-    [("ak_2", 60), ("ak_2", 120), ("ak_2", 180), ("10.1.2.3", 30), ("10.1.2.3", 90)]
-    + [("10.1.2.3", 100), ("org-a", 200)],
+    [
+        ("ak_2", 60),
+        ("ak_2", 120),
+        ("ak_2", 180),
+        ("10.1.2.3", 30),
+        ("10.1.2.3", 90),
+        ("10.1.2.3", 100),
+        ("org-a", 200),
+    ],
     1,
 )
 def test_attributor_follows_the_ownership_rules(
