@@ -154,8 +154,16 @@ def probe_consent_as_of(engine: str, request: pytest.FixtureRequest) -> Found:
             ledger = ConsentLedger(store, POLICY, Keyring(tmp / "keys"))
             ledger.sync_subjects(users)
             ledger.import_events(events)
-            rules = [ledger.resolve(f"u{i}", THIRD, AS_OF).rule for i in range(len(deltas))]
-        return {"as_of": [r is ConsentRule.EXPLICIT for r in rules]}
+            users_ids = [f"u{i}" for i in range(len(deltas))]
+            return {
+                "as_of": _agree(
+                    [
+                        ledger.resolve(u, THIRD, AS_OF).rule is ConsentRule.EXPLICIT
+                        for u in users_ids
+                    ],
+                    [THIRD in ledger.latest_choices(u, AS_OF) for u in users_ids],
+                )
+            }
     backend = _backend(engine, request)
     expr = resolve_consent_bulk(
         POLICY,
@@ -352,10 +360,12 @@ LATEST = 20 * MIN + 30_000_000
 
 
 def _meter_bounds(engine: str) -> dict[str, tuple[int, int]]:
-    """Per entity (lower, upper) at LATEST after an earlier access of 5 posts at the start
-    of bucket 10 (`u<i>`, the oldest kept) or 11 (`l<i>`, the oldest whole) + offset."""
-    names = [f"{kind}{i}" for kind in ("u", "l") for i in range(3)]
-    first = np.array([b * MIN + off for b in (10, 11) for off in OFFSETS_US], dtype=np.int64)
+    """Per entity (lower, upper) at LATEST with one more access of 5 posts at the start of
+    bucket 10 (the oldest kept) or 11 (the oldest whole) + offset: fed before LATEST
+    (`u<i>`, `l<i>`), or after it (`a<i>`, bucket 10: an access that arrives late is counted
+    iff it is in a kept bucket)."""
+    names = [f"{kind}{i}" for kind in ("u", "l", "a") for i in range(3)]
+    old = [b * MIN + off for b in (10, 11, 10) for off in OFFSETS_US]
     store = None
     if engine == "lua":
         store = RedisMeter(TERMS, MIN, ensure_redis(), f"bounds:{uuid.uuid4().hex}")
@@ -364,14 +374,22 @@ def _meter_bounds(engine: str) -> dict[str, tuple[int, int]]:
     no_owners = check_owners(arrow_schema("entities").empty_table(), location="entities")
     try:
         meter = Meter(TERMS, no_owners, store)
-        meter.ingest(first, names, np.full(len(names), 5, np.int64))
-        meter.ingest(np.full(len(names), LATEST, np.int64), names, np.ones(len(names), np.int64))
+        first = np.array([LATEST if n[0] == "a" else t for n, t in zip(names, old, strict=True)])
+        second = np.array([t if n[0] == "a" else LATEST for n, t in zip(names, old, strict=True)])
+        posts = [np.array([1 if (n[0] == "a") == (k == 0) else 5 for n in names]) for k in (0, 1)]
+        meter.ingest(first.astype(np.int64), names, posts[0].astype(np.int64))
+        batch, _ = meter.ingest(second.astype(np.int64), names, posts[1].astype(np.int64))
+        # The bounds the batch returns (computed with the update: in Lua by the script) and
+        # those read back afterwards (in Python from the stored state) must agree.
+        returned = {b.entity: (b.lower, b.upper) for b in batch}
         found = {}
         for name in names:
             b = meter.bounds(name)
             assert b is not None
             assert b.latest_us == LATEST
             found[name] = (b.lower, b.upper)
+        late = [n for n in names if n[0] == "a" and n not in returned]  # a late row reports none
+        assert returned == {n: v for n, v in found.items() if n not in late}
         return found
     finally:
         if store is not None:
@@ -380,7 +398,11 @@ def _meter_bounds(engine: str) -> dict[str, tuple[int, int]]:
 
 def probe_meter_upper_bound(engine: str, request: pytest.FixtureRequest) -> Found:
     got = _meter_bounds(engine)
-    return {"oldest kept bucket start": [got[f"u{i}"][1] == 6 for i in range(3)]}
+    return {
+        "oldest kept bucket start": _agree(
+            [got[f"u{i}"][1] == 6 for i in range(3)], [got[f"a{i}"][1] == 6 for i in range(3)]
+        )
+    }
 
 
 def probe_meter_lower_bound(engine: str, request: pytest.FixtureRequest) -> Found:
