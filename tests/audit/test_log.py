@@ -156,6 +156,13 @@ def _tamper_cases() -> list[tuple[str, str, int]]:
     # (description, SQL, first bad leaf); the log holds 20 events, seq = leaf + 1.
     return [
         ("payload edited", "UPDATE audit_events SET payload = :p WHERE seq = 8", 7),
+        # Leaf 0, the first entry: a verifier that starts at 1 would miss these.
+        ("first payload edited", "UPDATE audit_events SET payload = :p WHERE seq = 1", 0),
+        (
+            "first leaf hash edited",
+            "UPDATE audit_leaves SET leaf_hash = :h WHERE leaf_index = 0",
+            0,
+        ),
         (
             "type edited",
             "UPDATE audit_events SET event_type = 'consent.imported' WHERE seq = 12",

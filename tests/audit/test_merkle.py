@@ -70,6 +70,24 @@ def _leaves(n: int) -> list[bytes]:
     return [leaf_hash(i.to_bytes(4, "big")) for i in range(n)]
 
 
+def test_a_wrong_first_root_of_the_right_length_fails() -> None:
+    """Step 7 checks the first root too. A wrong first root of 32 bytes passes the form
+    check, so only that comparison can refuse it; for a first size that is not a power of
+    two, the proof alone rebuilds the second root, so nothing else would. Sizes: 3 -> 7,
+    5 -> 8, 6 -> 13 (not powers of two), and 4 -> 9 (a power of two, first root prepended)."""
+    leaves = _leaves(13)
+    tree = MemoryTree.from_leaf_hashes(leaves)
+    other = MemoryTree.from_leaf_hashes(_leaves(20)[7:])  # different leaves, same sizes
+    for first, second in ((3, 7), (5, 8), (6, 13), (4, 9)):
+        proof = tree.consistency_proof(first, second)
+        r1, r2 = tree.root(first), tree.root(second)
+        assert verify_consistency(first, second, proof, r1, r2)
+        for wrong in (SOME_HASH, other.root(first), bytes(32), r2):
+            assert len(wrong) == 32
+            assert wrong != r1
+            assert not verify_consistency(first, second, proof, wrong, r2), (first, wrong)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_consistency_between_random_sizes(data: st.DataObject) -> None:

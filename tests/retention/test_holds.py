@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consentry.audit import SqlAuditSink
@@ -123,6 +123,15 @@ holds = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(holds=holds, day=st.integers(0, 45))
+@example(  # exactly at until (day 3), at created_at and at released_at: each end fixed
+    holds=[
+        _hold(1, "user", "a", 1, 1, None),  # created day 1, until day 3
+        _hold(2, "user", "a", 3, None, None),  # created day 3
+        _hold(3, "category", "posts", 0, None, 3),  # released day 3
+        _hold(4, "category", "posts", 1, 1, 5),  # until day 3, release later
+    ],
+    day=3,
+)
 def test_hold_set_names_the_smallest_active_hold(holds: list[HoldRecord], day: int) -> None:
     at = T + timedelta(days=day)
     indexed = hold_set(holds, at)
@@ -143,3 +152,22 @@ def test_hold_set_names_the_smallest_active_hold(holds: list[HoldRecord], day: i
             and (h.released_at is None or at < h.released_at)
         )
         assert h.active_at(at) == expected
+
+
+def test_a_hold_lapses_exactly_at_until() -> None:
+    """A hold is active on `[created_at, until)` and `[created_at, released_at)`: at
+    `until` it no longer protects anything (state `expired`); one microsecond before it
+    does; at `created_at` it already does."""
+    us = timedelta(microseconds=1)
+    until = T + timedelta(days=10)
+    hold = HoldRecord("hold-x", "m", "r", "user", "a", T, until, None)
+    assert [hold.active_at(t) for t in (T - us, T, until - us, until, until + us)] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert hold.state_at(until) == "expired"
+    assert hold_set([hold], until).users == {}
+    assert hold_set([hold], until - us).users == {"a": "hold-x"}

@@ -483,6 +483,18 @@ _T0 = 1_741_132_800_000_000  # 2025-03-05T00:00:00Z
     ),
     st.integers(1, 4),
 )
+@example(  # every validity end exactly (valid_to is open, valid_from closed), in one batch
+    [
+        ("ak_2", 60),
+        ("ak_2", 120),
+        ("ak_2", 180),
+        ("10.1.2.3", 30),
+        ("10.1.2.3", 90),
+        ("10.1.2.3", 100),
+        ("org-a", 200),
+    ],
+    1,
+)
 def test_attributor_follows_the_ownership_rules(
     accesses: list[tuple[str, int]], batches: int
 ) -> None:
@@ -552,3 +564,53 @@ def test_the_lua_script_takes_the_alert_levels_from_argv() -> None:
     for lv in ALERT_LEVELS[:-1]:
         assert not re.search(rf"\b{lv}\b", code), f"alert level {lv} is a literal in add.lua"
     assert "ARGV[2]" in code
+
+
+def test_confirmed_at_exactly_the_threshold_is_not_over_the_line() -> None:
+    """Step 4 on both backends (the Lua script in real Redis and MemoryMeter): 100 % is
+    raised when the upper bound exceeds the threshold and confirmed only when the lower
+    bound does too, so a lower bound of exactly the threshold (100 of 100) is unconfirmed;
+    50 % and 80 % are confirmed at exactly their level (lower * 100 >= threshold * level)."""
+    ts = np.array([0, 10 * MIN], np.int64)  # minute 0 is the partial, oldest bucket at 10:00
+    posts = np.array([5, 100], np.int64)
+    memory = Meter(TERMS, NO_OWNERS)
+    with redis_store() as store:
+        shared = Meter(TERMS, NO_OWNERS, store)
+        for meter in (memory, shared):
+            meter.ingest(ts[:1], ["ak"], posts[:1])
+            _, alerts = meter.ingest(ts[1:], ["ak"], posts[1:])
+            got = [(a.level, a.lower, a.upper, a.confirmed) for a in alerts]
+            assert got == [(50, 100, 105, True), (80, 100, 105, True), (100, 100, 105, False)]
+        # Lower bound exactly at 50 % and at 80 %: confirmed (closed at the level).
+        for level, lower in ((50, 50), (80, 80)):
+            meter = Meter(TERMS, NO_OWNERS, store)
+            entity = f"ak{level}"
+            meter.ingest(np.array([20 * MIN], np.int64), [entity], np.array([1], np.int64))
+            _, alerts = meter.ingest(
+                np.array([30 * MIN], np.int64), [entity], np.array([lower], np.int64)
+            )
+            top = [a for a in alerts if a.level == level]
+            assert [(a.lower, a.upper, a.confirmed) for a in top] == [(lower, lower + 1, True)]
+
+
+def test_an_access_exactly_at_valid_to_is_not_attributed() -> None:
+    """Ownership is `[valid_from, valid_to)`: at valid_to the credential is its own entity
+    again; one microsecond earlier it is still the owner's; at valid_from it is the owner's."""
+    from consentry.scraping.meter import Attributor
+    from consentry.scraping.results import from_us
+
+    start, end = _T0, _T0 + 60 * MIN
+    rows = [
+        {
+            "credential": "ak_t",
+            "entity": "org-t",
+            "valid_from": from_us(start),
+            "valid_to": from_us(end),
+        }
+    ]
+    owners = check_owners(pa.Table.from_pylist(rows, schema=arrow_schema("entities")), location="e")
+    attributor = Attributor(owners)
+    ts = np.array([start - 1, start, end - 1, end, end + 1], np.int64)
+    ids = attributor.entities(pa.array(["ak_t"] * len(ts), pa.string()), ts)
+    got = [attributor.names[i] for i in ids.tolist()]
+    assert got == ["ak_t", "org-t", "org-t", "ak_t", "ak_t"]
