@@ -31,7 +31,6 @@ from tests.factories import users_table
 
 BASE = "https://platform.example"
 THIRD = "ai_training_third_party"
-FIRST = "ai_training_first_party"
 BEFORE_V2 = datetime(2024, 11, 1, tzinfo=UTC)  # version 2023-09-29 in force
 AFTER_V2 = datetime(2024, 12, 1, tzinfo=UTC)  # version 2024-11-15 in force
 LATER = datetime(2025, 2, 1, tzinfo=UTC)
@@ -104,13 +103,16 @@ def test_full_export_matches_the_per_author_rule(ledger: ConsentLedger, home: Pa
     assert sorted(s["authors"] for s in result.header_sets) == [2, 4]
 
 
-def test_an_opt_out_then_since_gives_exactly_that_author(
-    ledger: ConsentLedger, home: Path
-) -> None:
+def test_an_opt_out_then_since_gives_exactly_that_author(ledger: ConsentLedger, home: Path) -> None:
     exports = home / "signals" / "exports"
     first = export_signals(ledger, exports, at=AFTER_V2, base_url=BASE)
     ledger.record(
-        "us2", THIRD, Choice.DENY, source="api", evidence=Evidence(), at=datetime(2025, 1, 1, tzinfo=UTC)
+        "us2",
+        THIRD,
+        Choice.DENY,
+        source="api",
+        evidence=Evidence(),
+        at=datetime(2025, 1, 1, tzinfo=UTC),
     )
     second = export_signals(ledger, exports, at=LATER, base_url=BASE, since=first.cursor)
     values, trailer = _lines(second.out)
@@ -141,9 +143,7 @@ def test_a_policy_version_change_gives_the_affected_authors(
     assert values["fr1"]["x-robots-tag"] == "noai, noimageai"
 
 
-def test_a_deleted_author_is_removed_back_to_the_default(
-    ledger: ConsentLedger, home: Path
-) -> None:
+def test_a_deleted_author_is_removed_back_to_the_default(ledger: ConsentLedger, home: Path) -> None:
     exports = home / "signals" / "exports"
     first = export_signals(ledger, exports, at=AFTER_V2, base_url=BASE)
     gone = users_table([p for p in POPULATION if p[0] == "jp1"])

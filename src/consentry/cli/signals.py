@@ -3,6 +3,7 @@ key-value stores, in full or as the difference since an earlier export)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -82,7 +83,7 @@ def export_command(
     finally:
         ledger.store.close()
     if as_json:
-        print_json(result)
+        print_json(asdict(result))
         return
     console.print(
         f"{result.authors:,} authors at {result.at.isoformat()} (policy "

@@ -261,9 +261,11 @@ def snapshot(table: SignalTable) -> pa.Table:
 def _content_digest(snap: pa.Table) -> str:
     """SHA-256 over `author_id TAB header_hash` of every row (sorted by author): equal
     digests mean equal snapshots, so a cursor names exactly one content."""
-    lines = pc.binary_join_element_wise(
-        snap["author_id"], snap["header_hash"].cast(pa.string()), "\t"
-    ).cast(pa.large_string()).combine_chunks()
+    lines = (
+        pc.binary_join_element_wise(snap["author_id"], snap["header_hash"].cast(pa.string()), "\t")
+        .cast(pa.large_string())
+        .combine_chunks()
+    )
     digest = hashlib.sha256()
     if len(lines):
         offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[
@@ -288,9 +290,7 @@ def diff_snapshots(previous: pa.Table, current: pa.Table) -> tuple[pa.Array, pa.
     )
     joined = cur.join(old, keys="author_id", join_type="full outer")
     now, was = joined["now"], joined["was"]
-    changed = pc.and_kleene(
-        pc.is_valid(now), pc.or_kleene(pc.is_null(was), pc.not_equal(now, was))
-    )
+    changed = pc.and_kleene(pc.is_valid(now), pc.or_kleene(pc.is_null(was), pc.not_equal(now, was)))
     put = joined.filter(pc.fill_null(changed, False))["author_id"]
     gone = joined.filter(pc.is_null(now))["author_id"]
     return (
@@ -299,7 +299,7 @@ def diff_snapshots(previous: pa.Table, current: pa.Table) -> tuple[pa.Array, pa.
     )
 
 
-def atomic_write(path: Path, fill: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, fill: Callable[[Path], object]) -> None:
     """Write `path` whole or not at all.
 
     1. `fill` writes a temporary file beside `path` (same directory: same file system).
@@ -463,9 +463,7 @@ def export_signals(
     }
     atomic_write(
         exports_dir / f"{cursor}.parquet",
-        lambda tmp: pq.write_table(
-            snap.replace_schema_metadata(meta), tmp, compression="zstd"
-        ),
+        lambda tmp: pq.write_table(snap.replace_schema_metadata(meta), tmp, compression="zstd"),
     )
     return ExportResult(
         cursor=cursor,
