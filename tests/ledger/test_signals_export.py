@@ -124,6 +124,9 @@ def test_an_opt_out_then_since_gives_exactly_that_author(ledger: ConsentLedger, 
     third = export_signals(ledger, exports, at=LATER, base_url=BASE, since=second.cursor)
     assert _lines(third.out) == ({}, {**trailer, "since": second.cursor, "put": 0})
     assert third.cursor == second.cursor
+    assert third.out == exports / f"{second.cursor}.since-{second.cursor}.ndjson"
+    assert second.out == exports / f"{second.cursor}.since-{first.cursor}.ndjson"
+    assert _lines(first.out)[1]["put"] == 6  # the full export is still whole
 
 
 def test_a_policy_version_change_gives_the_affected_authors(

@@ -35,7 +35,9 @@ def export_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Write the NDJSON here; default <home>/signals/exports/CURSOR.ndjson."
+            "--out",
+            help="Write the NDJSON here; default <home>/signals/exports/CURSOR.ndjson "
+            "(CURSOR.since-SINCE.ndjson for a diff).",
         ),
     ] = None,
     at: Annotated[

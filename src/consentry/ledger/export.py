@@ -406,7 +406,8 @@ def export_signals(
     3. The cursor is `a<audit seq>-<policy version>-<12 hex of the snapshot's digest>`:
        the audit log's last sequence number (what the ledger had recorded), the version in
        force, and the content itself, so one cursor always names one snapshot.
-    4. The export file (default `<exports_dir>/<cursor>.ndjson`) is written, then the
+    4. The export file (default `<exports_dir>/<cursor>.ndjson`, for a diff
+       `<cursor>.since-<since>.ndjson`) is written, then the
        snapshot `<exports_dir>/<cursor>.parquet`, each with `atomic_write`: a process
        killed midway leaves no partial file, and an export file whose snapshot is missing
        is simply never a `since`.
@@ -451,7 +452,10 @@ def export_signals(
         "put": len(put),
         "remove": len(remove),
     }
-    target = out if out is not None else exports_dir / f"{cursor}.ndjson"
+    # A diff is named after both cursors: a diff with no change has the cursor of its base
+    # and must not replace that base's full export.
+    default_name = f"{cursor}.ndjson" if since is None else f"{cursor}.since-{since}.ndjson"
+    target = out if out is not None else exports_dir / default_name
     step(f"writing {len(put):,} puts and {len(remove):,} removals")
     atomic_write(target, lambda tmp: _write_ndjson(tmp, table, put, remove, trailer))
     meta = {
