@@ -48,7 +48,11 @@ POPULATION = [
 
 
 @pytest.fixture
-def ledger(settings: Settings) -> Iterator[ConsentLedger]:
+def ledger(request: pytest.FixtureRequest, home: Path) -> Iterator[ConsentLedger]:
+    """A home with `POPULATION` synced; on SQLite unless parametrised `postgresql`."""
+    backend = getattr(request, "param", "sqlite")
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    settings = Settings(home=home, database_url=url)
     init_home(settings)
     ledger = ledger_for(settings)
     ledger.sync_subjects(users_table(POPULATION))
@@ -73,6 +77,9 @@ def _expected(ledger: ConsentLedger, at: datetime) -> dict[str, dict[str, str]]:
     }
 
 
+@pytest.mark.parametrize(
+    "ledger", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 def test_full_export_matches_the_per_author_rule(ledger: ConsentLedger, home: Path) -> None:
     exports = home / "signals" / "exports"
     result = export_signals(ledger, exports, at=AFTER_V2, base_url=BASE)
