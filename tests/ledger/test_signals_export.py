@@ -4,6 +4,9 @@ agrees with the per-author rule, diffs are exact, files are whole or absent."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -194,6 +197,43 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path: Path) -> No
     atomic_write(target, lambda tmp: tmp.write_text("new\n"))
     assert target.read_text() == "new\n"
     assert [p.name for p in tmp_path.iterdir()] == ["signals.ndjson"]
+
+
+_KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from consentry.ledger.export import atomic_write
+
+def fill(tmp: Path) -> None:
+    with tmp.open("w") as handle:
+        handle.write('{"key": "a", "value": {"content-usage": "tr')
+        handle.flush()
+        Path(sys.argv[2]).touch()  # tell the test the half line is on disk
+        time.sleep(60)
+
+atomic_write(Path(sys.argv[1]), fill)
+"""
+
+
+def test_a_writer_killed_midway_leaves_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "signals.ndjson"
+    target.parent.mkdir()
+    target.write_text("old, complete\n")
+    ready = tmp_path / "ready"
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target), str(ready)])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert writer.poll() is None, "the writer ended before writing"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        writer.kill()  # SIGKILL: no handler, no clean-up runs
+        writer.wait()
+    assert target.read_text() == "old, complete\n"
+    (partial,) = [p for p in target.parent.iterdir() if p != target]
+    assert partial.name.startswith(".signals.ndjson.")
+    assert partial.name.endswith(".tmp")
 
 
 _STATES = st.dictionaries(
