@@ -131,6 +131,10 @@ def test_evidence_pack(settings: Settings, demo_dir: Path, tmp_path: Path) -> No
     assert "scraper-charlie" in html
     assert "18000.00" in html
     assert "192.0.2.66" in html
+    # This home was never initialised: no ledger history, so the pack says so instead of
+    # stating what was served (tests/scraping/test_served.py covers an initialised home).
+    assert pack["signals_served"] is None
+    assert "Not stated: this home has no initialised ledger" in html
     table = pq.read_table(out / "events.parquet")
     assert pa.compute.sum(table["posts"]).as_py() == 1_200_000
     (window,) = pack["windows"]

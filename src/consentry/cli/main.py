@@ -102,6 +102,10 @@ doctor.register(app)
 from consentry.cli import keys  # noqa: E402
 
 keys.register(app)
+# per-author signals for CDNs and edge stores
+from consentry.cli import signals  # noqa: E402
+
+signals.register(app)
 
 
 def main() -> None:

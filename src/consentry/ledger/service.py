@@ -630,6 +630,29 @@ class ConsentLedger:
         with self.store.session() as session:
             return select_arrow(session, query, schema)
 
+    def subjects_arrow(self) -> pa.Table:
+        """Every subject's facts as Arrow: `user_id`, `region`, `birth_date` (what
+        `resolve_consent_bulk` reads) and `created_at`, `deleted_at` (who was an author at
+        an instant). Streamed from the store in batches."""
+        query = sa.select(
+            Subject.user_id,
+            Subject.region,
+            Subject.birth_date,
+            Subject.created_at,
+            Subject.deleted_at,
+        ).order_by(Subject.user_id)
+        schema = pa.schema(
+            [
+                ("user_id", pa.string()),
+                ("region", pa.string()),
+                ("birth_date", pa.date32()),
+                ("created_at", pa.timestamp("us", tz="UTC")),
+                ("deleted_at", pa.timestamp("us", tz="UTC")),
+            ]
+        )
+        with self.store.session() as session:
+            return select_arrow(session, query, schema)
+
     # --- writing -----------------------------------------------------------------------
 
     def record(

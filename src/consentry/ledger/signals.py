@@ -31,6 +31,7 @@ from consentry.ledger.rules import ConsentDecision
 from consentry.policy import AIPREF_CATEGORIES, Choice, PolicyVersion
 
 __all__ = [
+    "NOAI_ROBOTS_TAG",
     "TDM_POLICY_PATH",
     "AiprefValue",
     "AuthorSignals",
@@ -46,6 +47,7 @@ __all__ = [
     "tdm_policy",
     "tdmrep_document",
     "tdmrep_reservation",
+    "x_robots_tag",
 ]
 
 TDM_POLICY_PATH = "/policies/tdm.json"
@@ -291,3 +293,19 @@ def author_header_fields(signals: AuthorSignals, base_url: str) -> list[tuple[st
             ("tdm-policy", f"{base_url.rstrip('/')}{TDM_POLICY_PATH}"),
         ]
     return fields
+
+
+NOAI_ROBOTS_TAG = "noai, noimageai"
+"""The `X-Robots-Tag` value crawler tools read as "no AI training" (text and images)."""
+
+
+def x_robots_tag(signals: AuthorSignals) -> str | None:
+    """`X-Robots-Tag` for content by one author: `noai, noimageai` where the author refused
+    AI training (`train-ai=n`), else none.
+
+    1. Tools such as Spawning's `datadiligence` read `noai`/`noimageai` and ignore
+       `Content-Usage`, so a refusal is repeated in their vocabulary.
+    2. Only an explicit `train-ai=n` writes it: an unknown `train-ai` is already covered
+       by `tdm-reservation: 1`, and `noai` says more than the author did.
+    """
+    return NOAI_ROBOTS_TAG if signals.aipref.get("train-ai") == "n" else None

@@ -7,7 +7,9 @@ Layout of the pack directory (written to a staging directory, then renamed into 
     chart.png       rolling-window posts at every request vs the threshold, billed windows shaded
     events.parquet  every request of every billed window, with `window_start`; key-value
                     metadata `consentry.evidence_sha256.<window start>` holds each digest
-    evidence.json   the entity's assessment (the `--json` entry) plus pack metadata
+    evidence.json   the entity's assessment (the `--json` entry) plus pack metadata, with
+                    `signals_served`: per billed window, the robots.txt in force and the share
+                    of authors whose pages refused AI training at the window's start
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ import pyarrow.parquet as pq
 from consentry import __version__
 from consentry.errors import ConsentryError
 from consentry.instants import rfc3339
+from consentry.ledger.sync import ledger_for
 from consentry.scraping.attribution import ipv4_to_int
 from consentry.scraping.canonical import canonical_order
 from consentry.scraping.results import Assessment, EntityAssessment
+from consentry.scraping.served import signals_served
 from consentry.settings import Settings
+from consentry.store import open_store
 
 __all__ = [
     "HEADLESS_CHROMIUM_ARGS",
@@ -136,6 +141,21 @@ def _ips(credentials: list[str]) -> list[str]:
     return out
 
 
+def _signals_served(
+    settings: Settings, starts: list[datetime]
+) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(per window, what was served; why not, when the home has no initialised ledger)."""
+    with open_store(settings.resolved_database_url) as store:
+        if store.current_revision() != store.head_revision():
+            return None, "this home has no initialised ledger (consentry init)"
+    ledger = ledger_for(settings)
+    try:
+        served = signals_served(ledger, starts, settings.public_url or "")
+    finally:
+        ledger.store.close()
+    return [s.to_json() for s in served], None
+
+
 def write_evidence(
     settings: Settings, assessment: Assessment, entity: str, out: Path | None = None
 ) -> dict[str, Any]:
@@ -205,6 +225,9 @@ def write_evidence(
             "ips": _ips(credentials),
             "generated_at": rfc3339(datetime.now(UTC).replace(microsecond=0)),
         }
+        served, unserved = _signals_served(settings, [w.start for w in result.windows])
+        document["signals_served"] = served
+        document["signals_served_unknown"] = unserved
         html = _TEMPLATES.get_template("evidence.html").render(
             **document,
             window_hours=terms.window_us // 3_600_000_000,
