@@ -15,7 +15,7 @@ over 7 days from 1,000,000 Zipf credentials); a quick run:
    from the data so that about 5 % of the entities go over the line (the exact pass bills
    only those).
 2. Consentry: `assess` on embedded DuckDB (method numpy: the columnar path,
-   `consentry/scraping/columnar.py`) over the Parquet file: read, de-duplicate,
+   `consentry/scraping/columnar/`) over the Parquet file: read, de-duplicate,
    attribute, exact pass, billing with evidence digests of every billed window. Events/s
    end to end, time per stage and peak RSS (`--memory-limit` bounds DuckDB; NumPy holds
    about 30 bytes per access); for ours and the window query also the process's user and

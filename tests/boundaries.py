@@ -25,7 +25,7 @@ __all__ = ["BOUNDARIES", "ENGINES", "OFFSETS_US", "Boundary", "End", "expected"]
 ENGINES: dict[str, str] = {
     "python": "a plain Python rule (row at a time)",
     "numpy": "a vectorised NumPy kernel in the process",
-    "numpy-columnar": "the columnar assessment's NumPy attribution (scraping/columnar.py)",
+    "numpy-columnar": "the columnar assessment's NumPy attribution (scraping/columnar/)",
     "sqlite": "SQL on the store, SQLite",
     "postgresql": "SQL on the store, PostgreSQL",
     "duckdb": "an Ibis expression run by DuckDB",

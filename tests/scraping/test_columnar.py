@@ -15,7 +15,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consentry.engine import connect
-from consentry.scraping import columnar
 from consentry.scraping.assessment import assess
 from consentry.scraping.attribution import check_owners
 from consentry.scraping.canonical import (
@@ -27,10 +26,12 @@ from consentry.scraping.canonical import (
 )
 from consentry.scraping.columnar import (
     earliest_all,
+    evidence,
     exact_pass,
     forward_ends,
     pair_search,
     sort_accesses,
+    tuning,
 )
 from consentry.scraping.reference import reference_assessment
 from consentry.scraping.results import Assessment
@@ -190,15 +191,16 @@ def test_earliest_all_with_nothing_over_the_line() -> None:
 
 @contextmanager
 def _constants(**values: int) -> Iterator[None]:
-    """`columnar`'s module constants set to `values` inside the block, restored after."""
-    saved = {name: getattr(columnar, name) for name in values}
+    """The columnar path's sizes (`columnar.tuning`) set to `values` inside the block,
+    restored after."""
+    saved = {name: getattr(tuning, name) for name in values}
     for name, value in values.items():
-        setattr(columnar, name, value)
+        setattr(tuning, name, value)
     try:
         yield
     finally:
         for name, value in saved.items():
-            setattr(columnar, name, value)
+            setattr(tuning, name, value)
 
 
 def _assess(events: pa.Table, **kw: Any) -> Assessment:
@@ -232,7 +234,7 @@ def test_tiny_chunks_and_evidence_groups_change_nothing(
     # One access per exact-pass chunk and evidence group; packed keys with room for one
     # bit of entity code (two entities per sort chunk).
     bits = (3 * DAY_US).bit_length() + 3 + 1
-    with _constants(_CHUNK_ROWS=1, _EVIDENCE_ROWS=1, _PACK_BITS=bits, _MIN_CHUNK_BITS=1):
+    with _constants(CHUNK_ROWS=1, EVIDENCE_ROWS=1, PACK_BITS=bits, MIN_CHUNK_BITS=1):
         assert _engine(events, mode) == expected
 
 
@@ -257,7 +259,7 @@ def test_small_evidence_groups_with_packed_sorts_change_nothing(
         field = pa.field("request_id", pa.string(), nullable=False)
         events = events.set_column(0, field, pa.array(names, pa.string()))
     expected = reference_assessment(events, ENTITIES, TERMS, mode="earliest", policy_version="test")
-    with _constants(_EVIDENCE_ROWS=3):
+    with _constants(EVIDENCE_ROWS=3):
         assert _engine(events, "earliest") == expected
 
 
@@ -267,8 +269,8 @@ def test_partition_is_a_stable_sort_by_group(groups: list[int], tight: bool) -> 
     group = np.array(groups, dtype=np.int64)
     count = int(group.max()) + 1 if len(group) else 1
     # tight: (group, row) does not pack, the stable argsort answers.
-    with _constants(_PACK_BITS=3) if tight else nullcontext():
-        order, ends = columnar._partition(group, count)
+    with _constants(PACK_BITS=3) if tight else nullcontext():
+        order, ends = evidence._partition(group, count)
     assert order.tolist() == np.argsort(group, kind="stable").tolist()
     assert ends.tolist() == np.cumsum(np.bincount(group, minlength=count)).tolist()
 
@@ -282,8 +284,8 @@ def test_window_order_equals_lexsort(items: list[tuple[int, int]], tight: bool) 
     win = np.array([w for w, _ in items], dtype=np.int64)
     rel = np.array([r for _, r in items], dtype=np.int64)
     # tight: the packed key does not fit, the lexsort fallback answers.
-    with _constants(_PACK_BITS=8) if tight else nullcontext():
-        w, r, order = columnar._window_order(win, rel, 7)
+    with _constants(PACK_BITS=8) if tight else nullcontext():
+        w, r, order = evidence._window_order(win, rel, 7)
     expected = np.lexsort((rel, win))
     assert order.tolist() == expected.tolist()  # ties keep their input order
     assert w.tolist() == win[expected].tolist()
@@ -305,14 +307,14 @@ def test_string_column_gives_back_what_was_appended(
     if arrays:
         arrays[0] = arrays[0].slice(skip)
     expected = [value for array in arrays for value in array.to_pylist()]
-    column = columnar._StringColumn(len(expected) + spare)
+    column = evidence.StringColumn(len(expected) + spare)
     for array in arrays:
         column.append(array)
     assert column.array().to_pylist() == expected
 
 
 def test_string_column_refuses_more_rows_than_announced() -> None:
-    column = columnar._StringColumn(1)
+    column = evidence.StringColumn(1)
     with pytest.raises(ValueError, match="more strings than the rows announced"):
         column.append(pa.array(["a", "b"]))
 
