@@ -237,12 +237,14 @@ def test_middleware_states_each_authors_preferences(world: World) -> None:
     assert defaulted.headers["content-usage"] == "train-ai=y"
     # Training allowed: no TDMRep header (the site-wide tdmrep.json reservation stands).
     assert _tdm_fields(defaulted.headers) is None
+    assert "x-robots-tag" not in defaulted.headers
 
     # Switching off third-party training alone: any `n` wins.
     _choose(world, "alice", THIRD, Choice.DENY)
     alice = platform.get("/posts/alice/1").headers
     assert _dictionary(alice["content-usage"]) == {"train-ai": "n"}
     assert _tdm_fields(alice) == reserved
+    assert alice["x-robots-tag"] == "noai, noimageai"
     _choose(world, "alice", FIRST, Choice.DENY)
     assert platform.get("/posts/alice/2").headers["content-usage"] == "train-ai=n"
 
@@ -258,13 +260,22 @@ def test_no_header_when_the_response_is_not_an_authors_content(world: World) -> 
     about = platform.get("/about")
     assert about.status_code == 200
     assert "content-usage" not in about.headers
-    # An author the ledger was never told about: nothing to state.
+    assert _tdm_fields(about.headers) is None
+    assert "x-robots-tag" not in about.headers
+
+
+def test_an_unknown_author_gets_the_site_default(world: World) -> None:
+    platform = _platform(_services(world))
+    # An author the ledger was never told about: what robots.txt and tdmrep.json say for
+    # every path, restated on the page (no guess about the stranger's own choice).
     stranger = platform.get("/posts/zoe/1")
     assert stranger.status_code == 200
-    assert "content-usage" not in stranger.headers
-    assert _tdm_fields(stranger.headers) is None
-    assert _tdm_fields(about.headers) is None
-    assert content_usage_for(_services(world), "zoe") == ""
+    assert _dictionary(stranger.headers["content-usage"]) == {"train-ai": "n", "search": "y"}
+    assert _tdm_fields(stranger.headers) == (1, "http://testserver/policies/tdm.json")
+    assert stranger.headers["x-robots-tag"] == "noai, noimageai"
+    robots = world.client.get("/robots.txt").text
+    assert ("/", stranger.headers["content-usage"]) in _content_usage_rules(robots)
+    assert content_usage_for(_services(world), "zoe") == "train-ai=n, search=y"
 
 
 def test_content_usage_for_reads_the_past(world: World) -> None:
