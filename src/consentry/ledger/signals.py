@@ -143,6 +143,7 @@ def robots_txt(base_url: str, version: PolicyVersion | None) -> str:
        `/settings/` is disallowed and carries no rule: preferences apply only to paths that
        may be crawled.
     3. `License:` points at /license.xml (RSL discovery); the policy version is noted.
+    4. `Disallow` comes before `Allow`, so first-match parsers read it as RFC 9309 does.
     """
     lines = [
         "# Consentry: AI training on this platform's posts happens only through licensed,",
@@ -152,8 +153,10 @@ def robots_txt(base_url: str, version: PolicyVersion | None) -> str:
         lines.append(f"# Policy version in force: {version.version}")
     lines += [
         "User-Agent: *",
-        "Allow: /",
+        # Disallow first: RFC 9309 parsers pick the longest match whatever the order, but
+        # first-match parsers (Python's urllib.robotparser) would let `Allow: /` win.
         "Disallow: /settings/",
+        "Allow: /",
         f"Content-Usage: / {aipref_header(SITE_DEFAULT_PREFERENCES)}",
         "",
         f"License: {base_url.rstrip('/')}/license.xml",
