@@ -11,7 +11,7 @@ from consentry.engine.lake import Lake
 from consentry.engine.post_authors import PostAuthors
 from tests.factories import posts_table
 
-_ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
 
 
 @settings(max_examples=40, deadline=None)

@@ -283,4 +283,6 @@ def test_robots_txt_and_content_usage_parse(edge: Edge) -> None:
         parsed = http_sf.parse(value.encode("ascii"), tltype="dictionary")
         assert isinstance(parsed, dict)
         assert set(parsed) <= {"train-ai", "search"}
-        assert all(str(item) in ("y", "n") for item, _ in parsed.values())  # type: ignore[misc]
+        for member in parsed.values():
+            assert isinstance(member, tuple)
+            assert str(member[0]) in ("y", "n")
