@@ -19,6 +19,7 @@ Caching:
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -194,7 +195,10 @@ async def _of_post(svc: Services, post_id: str) -> AuthorSignals:
     return await _of_author(svc, author)
 
 
-# Each route is registered for GET and, under its own operation id, for HEAD.
+# Each route is registered for GET and for HEAD. HEAD is left out of the OpenAPI schema:
+# an answer without a body cannot be described by the body the schema gives GET, nor can
+# its refusals carry a problem document; each GET operation's description states it.
+_HEAD_NOTE = "\n\nHEAD answers the same status and header fields without a body."
 
 
 async def author_signals(
@@ -234,12 +238,19 @@ for _path, _endpoint, _responses_of in (
     ("/posts/{post_id}", post_signals, _JSON_RESPONSES),
     ("/posts/{post_id}/meta", post_meta, _HTML_RESPONSES),
 ):
-    for _method in ("GET", "HEAD"):
-        router.add_api_route(
-            _path,
-            _endpoint,
-            methods=[_method],
-            name=_endpoint.__name__ if _method == "GET" else f"{_endpoint.__name__}_head",
-            response_class=Response,
-            responses=_responses_of,
-        )
+    router.add_api_route(
+        _path,
+        _endpoint,
+        methods=["GET"],
+        response_class=Response,
+        responses=_responses_of,
+        description=inspect.cleandoc(_endpoint.__doc__ or "") + _HEAD_NOTE,
+    )
+    router.add_api_route(
+        _path,
+        _endpoint,
+        methods=["HEAD"],
+        name=f"{_endpoint.__name__}_head",
+        response_class=Response,
+        include_in_schema=False,
+    )
