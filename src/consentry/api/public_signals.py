@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from consentry.api.signals import author_signals_now
 from consentry.api.validation import NO_CONTROL, USER_ID_MAX_LENGTH, UserIdPath
@@ -189,7 +190,13 @@ async def _of_author(svc: Services, author_id: str) -> AuthorSignals:
 
 
 async def _of_post(svc: Services, post_id: str) -> AuthorSignals:
-    author = svc.post_authors.author_of(post_id)
+    """The signals of the post's author; the site default for a post the lake lacks."""
+    if svc.post_authors.due():
+        # The index may be rebuilt from a new snapshot: seconds for millions of posts,
+        # which must not hold up the event loop.
+        author = await run_in_threadpool(svc.post_authors.author_of, post_id)
+    else:
+        author = svc.post_authors.author_of(post_id)
     if author is None:
         return site_default_signals()
     return await _of_author(svc, author)

@@ -94,6 +94,11 @@ class PostAuthors:
         self._checked = float("-inf")
         self._lock = threading.Lock()
 
+    def due(self) -> bool:
+        """True when the next lookup looks at the live snapshot again (and may rebuild the
+        index: a caller on an event loop runs that lookup in a thread)."""
+        return time.monotonic() - self._checked >= self.recheck_seconds
+
     def index(self) -> PostAuthorIndex:
         """The index of the live snapshot (as of at most `recheck_seconds` ago)."""
         now = time.monotonic()
