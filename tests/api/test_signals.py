@@ -23,10 +23,15 @@ from consentry.api.app import create_app
 from consentry.api.signals import ContentUsageMiddleware, content_usage_for
 from consentry.ledger.service import Evidence
 from consentry.ledger.signals import (
+    AiprefValue,
+    AuthorSignals,
     PurposeState,
     aipref_header,
     aipref_preferences,
+    author_header_fields,
     bluesky_intents,
+    meta_tags,
+    signals_etag,
     tdmrep_reservation,
 )
 from consentry.policy import AIPREF_CATEGORIES, Choice
@@ -391,3 +396,27 @@ def test_bluesky_intents_agree_with_aipref(states: list[PurposeState]) -> None:
             stamp = intents[key].get("updatedAt")
             if stamp is not None:
                 assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", stamp)
+
+
+@given(
+    base=st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=30),
+    reserved=st.booleans(),
+)
+def test_meta_tags_state_the_header_fields_escaped(base: str, reserved: bool) -> None:
+    preferences: dict[str, AiprefValue] = {"train-ai": "n" if reserved else "y"}
+    signals = AuthorSignals(aipref_header(preferences), preferences, {}, int(reserved))
+    fields = author_header_fields(signals, base)
+    snippet = meta_tags(fields)
+    if not reserved:
+        assert snippet == ""
+        return
+    root = ET.fromstring(f"<head>{snippet.replace('>', '/>')}</head>")
+    assert [(m.get("name"), m.get("content")) for m in root] == [
+        ("tdm-reservation", "1"),
+        ("tdm-policy", f"{base.rstrip('/')}/policies/tdm.json"),
+        ("robots", "noai, noimageai"),
+    ]
+    # The tag follows the fields and the representation, nothing else.
+    assert signals_etag(fields, "json") == signals_etag(list(fields), "json")
+    assert signals_etag(fields, "json") != signals_etag(fields, "html")
+    assert signals_etag(fields, "json") != signals_etag(fields[:-1], "json")
