@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from consentry.schema import arrow_schema
 
-__all__ = ["users_table"]
+__all__ = ["posts_table", "users_table"]
 
 
 def users_table(population: Sequence[tuple[str, str | None, date | None]]) -> pa.Table:
@@ -28,4 +28,23 @@ def users_table(population: Sequence[tuple[str, str | None, date | None]]) -> pa
             "deleted_at": pa.array([None] * n, utc),
         },
         schema=arrow_schema("users"),
+    )
+
+
+def posts_table(posts: Sequence[tuple[str, str]]) -> pa.Table:
+    """A `posts` table from (post_id, author_id) pairs; every post public, written
+    2025-01-01, not deleted."""
+    utc = pa.timestamp("us", tz="UTC")
+    n = len(posts)
+    return pa.table(
+        {
+            "post_id": [p for p, _ in posts],
+            "author_id": [a for _, a in posts],
+            "created_at": pa.array([datetime(2025, 1, 1, tzinfo=UTC)] * n, utc),
+            "text": [f"post {p}" for p, _ in posts],
+            "visibility": ["public"] * n,
+            "lang": pa.array([None] * n, pa.string()),
+            "deleted_at": pa.array([None] * n, utc),
+        },
+        schema=arrow_schema("posts"),
     )

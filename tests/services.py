@@ -22,6 +22,7 @@ import httpx
 __all__ = [
     "POSTGRES_URL",
     "REDIS_URL",
+    "ensure_nginx",
     "ensure_postgres",
     "ensure_redis",
     "free_port",
@@ -98,6 +99,29 @@ def ensure_redis() -> str:
             "these tests need the real server (see .ci/run)."
         )
     return REDIS_URL
+
+
+NGINX = Path("/usr/sbin/nginx")
+
+
+def ensure_nginx() -> Path:
+    """The nginx binary (Debian package `nginx`), installed with apt-get when missing.
+
+    Tests run their own nginx (`nginx -p <tmp> -c <conf>`, in the foreground), so nothing
+    is started here; the package's own service is never used.
+    """
+    if not NGINX.exists() and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "nginx"]
+        if subprocess.run(install, env=env, check=False, capture_output=True).returncode:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True)
+            subprocess.run(install, env=env, check=False, capture_output=True)
+    if not NGINX.exists():
+        raise RuntimeError(
+            "nginx is not installed and could not be installed (apt-get install nginx); "
+            "these tests need the real server (see .ci/run)."
+        )
+    return NGINX
 
 
 def free_port() -> int:

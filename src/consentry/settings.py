@@ -6,8 +6,11 @@ Every setting is documented in docs/settings.md (a test enforces it).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from consentry.errors import ConsentryError
 
 __all__ = ["ENVIRONMENT_VARIABLES", "Settings"]
 
@@ -26,6 +29,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "Croissant records (default: paths only).",
     "CONSENTRY_LICENSE_SERVER": "URL of an RSL licence server, named by /license.xml "
     "(default: none, no server attribute).",
+    "CONSENTRY_SIGNALS_MAX_AGE": "Longest a cache may keep a public signals answer, in seconds "
+    "(default 300; never longer than the revocation SLA).",
     "CONSENTRY_OPENLINEAGE_URL": "OpenLineage HTTP endpoint (e.g. Marquez) for job run events "
     "(default: a file in the home).",
     "CONSENTRY_LOG_FORMAT": "Log lines as text (default) or json.",
@@ -38,6 +43,17 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
 """Name -> one-line meaning of every environment variable Consentry reads."""
 
 DEFAULT_POLICY_FILE = Path(__file__).parent / "policies" / "x-2024.yaml"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number of seconds (0 or more) from `env[name]`; `default` when unset or
+    empty; ConsentryError naming the variable otherwise."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConsentryError(f"{name} is a whole number of seconds (0 or more), not {raw!r}")
+    return int(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +82,9 @@ class Settings:
     """Where licensees reach the API (`https://platform.example`); None: cite paths only."""
     license_server: str | None = None
     """An RSL licence server's URL, if the platform runs one."""
+    signals_max_age: int = 300
+    """Seconds a cache may keep a public signals answer (`Cache-Control: max-age`), capped
+    by the revocation SLA in force (`consentry.ledger.signals.cache_max_age`)."""
     openlineage_url: str | None = None
     """An OpenLineage HTTP endpoint; None: events go to `<home>/lineage/openlineage.jsonl`."""
     log_format: str = "text"
@@ -90,6 +109,7 @@ class Settings:
             master_key=env.get("CONSENTRY_MASTER_KEY") or None,
             public_url=(env.get("CONSENTRY_PUBLIC_URL") or "").rstrip("/") or None,
             license_server=env.get("CONSENTRY_LICENSE_SERVER") or None,
+            signals_max_age=_seconds(env, "CONSENTRY_SIGNALS_MAX_AGE", 300),
             openlineage_url=env.get("CONSENTRY_OPENLINEAGE_URL") or None,
             log_format=env.get("CONSENTRY_LOG_FORMAT") or "text",
             log_level=env.get("CONSENTRY_LOG_LEVEL") or None,

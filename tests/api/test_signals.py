@@ -23,10 +23,15 @@ from consentry.api.app import create_app
 from consentry.api.signals import ContentUsageMiddleware, content_usage_for
 from consentry.ledger.service import Evidence
 from consentry.ledger.signals import (
+    AiprefValue,
+    AuthorSignals,
     PurposeState,
     aipref_header,
     aipref_preferences,
+    author_header_fields,
     bluesky_intents,
+    meta_tags,
+    signals_etag,
     tdmrep_reservation,
 )
 from consentry.policy import AIPREF_CATEGORIES, Choice
@@ -237,12 +242,14 @@ def test_middleware_states_each_authors_preferences(world: World) -> None:
     assert defaulted.headers["content-usage"] == "train-ai=y"
     # Training allowed: no TDMRep header (the site-wide tdmrep.json reservation stands).
     assert _tdm_fields(defaulted.headers) is None
+    assert "x-robots-tag" not in defaulted.headers
 
     # Switching off third-party training alone: any `n` wins.
     _choose(world, "alice", THIRD, Choice.DENY)
     alice = platform.get("/posts/alice/1").headers
     assert _dictionary(alice["content-usage"]) == {"train-ai": "n"}
     assert _tdm_fields(alice) == reserved
+    assert alice["x-robots-tag"] == "noai, noimageai"
     _choose(world, "alice", FIRST, Choice.DENY)
     assert platform.get("/posts/alice/2").headers["content-usage"] == "train-ai=n"
 
@@ -258,13 +265,22 @@ def test_no_header_when_the_response_is_not_an_authors_content(world: World) -> 
     about = platform.get("/about")
     assert about.status_code == 200
     assert "content-usage" not in about.headers
-    # An author the ledger was never told about: nothing to state.
+    assert _tdm_fields(about.headers) is None
+    assert "x-robots-tag" not in about.headers
+
+
+def test_an_unknown_author_gets_the_site_default(world: World) -> None:
+    platform = _platform(_services(world))
+    # An author the ledger was never told about: what robots.txt and tdmrep.json say for
+    # every path, restated on the page (no guess about the stranger's own choice).
     stranger = platform.get("/posts/zoe/1")
     assert stranger.status_code == 200
-    assert "content-usage" not in stranger.headers
-    assert _tdm_fields(stranger.headers) is None
-    assert _tdm_fields(about.headers) is None
-    assert content_usage_for(_services(world), "zoe") == ""
+    assert _dictionary(stranger.headers["content-usage"]) == {"train-ai": "n", "search": "y"}
+    assert _tdm_fields(stranger.headers) == (1, "http://testserver/policies/tdm.json")
+    assert stranger.headers["x-robots-tag"] == "noai, noimageai"
+    robots = world.client.get("/robots.txt").text
+    assert ("/", stranger.headers["content-usage"]) in _content_usage_rules(robots)
+    assert content_usage_for(_services(world), "zoe") == "train-ai=n, search=y"
 
 
 def test_content_usage_for_reads_the_past(world: World) -> None:
@@ -380,3 +396,27 @@ def test_bluesky_intents_agree_with_aipref(states: list[PurposeState]) -> None:
             stamp = intents[key].get("updatedAt")
             if stamp is not None:
                 assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", stamp)
+
+
+@given(
+    base=st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=30),
+    reserved=st.booleans(),
+)
+def test_meta_tags_state_the_header_fields_escaped(base: str, reserved: bool) -> None:
+    preferences: dict[str, AiprefValue] = {"train-ai": "n" if reserved else "y"}
+    signals = AuthorSignals(aipref_header(preferences), preferences, {}, int(reserved))
+    fields = author_header_fields(signals, base)
+    snippet = meta_tags(fields)
+    if not reserved:
+        assert snippet == ""
+        return
+    root = ET.fromstring(f"<head>{snippet.replace('>', '/>')}</head>")
+    assert [(m.get("name"), m.get("content")) for m in root] == [
+        ("tdm-reservation", "1"),
+        ("tdm-policy", f"{base.rstrip('/')}/policies/tdm.json"),
+        ("robots", "noai, noimageai"),
+    ]
+    # The tag follows the fields and the representation, nothing else.
+    assert signals_etag(fields, "json") == signals_etag(list(fields), "json")
+    assert signals_etag(fields, "json") != signals_etag(fields, "html")
+    assert signals_etag(fields, "json") != signals_etag(fields[:-1], "json")

@@ -21,6 +21,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from consentry import __version__
 from consentry.api import consent as consent_api
+from consentry.api import public_signals as public_signals_api
 from consentry.api import signals as signals_api
 from consentry.api.headers import PagesOnly, SecurityHeadersMiddleware
 from consentry.api.observability import RequestObserver
@@ -135,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(observability_router)
     app.include_router(consent_api.router)
     app.include_router(signals_api.router)
+    app.include_router(public_signals_api.router)
     app.include_router(pages.router)
     app.include_router(admin_pages.router)
     # --- capability routers, one line each ---

@@ -24,12 +24,19 @@ from consentry.ledger.signals import (
     gpc_document,
     robots_txt,
     rsl_license,
+    site_default_signals,
     tdm_policy,
     tdmrep_document,
 )
 from consentry.serving.services import Services, services
 
-__all__ = ["ContentUsageMiddleware", "content_usage_for", "router", "signal_headers_for"]
+__all__ = [
+    "ContentUsageMiddleware",
+    "author_signals_now",
+    "content_usage_for",
+    "router",
+    "signal_headers_for",
+]
 
 router = APIRouter(tags=["signals"])
 
@@ -120,37 +127,39 @@ def license_xml(request: Request, svc: Services = Depends(services)) -> Response
     return Response(document, media_type="application/rsl+xml")
 
 
-def _author_signals(svc: Services, author_id: str, at: datetime | None) -> AuthorSignals | None:
-    """The author's signals from their resolved consent at `at` (default now); None for an
-    author the ledger has never been told about: their facts are unknown, so any preference
-    stated would be a guess (the site-wide robots.txt and tdmrep.json still apply)."""
-    if svc.ledger.subject(author_id) is None:
-        return None
+def author_signals_now(svc: Services, author_id: str, at: datetime | None = None) -> AuthorSignals:
+    """The author's signals from their resolved consent at `at` (default now).
+
+    1. An author the ledger knows: `author_signals` of their decisions under the version in
+       force then (one statement reads their facts and choices).
+    2. An author the ledger was never told about: `site_default_signals`, what robots.txt
+       and tdmrep.json already say for every path; nothing is guessed about them.
+    """
     when = at or datetime.now(UTC)
-    decisions = svc.ledger.resolve_all(author_id, when)
+    decisions = svc.ledger.resolve_known(author_id, when)
+    if decisions is None:
+        return site_default_signals()
     return author_signals(svc.policy.version_at(when), decisions)
 
 
 def content_usage_for(svc: Services, author_id: str, at: datetime | None = None) -> str:
-    """The `Content-Usage` header value for content by `author_id` ("" for an unknown
-    author or no known category: no header)."""
-    signals = _author_signals(svc, author_id, at)
-    return signals.content_usage if signals is not None else ""
+    """The `Content-Usage` header value for content by `author_id` ("" when no category is
+    known: no header)."""
+    return author_signals_now(svc, author_id, at).content_usage
 
 
 def signal_headers_for(
     svc: Services, author_id: str, base_url: str, at: datetime | None = None
 ) -> list[tuple[str, str]]:
-    """The header fields for content by `author_id`: `Content-Usage`, and `tdm-reservation`
-    with `tdm-policy` where the author's rights are reserved (`author_header_fields`);
-    none for an unknown author."""
-    signals = _author_signals(svc, author_id, at)
-    return author_header_fields(signals, base_url) if signals is not None else []
+    """The header fields for content by `author_id` (`author_header_fields` of
+    `author_signals_now`): `Content-Usage`, and `tdm-reservation`, `tdm-policy` and
+    `X-Robots-Tag` where the author's rights are reserved."""
+    return author_header_fields(author_signals_now(svc, author_id, at), base_url)
 
 
 class ContentUsageMiddleware:
-    """Adds `Content-Usage` (and TDMRep's fields where rights are reserved) to responses
-    that serve one author's content.
+    """Adds `Content-Usage` (and TDMRep's fields and `X-Robots-Tag` where rights are reserved) to
+    responses that serve one author's content.
 
     `author_of(scope)` tells, from the request, whose content the response carries (None:
     not author content, no header). The fields are `signal_headers_for` the author now;

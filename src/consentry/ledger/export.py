@@ -1,7 +1,7 @@
 """Every author's signal headers at once, and their export to edge key-value stores.
 
 The headers for one author are the rule of `consentry.ledger.signals` (`author_signals`,
-`author_header_fields`, `x_robots_tag`); it is Python, per decision vector. Authors are many
+`author_header_fields`); it is Python, per decision vector. Authors are many
 and vectors are few (one bit per AIPREF-mapped purpose), so this module resolves every
 author with `resolve_consent_bulk`, derives the headers once per distinct vector from a
 representative author's real decisions, and maps authors to them with array operations.
@@ -48,7 +48,6 @@ from consentry.ledger.signals import (
     AiprefValue,
     author_header_fields,
     author_signals,
-    x_robots_tag,
 )
 from consentry.policy import Choice, PolicyFile, PolicyVersion
 from consentry.store.models import AuditEventRow
@@ -113,14 +112,10 @@ def header_set(
 
     1. `author_signals` gives the AIPREF, TDMRep and intent signals.
     2. `author_header_fields` gives `content-usage`, and `tdm-reservation` with
-       `tdm-policy` where rights are reserved; `x_robots_tag` adds `x-robots-tag` where
-       AI training is refused.
+       `tdm-policy` and `x-robots-tag` where rights are reserved.
     """
     signals = author_signals(version, decisions)
     fields = author_header_fields(signals, base_url)
-    tag = x_robots_tag(signals)
-    if tag is not None:
-        fields.append(("x-robots-tag", tag))
     value_json = json.dumps(dict(fields), separators=(",", ":"), ensure_ascii=False)
     return HeaderSet(
         fields=tuple(fields),

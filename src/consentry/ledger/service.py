@@ -475,13 +475,21 @@ class ConsentLedger:
     ) -> tuple[SubjectFacts, dict[str, LatestChoice]]:
         """`subject` (or bare facts for an unknown user) and `latest_choices`, read with one
         statement: the API's hot path."""
+        known, latest = self._known_facts_and_latest(user_id, at)
+        return (known or SubjectFacts(user_id=user_id)), latest
+
+    def _known_facts_and_latest(
+        self, user_id: str, at: datetime
+    ) -> tuple[SubjectFacts | None, dict[str, LatestChoice]]:
+        """`subject` (None for an unknown user) and `latest_choices`, read with one
+        statement."""
         with self.store.reading() as conn:
             rows = conn.execute(_FACTS_AND_EVENTS, {"user_id": user_id, "at": at}).all()
         first = rows[0]
         facts = (
             SubjectFacts(user_id=user_id, region=first.region, birth_date=first.birth_date)
             if first.user_id is not None
-            else SubjectFacts(user_id=user_id)
+            else None
         )
         latest: dict[str, LatestChoice] = {}
         for row in rows:  # ordered by (instant, event_id): the last one per purpose wins
@@ -502,6 +510,20 @@ class ConsentLedger:
         if version is None:
             return []
         subject, latest = self._facts_and_latest(user_id, at)
+        return [
+            resolve_consent(self.policy, subject, p.key, at, latest.get(p.key))
+            for p in version.purposes
+        ]
+
+    def resolve_known(self, user_id: str, at: datetime) -> list[ConsentDecision] | None:
+        """`resolve_all` for a user the platform told us about; None for any other user.
+        One statement reads both (the public signals' hot path)."""
+        version = self.policy.version_at(at)
+        subject, latest = self._known_facts_and_latest(user_id, at)
+        if subject is None:
+            return None
+        if version is None:
+            return []
         return [
             resolve_consent(self.policy, subject, p.key, at, latest.get(p.key))
             for p in version.purposes

@@ -21,6 +21,7 @@ Pinned to these texts (see docs/consent.md, "Public signals", and docs/formats.m
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,10 +29,11 @@ from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
 from consentry.ledger.rules import ConsentDecision
-from consentry.policy import AIPREF_CATEGORIES, Choice, PolicyVersion
+from consentry.policy import AIPREF_CATEGORIES, Choice, Duration, PolicyVersion
 
 __all__ = [
-    "NOAI_ROBOTS_TAG",
+    "AI_REFUSED_ROBOTS",
+    "SITE_DEFAULT_PREFERENCES",
     "TDM_POLICY_PATH",
     "AiprefValue",
     "AuthorSignals",
@@ -41,19 +43,32 @@ __all__ = [
     "author_header_fields",
     "author_signals",
     "bluesky_intents",
+    "cache_max_age",
     "gpc_document",
+    "meta_tags",
     "robots_txt",
     "rsl_license",
+    "signals_etag",
+    "site_default_signals",
     "tdm_policy",
     "tdmrep_document",
     "tdmrep_reservation",
-    "x_robots_tag",
 ]
 
 TDM_POLICY_PATH = "/policies/tdm.json"
 """Where the TDMRep policy (`tdm_policy`) is served; `tdm-policy` values point here."""
 
 AiprefValue = Literal["y", "n"]
+
+SITE_DEFAULT_PREFERENCES: dict[str, AiprefValue] = {"train-ai": "n", "search": "y"}
+"""What the site as a whole states for every crawlable path (the robots.txt rule): crawlers
+are not licensees, so no AI training; search is welcome. Also what an author the ledger
+does not know gets (`site_default_signals`)."""
+
+AI_REFUSED_ROBOTS = "noai, noimageai"
+"""The `X-Robots-Tag` value (and robots meta content) where AI training is refused: the
+directives crawler tools such as Spawning's `datadiligence` honour (they ignore
+`Content-Usage`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +143,7 @@ def robots_txt(base_url: str, version: PolicyVersion | None) -> str:
        `/settings/` is disallowed and carries no rule: preferences apply only to paths that
        may be crawled.
     3. `License:` points at /license.xml (RSL discovery); the policy version is noted.
+    4. `Disallow` comes before `Allow`, so first-match parsers read it as RFC 9309 does.
     """
     lines = [
         "# Consentry: AI training on this platform's posts happens only through licensed,",
@@ -137,9 +153,11 @@ def robots_txt(base_url: str, version: PolicyVersion | None) -> str:
         lines.append(f"# Policy version in force: {version.version}")
     lines += [
         "User-Agent: *",
-        "Allow: /",
+        # Disallow first: RFC 9309 parsers pick the longest match whatever the order, but
+        # first-match parsers (Python's urllib.robotparser) would let `Allow: /` win.
         "Disallow: /settings/",
-        "Content-Usage: / train-ai=n, search=y",
+        "Allow: /",
+        f"Content-Usage: / {aipref_header(SITE_DEFAULT_PREFERENCES)}",
         "",
         f"License: {base_url.rstrip('/')}/license.xml",
         "",
@@ -285,27 +303,83 @@ def author_header_fields(signals: AuthorSignals, base_url: str) -> list[tuple[st
        and `tdm-policy: <the TDM Policy's URL>` (TDMRep "TDM Header Field"); a header
        overrides `/.well-known/tdmrep.json`, so none is sent for an author who allowed
        training: the site-wide reservation stands for them (crawlers are not licensees).
+    3. Where rights are reserved, also `X-Robots-Tag: noai, noimageai` (`AI_REFUSED_ROBOTS`):
+       crawler tools that read neither AIPREF nor TDMRep read this one.
     """
     fields = [("content-usage", signals.content_usage)] if signals.content_usage else []
     if signals.tdm_reservation == 1:
         fields += [
             ("tdm-reservation", "1"),
             ("tdm-policy", f"{base_url.rstrip('/')}{TDM_POLICY_PATH}"),
+            ("x-robots-tag", AI_REFUSED_ROBOTS),
         ]
     return fields
 
 
-NOAI_ROBOTS_TAG = "noai, noimageai"
-"""The `X-Robots-Tag` value crawler tools read as "no AI training" (text and images)."""
+def site_default_signals() -> AuthorSignals:
+    """The signals of an author the ledger does not know: the site's own statement.
 
-
-def x_robots_tag(signals: AuthorSignals) -> str | None:
-    """`X-Robots-Tag` for content by one author: `noai, noimageai` where the author refused
-    AI training (`train-ai=n`), else none.
-
-    1. Tools such as Spawning's `datadiligence` read `noai`/`noimageai` and ignore
-       `Content-Usage`, so a refusal is repeated in their vocabulary.
-    2. Only an explicit `train-ai=n` writes it: an unknown `train-ai` is already covered
-       by `tdm-reservation: 1`, and `noai` says more than the author did.
+    1. AIPREF: `SITE_DEFAULT_PREFERENCES`, the robots.txt rule for every crawlable path.
+    2. TDMRep: rights reserved, as `/.well-known/tdmrep.json` says for every path.
+    3. No intents: there is no author's choice to describe.
+    Restating the site-wide default is no guess about the stranger: it is what a crawler
+    already reads in robots.txt and tdmrep.json, now on the page itself.
     """
-    return NOAI_ROBOTS_TAG if signals.aipref.get("train-ai") == "n" else None
+    preferences = dict(SITE_DEFAULT_PREFERENCES)
+    return AuthorSignals(
+        content_usage=aipref_header(preferences),
+        aipref=preferences,
+        intents={},
+        tdm_reservation=tdmrep_reservation(preferences),
+    )
+
+
+_META_NAMES = {
+    "x-robots-tag": "robots",
+    "tdm-reservation": "tdm-reservation",
+    "tdm-policy": "tdm-policy",
+}
+"""Header field -> the HTML meta name that carries the same statement (`Content-Usage` has
+no HTML form in draft-ietf-aipref-attach-05)."""
+
+
+def meta_tags(fields: Sequence[tuple[str, str]]) -> str:
+    """The HTML `<meta>` elements stating the same as the header `fields`, one per line.
+
+    1. `x-robots-tag` becomes `<meta name="robots" content="noai, noimageai">`.
+    2. `tdm-reservation` and `tdm-policy` keep their names (TDMRep "HTML meta").
+    3. `content-usage` has no meta form and is left out; no field, no element ("").
+    """
+    lines = []
+    for name, value in fields:
+        meta = _META_NAMES.get(name)
+        if meta is not None:
+            lines.append(f"<meta name={quoteattr(meta)} content={quoteattr(value)}>")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def signals_etag(fields: Sequence[tuple[str, str]], representation: str) -> str:
+    """A strong entity tag for a representation of the header `fields`.
+
+    1. The representation (`json`, `html`) and each field's name and value, separated by
+       bytes no field holds (0x00, 0x01), are hashed with SHA-256.
+    2. The first 16 bytes, hex, in double quotes: equal fields give equal tags, and a body
+       that is a function of the fields (every public signals body is) changes only with them.
+    """
+    digest = hashlib.sha256(representation.encode("ascii"))
+    for name, value in fields:
+        digest.update(b"\x00" + name.encode("ascii") + b"\x01" + value.encode("utf-8"))
+    return f'"{digest.hexdigest()[:32]}"'
+
+
+def cache_max_age(configured_seconds: int, revocation_sla: Duration, now: datetime) -> int:
+    """How long a cache may keep an answer about an author's preferences, in seconds.
+
+    1. The revocation SLA in force now, as seconds from `now` (calendar months counted on
+       the calendar): an opt-out must reach everyone within it, so a cached "allowed" may
+       not live longer.
+    2. The smaller of that and `configured_seconds` (`CONSENTRY_SIGNALS_MAX_AGE`), never
+       below 0.
+    """
+    sla_seconds = int((revocation_sla.add_to(now) - now.astimezone(UTC)).total_seconds())
+    return max(0, min(configured_seconds, sla_seconds))

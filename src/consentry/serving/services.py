@@ -14,6 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from consentry.audit.policy_history import published_versions
+from consentry.engine.lake import Lake
+from consentry.engine.post_authors import PostAuthors
 from consentry.errors import ConsentryError
 from consentry.keys import Keyring
 from consentry.ledger.group import GroupCommitter
@@ -72,6 +74,8 @@ class Services:
     committer: GroupCommitter
     """Consent changes of concurrent requests, committed together (`consentry.ledger.group`)."""
     published: PublishedVersions
+    post_authors: PostAuthors
+    """Post -> author from the lake's live `posts` snapshot (the public signals per post)."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -88,6 +92,7 @@ class Services:
             platform_secret=keyring.platform_secret,
             committer=GroupCommitter(ledger),
             published=PublishedVersions(store),
+            post_authors=PostAuthors(Lake(settings.lake_dir)),
         )
 
 

@@ -1,0 +1,303 @@
+"""Benchmark: the public signals endpoint, per post and per author, through the ASGI app.
+
+Not a test: nothing is asserted. Run (issue target: >= 5,000 lookups/s on this machine):
+
+    .venv/bin/python bench/public_signals.py [--users 20000] [--posts 200000]
+        [--requests 20000] [--concurrency 8] [--seed 7]
+
+1. Build a temporary home (`init_home`): `--users` subjects (`ConsentLedger.sync_subjects`)
+   with a third of them having made 1 to 3 consent choices (`import_events`), and a
+   `posts` table of `--posts` rows in the lake (authors drawn from the users, plus 2 %
+   posts of authors Consentry does not know). All generated with NumPy and Arrow.
+2. Ours: `GET /v1/public/signals/posts/{post_id}` and `GET /v1/public/signals/authors/{id}`
+   through the whole app (`create_app`: its middlewares, routing, problem handling) with
+   a real HTTP client, httpx's `AsyncClient` on an `ASGITransport`, `--concurrency`
+   requests in flight, rotating over random posts or authors; every answer must be 200.
+3. Peer: the authenticated `GET /v1/users/{id}/signals` (a user's own token), the route
+   that existed before, driven the same way.
+4. Also: building the post -> author index from the lake (rows/s), and what a DuckDB point
+   query per post over the snapshot's Parquet would cost instead (the alternative the
+   in-memory index replaces).
+Each side runs in its own process (`run_isolated`), so each peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from _common import load_note, print_table, rate, ratio, run_isolated, stopwatch
+
+PURPOSES = np.array(["ai_training_third_party", "ai_training_first_party", "business_partners"])
+REGIONS = np.array(["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "JP", "CA", "MX"])
+
+
+def build_home(home: Path, users: int, posts: int, seed: int) -> None:
+    """A home with `users` subjects, some consent history and `posts` posts in the lake."""
+    from consentry.cli.admin import init_home
+    from consentry.engine.lake import Lake
+    from consentry.keys import Keyring
+    from consentry.ledger.service import ConsentLedger
+    from consentry.policy import load_policy
+    from consentry.schema import arrow_schema
+    from consentry.settings import Settings
+    from consentry.store import open_store
+
+    settings = Settings(home=home)
+    init_home(settings)
+    rng = np.random.default_rng(seed)
+    utc = pa.timestamp("us", tz="UTC")
+    ids = _ids("u", users)
+    first_day = (date(1950, 1, 1) - date(1970, 1, 1)).days
+    last_day = (date(2012, 1, 1) - date(1970, 1, 1)).days
+    subjects = pa.table(
+        {
+            "user_id": ids,
+            "created_at": pa.array(
+                np.full(users, int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1e6)), utc
+            ),
+            "region": pa.array(REGIONS[rng.integers(0, len(REGIONS), users)]),
+            "birth_date": pa.array(
+                rng.integers(first_day, last_day, users).astype(np.int32),
+                pa.date32(),
+                mask=rng.random(users) < 0.05,
+            ),
+            "protected": pa.array(rng.random(users) < 0.08),
+            "deactivated_at": pa.nulls(users, utc),
+            "deleted_at": pa.nulls(users, utc),
+        }
+    )
+    choosers = np.flatnonzero(rng.random(users) < 0.33)
+    who = np.repeat(choosers, rng.integers(1, 4, len(choosers)))
+    n = len(who)
+    start = int(datetime(2024, 11, 15, tzinfo=UTC).timestamp() * 1e6)
+    events = pa.table(
+        {
+            "event_id": _ids("seed-", n),
+            "user_id": ids.take(pa.array(who)),
+            "purpose": pa.array(PURPOSES[rng.integers(0, 3, n)]),
+            "choice": pa.array(np.where(rng.random(n) < 0.5, "allow", "deny")),
+            "at": pa.array(start + rng.integers(0, 180 * 86_400 * 10**6, n), utc),
+            "source": pa.array(np.full(n, "settings")),
+        }
+    )
+    store = open_store(settings.resolved_database_url)
+    try:
+        ledger = ConsentLedger(store, load_policy(settings.policy_file), Keyring.for_home(home))
+        ledger.sync_subjects(subjects)
+        ledger.import_events(events)
+    finally:
+        store.close()
+    # 2 % of the posts are by authors Consentry was never told about.
+    authors = ids.take(pa.array(rng.integers(0, users, posts)))
+    strangers = rng.random(posts) < 0.02
+    authors = pc.if_else(pa.array(strangers), _ids("stranger-", posts), authors)
+    table = pa.table(
+        {
+            "post_id": _ids("p", posts),
+            "author_id": authors,
+            "created_at": pa.array(np.full(posts, start), utc),
+            "text": pa.array(np.full(posts, "a post")),
+            "visibility": pa.array(np.full(posts, "public")),
+            "lang": pa.nulls(posts, pa.string()),
+            "deleted_at": pa.nulls(posts, utc),
+        },
+        schema=arrow_schema("posts"),
+    )
+    Lake(settings.lake_dir).write_arrow("posts", table)
+
+
+def _ids(prefix: str, n: int) -> pa.Array:
+    return pc.binary_join_element_wise(
+        prefix, pc.cast(pa.array(np.arange(n, dtype=np.int64) + 10**9), pa.string()), ""
+    )
+
+
+def drive(home: str, kind: str, requests: int, concurrency: int, seed: int) -> dict[str, Any]:
+    """Run `requests` lookups of `kind` through the app; their count, seconds and statuses.
+
+    `kind`: `post` or `author` (public, no token) or `peer` (the authenticated route)."""
+    import httpx
+
+    from consentry.api.app import create_app
+    from consentry.keys import Keyring
+    from consentry.serving.auth import issue_token
+    from consentry.settings import Settings
+
+    settings = Settings(home=Path(home))
+    app = create_app(settings)
+    svc = app.state.services
+    users = [
+        r[0] for r in svc.store.engine.connect().exec_driver_sql("SELECT user_id FROM subjects")
+    ]
+    rng = np.random.default_rng(seed)
+    posts = svc.post_authors.index()
+    if kind == "floor":
+        paths = ["/.well-known/gpc.json"] * requests
+        headers: list[dict[str, str]] = [{}] * requests
+    elif kind == "post":
+        chosen = rng.integers(0, len(posts), requests)
+        paths = [f"/v1/public/signals/posts/{posts.post_ids[i].decode()}" for i in chosen]
+        headers = [{}] * requests
+    else:
+        picks = [users[i] for i in rng.integers(0, len(users), requests)]
+        if kind == "author":
+            paths = [f"/v1/public/signals/authors/{u}" for u in picks]
+            headers = [{}] * requests
+        else:
+            secret = Keyring.for_home(settings.home).platform_secret
+            tokens = {u: issue_token(secret, u, "user") for u in set(picks)}
+            paths = [f"/v1/users/{u}/signals" for u in picks]
+            headers = [{"Authorization": f"Bearer {tokens[u]}"} for u in picks]
+
+    async def run() -> tuple[float, float, dict[int, int]]:
+        statuses: dict[int, int] = {}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for i in range(min(200, requests)):  # warm up
+                await client.get(paths[i], headers=headers[i])
+
+            async def worker(start: int) -> None:
+                for i in range(start, requests, concurrency):
+                    response = await client.get(paths[i], headers=headers[i])
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+            cpu = time.process_time()
+            with stopwatch() as sw:
+                await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return sw.seconds, time.process_time() - cpu, statuses
+
+    seconds, cpu, statuses = asyncio.run(run())
+    return {"requests": requests, "seconds": seconds, "cpu": cpu, "statuses": statuses}
+
+
+def direct(home: str, requests: int, seed: int) -> dict[str, Any]:
+    """The endpoint's own work without HTTP: post -> author -> resolved signals -> header
+    fields, as function calls (what the ASGI app adds is the difference)."""
+    from consentry.api.signals import author_signals_now
+    from consentry.ledger.signals import author_header_fields, site_default_signals
+    from consentry.serving.services import Services
+    from consentry.settings import Settings
+
+    svc = Services.build(Settings(home=Path(home)))
+    posts = svc.post_authors.index()
+    rng = np.random.default_rng(seed)
+    ids = [posts.post_ids[i].decode() for i in rng.integers(0, len(posts), requests)]
+    refused = 0
+    cpu = time.process_time()
+    with stopwatch() as sw:
+        for post_id in ids:
+            author = svc.post_authors.author_of(post_id)
+            signals = site_default_signals() if author is None else author_signals_now(svc, author)
+            refused += signals.tdm_reservation
+            author_header_fields(signals, "https://platform.example")
+    return {"requests": requests, "seconds": sw.seconds, "cpu": time.process_time() - cpu,
+            "statuses": {200: requests}, "refused": refused}  # fmt: skip
+
+
+def index_build(home: str) -> dict[str, Any]:
+    """Build the post -> author index from the lake's live snapshot; its size in bytes."""
+    from consentry.engine.lake import Lake
+    from consentry.engine.post_authors import PostAuthors
+
+    index = PostAuthors(Lake(Path(home) / "lake"))
+    with stopwatch() as sw:
+        built = index.index()
+    size = built.post_ids.nbytes + built.author_codes.nbytes + sum(map(len, built.authors))
+    return {"rows": len(built), "seconds": sw.seconds, "bytes": size}
+
+
+def duckdb_points(home: str, lookups: int, seed: int) -> dict[str, Any]:
+    """The alternative: one DuckDB point query per post over the snapshot's Parquet."""
+    import duckdb
+
+    from consentry.engine.lake import Lake
+
+    files = [str(f) for f in Lake(Path(home) / "lake").files("posts")]
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW posts AS SELECT * FROM read_parquet({files!r})")
+    rng = np.random.default_rng(seed)
+    count = con.execute("SELECT count(*) FROM posts").fetchone()[0]  # type: ignore[index]
+    ids = [f"p{10**9 + int(i)}" for i in rng.integers(0, count, lookups)]
+    with stopwatch() as sw:
+        for post_id in ids:
+            con.execute("SELECT author_id FROM posts WHERE post_id = ?", [post_id]).fetchone()
+    return {"requests": lookups, "seconds": sw.seconds}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--posts", type=int, default=200_000)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duckdb-lookups", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="consentry-signals-bench-") as tmp:
+        home = str(Path(tmp) / "home")
+        with stopwatch() as sw:
+            build_home(Path(home), args.users, args.posts, args.seed)
+        print(f"home: {args.users:,} users, {args.posts:,} posts in {sw.seconds:.1f} s")
+        print(load_note())
+
+        runs = {}
+        runs["direct"] = run_isolated(direct, home, args.requests, args.seed)
+        for kind in ("post", "author", "peer", "floor"):
+            runs[kind] = run_isolated(drive, home, kind, args.requests, args.concurrency, args.seed)
+        built = run_isolated(index_build, home)
+        points = run_isolated(duckdb_points, home, args.duckdb_lookups, args.seed)
+
+    peer_rate = rate(runs["peer"].value["requests"], runs["peer"].value["seconds"])
+    labels = {
+        "direct": "ours, no HTTP: post -> author -> signals -> fields",
+        "floor": "floor: GET /.well-known/gpc.json (no lookup)",
+        "post": "ours: GET /v1/public/signals/posts/{id}",
+        "author": "ours: GET /v1/public/signals/authors/{id}",
+        "peer": "peer: GET /v1/users/{id}/signals (token)",
+    }
+    rows: list[list[Any]] = []
+    for kind, measured in runs.items():
+        value = measured.value
+        per_second = rate(value["requests"], value["seconds"])
+        statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(value["statuses"].items()))
+        rows.append(
+            [labels[kind], value["requests"], value["seconds"], per_second,
+             rate(value["requests"], value["cpu"]), ratio(per_second, peer_rate),
+             measured.peak_rss_mib, statuses]
+        )  # fmt: skip
+    print_table(
+        f"Lookups (HTTP: the ASGI app, httpx ASGITransport, {args.concurrency} in flight)",
+        ["side", "lookups", "seconds", "lookups/s", "per CPU-s", "vs peer", "peak MiB", "statuses"],
+        rows,
+    )
+    index_rate = rate(built.value["rows"], built.value["seconds"])
+    point_rate = rate(points.value["requests"], points.value["seconds"])
+    print_table(
+        "Post -> author",
+        ["way", "rows or lookups", "seconds", "per second", "peak MiB"],
+        [
+            ["index build from the lake (rows)", built.value["rows"], built.value["seconds"],
+             index_rate, built.peak_rss_mib],
+            ["DuckDB point query per post (lookups)", points.value["requests"],
+             points.value["seconds"], point_rate, points.peak_rss_mib],
+        ],
+    )  # fmt: skip
+    print(f"index size: {built.value['bytes'] / 2**20:,.1f} MiB for {built.value['rows']:,} posts")
+    through_app = rate(runs["post"].value["requests"], runs["post"].value["seconds"])
+    no_http = rate(runs["direct"].value["requests"], runs["direct"].value["seconds"])
+    print(f"per post, lookups/s: {through_app:,.0f} through the app, {no_http:,.0f} without HTTP")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Post -> author, answered from memory for the lake's live `posts` snapshot.
+
+The public signals endpoint answers per post (`/v1/public/signals/posts/{post_id}`) at the
+rate a platform's pages are served, so the author of a post must be found in microseconds,
+not by a query over Parquet (a DuckDB point query over the snapshot costs milliseconds).
+A post's author never changes, so a map built from one snapshot stays right for every post
+that snapshot holds; a new snapshot (an import, a retention purge) is picked up when the
+`CURRENT` pointer moves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from consentry.engine.lake import Lake
+
+__all__ = ["PostAuthorIndex", "PostAuthors"]
+
+POSTS = "posts"
+
+
+@dataclass(frozen=True, slots=True)
+class PostAuthorIndex:
+    """One snapshot's post -> author map, compact: post ids as sorted UTF-8 bytes, each
+    with the number of its author in `authors` (about 4 bytes per post more than the ids)."""
+
+    snapshot: Path | None
+    post_ids: npt.NDArray[np.bytes_]
+    author_codes: npt.NDArray[np.int32]
+    authors: tuple[str, ...]
+
+    @classmethod
+    def empty(cls) -> PostAuthorIndex:
+        return cls(None, np.array([], dtype="S1"), np.array([], dtype=np.int32), ())
+
+    @classmethod
+    def build(cls, snapshot: Path | None, files: list[Path]) -> PostAuthorIndex:
+        """Read `post_id` and `author_id` of `files` (one snapshot's parts) into an index.
+
+        1. Authors are dictionary-encoded: each post keeps the number of its author.
+        2. Post ids are sorted (as UTF-8 bytes), so a lookup is a binary search.
+        """
+        if not files:
+            return cls(snapshot, np.array([], dtype="S1"), np.array([], dtype=np.int32), ())
+        table = pq.read_table([str(f) for f in files], columns=["post_id", "author_id"])
+        post_ids = table.column("post_id").combine_chunks().cast(pa.binary())
+        encoded = table.column("author_id").combine_chunks().dictionary_encode()
+        order = pc.sort_indices(post_ids)
+        ids = np.array(post_ids.take(order).to_pylist(), dtype=np.bytes_)
+        codes = encoded.indices.take(order).to_numpy(zero_copy_only=False).astype(np.int32)
+        return cls(snapshot, ids, codes, tuple(encoded.dictionary.to_pylist()))
+
+    def author_of(self, post_id: str) -> str | None:
+        """The author of `post_id`, or None when this snapshot has no such post."""
+        if not len(self.post_ids):
+            return None
+        key = post_id.encode("utf-8")
+        # numpy's fixed-width bytes drop trailing NULs: such an id would match wrongly.
+        if key.endswith(b"\x00"):
+            return None
+        i = int(np.searchsorted(self.post_ids, key))
+        if i < len(self.post_ids) and self.post_ids[i] == key:
+            return self.authors[int(self.author_codes[i])]
+        return None
+
+    def __len__(self) -> int:
+        return len(self.post_ids)
+
+
+class PostAuthors:
+    """`author_of(post_id)` for the lake's live `posts` snapshot, rebuilt when it changes.
+
+    1. The live snapshot is looked up (the `CURRENT` pointer read) at most once every
+       `recheck_seconds`; a lookup in between uses the index it has.
+    2. When the snapshot differs from the indexed one, the index is rebuilt from the new
+       snapshot's parts (one thread builds; the others keep the old index meanwhile).
+    3. A post the index does not hold (not imported yet, purged, never existed) has no
+       author: None.
+    """
+
+    def __init__(self, lake: Lake, *, recheck_seconds: float = 1.0) -> None:
+        self.lake = lake
+        self.recheck_seconds = recheck_seconds
+        self._index = PostAuthorIndex.empty()
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        """True when the next lookup looks at the live snapshot again (and may rebuild the
+        index: a caller on an event loop runs that lookup in a thread)."""
+        return time.monotonic() - self._checked >= self.recheck_seconds
+
+    def index(self) -> PostAuthorIndex:
+        """The index of the live snapshot (as of at most `recheck_seconds` ago)."""
+        now = time.monotonic()
+        if now - self._checked < self.recheck_seconds:
+            return self._index
+        with self._lock:
+            if now - self._checked < self.recheck_seconds:
+                return self._index
+            snapshot = self.lake.snapshot_dir(POSTS) if self.lake.exists(POSTS) else None
+            if snapshot != self._index.snapshot:
+                parts = sorted(snapshot.glob("part-*.parquet")) if snapshot else []
+                try:
+                    self._index = PostAuthorIndex.build(snapshot, parts)
+                except FileNotFoundError:
+                    # A newer snapshot replaced this one while it was read: keep the old
+                    # index and look again on the next lookup.
+                    return self._index
+            self._checked = time.monotonic()
+            return self._index
+
+    def author_of(self, post_id: str) -> str | None:
+        """The author of `post_id` in the live snapshot; None when it holds no such post."""
+        return self.index().author_of(post_id)
