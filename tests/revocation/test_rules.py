@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consentry.errors import BadInput
@@ -26,7 +26,8 @@ from consentry.revocation import (
     parse_receipt_ids,
     status_of,
 )
-from consentry.revocation.job import _ranks_of
+from consentry.revocation.job import DENIAL_STARTS, _ranks_of
+from consentry.revocation.rules import denial_started
 from consentry.settings import Settings
 
 KEY = b"k" * 32
@@ -145,3 +146,67 @@ def test_the_arrow_digest_equals_the_python_one(lines: list[str], pieces: int) -
     expected = lines_digest(lines)
     assert lines_digest_arrow(chunked) == expected
     assert lines_digest_arrow(pa.array(lines, pa.string())) == expected
+
+
+_T0 = datetime(2025, 1, 1, tzinfo=UTC)
+_EVENT = st.tuples(
+    st.sampled_from(["u1", "u2", "u3"]),
+    st.integers(min_value=0, max_value=6),  # few instants: ties and edges are common
+    st.sampled_from(["allow", "deny"]),
+    st.sampled_from(["ai_training_third_party", "other"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=st.lists(_EVENT, max_size=12), as_of=st.integers(min_value=0, max_value=6))
+@example(events=[("u1", 2, "deny", "ai_training_third_party")], as_of=2)  # at the as-of instant
+@example(
+    events=[
+        ("u1", 1, "allow", "ai_training_third_party"),
+        ("u1", 1, "deny", "ai_training_third_party"),
+    ],
+    as_of=3,
+)  # a deny at the instant of the last allow does not start a run
+@example(
+    events=[
+        ("u1", 1, "deny", "ai_training_third_party"),
+        ("u1", 2, "allow", "ai_training_third_party"),
+        ("u1", 3, "deny", "ai_training_third_party"),
+        ("u1", 4, "deny", "ai_training_third_party"),
+    ],
+    as_of=5,
+)  # the run starts after the last allow, at its first deny
+def test_denial_starts_sql_is_the_rule(events: list[tuple[str, int, str, str]], as_of: int) -> None:
+    """The revocation job's SQL kernel (`DENIAL_STARTS`) gives every author the instant
+    `denial_started` gives them, on DuckDB."""
+    import duckdb
+
+    at = _T0 + timedelta(hours=as_of)
+    table = pa.table(
+        {
+            "user_id": pa.array([e[0] for e in events], pa.string()),
+            "purpose": pa.array([e[3] for e in events], pa.string()),
+            "choice": pa.array([e[2] for e in events], pa.string()),
+            "at": pa.array(
+                [_T0 + timedelta(hours=e[1]) for e in events], pa.timestamp("us", "UTC")
+            ),
+        }
+    )
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("ledger_events", table)
+    sql = DENIAL_STARTS.format(
+        events="ledger_events", purpose="'ai_training_third_party'", at=f"'{at.isoformat()}'"
+    )
+    got = dict(con.execute(sql).fetchall())
+    want: dict[str, datetime] = {}
+    for user in {e[0] for e in events}:
+        mine = [
+            (_T0 + timedelta(hours=h), choice)
+            for u, h, choice, purpose in events
+            if u == user and purpose == "ai_training_third_party"
+        ]
+        start = denial_started(mine, at)
+        if start is not None:
+            want[user] = start
+    assert got == want

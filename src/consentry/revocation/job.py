@@ -28,6 +28,7 @@ from consentry.policy import PolicyFile
 __all__ = [
     "CANDIDATE_SCHEMA",
     "DELIVERIES_SCHEMA",
+    "DENIAL_STARTS",
     "Candidates",
     "lineage_of_posts",
     "revocation_candidates",
@@ -199,20 +200,27 @@ the lake, and this keeps it about 0.5 GB smaller at 10M posts (no spill at a 1 G
 _REASON_NAMES = "[" + ", ".join(_quote(r.value) for r in REASON_ORDER) + "]"
 """The codes of `_REASON_CODE` back to reason names (a list literal, 1-based)."""
 
-_STATUS = """
-CREATE TEMP VIEW {status} AS
+DENIAL_STARTS = """
 WITH ev AS (
     SELECT user_id, choice, "at" FROM {events}
     WHERE purpose = {purpose} AND "at" <= {at}::TIMESTAMPTZ
 ),
 allowed AS (
     SELECT user_id, max("at") AS last_allow FROM ev WHERE choice = 'allow' GROUP BY user_id
-),
-deny_start AS (
-    SELECT ev.user_id, min(ev."at") AS start
-    FROM ev LEFT JOIN allowed USING (user_id)
-    WHERE ev.choice = 'deny' AND (allowed.last_allow IS NULL OR ev."at" > allowed.last_allow)
-    GROUP BY ev.user_id
+)
+SELECT ev.user_id, min(ev."at") AS start
+FROM ev LEFT JOIN allowed USING (user_id)
+WHERE ev.choice = 'deny' AND (allowed.last_allow IS NULL OR ev."at" > allowed.last_allow)
+GROUP BY ev.user_id
+"""
+"""Per author, when their current refusal of `purpose` began as of `at`: the rule
+`consentry.revocation.rules.denial_started` for every author at once (held to it by
+test_denial_starts_sql_is_the_rule, tests/revocation/test_rules.py)."""
+
+_STATUS = """
+CREATE TEMP VIEW {status} AS
+WITH deny_start AS (
+{denial_starts}
 )
 SELECT e.post_id, {reason_code} AS reason,
        least(
@@ -389,8 +397,11 @@ def revocation_candidates(
         backend.create_view(names["evaluated"], checked, overwrite=True)
         duck.execute(
             _STATUS.format(
-                purpose=_quote(scope.purpose),
-                at=_quote(as_of.isoformat()),
+                denial_starts=DENIAL_STARTS.format(
+                    events=names["events"],
+                    purpose=_quote(scope.purpose),
+                    at=_quote(as_of.isoformat()),
+                ),
                 reason_code=_REASON_CODE,
                 **names,
             )

@@ -34,6 +34,7 @@ __all__ = [
     "ExtraReason",
     "RevocationStatus",
     "decode_cursor",
+    "denial_started",
     "due_at",
     "encode_cursor",
     "lines_digest",
@@ -75,6 +76,27 @@ class RevocationStatus(StrEnum):
     """No receipt and the deadline has passed."""
     CONFIRMED = "confirmed"
     """The licensee confirmed the deletion."""
+
+
+def denial_started(events: Iterable[tuple[datetime, str]], at: datetime) -> datetime | None:
+    """When an author's current refusal of a purpose began, as of `at` (the `since` of a
+    revocation for denied consent).
+
+    1. Only the author's events for the purpose at or before `at` count.
+    2. The current run of denials is the deny events strictly after the last allow event
+       (all deny events when there is no allow).
+    3. Its start is the earliest of them; None when the run is empty (the latest choice is
+       allow, or there are no events), and the decision's own `since` is used instead.
+    The revocation job evaluates this in SQL for every author at once (`DENIAL_STARTS` in
+    `consentry.revocation.job`), held to this function by
+    test_denial_starts_sql_is_the_rule (tests/revocation/test_rules.py).
+    """
+    counted = [(t, choice) for t, choice in events if t <= at]
+    last_allow = max((t for t, choice in counted if choice == "allow"), default=None)
+    run = [
+        t for t, choice in counted if choice == "deny" and (last_allow is None or t > last_allow)
+    ]
+    return min(run, default=None)
 
 
 def due_at(policy: PolicyFile, revoked_at: datetime) -> datetime:
