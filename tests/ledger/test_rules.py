@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -117,6 +118,28 @@ def test_coming_of_age(birth: date, adult: datetime) -> None:
     assert adult_from(birth, 18) == adult
     assert is_minor(birth, adult - timedelta(microseconds=1))
     assert not is_minor(birth, adult)
+
+
+@pytest.mark.parametrize(
+    ("born", "majority"),
+    [(2000, 1), (2000, 4), (2000, 100), (2000, 400), (1896, 4), (1896, 104), (2096, 4)],
+)
+def test_a_29_february_birthday_comes_of_age_on_the_gregorian_leap_rule(
+    born: int, majority: int
+) -> None:
+    """Majority falls on 29 Feb exactly when the year of majority is a Gregorian leap year
+    (divisible by 4, and not by 100 unless by 400), otherwise on 28 Feb; the cutoff agrees:
+    on 28 Feb of a common year the latest adult birth date is 29 Feb when that day exists."""
+    year = born + majority
+    expected = 29 if calendar.isleap(year) else 28
+    assert adult_from(date(born, 2, 29), majority) == datetime(year, 2, expected, tzinfo=UTC)
+    at = datetime(year, 2, 28, tzinfo=UTC)
+    latest = 29 if calendar.isleap(born) and not calendar.isleap(year) else 28
+    assert minor_birth_cutoff(at, majority) == date(born, 2, latest)
+    if calendar.isleap(year):
+        assert minor_birth_cutoff(datetime(year, 2, 29, tzinfo=UTC), majority) == date(born, 2, 29)
+    elif calendar.isleap(born):
+        assert minor_birth_cutoff(datetime(year, 3, 1, tzinfo=UTC), majority) == date(born, 3, 1)
 
 
 @settings(max_examples=400)
