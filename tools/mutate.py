@@ -106,30 +106,49 @@ def mutant_globs(modules: list[str]) -> list[str]:
     return globs
 
 
+def package_root(package: str) -> Path:
+    """build/mutate/<package>-root, where mutmut runs for one package.
+
+    Its src, tests and pyproject.toml are links to the repository's, and its `mutants` (mutmut's
+    working directory) is a link to build/mutate/<package>: packages can run side by side.
+    """
+    root = WORK / f"{package}-root"
+    root.mkdir(parents=True, exist_ok=True)
+    (WORK / package).mkdir(parents=True, exist_ok=True)
+    for name, target in [
+        ("src", ROOT / "src"),
+        ("tests", ROOT / "tests"),
+        ("pyproject.toml", ROOT / "pyproject.toml"),
+        ("mutants", WORK / package),
+    ]:
+        link = root / name
+        if not link.is_symlink():
+            link.symlink_to(target, target_is_directory=target.is_dir())
+    return root
+
+
 @contextmanager
-def package_workdir(package: str) -> Iterator[Path]:
-    """Make ROOT/mutants point at build/mutate/<package> for as long as the block runs."""
-    target = WORK / package
-    target.mkdir(parents=True, exist_ok=True)
-    link = ROOT / "mutants"
-    if link.is_symlink():
-        link.unlink()
-    elif link.exists():
-        raise SystemExit(f"{link} exists and is not a symlink: move it away first")
-    link.symlink_to(target, target_is_directory=True)
+def in_package_root(package: str) -> Iterator[Path]:
+    """Work in the package's root for as long as the block runs."""
+    before = Path.cwd()
+    root = package_root(package)
+    os.chdir(root)
     try:
-        yield target
+        yield root
     finally:
-        link.unlink()
+        os.chdir(before)
 
 
-def run_package(package: str, max_children: int, timeout: float) -> tuple[float, int]:
+def run_package(
+    package: str, max_children: int, timeout: float, survivors: bool = False
+) -> tuple[float, int]:
     """Run mutmut for one package in a child process; its duration in seconds and exit code."""
     env = dict(os.environ, HYPOTHESIS_PROFILE="mutate", PYTHONHASHSEED="0")
-    log = WORK / f"{package}.log"
+    log = WORK / f"{package}{'-survivors' if survivors else ''}.log"
     start = time.monotonic()
-    with package_workdir(package), log.open("w") as out:
+    with log.open("w") as out:
         cmd = [sys.executable, __file__, "_package", package, "--max-children", str(max_children)]
+        cmd += ["--survivors"] if survivors else []
         try:
             code = subprocess.run(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
@@ -139,9 +158,21 @@ def run_package(package: str, max_children: int, timeout: float) -> tuple[float,
     return time.monotonic() - start, code
 
 
-def _package_main(package: str, max_children: int) -> None:
+def _survivors(package: str) -> list[str]:
+    """The mutants of the package's last run that survived (or found no test)."""
+    from mutmut.mutation.data import SourceFileMutationData
+
+    names: list[str] = []
+    for module in modules_by_package()[package]:
+        data = SourceFileMutationData(path=module)
+        data.load()
+        names += [n for n, c in data.exit_code_by_key.items() if c in SURVIVED | NO_TESTS]
+    return names
+
+
+def _package_main(package: str, max_children: int, survivors: bool = False) -> None:
     """Inside the child: configure mutmut for one package and run it (step 1)."""
-    os.chdir(ROOT)
+    os.chdir(package_root(package))
     from mutmut import __main__ as mutmut_main
     from mutmut import configuration
 
@@ -160,7 +191,13 @@ def _package_main(package: str, max_children: int) -> None:
     # Without names mutmut resumes: a mutant with a result is not run again (unless its
     # function changed); with names (a function filter) every named mutant runs.
     filtered = any(m in function_filters() for m in modules)
-    mutmut_main._run(mutant_globs(modules) if filtered else [], max_children)
+    names = mutant_globs(modules) if filtered else []
+    if survivors:
+        # After new tests: run again only what survived, against the current tests.
+        names = _survivors(package)
+        if not names:
+            return
+    mutmut_main._run(names, max_children)
 
 
 def _status(code: int | None) -> str:
@@ -195,13 +232,8 @@ def _mutant_source(package: str, module: str, name: str, def_line: int) -> tuple
     """The source line a mutant changes, its diff, and the mutated line (read in its workdir)."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    with package_workdir(package):
-        cwd = Path.cwd()
-        os.chdir(ROOT)
-        try:
-            diff = get_diff_for_mutant(name, path=Path(module).relative_to("."))
-        finally:
-            os.chdir(cwd)
+    with in_package_root(package):
+        diff = get_diff_for_mutant(name, path=Path(module))
     offset, mutated, index = 0, "", 0
     for raw in diff.splitlines():
         if raw.startswith(("---", "+++")):
@@ -238,9 +270,9 @@ def collect(packages: list[str]) -> list[Mutant]:
             meta = WORK / package / (module + ".meta")
             if not meta.exists():
                 continue
-            data = SourceFileMutationData(path=module)
-            data.meta_path = meta
-            data.load()
+            with in_package_root(package):
+                data = SourceFileMutationData(path=module)
+                data.load()
             globs = mutant_globs([module])
             def_lines = _def_lines(module)
             for name, code in sorted(data.exit_code_by_key.items()):
@@ -339,31 +371,43 @@ def main(argv: list[str] | None = None) -> int:
     one = sub.add_parser("_package")
     one.add_argument("package")
     one.add_argument("--max-children", type=int, default=2)
+    one.add_argument("--survivors", action="store_true")
+    run.add_argument(
+        "--survivors", action="store_true", help="run again only the last run's survivors"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "_package":
-        _package_main(args.package, args.max_children)
+        _package_main(args.package, args.max_children, args.survivors)
         return 0
     packages = list(getattr(args, "packages", None) or modules_by_package())
     WORK.mkdir(parents=True, exist_ok=True)
-    runs_file = WORK / "runs.json"
-    runs: dict[str, tuple[float, int]] = {}
-    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    if runs_file.exists():
-        saved = json.loads(runs_file.read_text("utf-8"))
-        runs = {p: (d, c) for p, (d, c) in saved["runs"].items()}
-        started = saved.get("started", started)
     if args.command in (None, "run"):
         max_children = getattr(args, "max_children", os.cpu_count() or 2)
         timeout = getattr(args, "timeout", 3600.0)
-        if not runs_file.exists() or not getattr(args, "packages", None):
-            runs = {}
-            started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        survivors = bool(getattr(args, "survivors", False))
         for package in packages:
             print(f"== mutating {package}", flush=True)
-            runs[package] = run_package(package, max_children, timeout)
-            print(f"   {runs[package][0] / 60:.1f} min, exit {runs[package][1]}", flush=True)
-            runs_file.write_text(json.dumps({"started": started, "runs": runs}), "utf-8")
+            record = WORK / f"{package}.run.json"
+            started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            spent, code = run_package(package, max_children, timeout, survivors)
+            if survivors and record.exists():
+                # A survivors' run adds its time to the package's full run.
+                before = json.loads(record.read_text("utf-8"))
+                started, spent = before["started"], before["seconds"] + spent
+            record.write_text(
+                json.dumps({"started": started, "seconds": spent, "exit": code}), "utf-8"
+            )
+            print(f"   {spent / 60:.1f} min, exit {code}", flush=True)
+    runs: dict[str, tuple[float, int]] = {}
+    starts: list[str] = []
+    for package in modules_by_package():
+        record = WORK / f"{package}.run.json"
+        if record.exists():
+            saved = json.loads(record.read_text("utf-8"))
+            runs[package] = (saved["seconds"], saved["exit"])
+            starts.append(saved["started"])
+    started = min(starts) if starts else "never"
     reported = [p for p in modules_by_package() if p in runs]
     print(write_report(collect(reported), {p: runs[p] for p in reported}, started))
     print(f"report: {REPORT.relative_to(ROOT)}")
