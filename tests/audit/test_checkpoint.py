@@ -97,6 +97,9 @@ def _raw_public(key: object) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+NOT_VKEY = "checkpoint: not `name+hash+base64`"
+
+
 def _vkey_cases() -> list[tuple[str, str]]:
     key = KEY
     raw = _raw(key)
@@ -109,9 +112,9 @@ def _vkey_cases() -> list[tuple[str, str]]:
         (f"+{good_hash}+{b64(ONE + raw).decode()}", "not an Ed25519"),
         (
             f"{name}+zz{good_hash[2:]}+{b64(ONE + raw).decode()}",
-            "checkpoint: not `name+hash+base64`",
+            NOT_VKEY,
         ),
-        (f"{name}+{good_hash}+not base64!", "checkpoint: not `name+hash+base64`"),
+        (f"{name}+{good_hash}+not base64!", NOT_VKEY),
         (f"{name}+{good_hash}00+{b64(ONE + raw).decode()}", "not an Ed25519"),
         (f"{name}+{good_hash[:6]}+{b64(ONE + raw).decode()}", "not an Ed25519"),
         (f"{name}+{good_hash}+{b64(raw).decode()}", "not an Ed25519"),
