@@ -290,7 +290,9 @@ def collect(packages: list[str]) -> list[Mutant]:
     return out
 
 
-def write_report(mutants: list[Mutant], runs: dict[str, tuple[float, int]], started: str) -> str:
+def write_report(
+    mutants: list[Mutant], runs: dict[str, tuple[float, int]], starts: dict[str, str]
+) -> str:
     """docs/mutation-report.md from the mutants' results; returns the overall line."""
     counts: dict[str, Counter[str]] = {}
     for m in mutants:
@@ -313,9 +315,11 @@ def write_report(mutants: list[Mutant], runs: dict[str, tuple[float, int]], star
         "",
         "Written by `make mutate` (tools/mutate.py); how to read it: [testing.md](testing.md).",
         "",
-        f"- Run started: {started}",
+        f"- Runs started: {min(starts.values(), default='never')} (the first package)",
         f"- Duration: {duration / 60:.1f} min over {len(runs)} package(s): "
-        + ", ".join(f"{p} {d / 60:.1f} min (exit {c})" for p, (d, c) in runs.items()),
+        + "; ".join(
+            f"{p} {d / 60:.1f} min from {starts[p]} (exit {c})" for p, (d, c) in runs.items()
+        ),
         f"- mutmut {_mutmut_version()}, Hypothesis profile `mutate`, each mutant against "
         "tests/<package>/ only",
         f"- **{overall}**",
@@ -400,16 +404,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"   {spent / 60:.1f} min, exit {code}", flush=True)
     runs: dict[str, tuple[float, int]] = {}
-    starts: list[str] = []
+    starts: dict[str, str] = {}
     for package in modules_by_package():
         record = WORK / f"{package}.run.json"
         if record.exists():
             saved = json.loads(record.read_text("utf-8"))
             runs[package] = (saved["seconds"], saved["exit"])
-            starts.append(saved["started"])
-    started = min(starts) if starts else "never"
+            starts[package] = saved["started"]
     reported = [p for p in modules_by_package() if p in runs]
-    print(write_report(collect(reported), {p: runs[p] for p in reported}, started))
+    print(write_report(collect(reported), {p: runs[p] for p in reported}, starts))
     print(f"report: {REPORT.relative_to(ROOT)}")
     return 0
 
