@@ -10,8 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consentry.ledger.bulk import DECISION_COLUMNS, resolve_consent_bulk
-from consentry.ledger.rules import LatestChoice, SubjectFacts, resolve_consent
-from consentry.ledger.rules import minor_birth_cutoff
+from consentry.ledger.rules import LatestChoice, SubjectFacts, minor_birth_cutoff, resolve_consent
 from consentry.policy import Choice, PolicyFile, load_policy, parse_policy
 from consentry.settings import DEFAULT_POLICY_FILE
 
