@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import Phase
 from hypothesis import settings as hypothesis_settings
 
 from consentry.settings import Settings
@@ -19,10 +20,16 @@ os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON", "python
 
 # Mutation runs (`make mutate`, docs/testing.md) set HYPOTHESIS_PROFILE=mutate: every mutant
 # then meets the same examples (derandomize), so a survivor is a fact about the tests and not
-# about a seed, and no property test runs more than MUTATE_MAX_EXAMPLES of them.
+# about a seed, and no property test runs more than MUTATE_MAX_EXAMPLES of them. A failure is
+# not shrunk: a mutant only needs to fail, and shrinking would take longer than the tests.
 MUTATE_MAX_EXAMPLES = 50
 hypothesis_settings.register_profile(
-    "mutate", max_examples=MUTATE_MAX_EXAMPLES, derandomize=True, deadline=None, database=None
+    "mutate",
+    max_examples=MUTATE_MAX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 if os.environ.get("HYPOTHESIS_PROFILE"):
     hypothesis_settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])

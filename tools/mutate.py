@@ -159,14 +159,14 @@ def run_package(
 
 
 def _survivors(package: str) -> list[str]:
-    """The mutants of the package's last run that survived (or found no test)."""
+    """The mutants of the package's last run that survived, found no test or timed out."""
     from mutmut.mutation.data import SourceFileMutationData
 
     names: list[str] = []
     for module in modules_by_package()[package]:
         data = SourceFileMutationData(path=module)
         data.load()
-        names += [n for n, c in data.exit_code_by_key.items() if c in SURVIVED | NO_TESTS]
+        names += [n for n, c in data.exit_code_by_key.items() if c in SURVIVED | NO_TESTS | TIMEOUT]
     return names
 
 
