@@ -188,6 +188,20 @@ def _package_main(package: str, max_children: int, survivors: bool = False) -> N
         pytest_add_cli_args_test_selection=[f"tests/{package}"],
         type_check_command=mypy,
     )
+    # Fresh stats on every run: they run the package's tests once on the unmutated code (a
+    # failing test stops the run), which makes mutmut's second full pass over the same
+    # tests ("clean tests") redundant; on a loaded machine it costs minutes per package.
+    (Path("mutants") / "mutmut-stats.json").unlink(missing_ok=True)
+    from mutmut.workers import isolation
+
+    make_runner = isolation.get_mutant_runner
+
+    def runner_without_clean_pass(max_workers: int = 1) -> isolation.MutantRunner:
+        runner = make_runner(max_workers)
+        runner.run_clean_tests = lambda tests: 0  # type: ignore[method-assign]
+        return runner
+
+    mutmut_main.get_mutant_runner = runner_without_clean_pass  # type: ignore[attr-defined,unused-ignore]
     # Without names mutmut resumes: a mutant with a result is not run again (unless its
     # function changed); with names (a function filter) every named mutant runs.
     filtered = any(m in function_filters() for m in modules)
