@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import fnmatch
 import json
 import os
@@ -173,6 +174,12 @@ def _survivors(package: str) -> list[str]:
 def _package_main(package: str, max_children: int, survivors: bool = False) -> None:
     """Inside the child: configure mutmut for one package and run it (step 1)."""
     os.chdir(package_root(package))
+    # One run per package at a time: a second would write into the same mutants directory.
+    lock = (WORK / f"{package}.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"{package} is being mutated by another run") from None
     from mutmut import __main__ as mutmut_main
     from mutmut import configuration
 
