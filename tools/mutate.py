@@ -328,7 +328,10 @@ def write_report(
     killed = total["killed"] + total["timeout"]
     share = 100.0 * killed / considered if considered else 0.0
     duration = sum(d for d, _ in runs.values())
-    overall = f"{killed} of {considered} checked non-equivalent mutants killed ({share:.1f} %)"
+    overall = (
+        f"{killed} of {considered} checked non-equivalent mutants killed ({share:.1f} %; "
+        f"{total['timeout']} of them by a timeout)"
+    )
     if total["not checked"]:
         overall += f"; {total['not checked']} not checked"
     lines = [
