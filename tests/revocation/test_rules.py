@@ -257,3 +257,35 @@ def test_the_lines_digest_is_sha256_of_the_sorted_lines() -> None:
     assert lines_digest(["c", "a", "b"]) == expected
     assert lines_digest_arrow(pa.array(["c", "a", "b"])) == expected
     assert lines_digest_arrow(pa.array([], pa.string())) == hashlib.sha256(b"").hexdigest()
+
+
+def test_a_cursor_ending_in_any_base64url_character_reads_back() -> None:
+    """Only the `=` padding is stripped from a token, never a character of its alphabet."""
+    licensee = "0123456789abcdef"
+    last = {}
+    for seq in range(400):
+        token = encode_cursor(Cursor(licensee, seq), KEY)
+        last.setdefault(token[-1], (seq, token))
+    assert len(last) > 40
+    for seq, token in last.values():
+        assert decode_cursor(token, KEY, licensee) == Cursor(licensee, seq)
+
+
+def test_a_refused_cursor_names_the_query_parameter() -> None:
+    with pytest.raises(BadInput) as caught:
+        decode_cursor("abc!", KEY, "0123456789abcdef")
+    (problem,) = caught.value.problems
+    assert (problem.location, problem.row, problem.field) == ("query", None, "cursor")
+
+
+def test_a_refused_receipt_names_the_request_body_and_what_a_record_id_is() -> None:
+    with pytest.raises(BadInput) as caught:
+        parse_receipt_ids(["nope"])
+    (problem,) = caught.value.problems
+    assert (problem.location, problem.field) == ("request body", "record_ids[0]")
+    assert (
+        problem.message == "not a record id (64 lower-case hex digits, as in the delivered files)"
+    )
+    with pytest.raises(BadInput) as where:
+        parse_receipt_ids(["nope"], location="receipts.json")
+    assert where.value.problems[0].location == "receipts.json"
