@@ -262,7 +262,7 @@ def test_the_lines_digest_is_sha256_of_the_sorted_lines() -> None:
 def test_a_cursor_ending_in_any_base64url_character_reads_back() -> None:
     """Only the `=` padding is stripped from a token, never a character of its alphabet."""
     licensee = "0123456789abcdef"
-    last = {}
+    last: dict[str, tuple[int, str]] = {}
     for seq in range(400):
         token = encode_cursor(Cursor(licensee, seq), KEY)
         last.setdefault(token[-1], (seq, token))
