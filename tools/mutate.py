@@ -353,8 +353,8 @@ def write_report(
     ]
     for module, c in counts.items():
         n = sum(c.values()) - c["equivalent"] - c["not checked"]
-        pct = 100.0 * (c["killed"] + c["timeout"]) / n if n else 100.0
-        lines.append(f"| {module} | " + " | ".join(str(c[k]) for k in columns) + f" | {pct:.1f} |")
+        pct = f"{100.0 * (c['killed'] + c['timeout']) / n:.1f}" if n else "—"
+        lines.append(f"| {module} | " + " | ".join(str(c[k]) for k in columns) + f" | {pct} |")
     lines += ["", "## Survivors", ""]
     left = [
         m for m in mutants if m.status not in {"killed", "timeout", "equivalent", "not checked"}
