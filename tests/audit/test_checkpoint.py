@@ -200,3 +200,11 @@ def test_a_key_hash_selects_only_its_line() -> None:
     text = _note(_body(), _line("log", b"\x08" * 4))
     with pytest.raises(BadInput, match="no signature line of its origin"):
         parse_signed_checkpoint(text, key_hash=b"\x09" * 4)
+
+
+def test_a_verifier_key_with_a_stray_character_in_its_base64_is_refused() -> None:
+    text = verifier_key("log", KEY.public_key())
+    name, key_hash, blob = text.split("+", 2)
+    for stray in (f"{blob[:10]}!{blob[10:]}", f"{blob[:10]} {blob[10:]}", f"{blob}\n="):
+        with pytest.raises(BadInput, match=re.escape(NOT_VKEY)):
+            parse_verifier_key(f"{name}+{key_hash}+{stray}")
