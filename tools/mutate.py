@@ -75,6 +75,11 @@ def modules_by_package() -> dict[str, list[str]]:
     return out
 
 
+def _table() -> dict[str, Any]:
+    """`[tool.consentry.mutate]` of pyproject.toml."""
+    return dict(_pyproject()["tool"].get("consentry", {}).get("mutate", {}))
+
+
 def function_filters() -> dict[str, list[str]]:
     """Per module, the functions (name or Class.method, with wildcards) that are mutated."""
     table = _pyproject()["tool"].get("consentry", {}).get("mutate", {})
@@ -193,7 +198,7 @@ def _package_main(package: str, max_children: int, survivors: bool = False) -> N
         cfg,
         only_mutate=modules,
         pytest_add_cli_args_test_selection=[f"tests/{package}"],
-        type_check_command=mypy,
+        type_check_command=[] if package in _table().get("skip_type_check", []) else mypy,
     )
     # Fresh stats on every run: they run the package's tests once on the unmutated code (a
     # failing test stops the run), which makes mutmut's second full pass over the same
