@@ -307,7 +307,7 @@ def collect(packages: list[str]) -> list[Mutant]:
                 status = _status(code)
                 func = name.partition("__mutmut_")[0].rpartition(".")[2]
                 line, diff, mutated = def_lines.get(func, 0), "", ""
-                if status != "killed":
+                if status not in {"killed", "not checked"}:
                     line, diff, mutated = _mutant_source(package, module, name, line)
                     known = equivalents.get(name)
                     if known is not None and known.get("mutated", "").strip() == mutated:
