@@ -164,3 +164,18 @@ def test_a_tree_has_size_over_two_to_the_level_complete_subtrees_per_level() -> 
     for size in range(0, 40):
         for level in range(0, 7):
             assert subtree_count(size, level) == size // 2**level
+
+
+def test_every_proof_between_small_trees_verifies() -> None:
+    """All sizes up to 40, so every shape of RFC 9162's loops is met (for instance 13 -> 14,
+    where the two paths meet at an even node and shift together), not only random ones."""
+    leaves = _leaves(40)
+    tree = MemoryTree.from_leaf_hashes(leaves)
+    roots = [tree.root(n) for n in range(41)]
+    for n in range(1, 41):
+        for m in range(1, n):
+            proof = tree.consistency_proof(m, n)
+            assert verify_consistency(m, n, proof, roots[m], roots[n]), (m, n)
+        for index in range(n):
+            proof = tree.inclusion_proof(index, n)
+            assert verify_inclusion(index, n, leaves[index], proof, roots[n]), (index, n)
