@@ -16,7 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consentry.errors import BadInput
-from consentry.policy import load_policy
+from consentry.policy import load_policy, parse_policy
 from consentry.revocation import (
     DEFAULT_SLA,
     MAX_RECEIPT_IDS,
@@ -289,3 +289,43 @@ def test_a_refused_receipt_names_the_request_body_and_what_a_record_id_is() -> N
     with pytest.raises(BadInput) as where:
         parse_receipt_ids(["nope"], location="receipts.json")
     assert where.value.problems[0].location == "receipts.json"
+
+
+def test_the_sla_is_the_one_of_the_version_in_force_at_the_revocation() -> None:
+    policy = parse_policy(
+        """\
+versions:
+  - version: v1
+    effective_from: 2024-01-01T00:00:00Z
+    revocation_sla: 7 days
+    purposes:
+      - key: p
+        title: P
+        description: A purpose.
+        default: allow
+        minors: deny
+        unknown_age: allow
+        gpc: true
+  - version: v2
+    effective_from: 2025-01-01T00:00:00Z
+    revocation_sla: 45 days
+    purposes:
+      - key: p
+        title: P
+        description: A purpose.
+        default: allow
+        minors: deny
+        unknown_age: allow
+        gpc: true
+""",
+        source="sla.yaml",
+    )
+    before = datetime(2023, 6, 1, tzinfo=UTC)
+    first = datetime(2024, 12, 31, 23, tzinfo=UTC)
+    second = datetime(2025, 1, 1, tzinfo=UTC)
+    assert due_at(policy, before) == before + timedelta(days=30)
+    assert due_at(policy, first) == first + timedelta(days=7)
+    assert due_at(policy, second) == second + timedelta(days=45)
+    # 2024-12-31 23:00 at UTC-2 is already 2025-01-01 01:00 UTC: the second version's SLA.
+    local = datetime(2024, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2)))
+    assert due_at(policy, local) == local + timedelta(days=45)
