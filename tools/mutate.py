@@ -165,14 +165,16 @@ def run_package(
 
 
 def _survivors(package: str) -> list[str]:
-    """The mutants of the package's last run that survived, found no test or timed out."""
+    """The mutants of the package's last runs that survived, found no test, timed out or were
+    not reached."""
     from mutmut.mutation.data import SourceFileMutationData
 
     names: list[str] = []
     for module in modules_by_package()[package]:
         data = SourceFileMutationData(path=module)
         data.load()
-        names += [n for n, c in data.exit_code_by_key.items() if c in SURVIVED | NO_TESTS | TIMEOUT]
+        again = SURVIVED | NO_TESTS | TIMEOUT
+        names += [n for n, c in data.exit_code_by_key.items() if c is None or c in again]
     return names
 
 
