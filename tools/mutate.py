@@ -25,6 +25,7 @@ import fcntl
 import fnmatch
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -155,11 +156,16 @@ def run_package(
     with log.open("w") as out:
         cmd = [sys.executable, __file__, "_package", package, "--max-children", str(max_children)]
         cmd += ["--survivors"] if survivors else []
+        # Its own session, so that a timeout ends mutmut's forked workers too (an orphaned
+        # worker would hold the package's lock).
+        child = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
-            code = subprocess.run(
-                cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
-            ).returncode
+            code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
             code = -1
     return time.monotonic() - start, code
 
