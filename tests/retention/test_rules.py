@@ -154,3 +154,15 @@ def test_a_cut_off_is_in_utc_whatever_the_offset_of_the_instant() -> None:
     condition = cutoffs_for(RetentionRule(max_age=Duration(days=1)), local).created
     assert condition is not None
     assert condition.describe() == "<= 2025-12-31T00:00:00Z"
+
+
+def test_a_post_is_due_a_grace_after_its_deletion() -> None:
+    at = datetime(2026, 1, 10, tzinfo=UTC)
+    rule = RetentionRule(after_post_deleted=Duration(days=1))
+    created = at - timedelta(days=3)
+    assert is_due(rule, at, created, post_deleted_at=at - timedelta(days=1))
+    assert not is_due(rule, at, created, post_deleted_at=at - timedelta(hours=23))
+    assert not is_due(rule, at, created)
+    account = RetentionRule(after_account_deleted=Duration(days=2))
+    assert is_due(account, at, created, account_deleted_at=at - timedelta(days=2))
+    assert not is_due(account, at, created, post_deleted_at=at - timedelta(days=9))
