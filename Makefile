@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_ARGS ?= --users 20000 --posts 200000 --access-events 60000 --seed 7
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench mutate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,8 @@ run: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples tools
+	$(BIN)/ruff format --check src tests bench examples tools
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
@@ -39,6 +39,12 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
+
+## make mutate: mutation testing of the rule and verification modules, one package at a time,
+## each mutant against its own package's tests; writes docs/mutation-report.md (docs/testing.md).
+## Not part of `make test`. MUTATE_ARGS="ledger audit" runs some packages only.
+mutate: $(STAMP)
+	$(BIN)/python tools/mutate.py run $(MUTATE_ARGS)
 
 bench: $(STAMP)
 	@set -e; for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b; done

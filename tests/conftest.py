@@ -10,11 +10,47 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import Phase
+from hypothesis import settings as hypothesis_settings
 
 from consentry.settings import Settings
 from tests.services import ensure_postgres
 
 os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON", "python3"))
+
+# Mutation runs (`make mutate`, docs/testing.md) set HYPOTHESIS_PROFILE=mutate: every mutant
+# then meets the same examples (derandomize), so a survivor is a fact about the tests and not
+# about a seed, and no property test runs more than MUTATE_MAX_EXAMPLES of them. A failure is
+# not shrunk: a mutant only needs to fail, and shrinking would take longer than the tests.
+MUTATE_MAX_EXAMPLES = 50
+hypothesis_settings.register_profile(
+    "mutate",
+    max_examples=MUTATE_MAX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    hypothesis_settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under the mutate profile, cap the tests that name their own max_examples.
+
+    1. Outside the mutate profile, change nothing (`make test` keeps each test's own count).
+    2. For each collected Hypothesis test, lower its max_examples to MUTATE_MAX_EXAMPLES if it
+       asks for more; a test's explicit settings would otherwise override the profile.
+    """
+    if os.environ.get("HYPOTHESIS_PROFILE") != "mutate":
+        return
+    for item in items:
+        test = getattr(item, "obj", None)
+        current = getattr(test, "_hypothesis_internal_use_settings", None)
+        if current is not None and current.max_examples > MUTATE_MAX_EXAMPLES:
+            test._hypothesis_internal_use_settings = hypothesis_settings(  # type: ignore[union-attr]
+                current, max_examples=MUTATE_MAX_EXAMPLES, derandomize=True
+            )
 
 
 @pytest.fixture

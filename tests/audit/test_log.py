@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from consentry.audit import SqlAuditSink
 from consentry.audit.checkpoint import parse_signed_checkpoint
 from consentry.audit.event_types import SubjectsSynced
-from consentry.audit.log import _AT_TEXT, AuditLog, append_events, entry_text
+from consentry.audit.log import _AT_TEXT, AuditLog, VerifyReport, append_events, entry_text
 from consentry.audit.merkle import (
     extend_frontier,
     leaf_hash,
@@ -233,3 +233,33 @@ def test_a_consistent_rewrite_is_caught_by_the_signed_checkpoints(
     assert any("the given checkpoint" in p for p in report.problems)
     log.checkpoint(signer)  # a new checkpoint of the rewritten log is not the saved one
     assert parse_signed_checkpoint(log.checkpoints()[-1][1]).checkpoint != saved.checkpoint
+
+
+def test_a_checkpoint_of_an_earlier_size_still_verifies_and_each_one_is_counted(
+    store: Store, signer: Signer
+) -> None:
+    _fill(store, 5)
+    log = AuditLog(store)
+    saved = log.checkpoint(signer)
+    _fill(store, 3)
+    report = log.verify(signer.public_key)
+    assert report.ok, report.problems
+    assert (report.size, report.checkpoints_checked) == (8, 1)
+    log.checkpoint(signer)
+    again = log.verify(signer.public_key, checkpoint=saved)
+    assert again.ok, again.problems
+    assert again.checkpoints_checked == 3
+
+
+def test_the_first_bad_leaf_and_its_event_are_the_lowest_flagged() -> None:
+    report = VerifyReport()
+    report.flag("no leaf")
+    assert (report.first_bad_leaf, report.first_bad_event, report.ok) == (None, None, False)
+    report.flag("leaf 7", leaf=7, event=8)
+    report.flag("leaf 9", leaf=9, event=10)
+    assert (report.first_bad_leaf, report.first_bad_event) == (7, 8)
+    report.flag("leaf 7 again", leaf=7, event=99)
+    assert (report.first_bad_leaf, report.first_bad_event) == (7, 8)
+    report.flag("leaf 3", leaf=3, event=4)
+    assert (report.first_bad_leaf, report.first_bad_event) == (3, 4)
+    assert report.problems == ["no leaf", "leaf 7", "leaf 9", "leaf 7 again", "leaf 3"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from consentry.audit.merkle import (
     reference_consistency,
     reference_inclusion,
     reference_root,
+    subtree_count,
     verify_consistency,
     verify_inclusion,
 )
@@ -155,3 +157,43 @@ def test_batched_inclusion_proofs_match_single_ones() -> None:
         for m in range(size):
             got = [bytes(x) for x in proofs[m, : lengths[m]]]
             assert got == tree.inclusion_proof(m, size) == reference_inclusion(m, leaves[:size])
+
+
+def test_batched_proofs_have_one_row_per_level_and_refuse_indices_outside_the_tree() -> None:
+    """Shape (leaves, ceil(log2 size), 32) at every size, including sizes that are multiples
+    of a level's width with an odd count of subtrees (96 = 3 x 32)."""
+    leaves = _leaves(100)
+    tree = MemoryTree.from_leaf_hashes(leaves)
+    assert tree.leaf_hashes() == b"".join(leaves)
+    for size in (1, 2, 3, 5, 64, 96, 100):
+        indices = np.arange(size, dtype=np.int64)
+        proofs, lengths = tree.inclusion_proofs(indices, size)
+        assert proofs.shape == (size, (size - 1).bit_length(), 32)
+        for m in range(size):
+            assert [bytes(x) for x in proofs[m, : lengths[m]]] == tree.inclusion_proof(m, size)
+    for bad in ([-1], [0, 5], [5]):
+        with pytest.raises(ValueError, match="leaf indices"):
+            tree.inclusion_proofs(np.array(bad, dtype=np.int64), 5)
+    empty, none = tree.inclusion_proofs(np.array([], dtype=np.int64), 5)
+    assert (empty.shape, none.tolist()) == ((0, 3, 32), [])
+
+
+def test_a_tree_has_size_over_two_to_the_level_complete_subtrees_per_level() -> None:
+    for size in range(0, 40):
+        for level in range(0, 7):
+            assert subtree_count(size, level) == size // 2**level
+
+
+def test_every_proof_between_small_trees_verifies() -> None:
+    """All sizes up to 40, so every shape of RFC 9162's loops is met (for instance 13 -> 14,
+    where the two paths meet at an even node and shift together), not only random ones."""
+    leaves = _leaves(40)
+    tree = MemoryTree.from_leaf_hashes(leaves)
+    roots = [tree.root(n) for n in range(41)]
+    for n in range(1, 41):
+        for m in range(1, n):
+            proof = tree.consistency_proof(m, n)
+            assert verify_consistency(m, n, proof, roots[m], roots[n]), (m, n)
+        for index in range(n):
+            proof = tree.inclusion_proof(index, n)
+            assert verify_inclusion(index, n, leaves[index], proof, roots[n]), (index, n)

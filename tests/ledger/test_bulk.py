@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consentry.ledger.bulk import DECISION_COLUMNS, resolve_consent_bulk
-from consentry.ledger.rules import LatestChoice, SubjectFacts, resolve_consent
-from consentry.policy import Choice, load_policy
+from consentry.ledger.rules import LatestChoice, SubjectFacts, minor_birth_cutoff, resolve_consent
+from consentry.policy import Choice, PolicyFile, load_policy, parse_policy
 from consentry.settings import DEFAULT_POLICY_FILE
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)
@@ -171,3 +171,209 @@ def test_of_two_events_at_one_instant_the_larger_event_id_wins() -> None:
     swapped = [(Choice.ALLOW, AS_OF, "settings", "e1"), (Choice.DENY, AS_OF, "api", "e2")]
     got = _resolve_one("US", swapped, AS_OF)
     assert (got["decision"], got["rule"]) == ("deny", "explicit")
+
+
+def _resolve_both(
+    users: list[SubjectFacts],
+    events: list[tuple[str, str, Choice, datetime, str, str]],
+    purpose: str,
+    at: datetime,
+    policy: PolicyFile = POLICY,
+) -> dict[str, dict[str, object]]:
+    """The bulk answers by user."""
+    users_table = pa.table(
+        {
+            "user_id": [s.user_id for s in users],
+            "region": pa.array([s.region for s in users], pa.string()),
+            "birth_date": pa.array([s.birth_date for s in users], pa.date32()),
+        }
+    )
+    events_table = pa.table(
+        {
+            "user_id": pa.array([e[0] for e in events], pa.string()),
+            "purpose": pa.array([e[1] for e in events], pa.string()),
+            "choice": pa.array([e[2].value for e in events], pa.string()),
+            "at": pa.array([e[3] for e in events], pa.timestamp("us", tz="UTC")),
+            "source": pa.array([e[4] for e in events], pa.string()),
+            "event_id": pa.array([e[5] for e in events], pa.string()),
+        }
+    )
+    expr = resolve_consent_bulk(
+        policy, ibis.memtable(users_table), ibis.memtable(events_table), purpose, at
+    )
+    return {r["user_id"]: r for r in BACKEND.to_pyarrow(expr).to_pylist()}
+
+
+def test_a_purpose_absent_from_the_version_in_force_names_that_version() -> None:
+    users = [SubjectFacts("u0", "US", date(1990, 1, 1))]
+    at = datetime(2025, 3, 1, tzinfo=UTC)
+    for purpose, when, version in [
+        ("nope", at, "2024-11-15"),
+        ("ai_training_third_party", datetime(2024, 6, 1, tzinfo=UTC), "2023-09-29"),
+    ]:
+        got = _resolve_both(users, [], purpose, when)["u0"]
+        assert got == {
+            "user_id": "u0",
+            "decision": "deny",
+            "rule": "purpose_not_in_policy",
+            "policy_version": version,
+            "since": datetime.fromisoformat(version).replace(tzinfo=UTC),
+        }
+
+
+def test_a_purpose_without_region_defaults_falls_to_its_default() -> None:
+    # ai_training_first_party had no region defaults in the 2023-09-29 version.
+    at = datetime(2024, 6, 1, tzinfo=UTC)
+    users = [SubjectFacts("u0", "DE", date(1990, 1, 1)), SubjectFacts("u1", None, None)]
+    got = _resolve_both(users, [], "ai_training_first_party", at)
+    for subject in users:
+        expected = resolve_consent(POLICY, subject, "ai_training_first_party", at, None)
+        assert (got[subject.user_id]["decision"], got[subject.user_id]["rule"]) == (
+            expected.decision.value,
+            expected.rule.value,
+        )
+    assert got["u0"]["rule"] == "default"
+
+
+def test_the_latest_event_wins_whatever_the_order_rows_arrive_in() -> None:
+    at = datetime(2025, 3, 1, tzinfo=UTC)
+    third = "ai_training_third_party"
+    users = [SubjectFacts("u0", "US", date(1990, 1, 1)), SubjectFacts("u1", "US", None)]
+    events = [
+        ("u0", third, Choice.DENY, datetime(2025, 1, 3, tzinfo=UTC), "settings", "e1"),
+        ("u0", third, Choice.ALLOW, datetime(2025, 1, 1, tzinfo=UTC), "settings", "e2"),
+        ("u0", third, Choice.ALLOW, datetime(2025, 1, 2, tzinfo=UTC), "gpc", "e3"),
+        ("u1", third, Choice.ALLOW, datetime(2025, 1, 1, tzinfo=UTC), "api", "e4"),
+        ("u1", third, Choice.DENY, datetime(2025, 1, 5, tzinfo=UTC), "gpc", "e5"),
+        ("u1", third, Choice.ALLOW, datetime(2025, 1, 2, tzinfo=UTC), "api", "e6"),
+    ]
+    got = _resolve_both(users, events, third, at)
+    assert (got["u0"]["decision"], got["u0"]["rule"]) == ("deny", "explicit")
+    assert got["u0"]["since"] == datetime(2025, 1, 3, tzinfo=UTC)
+    assert (got["u1"]["decision"], got["u1"]["rule"]) == ("deny", "gpc")
+    assert got["u1"]["since"] == datetime(2025, 1, 5, tzinfo=UTC)
+
+
+# The default policy denies minors and allows unknown ages everywhere; this one does the
+# opposite for one purpose, so both switches of the minor and unknown-age rules are exercised;
+# and its age of majority is not the default 18.
+SWITCHES = parse_policy(
+    """\
+versions:
+  - version: v1
+    effective_from: 2024-01-01T00:00:00Z
+    age_of_majority: 16
+    purposes:
+      - key: strict
+        title: Strict
+        description: Denies minors and unknown ages.
+        default: allow
+        minors: deny
+        unknown_age: deny
+        gpc: true
+      - key: open
+        title: Open
+        description: Allows minors and unknown ages.
+        default: deny
+        minors: allow
+        unknown_age: allow
+        gpc: true
+""",
+    source="switches.yaml",
+)
+
+
+def test_minors_and_unknown_ages_follow_the_purpose_at_the_cutoff() -> None:
+    at = datetime(2025, 6, 1, 12, tzinfo=UTC)
+    cutoff = minor_birth_cutoff(at, 16)
+    users = [
+        SubjectFacts("adult-at-cutoff", None, cutoff),
+        SubjectFacts("minor-after-cutoff", None, cutoff + timedelta(days=1)),
+        SubjectFacts("unknown", None, None),
+    ]
+    expected = {
+        "strict": {
+            "adult-at-cutoff": ("allow", "default"),
+            "minor-after-cutoff": ("deny", "minor"),
+            "unknown": ("deny", "unknown_age"),
+        },
+        "open": {
+            "adult-at-cutoff": ("deny", "default"),
+            "minor-after-cutoff": ("deny", "default"),
+            "unknown": ("deny", "default"),
+        },
+    }
+    for purpose, answers in expected.items():
+        got = _resolve_both(users, [], purpose, at, SWITCHES)
+        for subject in users:
+            scalar = resolve_consent(SWITCHES, subject, purpose, at, None)
+            row = got[subject.user_id]
+            assert (row["decision"], row["rule"]) == answers[subject.user_id]
+            assert (row["decision"], row["rule"]) == (scalar.decision.value, scalar.rule.value)
+    # An explicit allow stands for a minor where minors are allowed, not where they are not.
+    events = [
+        (u.user_id, p, Choice.ALLOW, datetime(2025, 1, 1, tzinfo=UTC), "settings", f"e-{p}-{i}")
+        for i, u in enumerate(users)
+        for p in ("strict", "open")
+    ]
+    opened = _resolve_both(users, events, "open", at, SWITCHES)
+    assert {u: (r["decision"], r["rule"]) for u, r in opened.items()} == {
+        u.user_id: ("allow", "explicit") for u in users
+    }
+    strict = _resolve_both(users, events, "strict", at, SWITCHES)
+    assert (strict["minor-after-cutoff"]["decision"], strict["unknown"]["rule"]) == (
+        "deny",
+        "unknown_age",
+    )
+
+
+def test_the_columns_have_one_type_whatever_rule_decides() -> None:
+    """Before the first version, with a purpose absent, and in the full CASE: the same
+    schema, so batches of different instants concatenate and write alike."""
+    users = [SubjectFacts("u0", "DE", date(1990, 1, 1))]
+    cases = [
+        (POLICY, "ai_training_first_party", datetime(2022, 1, 1, tzinfo=UTC)),
+        (POLICY, "nope", datetime(2025, 3, 1, tzinfo=UTC)),
+        (POLICY, "ai_training_third_party", datetime(2025, 3, 1, tzinfo=UTC)),
+        (POLICY, "ai_training_first_party", datetime(2024, 6, 1, tzinfo=UTC)),
+    ]
+    users_table = ibis.memtable(
+        pa.table(
+            {
+                "user_id": ["u0"],
+                "region": pa.array(["DE"], pa.string()),
+                "birth_date": pa.array([users[0].birth_date], pa.date32()),
+            }
+        )
+    )
+    events_table = ibis.memtable(
+        pa.table(
+            {
+                "user_id": pa.array([], pa.string()),
+                "purpose": pa.array([], pa.string()),
+                "choice": pa.array([], pa.string()),
+                "at": pa.array([], pa.timestamp("us", tz="UTC")),
+                "source": pa.array([], pa.string()),
+                "event_id": pa.array([], pa.string()),
+            }
+        )
+    )
+    schemas = set()
+    for policy, purpose, at in cases:
+        table = BACKEND.to_pyarrow(
+            resolve_consent_bulk(policy, users_table, events_table, purpose, at)
+        )
+        schemas.add(
+            tuple(
+                (f.name, str(f.type).replace("timestamp[us, tz=UTC]", "ts")) for f in table.schema
+            )
+        )
+    assert schemas == {
+        (
+            ("user_id", "string"),
+            ("decision", "string"),
+            ("rule", "string"),
+            ("policy_version", "string"),
+            ("since", "ts"),
+        )
+    }

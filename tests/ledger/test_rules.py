@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+import calendar
+import time
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +19,7 @@ from consentry.ledger.rules import (
     minor_birth_cutoff,
     resolve_consent,
 )
-from consentry.policy import Choice, PolicyFile, load_policy
+from consentry.policy import Choice, PolicyFile, load_policy, parse_policy
 from consentry.settings import DEFAULT_POLICY_FILE
 
 POLICY: PolicyFile = load_policy(DEFAULT_POLICY_FILE)
@@ -45,6 +47,16 @@ def test_third_party_training_did_not_exist_before_2024_11_15() -> None:
         Choice.DENY,
         ConsentRule.PURPOSE_NOT_IN_POLICY,
         "2023-09-29",
+    )
+    # Since the version in force, which is the deciding fact; none before the first version.
+    assert d.since == datetime(2023, 9, 29, tzinfo=UTC)
+    early = decide(
+        SubjectFacts("u", "US", date(1990, 1, 1)), THIRD, datetime(2022, 1, 1, tzinfo=UTC)
+    )
+    assert (early.rule, early.policy_version, early.since) == (
+        ConsentRule.PURPOSE_NOT_IN_POLICY,
+        None,
+        None,
     )
 
 
@@ -119,6 +131,28 @@ def test_coming_of_age(birth: date, adult: datetime) -> None:
     assert not is_minor(birth, adult)
 
 
+@pytest.mark.parametrize(
+    ("born", "majority"),
+    [(2000, 1), (2000, 4), (2000, 100), (2000, 400), (1896, 4), (1896, 104), (2096, 4)],
+)
+def test_a_29_february_birthday_comes_of_age_on_the_gregorian_leap_rule(
+    born: int, majority: int
+) -> None:
+    """Majority falls on 29 Feb exactly when the year of majority is a Gregorian leap year
+    (divisible by 4, and not by 100 unless by 400), otherwise on 28 Feb; the cutoff agrees:
+    on 28 Feb of a common year the latest adult birth date is 29 Feb when that day exists."""
+    year = born + majority
+    expected = 29 if calendar.isleap(year) else 28
+    assert adult_from(date(born, 2, 29), majority) == datetime(year, 2, expected, tzinfo=UTC)
+    at = datetime(year, 2, 28, tzinfo=UTC)
+    latest = 29 if calendar.isleap(born) and not calendar.isleap(year) else 28
+    assert minor_birth_cutoff(at, majority) == date(born, 2, latest)
+    if calendar.isleap(year):
+        assert minor_birth_cutoff(datetime(year, 2, 29, tzinfo=UTC), majority) == date(born, 2, 29)
+    elif calendar.isleap(born):
+        assert minor_birth_cutoff(datetime(year, 3, 1, tzinfo=UTC), majority) == date(born, 3, 1)
+
+
 @settings(max_examples=400)
 @given(
     at=instants,
@@ -187,3 +221,68 @@ def test_minors_are_never_allowed_where_the_purpose_denies_them(
     if definition is not None and definition.minors is Choice.DENY and is_minor(birth, at):
         assert d.decision is Choice.DENY
         assert d.rule is ConsentRule.MINOR
+
+
+# A purpose that denies unknown ages, under a majority of 16 (the default policy has neither).
+STRICT = parse_policy(
+    """\
+versions:
+  - version: v1
+    effective_from: 2024-01-01T00:00:00Z
+    age_of_majority: 16
+    purposes:
+      - key: strict
+        title: Strict
+        description: Denies minors and unknown ages.
+        default: allow
+        minors: deny
+        unknown_age: deny
+        gpc: true
+""",
+    source="strict.yaml",
+)
+
+
+def test_unknown_age_and_minority_follow_the_version_in_force() -> None:
+    at = datetime(2025, 6, 1, tzinfo=UTC)
+    since = datetime(2024, 1, 1, tzinfo=UTC)
+    unknown = resolve_consent(STRICT, SubjectFacts("u"), "strict", at, None)
+    assert (unknown.decision, unknown.rule, unknown.since) == (
+        Choice.DENY,
+        ConsentRule.UNKNOWN_AGE,
+        since,
+    )
+    sixteen = resolve_consent(STRICT, SubjectFacts("u", None, date(2009, 6, 1)), "strict", at, None)
+    assert (sixteen.decision, sixteen.rule) == (Choice.ALLOW, ConsentRule.DEFAULT)
+    fifteen = resolve_consent(STRICT, SubjectFacts("u", None, date(2009, 6, 2)), "strict", at, None)
+    assert (fifteen.decision, fifteen.rule, fifteen.since) == (
+        Choice.DENY,
+        ConsentRule.MINOR,
+        since,
+    )
+
+
+def test_the_cutoff_of_a_29_february_instant_in_a_common_year_back() -> None:
+    # 29 Feb 2024 minus 18 years is 2006, which has no 29 Feb: born 28 Feb 2006 is an adult.
+    at = datetime(2024, 2, 29, 12, tzinfo=UTC)
+    assert minor_birth_cutoff(at) == date(2006, 2, 28)
+    assert minor_birth_cutoff(at, 18) == date(2006, 2, 28)
+    assert minor_birth_cutoff(at, 20) == date(2004, 2, 29)
+    assert minor_birth_cutoff(datetime(2024, 3, 29, tzinfo=UTC)) == date(2006, 3, 29)
+    assert minor_birth_cutoff(datetime(2025, 1, 31, tzinfo=UTC)) == date(2007, 1, 31)
+
+
+def test_the_cutoff_is_taken_in_utc_whatever_the_machines_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An instant given with an offset is a UTC day; the process's own zone never enters."""
+    at = datetime(2025, 3, 1, 1, tzinfo=timezone(timedelta(hours=5)))  # 28 Feb 20:00 UTC
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: 1 March 10:00 there
+    time.tzset()
+    try:
+        assert minor_birth_cutoff(at) == date(2007, 2, 28)
+        assert not is_minor(date(2007, 2, 28), at)
+        assert is_minor(date(2007, 3, 1), at)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

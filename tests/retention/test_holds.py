@@ -171,3 +171,32 @@ def test_a_hold_lapses_exactly_at_until() -> None:
     assert hold.state_at(until) == "expired"
     assert hold_set([hold], until).users == {}
     assert hold_set([hold], until - us).users == {"a": "hold-x"}
+
+
+def test_a_holds_state_changes_at_its_until_and_its_release_themselves() -> None:
+    tick = timedelta(microseconds=1)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    until = start + timedelta(days=10)
+    released = start + timedelta(days=5)
+    timed = HoldRecord("h1", "m", "r", "user", "u", start, until, None)
+    assert timed.state_at(start - tick) == "pending"
+    assert timed.state_at(start) == "active"
+    assert timed.state_at(until - tick) == "active"
+    assert timed.state_at(until) == "expired"
+    freed = HoldRecord("h2", "m", "r", "user", "u", start, None, released)
+    assert freed.state_at(released - tick) == "active"
+    assert freed.state_at(released) == "released"
+    assert timed.as_dict(until) == {
+        "id": "h1",
+        "matter": "m",
+        "reason": "r",
+        "scope": "user",
+        "target": "u",
+        "created_at": "2025-01-01T00:00:00Z",
+        "until": "2025-01-11T00:00:00Z",
+        "released_at": None,
+        "state": "expired",
+    }
+    assert freed.as_dict(released)["until"] is None
+    assert freed.as_dict(released)["released_at"] == "2025-01-06T00:00:00Z"
+    assert freed.as_dict(released)["state"] == "released"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -101,3 +101,68 @@ def test_account_trigger_is_named_after_the_rule() -> None:
     cuts = cutoffs_for(rule, at)
     assert cuts.account_trigger == "after_account_deleted"
     assert cuts.as_dict() == {"after_account_deleted": "account deleted_at <= 2025-12-02T00:00:00Z"}
+
+
+def test_the_first_condition_in_schema_order_names_the_trigger() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    day = Duration(days=1)
+    rule = RetentionRule(max_age=day, after_account_deleted=day, after_post_deleted=day)
+    cuts = cutoffs_for(rule, at)
+    old, new = at - timedelta(days=2), at
+    assert trigger_of(cuts, old, account_deleted_at=old, post_deleted_at=old) == "max_age"
+    assert trigger_of(cuts, new, account_deleted_at=old, post_deleted_at=old) == (
+        "after_account_deleted"
+    )
+    assert trigger_of(cuts, new, account_deleted_at=new, post_deleted_at=old) == (
+        "after_post_deleted"
+    )
+    assert trigger_of(cuts, new, post_deleted_at=old) == "after_post_deleted"
+    assert trigger_of(cuts, new, account_deleted_at=new, post_deleted_at=new) is None
+    # An unknown instant never makes a record due.
+    assert trigger_of(cuts, None) is None
+    assert cuts.as_dict() == {
+        "max_age": "created_at <= 2025-12-31T00:00:00Z",
+        "after_account_deleted": "account deleted_at <= 2025-12-31T00:00:00Z",
+        "after_post_deleted": "deleted_at <= 2025-12-31T00:00:00Z",
+    }
+    assert cutoffs_for(RetentionRule(max_age=day), at).as_dict() == {
+        "max_age": "created_at <= 2025-12-31T00:00:00Z"
+    }
+
+
+@pytest.mark.parametrize("duration", [Duration(days=30), Duration(months=1, seconds=5)])
+def test_a_record_is_due_at_the_instant_its_duration_ends(duration: Duration) -> None:
+    """`instant + duration <= at`: due at the end itself, not one microsecond before."""
+    created = datetime(2025, 1, 31, 12, tzinfo=UTC)
+    end = duration.add_to(created)
+    tick = timedelta(microseconds=1)
+    rule = RetentionRule(max_age=duration)
+    assert is_due(rule, end, created)
+    assert not is_due(rule, end - tick, created)
+    assert Condition(duration, end).holds_for(created)
+    assert not Condition(duration, end - tick).holds_for(created)
+    assert trigger_of(cutoffs_for(rule, end), created) == "max_age"
+    assert trigger_of(cutoffs_for(rule, end - tick), created) is None
+    assert not is_due(RetentionRule(while_account_active=True), end, created)
+
+
+def test_a_cut_off_is_in_utc_whatever_the_offset_of_the_instant() -> None:
+    local = datetime(2026, 1, 1, 3, tzinfo=timezone(timedelta(hours=3)))
+    cut = cutoff(Duration(days=1), local)
+    assert cut == datetime(2025, 12, 31, tzinfo=UTC)
+    assert cut.utcoffset() == timedelta(0)
+    condition = cutoffs_for(RetentionRule(max_age=Duration(days=1)), local).created
+    assert condition is not None
+    assert condition.describe() == "<= 2025-12-31T00:00:00Z"
+
+
+def test_a_post_is_due_a_grace_after_its_deletion() -> None:
+    at = datetime(2026, 1, 10, tzinfo=UTC)
+    rule = RetentionRule(after_post_deleted=Duration(days=1))
+    created = at - timedelta(days=3)
+    assert is_due(rule, at, created, post_deleted_at=at - timedelta(days=1))
+    assert not is_due(rule, at, created, post_deleted_at=at - timedelta(hours=23))
+    assert not is_due(rule, at, created)
+    account = RetentionRule(after_account_deleted=Duration(days=2))
+    assert is_due(account, at, created, account_deleted_at=at - timedelta(days=2))
+    assert not is_due(account, at, created, post_deleted_at=at - timedelta(days=9))

@@ -46,8 +46,22 @@ instants = st.one_of(
 )
 
 
+# The table lookups cover 1000-01-01 .. 9999-12-31 over spans of at most 100,000 days;
+# every edge, one microsecond either side, is a fixed example.
+FIRST_US = -354_285 * DAY_US  # 1000-01-01T00:00:00Z
+LAST_US = 2_932_897 * DAY_US - 1  # 9999-12-31T23:59:59.999999Z
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(instants, min_size=1, max_size=20))
+@example([FIRST_US])
+@example([FIRST_US - 1])
+@example([FIRST_US - 1, FIRST_US])
+@example([LAST_US])
+@example([LAST_US - DAY_US, LAST_US])
+@example([0, 100_000 * DAY_US])
+@example([0, 100_001 * DAY_US])
+@example([DAY_US - 1, DAY_US, 59_999_999, 3_599_999_999])
 def test_format_instants_matches_strftime(values: list[int]) -> None:
     ts = np.array(values, dtype=np.int64)
     expected = pc.strftime(pa.array(ts, pa.timestamp("us", tz="UTC")), "%Y-%m-%dT%H:%M:%SZ")

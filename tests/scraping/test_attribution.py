@@ -1,0 +1,88 @@
+"""Who owns a credential: dotted-quad parsing and the candidate owners of each credential
+(exact rows, IPv4 and IPv6 ranges with their prefix lengths), as docs/scraping.md states."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from consentry.schema import arrow_schema
+from consentry.scraping.attribution import (
+    EXACT_SPECIFICITY,
+    check_owners,
+    ipv4_to_int,
+    owner_candidates,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0.0.0.0", 0),
+        ("10.0.0.1", 167_772_161),
+        ("255.255.255.255", 2**32 - 1),
+        ("192.168.1.200", 3_232_235_976),
+        ("1.2.3.4", 16_909_060),
+        ("256.0.0.1", None),
+        ("1.2.3.260", None),
+        ("01.2.3.4", None),
+        ("1.2.3", None),
+        ("1.2.3.4.5", None),
+        (" 1.2.3.4", None),
+        ("1.2.3.4/32", None),
+        ("2001:db8::1", None),
+        ("ak_1", None),
+    ],
+)
+def test_a_dotted_quad_is_four_octets_of_at_most_255(text: str, value: int | None) -> None:
+    ok, ints = ipv4_to_int(pa.array([text, "9.9.9.9"]))
+    assert ok.tolist() == [value is not None, True]
+    if value is not None:
+        assert int(ints[0]) == value
+    assert int(ints[1]) == 151_587_081
+
+
+def test_candidates_are_exact_rows_and_every_covering_range_with_its_prefix() -> None:
+    rows = [
+        {"credential": "ak_1", "entity": "org-a", "valid_from": None, "valid_to": None},
+        {"credential": "10.0.0.0/8", "entity": "isp", "valid_from": None, "valid_to": None},
+        {"credential": "10.1.0.0/16", "entity": "hoster", "valid_from": None, "valid_to": None},
+        {"credential": "10.1.2.3", "entity": "lab", "valid_from": None, "valid_to": None},
+        {"credential": "0.0.0.0/0", "entity": "world", "valid_from": None, "valid_to": None},
+        {"credential": "2001:db8::/32", "entity": "v6", "valid_from": None, "valid_to": None},
+        {"credential": "2001:db8:1::/48", "entity": "v6-lab", "valid_from": None, "valid_to": None},
+    ]
+    owners = check_owners(pa.Table.from_pylist(rows, schema=arrow_schema("entities")), location="e")
+    credentials = pa.array(
+        ["10.1.2.3", "10.2.0.1", "11.0.0.1", "2001:db8:1::5", "2001:db9::1", "ak_2", "a:b", None]
+    )
+    got = {
+        (r["credential"], r["entity"], r["specificity"])
+        for r in owner_candidates(credentials, owners).to_pylist()
+    }
+    assert got == {
+        ("ak_1", "org-a", EXACT_SPECIFICITY),
+        ("10.1.2.3", "lab", EXACT_SPECIFICITY),
+        ("10.1.2.3", "isp", 8),
+        ("10.1.2.3", "hoster", 16),
+        ("10.1.2.3", "world", 0),
+        ("10.2.0.1", "isp", 8),
+        ("10.2.0.1", "world", 0),
+        ("11.0.0.1", "world", 0),
+        ("2001:db8:1::5", "v6", 32),
+        ("2001:db8:1::5", "v6-lab", 48),
+    }
+    # Without accesses, or without ranges, only the exact rows are candidates.
+    assert {
+        r["entity"] for r in owner_candidates(pa.array([], pa.string()), owners).to_pylist()
+    } == {
+        "org-a",
+        "lab",
+    }
+    exact_only = check_owners(
+        pa.Table.from_pylist(rows[:1], schema=arrow_schema("entities")), location="e"
+    )
+    assert owner_candidates(credentials, exact_only).num_rows == 1
+    assert not owners.empty
+    empty = check_owners(pa.Table.from_pylist([], schema=arrow_schema("entities")), location="e")
+    assert empty.empty
