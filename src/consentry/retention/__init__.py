@@ -27,14 +27,14 @@ from consentry.retention.holds import (
     matter_sha256,
     release_hold,
 )
-from consentry.retention.plan import (
+from consentry.retention.plan import compute_plan
+from consentry.retention.plan_file import (
     PLAN_FORMAT,
     CategoryPlan,
     PlanGap,
     PlanHold,
     PlanPolicy,
     RetentionPlan,
-    compute_plan,
     plan_sha256,
 )
 from consentry.retention.processing import records_of_processing, render_markdown

@@ -51,9 +51,7 @@ from consentry.policy import load_policy
 from consentry.policy.model import ANONYMISABLE_FIELDS, RETENTION_CATEGORIES
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
 from consentry.retention.plan import (
-    CategoryPlan,
     PlanContext,
-    RetentionPlan,
     audit_due,
     category_candidates,
     compute_plan,
@@ -65,6 +63,7 @@ from consentry.retention.plan import (
     sealed_audit_events,
     summarise,
 )
+from consentry.retention.plan_file import CategoryPlan, RetentionPlan
 from consentry.schema import arrow_schema
 from consentry.settings import Settings
 from consentry.store import Store, open_store
