@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,14 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import duckdb
 import ibis
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from consentry.audit import AuditSink, SqlAuditSink
@@ -38,13 +34,13 @@ from consentry.audit.log import append_events, lock_log
 from consentry.errors import BadInput, Problem
 from consentry.keys import Keyring
 from consentry.ledger.anchor import (
-    ANCHOR_FIELDS,
     anchor_key,
     digest_sums_by,
     event_digest,
     event_rows,
 )
 from consentry.ledger.bulk import resolve_consent_bulk
+from consentry.ledger.reads import FACTS_AND_EVENTS, latest_choices, subject_facts
 from consentry.ledger.rules import (
     ConsentDecision,
     ConsentRule,
@@ -52,12 +48,23 @@ from consentry.ledger.rules import (
     SubjectFacts,
     resolve_consent,
 )
-from consentry.observe.metrics import families
+from consentry.ledger.writes import (
+    ARRAY_CHUNK,
+    KNOWN_EVENT_IDS_PG,
+    KNOWN_SUBJECTS_PG,
+    advance_state_statement,
+    advance_states_arrow,
+    count_changes,
+    dialect_insert,
+    insert_events,
+    insert_events_arrow,
+    next_event_seqs,
+)
 from consentry.policy import Choice, PolicyFile
 from consentry.schema import CONSENT_SOURCES
 from consentry.store import Store
 from consentry.store.arrow import select_arrow
-from consentry.store.models import ConsentEventRow, ConsentStateRow, Subject
+from consentry.store.models import ConsentEventRow, Subject
 
 __all__ = [
     "MAX_CHECK_USERS",
@@ -143,7 +150,6 @@ class ConsentReader(Protocol):
     def history(self, user_id: str) -> list[ConsentEventRecord]: ...
 
 
-_EVENTS: sa.Table = ConsentEventRow.__table__  # type: ignore[assignment]
 _STATE_COLUMNS = ("user_id", "purpose", "choice", "at", "source", "event_id")
 
 
@@ -166,176 +172,6 @@ def _record_of(seq: int, row: dict[str, Any]) -> ConsentEventRecord:
     )
 
 
-_ARRAY_CHUNK = 100_000
-"""Ids per PostgreSQL array parameter."""
-_KNOWN_EVENT_IDS_PG = sa.select(_EVENTS.c.event_id).where(
-    _EVENTS.c.event_id == sa.func.any(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
-)
-_KNOWN_SUBJECTS_PG = sa.select(Subject.user_id).where(
-    Subject.user_id == sa.func.any(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
-)
-
-
-def _advance_state_statement(session: Session) -> Any:
-    """INSERT … ON CONFLICT DO UPDATE of one state row, only where the row offered is newer
-    by (instant, event_id)."""
-    state = ConsentStateRow.__table__
-    stmt = _insert(session)(state)
-    newer = sa.or_(
-        stmt.excluded.at > state.c.at,
-        sa.and_(stmt.excluded.at == state.c.at, stmt.excluded.event_id > state.c.event_id),
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[state.c.user_id, state.c.purpose],
-        set_={k: stmt.excluded[k] for k in ("choice", "at", "source", "event_id")},
-        where=newer,
-    )
-
-
-def _next_event_seqs(session: Session, n: int) -> list[int]:
-    """`n` new event numbers, in order, taken under the log's lock (every consent writer
-    holds it): PostgreSQL draws them from the column's sequence; SQLite, whose writer holds
-    the database's write lock, counts on from the largest (as its rowids do)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return [
-            int(seq)
-            for seq in session.scalars(
-                sa.text(
-                    "SELECT nextval(pg_get_serial_sequence('consent_events', 'seq')) "
-                    "FROM generate_series(1, :n) ORDER BY 1"
-                ),
-                {"n": n},
-            )
-        ]
-    top = int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(_EVENTS.c.seq), 0))) or 0)
-    return list(range(top + 1, top + n + 1))
-
-
-_EVENT_COLUMNS = ("seq", *ANCHOR_FIELDS, "anchor_seq")
-
-
-def _insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert events whose seq and anchor are known: COPY on PostgreSQL, one statement run
-    for every row on SQLite."""
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(sa.insert(_EVENTS), [{k: r[k] for k in _EVENT_COLUMNS} for r in rows])
-        return
-    statement = f"COPY consent_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
-    with _copying(session, statement) as copy:
-        for row in rows:
-            copy.write_row(tuple(row[k] for k in _EVENT_COLUMNS))
-
-
-@contextmanager
-def _copying(session: Session, statement: str) -> Iterator[Any]:
-    """A COPY FROM STDIN on the session's PostgreSQL connection; a database error comes out
-    as SQLAlchemy's (`IntegrityError` for a constraint), like every other statement's."""
-    import psycopg
-
-    cursor = session.connection().connection.cursor()
-    try:
-        with cursor.copy(statement) as copy:
-            yield copy
-    except psycopg.Error as exc:
-        raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from None
-    finally:
-        cursor.close()
-
-
-_ARROW_EVENT_COLUMNS = (*ANCHOR_FIELDS, "anchor_seq")
-_SQLITE_INSTANT = "%Y-%m-%d %H:%M:%S"
-"""Arrow's strftime of a microsecond timestamp: the text SQLAlchemy stores in SQLite
-(`2025-01-02 03:04:05.000006`, always six digits)."""
-
-
-def _sqlite_rows(table: pa.Table) -> Iterator[tuple[Any, ...]]:
-    """Rows of `table` as the sqlite3 driver binds them: instants as SQLite's stored text."""
-    columns = []
-    for name in table.column_names:
-        column = table.column(name)
-        if pa.types.is_timestamp(column.type):
-            column = pc.strftime(column, _SQLITE_INSTANT)
-        columns.append(column.to_pylist())
-    return zip(*columns, strict=True)
-
-
-def _copy_csv(session: Session, target: str, table: pa.Table) -> None:
-    """COPY `table` into `target` (PostgreSQL) as CSV written by Arrow: instants as
-    `2025-01-02 03:04:05.000006Z`, nulls as empty fields, empty strings quoted."""
-    buffer = io.BytesIO()
-    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
-    statement = f"COPY {target} ({', '.join(table.column_names)}) FROM STDIN WITH (FORMAT csv)"
-    with _copying(session, statement) as copy:
-        copy.write(buffer.getbuffer())
-
-
-def _insert_events_arrow(session: Session, rows: pa.Table) -> None:
-    """Insert an import's events (their anchor known): COPY on PostgreSQL, the driver's
-    executemany on SQLite; no row goes through SQLAlchemy's per-row processing."""
-    rows = rows.select(list(_ARROW_EVENT_COLUMNS))
-    if session.get_bind().dialect.name == "postgresql":
-        _copy_csv(session, "consent_events", rows)
-        return
-    marks = ", ".join("?" * len(_ARROW_EVENT_COLUMNS))
-    session.connection().connection.driver_connection.executemany(  # type: ignore[union-attr]
-        f"INSERT INTO consent_events ({', '.join(_ARROW_EVENT_COLUMNS)}) VALUES ({marks})",
-        _sqlite_rows(rows),
-    )
-
-
-_STATE_UPSERT = (
-    "INSERT INTO consent_state (user_id, purpose, choice, at, source, event_id) {rows} "
-    "ON CONFLICT (user_id, purpose) DO UPDATE SET choice = excluded.choice, "
-    "at = excluded.at, source = excluded.source, event_id = excluded.event_id "
-    "WHERE excluded.at > consent_state.at OR "
-    "(excluded.at = consent_state.at AND excluded.event_id > consent_state.event_id)"
-)
-
-
-def _advance_states_arrow(session: Session, events: pa.Table) -> None:
-    """Fold new events into `consent_state`: per (user, purpose) the latest new event (by
-    instant, then event id, found by DuckDB) replaces the state where it is later."""
-    con = duckdb.connect()
-    try:
-        con.register("new_events", events.select(list(_STATE_COLUMNS)))
-        columns = ", ".join(f'"{c}"' for c in _STATE_COLUMNS)
-        latest = con.sql(
-            f"SELECT {columns} FROM new_events QUALIFY row_number() OVER "
-            '(PARTITION BY user_id, purpose ORDER BY "at" DESC, event_id DESC) = 1'
-        ).to_arrow_table()
-    finally:
-        con.close()
-    if latest.num_rows == 0:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            sa.text(
-                "CREATE TEMPORARY TABLE new_state (LIKE consent_state INCLUDING DEFAULTS) "
-                "ON COMMIT DROP"
-            )
-        )
-        _copy_csv(session, "new_state", latest)
-        session.execute(
-            sa.text(_STATE_UPSERT.format(rows=f"SELECT {', '.join(_STATE_COLUMNS)} FROM new_state"))
-        )
-        return
-    marks = ", ".join("?" * len(_STATE_COLUMNS))
-    session.connection().connection.driver_connection.executemany(  # type: ignore[union-attr]
-        _STATE_UPSERT.format(rows=f"VALUES ({marks})"), _sqlite_rows(latest)
-    )
-
-
-def _count_changes(rows: Sequence[dict[str, Any]]) -> None:
-    """`consentry_consent_changes_total` per purpose and source (docs/operations.md)."""
-    counts: dict[tuple[str, str], int] = {}
-    for row in rows:
-        key = (row["purpose"], row["source"])
-        counts[key] = counts.get(key, 0) + 1
-    family = families().consent_changes
-    for (purpose, source), n in counts.items():
-        family.labels(purpose, source).inc(n)
-
-
 def _record(row: ConsentEventRow) -> ConsentEventRecord:
     return ConsentEventRecord(
         seq=row.seq,
@@ -353,73 +189,6 @@ def _record(row: ConsentEventRow) -> ConsentEventRecord:
         ),
         recorded_at=row.recorded_at,
     )
-
-
-# The read path's statements, built once: SQLAlchemy caches their compiled form, and Core
-# rows skip the ORM's identity map (the API reads these on every request).
-_SUBJECT_FACTS = sa.select(Subject.region, Subject.birth_date).where(
-    Subject.user_id == sa.bindparam("user_id")
-)
-_LATEST_EVENTS = (
-    sa.select(
-        ConsentEventRow.purpose,
-        ConsentEventRow.choice,
-        ConsentEventRow.at,
-        ConsentEventRow.source,
-        ConsentEventRow.event_id,
-    )
-    .where(
-        ConsentEventRow.user_id == sa.bindparam("user_id"),
-        ConsentEventRow.at <= sa.bindparam("at"),
-    )
-    .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
-)
-_ASKED = sa.select(sa.bindparam("user_id", type_=sa.String).label("asked")).subquery("asked")
-_FACTS_AND_EVENTS = (
-    sa.select(
-        Subject.user_id,
-        Subject.region,
-        Subject.birth_date,
-        ConsentEventRow.purpose,
-        ConsentEventRow.choice,
-        ConsentEventRow.at,
-        ConsentEventRow.source,
-        ConsentEventRow.event_id,
-    )
-    .select_from(
-        _ASKED.outerjoin(Subject, Subject.user_id == _ASKED.c.asked).outerjoin(
-            ConsentEventRow,
-            sa.and_(
-                ConsentEventRow.user_id == _ASKED.c.asked,
-                ConsentEventRow.at <= sa.bindparam("at"),
-            ),
-        )
-    )
-    .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
-)
-"""One row per event of the user at or before `at` (one row of nulls when none), each with
-the subject's facts (null when unknown): the API's per-request read in one statement."""
-
-
-def _subject_facts(conn: sa.Connection, user_id: str) -> SubjectFacts | None:
-    row = conn.execute(_SUBJECT_FACTS, {"user_id": user_id}).first()
-    if row is None:
-        return None
-    return SubjectFacts(user_id=user_id, region=row.region, birth_date=row.birth_date)
-
-
-def _latest_choices(conn: sa.Connection, user_id: str, at: datetime) -> dict[str, LatestChoice]:
-    rows = conn.execute(_LATEST_EVENTS, {"user_id": user_id, "at": at}).all()
-    latest: dict[str, LatestChoice] = {}
-    for purpose, choice, when, source, event_id in rows:  # one user's events: a handful
-        # Ordered by (instant, event_id): the last one seen per purpose is the latest.
-        latest[purpose] = LatestChoice(Choice(choice), when, source, event_id)
-    return latest
-
-
-def _insert(session: Session) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL both do)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 class ConsentLedger:
@@ -453,7 +222,7 @@ class ConsentLedger:
     def subject(self, user_id: str) -> SubjectFacts | None:
         """The user's facts, or None when the platform never told us about them."""
         with self.store.reading() as conn:
-            return _subject_facts(conn, user_id)
+            return subject_facts(conn, user_id)
 
     def history(self, user_id: str) -> list[ConsentEventRecord]:
         """Every event of the user, oldest first (by instant, then event_id)."""
@@ -468,7 +237,7 @@ class ConsentLedger:
     def latest_choices(self, user_id: str, at: datetime) -> dict[str, LatestChoice]:
         """Purpose -> the latest event at or before `at` (ties: larger event_id)."""
         with self.store.engine.connect() as conn:
-            return _latest_choices(conn, user_id, at)
+            return latest_choices(conn, user_id, at)
 
     def _facts_and_latest(
         self, user_id: str, at: datetime
@@ -484,7 +253,7 @@ class ConsentLedger:
         """`subject` (None for an unknown user) and `latest_choices`, read with one
         statement."""
         with self.store.reading() as conn:
-            rows = conn.execute(_FACTS_AND_EVENTS, {"user_id": user_id, "at": at}).all()
+            rows = conn.execute(FACTS_AND_EVENTS, {"user_id": user_id, "at": at}).all()
         first = rows[0]
         facts = (
             SubjectFacts(user_id=user_id, region=first.region, birth_date=first.birth_date)
@@ -769,7 +538,7 @@ class ConsentLedger:
             # The log's lock first: consent writers (this and `import_events`) then take
             # their locks in one order, and event numbers follow commit order.
             head = lock_log(session)
-            seqs = _next_event_seqs(session, len(rows))
+            seqs = next_event_seqs(session, len(rows))
             self._advance_states(session, rows)
             payloads = []
             for i, row, seq in zip(wanted, rows, seqs, strict=True):
@@ -790,10 +559,10 @@ class ConsentLedger:
             anchors = append_events(session, payloads, head=head)
             for row, seq, anchor in zip(rows, seqs, anchors, strict=True):
                 row["seq"], row["anchor_seq"] = seq, anchor
-            _insert_events(session, rows)
+            insert_events(session, rows)
             for i, row in zip(wanted, rows, strict=True):
                 recorded[i] = _record_of(row["seq"], row)
-        _count_changes(rows)
+        count_changes(rows)
         return recorded
 
     @staticmethod
@@ -802,7 +571,7 @@ class ConsentLedger:
         is prepared once whatever the count)."""
         ordered = sorted(user_ids)
         if session.get_bind().dialect.name == "postgresql":
-            return set(session.scalars(_KNOWN_SUBJECTS_PG, {"ids": ordered}))
+            return set(session.scalars(KNOWN_SUBJECTS_PG, {"ids": ordered}))
         found: set[str] = set()
         for start in range(0, len(ordered), _CHUNK):
             chunk = ordered[start : start + _CHUNK]
@@ -858,7 +627,7 @@ class ConsentLedger:
             if held is None or (row["at"], row["event_id"]) > (held["at"], held["event_id"]):
                 latest[key] = row
         session.execute(
-            _advance_state_statement(session),
+            advance_state_statement(session),
             [{k: r[k] for k in _STATE_COLUMNS} for r in latest.values()],
         )
 
@@ -890,7 +659,7 @@ class ConsentLedger:
                         digest.update(buffer)
         with self._session(session) as tx:
             before = tx.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
-            insert = _insert(tx)
+            insert = dialect_insert(tx)
             table = Subject.__table__
             for batch in users.to_batches(max_chunksize=_CHUNK):
                 rows = batch.to_pylist()
@@ -969,8 +738,8 @@ class ConsentLedger:
                 ),
             )
             rows = rows.append_column("anchor_seq", pa.repeat(pa.scalar(seq, pa.int64()), n))
-            _insert_events_arrow(tx, rows)
-            _advance_states_arrow(tx, rows)
+            insert_events_arrow(tx, rows)
+            advance_states_arrow(tx, rows)
         return LedgerImport(table.num_rows, fresh.num_rows, len(affected))
 
     def anchor_unanchored(self) -> int:
@@ -1001,9 +770,9 @@ class ConsentLedger:
         wanted = pc.unique(ids).to_pylist()
         known: list[str] = []
         if session.get_bind().dialect.name == "postgresql":
-            for start in range(0, len(wanted), _ARRAY_CHUNK):
-                chunk = wanted[start : start + _ARRAY_CHUNK]
-                known += session.scalars(_KNOWN_EVENT_IDS_PG, {"ids": chunk}).all()
+            for start in range(0, len(wanted), ARRAY_CHUNK):
+                chunk = wanted[start : start + ARRAY_CHUNK]
+                known += session.scalars(KNOWN_EVENT_IDS_PG, {"ids": chunk}).all()
         else:
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
