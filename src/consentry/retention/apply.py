@@ -13,43 +13,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from consentry.audit import SqlAuditSink
 from consentry.audit.event_types import RetentionApplied, RetentionPlanned, RetentionVerified
 from consentry.delivery.build import LINEAGE_TABLE
 from consentry.delivery.service import deliveries_dir
-from consentry.engine import PARQUET_COMPRESSION, ROWS_PER_PART, Lake
+from consentry.engine import Lake
 from consentry.engine.hmac import hmac_sql
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
 from consentry.jobs import JOB_STEPS, Job, JobRecord, register_recoverer, resume_job, run_job
 from consentry.jobs.lineage import RunLineage, lake_dataset, register_lineage, store_dataset
 from consentry.keys import Keyring
-from consentry.ledger.anchor import (
-    ANCHOR_FIELDS,
-    ANCHOR_SCHEMA,
-    add_digests,
-    anchor_key,
-    digest_sums_by,
-    event_rows,
-)
 from consentry.policy import load_policy
 from consentry.policy.model import ANONYMISABLE_FIELDS, RETENTION_CATEGORIES
-from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
+from consentry.retention.candidates import LAKE_CATEGORIES
 from consentry.retention.plan import (
     PlanContext,
     audit_due,
@@ -64,14 +53,26 @@ from consentry.retention.plan import (
     summarise,
 )
 from consentry.retention.plan_file import CategoryPlan, RetentionPlan
-from consentry.schema import arrow_schema
+from consentry.retention.rewrite import (
+    ACTS_SCHEMA,
+    KEYS,
+    LAKE_ORDER,
+    apply_control_plane,
+    chunks,
+    duck,
+    remove_deliveries,
+    saved_acts,
+    sql_paths,
+    stage_lineage_without,
+    stage_rewrite,
+    workdir_of,
+    write_parquet,
+)
 from consentry.settings import Settings
 from consentry.store import Store, open_store
 from consentry.store.models import (
     AuditEventRow,
     ConsentEventRow,
-    ConsentStateRow,
-    DeliveryRow,
     RetentionPurge,
     Subject,
 )
@@ -91,15 +92,8 @@ __all__ = [
 ]
 
 PURGE_STATES = ("planned", "applied", "verified")
-_CHUNK = 5_000
 """Ids per SQL IN-list: below every backend's bound-parameter limit."""
 _COMPARED = ("total", "keep", "delete", "anonymise", "held", "done", "by_trigger", "held_by")
-_KEYS = {
-    "posts": "post_id",
-    "users": "user_id",
-    "consent_events": "event_id",
-    "access_events": "request_id",
-}
 
 
 class Revoker(Protocol):
@@ -146,306 +140,6 @@ def _stale(what: str, differences: Sequence[str]) -> StalePlanError:
         f"the plan is stale: {what} changed since it was computed ({shown}); "
         "plan again with `consentry retention plan`"
     )
-
-
-_LAKE_ORDER = ("posts", "consent_evidence", "access_events", "profile")
-"""The lake categories in the order a purge rewrites their tables."""
-
-_ACTS_SCHEMA = pa.schema([("key", pa.string()), ("action", pa.string())])
-
-
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _paths(files: Sequence[Path]) -> str:
-    return "[" + ", ".join(_quote(str(f)) for f in files) + "]"
-
-
-def _write_parquet(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _workdir(settings: Settings, job_id: str) -> Path:
-    """Where a purge keeps what it decided (its intent), until it is verified."""
-    return settings.home / "jobs" / job_id
-
-
-def _acts(workdir: Path, category: str) -> pa.Table:
-    path = workdir / f"acts-{category}.parquet"
-    return pq.read_table(path) if path.exists() else _ACTS_SCHEMA.empty_table()
-
-
-def _duck() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
-def _stage_rewrite(
-    lake: Lake, table: str, acts: pa.Table, fields: Mapping[str, str], key: bytes, token: str
-) -> tuple[int, int]:
-    """Stage (under `token`) a snapshot of lake `table` (which exists) without its `delete`
-    rows and with the named fields of its `anonymise` rows replaced; returns (rows removed,
-    rows anonymised).
-
-    1. DuckDB streams the live snapshot joined to the acts (memory stays bounded).
-    2. `null` fields become null; `hash` fields become `anon:` + 32 hex digits of
-       HMAC-SHA256 under the anonymisation key (a value already `anon:` is kept), so
-       rewriting a table a second time changes nothing more (recovery may repeat it).
-    """
-    schema = arrow_schema(table)
-    key_column = _KEYS[table]
-    columns = []
-    for name in schema.names:
-        how = fields.get(name)
-        if how == "null":
-            columns.append(
-                f"CASE WHEN a.action = 'anonymise' THEN NULL ELSE t.{name} END AS {name}"
-            )
-        elif how == "hash":
-            digest = hmac_sql(f"t.{name}", key, "duckdb")
-            columns.append(
-                f"CASE WHEN a.action = 'anonymise' AND NOT starts_with(t.{name}, '{ANON_PREFIX}') "
-                f"THEN '{ANON_PREFIX}' || substr({digest}, 1, 32) ELSE t.{name} END AS {name}"
-            )
-        else:
-            columns.append(f"t.{name}")
-    files = lake.files(table)
-    staged = lake.stage(table, token)
-    con = _duck()
-    try:
-        con.register("acts", acts)
-        source = f"read_parquet({_paths(files)})"
-        anonymised = con.execute(
-            f"SELECT count(*) FROM {source} AS t JOIN acts AS a "
-            f"ON t.{key_column} = a.key WHERE a.action = 'anonymise'"
-        ).fetchall()[0]
-        reader = con.sql(
-            f"SELECT {', '.join(columns)} FROM {source} AS t LEFT JOIN acts AS a "
-            f"ON t.{key_column} = a.key WHERE a.action IS DISTINCT FROM 'delete'"
-        ).to_arrow_reader()
-        kept = _write_stream(staged, reader, schema)
-    finally:
-        con.close()
-    before = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    return before - kept, int(anonymised[0]) if anonymised else 0
-
-
-def _stage_lineage_without(lake: Lake, delivery_ids: Sequence[str], token: str) -> int:
-    """Stage a lineage snapshot without the rows of the purged deliveries; rows removed."""
-    files = lake.files(LINEAGE_TABLE)
-    staged = lake.stage(LINEAGE_TABLE, token)
-    con = _duck()
-    try:
-        con.register("purged", pa.table({"delivery_id": pa.array(delivery_ids, pa.string())}))
-        reader = con.sql(
-            f"SELECT * FROM read_parquet({_paths(files)}) "
-            "WHERE delivery_id NOT IN (SELECT delivery_id FROM purged)"
-        ).to_arrow_reader()
-        kept = _write_stream(staged, reader, reader.schema)
-    finally:
-        con.close()
-    before: int = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    return before - kept
-
-
-def _write_stream(staging: Path, reader: Any, schema: pa.Schema) -> int:
-    """Stream record batches into parts of at most ROWS_PER_PART rows; rows written."""
-    writer: pq.ParquetWriter | None = None
-    rows_in_part = 0
-    index = 0
-    written = 0
-    try:
-        for batch in reader:
-            data = pa.Table.from_batches([batch]).cast(schema)
-            offset = 0
-            while offset < data.num_rows:
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        staging / f"part-{index:06d}.parquet",
-                        schema,
-                        compression=PARQUET_COMPRESSION,
-                    )
-                take = min(ROWS_PER_PART - rows_in_part, data.num_rows - offset)
-                writer.write_table(data.slice(offset, take))
-                offset += take
-                rows_in_part += take
-                written += take
-                if rows_in_part == ROWS_PER_PART:
-                    writer.close()
-                    writer, rows_in_part, index = None, 0, index + 1
-    finally:
-        if writer is not None:
-            writer.close()
-    if written == 0:
-        # Every row purged: an empty part keeps the schema for readers.
-        pq.write_table(
-            schema.empty_table(), staging / "part-000000.parquet", compression=PARQUET_COMPRESSION
-        )
-    return written
-
-
-def _remove_deliveries(settings: Settings, delivery_ids: Sequence[str]) -> int:
-    """Remove delivery directories: each is renamed out of sight first (one atomic step),
-    then deleted, so a reader never sees half a delivery. Directories already gone count
-    nothing (recovery may repeat this)."""
-    root = deliveries_dir(settings)
-    removed = 0
-    for delivery_id in delivery_ids:
-        directory = root / delivery_id
-        if directory.parent != root or not directory.is_dir():
-            continue
-        hidden = root / f".purging-{delivery_id}-{secrets.token_hex(4)}"
-        os.rename(directory, hidden)
-        shutil.rmtree(hidden)
-        removed += 1
-    for hidden in root.glob(".purging-*") if root.is_dir() else []:
-        shutil.rmtree(hidden, ignore_errors=True)  # a removal a crash interrupted
-    return removed
-
-
-def _ledger_rows(session: Session, event_ids: Sequence[str]) -> pa.Table:
-    """The ledger's rows of these events with the columns their anchor digests cover."""
-    parts = [
-        event_rows(session, ConsentEventRow.event_id.in_(chunk)).select(list(ANCHOR_FIELDS))
-        for chunk in _chunks(event_ids)
-    ]
-    return pa.concat_tables(parts) if parts else ANCHOR_SCHEMA.empty_table()
-
-
-def _anonymised_ids(rows: pa.Table, key: bytes) -> pa.Table:
-    """`rows` with `user_id` replaced by `anon:` + 32 hex digits of its keyed hash (rows whose
-    user_id is already anonymised are dropped: nothing changes for them)."""
-    con = _duck()
-    try:
-        con.register("rows", rows)
-        digest = hmac_sql("user_id", key, "duckdb")
-        names = ", ".join(
-            f"'{ANON_PREFIX}' || substr({digest}, 1, 32) AS user_id" if n == "user_id" else f'"{n}"'
-            for n in rows.column_names
-        )
-        return con.sql(
-            f"SELECT {names} FROM rows WHERE NOT starts_with(user_id, '{ANON_PREFIX}')"
-        ).to_arrow_table()
-    finally:
-        con.close()
-
-
-def _control_plane(
-    settings: Settings,
-    session: Any,
-    workdir: Path,
-    intent: Mapping[str, Any],
-    key: bytes,
-) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
-    """Delete and anonymise the control plane's copies (inside the caller's transaction);
-    returns (deleted, anonymised, the anchor sums taken out of and put into the ledger).
-
-    Every change is read from the purge's saved decisions, so repeating it changes nothing.
-    """
-    deleted: dict[str, int] = {}
-    anonymised: dict[str, int] = {}
-    anchor = anchor_key(Keyring.for_settings(settings).pseudonym_key)
-    consent = _acts(workdir, "consent_evidence")
-    doomed = pc.filter(consent["key"], pc.equal(consent["action"], "delete")).to_pylist()
-    blurred = pc.filter(consent["key"], pc.equal(consent["action"], "anonymise")).to_pylist()
-    # The anchor sums of what leaves and what changes: the doctor reconciles them (I5).
-    removed_rows = _ledger_rows(session, doomed)
-    before = _ledger_rows(session, blurred)
-    after = _anonymised_ids(before, key)
-    before = before.filter(pc.is_in(before["event_id"], value_set=after["event_id"]))
-    removed = add_digests(
-        [
-            digest_sums_by(anchor, removed_rows, None).get(None, 0),
-            digest_sums_by(anchor, before, None).get(None, 0),
-        ]
-    )
-    added = digest_sums_by(anchor, after, None).get(None, 0)
-    affected = sorted(set(removed_rows["user_id"].to_pylist()) | set(before["user_id"].to_pylist()))
-    count = 0
-    for chunk in _chunks(doomed):
-        result = session.execute(
-            sa.delete(ConsentEventRow).where(ConsentEventRow.event_id.in_(chunk))
-        )
-        count += result.rowcount or 0
-    deleted["store.consent_events"] = count
-    if after.num_rows:
-        table = cast(sa.Table, ConsentEventRow.__table__)
-        session.execute(
-            sa.update(table)
-            .where(table.c.event_id == sa.bindparam("b_event_id"))
-            .values(user_id=sa.bindparam("b_user_id")),
-            [
-                {"b_event_id": e, "b_user_id": u}
-                for e, u in zip(
-                    after["event_id"].to_pylist(), after["user_id"].to_pylist(), strict=True
-                )
-            ],
-        )
-    anonymised["store.consent_events"] = after.num_rows
-    state_removed = 0
-    for chunk in _chunks(affected):
-        backing = sa.select(ConsentEventRow.event_id).where(
-            ConsentEventRow.event_id == ConsentStateRow.event_id,
-            ConsentEventRow.user_id == ConsentStateRow.user_id,
-        )
-        result = session.execute(
-            sa.delete(ConsentStateRow).where(
-                ConsentStateRow.user_id.in_(chunk), ~sa.exists(backing)
-            )
-        )
-        state_removed += result.rowcount or 0
-    deleted["store.consent_state"] = state_removed
-    # Profiles: the subjects mirror of the lake's users.
-    profile = _acts(workdir, "profile")
-    gone = pc.filter(profile["key"], pc.equal(profile["action"], "delete")).to_pylist()
-    count = 0
-    for chunk in _chunks(gone):
-        result = session.execute(sa.delete(Subject).where(Subject.user_id.in_(chunk)))
-        count += result.rowcount or 0
-    deleted["store.subjects"] = count
-    blanked = pc.filter(profile["key"], pc.equal(profile["action"], "anonymise")).to_pylist()
-    count = 0
-    fields = [f for f in intent["profile_fields"] if f in ("region", "birth_date")]
-    if fields and blanked:
-        # subjects.region is a 2-letter column: every anonymised profile field is nulled here.
-        for chunk in _chunks(blanked):
-            result = session.execute(
-                sa.update(Subject).where(Subject.user_id.in_(chunk)).values(**dict.fromkeys(fields))
-            )
-            count += result.rowcount or 0
-    anonymised["store.subjects"] = count
-    # The audit log: events the plan found due and unsealed (none while all are leaves).
-    count = 0
-    for chunk in _chunks(intent["audit_seqs"]):
-        result = session.execute(
-            sa.delete(AuditEventRow).where(
-                AuditEventRow.seq.in_(chunk), AuditEventRow.seq.not_in(sealed_audit_events())
-            )
-        )
-        count += result.rowcount or 0
-    deleted["store.audit_events"] = count
-    # Purged deliveries stop existing with this transaction.
-    for chunk in _chunks(intent["delivery_ids"]):
-        session.execute(
-            sa.update(DeliveryRow)
-            .where(DeliveryRow.id.in_(chunk), DeliveryRow.purged_at.is_(None))
-            .values(purged_at=datetime.now(UTC), purge_id=intent["purge_id"])
-        )
-    sums = {"removed": f"{removed:064x}", "added": f"{added:064x}"}
-    return deleted, anonymised, sums
 
 
 def _materialise(ctx: PlanContext) -> list[CategoryPlan]:
@@ -513,7 +207,7 @@ def apply_plan(
         locks=_LOCKS,
         intent={"purge_id": purge_id, "plan_sha256": plan.plan_sha256, "at": rfc3339(at)},
     ) as job:
-        workdir = _workdir(settings, job.id)
+        workdir = workdir_of(settings, job.id)
         backend = planner_backend(settings, "duckdb")
         with open_context(
             settings, at, backend=backend, policy=policy, owners=plan.owners_checked
@@ -531,7 +225,7 @@ def apply_plan(
             profile_fields=list(profile_rule.fields) if profile_rule is not None else [],
             lake_fields={
                 category: {f: ANONYMISABLE_FIELDS[category][f] for f in rule.fields}
-                for category in _LAKE_ORDER
+                for category in LAKE_ORDER
                 if (rule := rule_for(version, category)) is not None
             },
         )
@@ -572,17 +266,17 @@ def _save_decisions(
             "them silently"
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    for category in _LAKE_ORDER:
-        _write_parquet(
+    for category in LAKE_ORDER:
+        write_parquet(
             workdir / f"acts-{category}.parquet",
             ctx.backend.con.sql(
                 f"SELECT key::VARCHAR AS key, action FROM retention_acts_{category} "
                 "WHERE action IN ('delete', 'anonymise')"
             )
             .to_arrow_table()
-            .cast(_ACTS_SCHEMA),
+            .cast(ACTS_SCHEMA),
         )
-    _write_parquet(workdir / "delivered.parquet", delivered)
+    write_parquet(workdir / "delivered.parquet", delivered)
     audit = plan.category("audit")
     with ctx.store.session() as session:
         condition = audit_due(ctx, session)
@@ -656,7 +350,7 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
     """
     intent = job.intent
     purge_id = intent["purge_id"]
-    workdir = _workdir(settings, job.id)
+    workdir = workdir_of(settings, job.id)
     lake = Lake(settings.lake_dir)
     key = anonymisation_key(Keyring.for_settings(settings))
     if "revocations" not in intent:
@@ -673,7 +367,7 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
             )
         job.step("retention.revoked", revocations=revocations)
     tables: dict[str, Any] = dict(job.intent.get("tables", {}))
-    work = [(c, LAKE_CATEGORIES[c]) for c in _LAKE_ORDER if c in intent["lake_fields"]]
+    work = [(c, LAKE_CATEGORIES[c]) for c in LAKE_ORDER if c in intent["lake_fields"]]
     if intent["delivery_ids"]:
         work.append(("deliveries", LINEAGE_TABLE))
     for category, table in work:
@@ -682,17 +376,17 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
             if category == "deliveries":
                 acts = None
             else:
-                acts = _acts(workdir, category)
+                acts = saved_acts(workdir, category)
                 if acts.num_rows == 0:
                     continue
             if not lake.exists(table):
                 continue
             token = secrets.token_hex(8)
             if acts is None:
-                removed, blurred = _stage_lineage_without(lake, intent["delivery_ids"], token), 0
+                removed, blurred = stage_lineage_without(lake, intent["delivery_ids"], token), 0
             else:
                 fields = intent["lake_fields"][category]
-                removed, blurred = _stage_rewrite(lake, table, acts, fields, key, token)
+                removed, blurred = stage_rewrite(lake, table, acts, fields, key, token)
             entry = {"token": token, "deleted": removed, "anonymised": blurred, "live": False}
             tables[table] = entry
             job.step("retention.lake_staged", tables=tables)
@@ -703,11 +397,11 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
     if "dirs_removed" not in job.intent:
         job.step(
             "retention.deliveries_removed",
-            dirs_removed=_remove_deliveries(settings, intent["delivery_ids"]),
+            dirs_removed=remove_deliveries(settings, intent["delivery_ids"]),
         )
     if not _reached(job, "retention.applied"):
         with job.transaction("retention.applied") as session:
-            store_deleted, store_anonymised, sums = _control_plane(
+            store_deleted, store_anonymised, sums = apply_control_plane(
                 settings, session, workdir, job.intent, key
             )
             deleted = {f"lake.{t}": e["deleted"] for t, e in tables.items()} | store_deleted
@@ -763,26 +457,26 @@ def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
     lake = Lake(settings.lake_dir)
     left: dict[str, int] = {}
     with open_store(settings.resolved_database_url) as store, store.session() as session:
-        for category in _LAKE_ORDER:
-            acts = _acts(workdir, category)
+        for category in LAKE_ORDER:
+            acts = saved_acts(workdir, category)
             doomed = acts.filter(pc.equal(acts["action"], "delete")).select(["key"])
             table = LAKE_CATEGORIES[category]
             count = 0
             files = lake.files(table)
             if doomed.num_rows and files:
-                con = _duck()
+                con = duck()
                 try:
                     con.register("doomed", doomed)
                     row = con.execute(
-                        f"SELECT count(*) FROM read_parquet({_paths(files)}) t "
-                        f"SEMI JOIN doomed d ON t.{_KEYS[table]} = d.key"
+                        f"SELECT count(*) FROM read_parquet({sql_paths(files)}) t "
+                        f"SEMI JOIN doomed d ON t.{KEYS[table]} = d.key"
                     ).fetchall()[0]
                     count = int(row[0]) if row else 0
                 finally:
                     con.close()
             column = {"profile": Subject.user_id, "consent_evidence": ConsentEventRow.event_id}
             if doomed.num_rows and category in column:
-                for chunk in _chunks(doomed["key"].to_pylist()):
+                for chunk in chunks(doomed["key"].to_pylist()):
                     count += (
                         session.scalar(
                             sa.select(sa.func.count()).where(column[category].in_(chunk))
@@ -799,8 +493,8 @@ def _record_purged_keys(settings: Settings, purge_id: str, workdir: Path, key: b
     target = settings.home / "retention" / "purges"
     target.mkdir(parents=True, exist_ok=True)
     parts = []
-    for category in _LAKE_ORDER:
-        acts = _acts(workdir, category)
+    for category in LAKE_ORDER:
+        acts = saved_acts(workdir, category)
         doomed = acts.filter(pc.equal(acts["action"], "delete"))
         parts.append(
             pa.table(
@@ -811,13 +505,13 @@ def _record_purged_keys(settings: Settings, purge_id: str, workdir: Path, key: b
             )
         )
     name = f"{purge_id}.keys.parquet"
-    _write_parquet(target / name, pa.concat_tables(parts))
+    write_parquet(target / name, pa.concat_tables(parts))
     return name
 
 
 def purged_key_digests(key: bytes, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
     """HMAC-SHA256 (hex) of each key under the anonymisation key, computed in DuckDB."""
-    con = _duck()
+    con = duck()
     try:
         con.register("keys", pa.table({"k": keys}))
         return (
@@ -843,7 +537,7 @@ def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
     """
     intent = job.intent
     at = datetime.fromisoformat(intent["at"].replace("Z", "+00:00"))
-    workdir = _workdir(settings, job.id)
+    workdir = workdir_of(settings, job.id)
     again = compute_plan(settings, at=at, engine="duckdb")
     remaining = {e.category: e.delete + e.anonymise for e in again.categories}
     checked = {e.category: e.total for e in again.categories}
@@ -888,7 +582,7 @@ class RetentionRecoverer:
         self.revoker = revoker
 
     def roll_back(self, settings: Settings, job: JobRecord) -> None:
-        shutil.rmtree(_workdir(settings, job.id), ignore_errors=True)
+        shutil.rmtree(workdir_of(settings, job.id), ignore_errors=True)
 
     def roll_forward(self, settings: Settings, job: JobRecord) -> None:
         with resume_job(settings, job) as resumed:
