@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import Phase
 from hypothesis import settings as hypothesis_settings
 
 from consentry.settings import Settings
-from tests.services import ensure_postgres
+from tests.services import postgres_schema
 
 os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON", "python3"))
 
@@ -73,18 +71,8 @@ def settings(home: Path) -> Settings:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL for a fresh, empty PostgreSQL schema on the real server; dropped afterwards."""
-    base = ensure_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{base}?options=-csearch_path%3D{schema}"
-    try:
+    with postgres_schema() as url:
         yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 __all__ = [
     "POSTGRES_URL",
@@ -26,6 +28,7 @@ __all__ = [
     "ensure_postgres",
     "ensure_redis",
     "free_port",
+    "postgres_schema",
     "serving",
 ]
 
@@ -184,3 +187,21 @@ def serving(
             server.wait()
         if log is not None:
             out.close()  # type: ignore[union-attr]
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL for a fresh, empty schema on the real PostgreSQL server (`ensure_postgres`),
+    dropped with everything in it when the block ends: tests on PostgreSQL never share a
+    schema."""
+    base = ensure_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

@@ -5,7 +5,6 @@ away, interrupted jobs and staged snapshots nobody owns."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import DeliveryRow, JobRow, RevocationRow
 from tests.delivery.conftest import LakeHome, make_lake_home
-from tests.services import ensure_postgres
+from tests.services import postgres_schema
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "invariants.md"
@@ -40,18 +39,8 @@ def clean(
     if request.param == "sqlite":
         yield _purged_world(Settings(home=root))
         return
-    base = ensure_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = f"{base}?options=-csearch_path%3D{schema}"
+    with postgres_schema() as url:
         yield _purged_world(Settings(home=root, database_url=url))
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _purged_world(settings: Settings) -> LakeHome:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -39,7 +38,7 @@ from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import ConsentEventRow, JobRow, RetentionPurge, ScrapingAssessmentRow
 from tests.delivery.conftest import LakeHome, make_lake_home, run_cli
-from tests.services import ensure_postgres
+from tests.services import postgres_schema
 
 COMMIT_STEP = {
     "import": "import.committed",
@@ -145,18 +144,8 @@ def fault_home(
     if request.param == "sqlite":
         yield _world(Settings(home=root / "home"), root)
         return
-    base = ensure_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = f"{base}?options=-csearch_path%3D{schema}"
+    with postgres_schema() as url:
         yield _world(Settings(home=root / "home", database_url=url), root)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # --- what each job does, and how to see that it happened -------------------------------------

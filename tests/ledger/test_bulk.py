@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from consentry.ledger.bulk import DECISION_COLUMNS, resolve_consent_bulk
 from consentry.ledger.rules import LatestChoice, SubjectFacts, minor_birth_cutoff, resolve_consent
-from consentry.policy import Choice, PolicyFile, load_policy, parse_policy
+from consentry.policy import Choice, PolicyFile, load_policy
 from consentry.settings import DEFAULT_POLICY_FILE
+from tests.ledger.policies import SWITCHES
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)
 _US = timedelta(microseconds=1)
@@ -252,35 +253,6 @@ def test_the_latest_event_wins_whatever_the_order_rows_arrive_in() -> None:
     assert got["u0"]["since"] == datetime(2025, 1, 3, tzinfo=UTC)
     assert (got["u1"]["decision"], got["u1"]["rule"]) == ("deny", "gpc")
     assert got["u1"]["since"] == datetime(2025, 1, 5, tzinfo=UTC)
-
-
-# The default policy denies minors and allows unknown ages everywhere; this one does the
-# opposite for one purpose, so both switches of the minor and unknown-age rules are exercised;
-# and its age of majority is not the default 18.
-SWITCHES = parse_policy(
-    """\
-versions:
-  - version: v1
-    effective_from: 2024-01-01T00:00:00Z
-    age_of_majority: 16
-    purposes:
-      - key: strict
-        title: Strict
-        description: Denies minors and unknown ages.
-        default: allow
-        minors: deny
-        unknown_age: deny
-        gpc: true
-      - key: open
-        title: Open
-        description: Allows minors and unknown ages.
-        default: deny
-        minors: allow
-        unknown_age: allow
-        gpc: true
-""",
-    source="switches.yaml",
-)
 
 
 def test_minors_and_unknown_ages_follow_the_purpose_at_the_cutoff() -> None:

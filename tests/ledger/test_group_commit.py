@@ -5,7 +5,6 @@ order, the doctor finds nothing; a failing change fails alone; unknown users get
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -24,7 +23,7 @@ from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import AuditEventRow, ConsentEventRow
 from tests.delivery.conftest import LakeHome, make_lake_home, world_users
-from tests.services import ensure_postgres
+from tests.services import postgres_schema
 
 THIRD = "ai_training_third_party"
 EVIDENCE = Evidence(origin="test", client="api")
@@ -36,18 +35,8 @@ def home(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[LakeHome]:
     if request.param == "sqlite":
         yield make_lake_home(Settings(home=root))
         return
-    base = ensure_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = f"{base}?options=-csearch_path%3D{schema}"
+    with postgres_schema() as url:
         yield make_lake_home(Settings(home=root, database_url=url))
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _ledger(home: LakeHome) -> ConsentLedger:

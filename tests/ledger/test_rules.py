@@ -19,8 +19,9 @@ from consentry.ledger.rules import (
     minor_birth_cutoff,
     resolve_consent,
 )
-from consentry.policy import Choice, PolicyFile, load_policy, parse_policy
+from consentry.policy import Choice, PolicyFile, load_policy
 from consentry.settings import DEFAULT_POLICY_FILE
+from tests.ledger.policies import SWITCHES
 
 POLICY: PolicyFile = load_policy(DEFAULT_POLICY_FILE)
 AFTER = datetime(2025, 3, 1, tzinfo=UTC)
@@ -223,38 +224,22 @@ def test_minors_are_never_allowed_where_the_purpose_denies_them(
         assert d.rule is ConsentRule.MINOR
 
 
-# A purpose that denies unknown ages, under a majority of 16 (the default policy has neither).
-STRICT = parse_policy(
-    """\
-versions:
-  - version: v1
-    effective_from: 2024-01-01T00:00:00Z
-    age_of_majority: 16
-    purposes:
-      - key: strict
-        title: Strict
-        description: Denies minors and unknown ages.
-        default: allow
-        minors: deny
-        unknown_age: deny
-        gpc: true
-""",
-    source="strict.yaml",
-)
-
-
 def test_unknown_age_and_minority_follow_the_version_in_force() -> None:
     at = datetime(2025, 6, 1, tzinfo=UTC)
     since = datetime(2024, 1, 1, tzinfo=UTC)
-    unknown = resolve_consent(STRICT, SubjectFacts("u"), "strict", at, None)
+    unknown = resolve_consent(SWITCHES, SubjectFacts("u"), "strict", at, None)
     assert (unknown.decision, unknown.rule, unknown.since) == (
         Choice.DENY,
         ConsentRule.UNKNOWN_AGE,
         since,
     )
-    sixteen = resolve_consent(STRICT, SubjectFacts("u", None, date(2009, 6, 1)), "strict", at, None)
+    sixteen = resolve_consent(
+        SWITCHES, SubjectFacts("u", None, date(2009, 6, 1)), "strict", at, None
+    )
     assert (sixteen.decision, sixteen.rule) == (Choice.ALLOW, ConsentRule.DEFAULT)
-    fifteen = resolve_consent(STRICT, SubjectFacts("u", None, date(2009, 6, 2)), "strict", at, None)
+    fifteen = resolve_consent(
+        SWITCHES, SubjectFacts("u", None, date(2009, 6, 2)), "strict", at, None
+    )
     assert (fifteen.decision, fifteen.rule, fifteen.since) == (
         Choice.DENY,
         ConsentRule.MINOR,
