@@ -44,16 +44,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from _common import (
+    consent_population,
     group_cpu_seconds,
     latency_summary,
     load_note,
@@ -65,7 +63,6 @@ from _common import (
 
 PURPOSE = "ai_training_third_party"
 LOOPBACK = "127.0.0.1"
-REGIONS = np.array(["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "JP", "CA", "MX"])
 _WRK_INSTALL = "apt-get install -y wrk"
 
 
@@ -109,51 +106,8 @@ def build_home(
 
     settings = Settings(home=home, database_url=database_url)
     init_home(settings)
-    rng = np.random.default_rng(seed)
-    utc = pa.timestamp("us", tz="UTC")
-    ids = pc.binary_join_element_wise(
-        "u", pc.cast(pa.array(np.arange(subjects, dtype=np.int64) + 10**11), pa.string()), ""
-    )
-    first_day = (date(1950, 1, 1) - date(1970, 1, 1)).days
-    last_day = (date(2012, 1, 1) - date(1970, 1, 1)).days
-    users = pa.table(
-        {
-            "user_id": ids,
-            "created_at": pa.array(
-                np.full(subjects, int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1e6)), utc
-            ),
-            "region": pa.array(REGIONS[rng.integers(0, len(REGIONS), subjects)]),
-            "birth_date": pa.array(
-                rng.integers(first_day, last_day, subjects).astype(np.int32),
-                pa.date32(),
-                mask=rng.random(subjects) < 0.05,
-            ),
-            "protected": pa.array(rng.random(subjects) < 0.08),
-            "deactivated_at": pa.nulls(subjects, utc),
-            "deleted_at": pa.nulls(subjects, utc),
-        }
-    )
-    # A third of the users made 1 to 3 earlier choices, so reads see real history.
-    choosers = np.flatnonzero(rng.random(subjects) < 0.33)
-    who = np.repeat(choosers, rng.integers(1, 4, len(choosers)))
-    n = len(who)
-    start = int(datetime(2024, 11, 15, tzinfo=UTC).timestamp() * 1e6)
-    events = pa.table(
-        {
-            "event_id": pc.binary_join_element_wise(
-                "seed-", pc.cast(pa.array(np.arange(n, dtype=np.int64)), pa.string()), ""
-            ),
-            "user_id": ids.take(pa.array(who)),
-            "purpose": pa.array(
-                np.array([PURPOSE, "ai_training_first_party", "business_partners"])[
-                    rng.integers(0, 3, n)
-                ]
-            ),
-            "choice": pa.array(np.where(rng.random(n) < 0.5, "allow", "deny")),
-            "at": pa.array(start + rng.integers(0, 180 * 86_400 * 10**6, n), utc),
-            "source": pa.array(np.full(n, "settings")),
-        }
-    )
+    users, events = consent_population(subjects, np.random.default_rng(seed))
+    ids = users["user_id"]
     store = open_store(settings.resolved_database_url)
     try:
         keyring = Keyring.for_home(home)

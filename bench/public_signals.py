@@ -27,7 +27,7 @@ import argparse
 import asyncio
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from _common import load_note, print_table, rate, ratio, run_isolated, stopwatch
-
-PURPOSES = np.array(["ai_training_third_party", "ai_training_first_party", "business_partners"])
-REGIONS = np.array(["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "JP", "CA", "MX"])
+from _common import (
+    consent_population,
+    load_note,
+    print_table,
+    rate,
+    ratio,
+    run_isolated,
+    stopwatch,
+)
 
 
 def build_home(home: Path, users: int, posts: int, seed: int) -> None:
@@ -56,40 +61,9 @@ def build_home(home: Path, users: int, posts: int, seed: int) -> None:
     init_home(settings)
     rng = np.random.default_rng(seed)
     utc = pa.timestamp("us", tz="UTC")
-    ids = _ids("u", users)
-    first_day = (date(1950, 1, 1) - date(1970, 1, 1)).days
-    last_day = (date(2012, 1, 1) - date(1970, 1, 1)).days
-    subjects = pa.table(
-        {
-            "user_id": ids,
-            "created_at": pa.array(
-                np.full(users, int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1e6)), utc
-            ),
-            "region": pa.array(REGIONS[rng.integers(0, len(REGIONS), users)]),
-            "birth_date": pa.array(
-                rng.integers(first_day, last_day, users).astype(np.int32),
-                pa.date32(),
-                mask=rng.random(users) < 0.05,
-            ),
-            "protected": pa.array(rng.random(users) < 0.08),
-            "deactivated_at": pa.nulls(users, utc),
-            "deleted_at": pa.nulls(users, utc),
-        }
-    )
-    choosers = np.flatnonzero(rng.random(users) < 0.33)
-    who = np.repeat(choosers, rng.integers(1, 4, len(choosers)))
-    n = len(who)
+    subjects, events = consent_population(users, rng)
+    ids = subjects["user_id"]
     start = int(datetime(2024, 11, 15, tzinfo=UTC).timestamp() * 1e6)
-    events = pa.table(
-        {
-            "event_id": _ids("seed-", n),
-            "user_id": ids.take(pa.array(who)),
-            "purpose": pa.array(PURPOSES[rng.integers(0, 3, n)]),
-            "choice": pa.array(np.where(rng.random(n) < 0.5, "allow", "deny")),
-            "at": pa.array(start + rng.integers(0, 180 * 86_400 * 10**6, n), utc),
-            "source": pa.array(np.full(n, "settings")),
-        }
-    )
     store = open_store(settings.resolved_database_url)
     try:
         ledger = ConsentLedger(store, load_policy(settings.policy_file), Keyring.for_home(home))
