@@ -222,8 +222,10 @@ def _package_main(package: str, max_children: int, survivors: bool = False) -> N
         return runner
 
     mutmut_main.get_mutant_runner = runner_without_clean_pass  # type: ignore[attr-defined,unused-ignore]
-    # Without names mutmut resumes: a mutant with a result is not run again (unless its
-    # function changed); with names (a function filter) every named mutant runs.
+    # Without names mutmut resumes: a mutant with a result is not run again (mutmut clears the
+    # results of a function whose source changed). With names it runs every named mutant, so
+    # a function filter would make each run start over: drop the named mutants that already
+    # have a result, and a filtered run resumes too.
     filtered = any(m in function_filters() for m in modules)
     names = mutant_globs(modules) if filtered else []
     if survivors:
@@ -231,6 +233,16 @@ def _package_main(package: str, max_children: int, survivors: bool = False) -> N
         names = _survivors(package)
         if not names:
             return
+    elif names:
+        collect = mutmut_main.collect_source_file_mutation_data
+
+        def without_results(
+            *, mutant_names: tuple[str, ...] | list[str]
+        ) -> tuple[list[tuple[Any, str, int | None]], dict[str, Any]]:
+            mutants, by_path = collect(mutant_names=mutant_names)
+            return [m for m in mutants if m[2] is None], by_path
+
+        mutmut_main.collect_source_file_mutation_data = without_results
     mutmut_main._run(names, max_children)
 
 

@@ -109,6 +109,11 @@ CASES = [
     ("4111 1111 1111 1111", "<CARD>"),
     ("4111 1111 1111 1112", "4111 1111 1111 1112"),
     ("0000 0000 0000 0000", "0000 0000 0000 0000"),
+    # A card number runs on into a digit: no card (no look-ahead, so the rule checks it).
+    ("4111 1111 1111 11112", "4111 1111 1111 11112"),
+    ("41111111111111111102", "41111111111111111102"),
+    # Only a digit after the core stops it; any other character does not.
+    ("ref 4111111111111111X", "ref <CARD>X"),
     ("+1 555 123 4567.", "<PHONE>."),
     ("(555) 123-4567", "<PHONE>"),
     ("on 2024-03-15 10:30 for $1,299.99", "on 2024-03-15 10:30 for $1,299.99"),
