@@ -297,6 +297,24 @@ def test_minors_and_unknown_ages_follow_the_purpose_at_the_cutoff() -> None:
         "deny",
         "unknown_age",
     )
+    # A blocked minor or unknown age is denied since the policy version took effect, not
+    # since their own choice: the event does not decide, so it does not date the decision.
+    effective = datetime(2024, 1, 1, tzinfo=UTC)
+    assert strict["minor-after-cutoff"]["since"] == effective
+    assert strict["unknown"]["since"] == effective
+    assert strict["adult-at-cutoff"]["since"] == datetime(2025, 1, 1, tzinfo=UTC)
+    latest = {
+        u.user_id: LatestChoice(Choice.ALLOW, datetime(2025, 1, 1, tzinfo=UTC), "settings", "e")
+        for u in users
+    }
+    for subject in users:
+        scalar = resolve_consent(SWITCHES, subject, "strict", at, latest[subject.user_id])
+        row = strict[subject.user_id]
+        assert (row["decision"], row["rule"], row["since"]) == (
+            scalar.decision.value,
+            scalar.rule.value,
+            scalar.since,
+        )
 
 
 def test_the_columns_have_one_type_whatever_rule_decides() -> None:
