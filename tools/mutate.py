@@ -202,8 +202,15 @@ def _package_main(package: str, max_children: int, survivors: bool = False) -> N
     # test (mutmut maps each type error to its mutant). Unused ignores are not the mutant's.
     mypy = [sys.executable, "-m", "mypy", "-O", "json", "--no-warn-unused-ignores"]
     mypy += ["--cache-dir", str(WORK / ".mypy_cache"), *modules]
+    # A package may choose its own marker expression (`[tool.consentry.mutate] markers`):
+    # engine runs its Spark test, the only one that checks the Spark dialect of its SQL.
+    add_args = list(cfg.pytest_add_cli_args)
+    markers = _table().get("markers", {}).get(package)
+    if markers is not None and "-m" in add_args:
+        add_args[add_args.index("-m") + 1] = markers
     configuration._config = replace(
         cfg,
+        pytest_add_cli_args=add_args,
         only_mutate=modules,
         pytest_add_cli_args_test_selection=[f"tests/{package}"],
         type_check_command=[] if package in _table().get("skip_type_check", []) else mypy,

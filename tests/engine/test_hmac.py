@@ -63,6 +63,14 @@ def test_duckdb_hmac_equals_python_hmac(duck: Any, key: bytes, messages: list[st
     assert duckdb_hmacs(duck, key, messages) == [hmac_hex(key, m) for m in messages]
 
 
+@pytest.mark.parametrize("size", [63, 64, 65])
+def test_keys_at_the_block_size(duck: Any, size: int) -> None:
+    """RFC 2104: a key longer than the 64-byte block is hashed first; one of 64 is not."""
+    key = bytes(range(1, size + 1))
+    messages = ["", "post-1", "ünïcödé"]
+    assert duckdb_hmacs(duck, key, messages) == [hmac_hex(key, m) for m in messages]
+
+
 def test_hmac_hex_is_the_standard_construction() -> None:
     key, message = b"k" * 32, "post-1234 ✓ ünïcode 🙂"
     expected = hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
