@@ -159,7 +159,7 @@ BOUNDARIES: tuple[Boundary, ...] = (
         ends=(End("oldest kept bucket start", "start", closed=True),),
         rule="scraping/meter (module doc) rules 2-3; docs/scraping.md",
         engines={
-            "numpy": "scraping.meter.MemoryMeter.add (bucket >= top - span)",
+            "numpy": "scraping.meter.MemoryMeter.add (_entity_runs: bucket >= top - span)",
             "lua": "scraping.meter.RedisMeter (the script: buckets >= floor)",
         },
     ),
