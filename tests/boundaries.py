@@ -116,7 +116,7 @@ BOUNDARIES: tuple[Boundary, ...] = (
         ends=(End("valid_from", "start", closed=True), End("valid_to", "end", closed=False)),
         rule="scraping/attribution.py rule 1; docs/scraping.md",
         engines={
-            "python": "scraping.reference.reference_assessment (ts >= from & ts < to)",
+            "python": "scraping.reference._owners (ts >= valid_from & ts < valid_to)",
             "numpy": "scraping.meter.Attributor.entities (t >= c_from & t < c_to)",
             "numpy-columnar": "scraping.columnar.resolve_credentials / CredentialMap.codes_at",
             "duckdb": "scraping.attribution.attribute (c_from <= ts AND ts < c_to)",
