@@ -169,8 +169,8 @@ class MemoryMeter:
 
         1. An entity seen before keeps its stored top bucket; a new one starts at its first
            row's bucket.
-        2. A row whose bucket is older than that top minus the span is late: it no longer
-           falls in any window the meter reports, so it is not counted (rule 5).
+        2. A row whose bucket is older than the entity's oldest kept bucket (that top
+           minus the span) is late and not counted (rule 5).
         3. A row's top is the larger of the stored top and its bucket (rows of an entity
            come in bucket order) and its window's floor is that top minus the span.
         """
@@ -220,8 +220,8 @@ class MemoryMeter:
         return _Slots(keys, at, inside, hit)
 
     def _capped(self, stored: _Stored, slots: _Slots, posts: I64) -> I64:
-        """The posts each row adds: a bucket holds at most `bucket_cap` posts, so a row adds
-        what fits beside the posts its bucket already stores."""
+        """The posts each row adds: a bucket holds at most `bucket_cap` posts (rule 6), so a
+        row adds what fits beside the posts its bucket already stores."""
         held = np.zeros(len(posts), dtype=np.int64)
         held[slots.hit] = self._posts[stored.at[slots.at[slots.hit]]]
         capped: I64 = np.minimum(posts, self.cap - held)
@@ -249,12 +249,13 @@ class MemoryMeter:
         np.cumsum(np.where(runs.counted, posts, 0), out=batch_cum[1:])
         run_key = runs.run * (self._KSPAN * 2)
         batch_keys = run_key + (buckets - kbase)
-        from_floor = np.searchsorted(batch_keys, run_key + (runs.floor - kbase), "left")
-        past = np.searchsorted(batch_keys, run_key + (runs.floor + 1 - kbase), "left")
+        batch_at_floor = np.searchsorted(batch_keys, run_key + (runs.floor - kbase), "left")
+        batch_past_floor = np.searchsorted(batch_keys, run_key + (runs.floor + 1 - kbase), "left")
         through = np.arange(1, len(posts) + 1)
-        upper = stored_upper + batch_cum[through] - batch_cum[from_floor]
+        upper = stored_upper + batch_cum[through] - batch_cum[batch_at_floor]
         batch_floor = (
-            batch_cum[np.minimum(past, through)] - batch_cum[np.minimum(from_floor, through)]
+            batch_cum[np.minimum(batch_past_floor, through)]
+            - batch_cum[np.minimum(batch_at_floor, through)]
         )
         lower: I64 = upper - stored_floor - batch_floor
         return upper, lower
