@@ -116,11 +116,11 @@ BOUNDARIES: tuple[Boundary, ...] = (
         ends=(End("valid_from", "start", closed=True), End("valid_to", "end", closed=False)),
         rule="scraping/attribution.py rule 1; docs/scraping.md",
         engines={
-            "python": "scraping.reference.reference_assessment (ts >= from & ts < to)",
+            "python": "scraping.reference._owners (ts >= valid_from & ts < valid_to)",
             "numpy": "scraping.meter.Attributor.entities (t >= c_from & t < c_to)",
             "numpy-columnar": "scraping.columnar.resolve_credentials / CredentialMap.codes_at",
-            "duckdb": "scraping.attribution.attribute (c_from <= ts AND ts < c_to)",
-            "spark": "scraping.attribution.attribute (c_from <= ts AND ts < c_to)",
+            "duckdb": "scraping.attribution._best_owners (c_from <= ts AND ts < c_to)",
+            "spark": "scraping.attribution._best_owners (c_from <= ts AND ts < c_to)",
             "lua": "Meter with RedisMeter: Attributor.entities, then counted by the script",
         },
     ),
@@ -159,7 +159,7 @@ BOUNDARIES: tuple[Boundary, ...] = (
         ends=(End("oldest kept bucket start", "start", closed=True),),
         rule="scraping/meter (module doc) rules 2-3; docs/scraping.md",
         engines={
-            "numpy": "scraping.meter.MemoryMeter.add (bucket >= top - span)",
+            "numpy": "scraping.meter.MemoryMeter.add (_entity_runs: bucket >= top - span)",
             "lua": "scraping.meter.RedisMeter (the script: buckets >= floor)",
         },
     ),

@@ -151,17 +151,18 @@ def owner_candidates(credentials: pa.Array, owners: Owners) -> pa.Table:
                 hits = np.array([i for i, a in v6_addresses if a in network], dtype=np.int64)
             if len(hits) == 0:
                 continue
-            n = len(hits)
-            # The range row repeated once per hit (a take, not n Python objects).
-            src = owners.ranges.slice(row, 1).take(pa.array(np.zeros(n, dtype=np.int64)))
+            # The range row repeated once per hit (a take, not a Python object per hit).
+            repeated = owners.ranges.slice(row, 1).take(
+                pa.array(np.zeros(len(hits), dtype=np.int64))
+            )
             pieces.append(
                 pa.table(
                     {
                         "credential": distinct.take(pa.array(hits)),
-                        "entity": src["entity"],
-                        "valid_from": src["valid_from"],
-                        "valid_to": src["valid_to"],
-                        "specificity": pa.array(np.full(n, network.prefixlen, np.int64)),
+                        "entity": repeated["entity"],
+                        "valid_from": repeated["valid_from"],
+                        "valid_to": repeated["valid_to"],
+                        "specificity": pa.array(np.full(len(hits), network.prefixlen, np.int64)),
                     }
                 )
             )
@@ -181,22 +182,45 @@ def _ip_like(credential: ir.StringValue) -> ir.BooleanValue:
     return credential.re_search(_IP_LIKE)
 
 
+_ACCESS_COLUMNS = ("request_id", "ts", "credential", "posts")
+"""The columns of an access the assessment keeps (plus its entity and instant)."""
+
+
 def attribute(backend: ibis.BaseBackend, events: ir.Table, owners: Owners) -> ir.Table:
     """`events` (canonical access_events) with an `entity` and `ts_us` column, deduplicated.
 
-    1. Duplicates of a request_id are dropped, keeping the first by (ts, credential, posts).
+    1. Duplicates of a request_id are dropped, keeping the first by (ts, credential, posts)
+       (`_first_of_each_request`).
     2. Distinct IP-like credentials are fetched (only when there are range rows) to find
        which ranges cover them (`owner_candidates`); the candidates go back as a table.
     3. Accesses whose credential has no candidate are their own entity (a semi/anti join on
-       the small candidate set, no join of every access).
+       the small candidate set, no join of every access; `_with_owners`).
     4. The others join their candidates on credential AND valid_from <= ts < valid_to;
-       the most specific match per request wins; none valid: their own entity.
+       the most specific match per request wins; none valid: their own entity
+       (`_best_owners`).
+    """
+    unique = _first_of_each_request(events)
+    credentials = pa.array([], pa.string())
+    if owners.ranges.num_rows:
+        ip_like = unique.filter(_ip_like(unique.credential)).select("credential").distinct()
+        credentials = backend.to_pyarrow(ip_like)["credential"].combine_chunks()
+    candidates = owner_candidates(credentials, owners)
+    if candidates.num_rows == 0:
+        plain = unique.select(*_ACCESS_COLUMNS).mutate(entity=unique.credential)
+        return plain.mutate(ts_us=epoch_us(backend, plain.ts))
+    both = _with_owners(unique, candidates)
+    return both.mutate(ts_us=epoch_us(backend, both.ts))
+
+
+def _first_of_each_request(events: ir.Table) -> ir.Table:
+    """Rule 4: one row per request_id, the first by (ts, credential, posts).
+
+    Only request ids that occur more than once need ranking: one hash aggregate finds
+    them, and the (costly) window runs on their rows alone.
     """
     import ibis
 
-    # Only request ids that occur more than once need ranking: one hash aggregate finds
-    # them, and the (costly) window runs on their rows alone.
-    base = events.select("request_id", "ts", "credential", "posts")
+    base = events.select(*_ACCESS_COLUMNS)
     counted = base.group_by("request_id").agg(copies=base.count())
     repeated = counted.filter(counted.copies > 1).select("request_id")
     single = base.anti_join(repeated, "request_id")
@@ -207,38 +231,47 @@ def attribute(backend: ibis.BaseBackend, events: ir.Table, owners: Owners) -> ir
             order_by=[doubles.ts, doubles.credential, doubles.posts],
         )
     )
-    unique = single.union(ranked.filter(ranked._dup == 0).drop("_dup"))
-    credentials = pa.array([], pa.string())
-    if owners.ranges.num_rows:
-        ip_like = unique.filter(_ip_like(unique.credential)).select("credential").distinct()
-        credentials = backend.to_pyarrow(ip_like)["credential"].combine_chunks()
-    candidates = owner_candidates(credentials, owners)
-    cols = ["request_id", "ts", "credential", "posts"]
-    if candidates.num_rows == 0:
-        plain = unique.select(*cols).mutate(entity=unique.credential)
-        return plain.mutate(ts_us=epoch_us(backend, plain.ts))
-    cand = ibis.memtable(
+    return single.union(ranked.filter(ranked._dup == 0).drop("_dup"))
+
+
+def _with_owners(unique: ir.Table, candidates: pa.Table) -> ir.Table:
+    """Each access with its `entity` (steps 3 and 4 of `attribute`): an access whose
+    credential has no candidate owner is its own entity (rule 3); the others take their
+    best valid candidate (`_best_owners`), else are their own entity too."""
+    import ibis
+
+    candidate = ibis.memtable(
         candidates.rename_columns(["c_credential", "c_entity", "c_from", "c_to", "c_spec"])
     )
-    cand_creds = cand.select(credential=cand.c_credential).distinct()
-    plain = unique.anti_join(cand_creds, "credential").select(*cols)
+    candidate_credentials = candidate.select(credential=candidate.c_credential).distinct()
+    plain = unique.anti_join(candidate_credentials, "credential").select(*_ACCESS_COLUMNS)
     plain = plain.mutate(entity=plain.credential)
-    owned = unique.semi_join(cand_creds, "credential").select(*cols)
+    owned = unique.semi_join(candidate_credentials, "credential").select(*_ACCESS_COLUMNS)
+    best = _best_owners(owned, candidate)
+    resolved = owned.left_join(best, owned.request_id == best.m_request)
+    resolved = resolved.select(
+        *_ACCESS_COLUMNS, entity=ibis.coalesce(resolved.m_entity, resolved.credential)
+    )
+    return plain.union(resolved)
+
+
+def _best_owners(owned: ir.Table, candidate: ir.Table) -> ir.Table:
+    """Rules 1 and 2 for the accesses `owned` and their candidate owners (`candidate`): per
+    request, the candidate of its credential valid at its instant (`c_from <= ts < c_to`)
+    with the highest specificity, ties by entity name (`m_request`, `m_entity`)."""
+    import ibis
+
     matches = owned.inner_join(
-        cand,
+        candidate,
         [
-            owned.credential == cand.c_credential,
-            cand.c_from <= owned.ts,
-            owned.ts < cand.c_to,
+            owned.credential == candidate.c_credential,
+            candidate.c_from <= owned.ts,
+            owned.ts < candidate.c_to,
         ],
-    ).select(m_request=owned.request_id, m_entity=cand.c_entity, m_spec=cand.c_spec)
+    ).select(m_request=owned.request_id, m_entity=candidate.c_entity, m_spec=candidate.c_spec)
     best = matches.mutate(
         _rank=ibis.row_number().over(
             group_by=matches.m_request, order_by=[matches.m_spec.desc(), matches.m_entity]
         )
     )
-    best = best.filter(best._rank == 0).select("m_request", "m_entity")
-    resolved = owned.left_join(best, owned.request_id == best.m_request)
-    resolved = resolved.select(*cols, entity=ibis.coalesce(resolved.m_entity, resolved.credential))
-    both = plain.union(resolved)
-    return both.mutate(ts_us=epoch_us(backend, both.ts))
+    return best.filter(best._rank == 0).select("m_request", "m_entity")

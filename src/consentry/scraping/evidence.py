@@ -64,6 +64,8 @@ _TEMPLATES = jinja2.Environment(
     autoescape=jinja2.select_autoescape(["html"]),
 )
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_US = np.timedelta64(1, "us").item()
+"""One microsecond (a `timedelta`: instants to microseconds since the epoch)."""
 
 
 def safe_name(entity: str) -> str:
@@ -98,8 +100,7 @@ def chart_png(
     import matplotlib.pyplot as plt
 
     ts = np.asarray(ts_us, dtype=np.int64)
-    p = np.asarray(posts, dtype=np.int64)
-    cum = np.concatenate([[0], np.cumsum(p)])
+    cum = np.concatenate([[0], np.cumsum(np.asarray(posts, dtype=np.int64))])
     # Sampled at every request and every instant a request leaves the window, so the line
     # falls when it should instead of holding the last value.
     at = np.unique(np.concatenate([ts, ts + window_us]))
@@ -108,13 +109,13 @@ def chart_png(
     rolling = cum[hi] - cum[lo]
     when = at.astype("datetime64[us]")
     fig, ax = plt.subplots(figsize=(11, 4), dpi=100)
-    for w in entity.windows:
+    for window in entity.windows:
         ax.axvspan(
-            mdates.date2num(w.start.replace(tzinfo=None)),  # type: ignore[no-untyped-call]
-            mdates.date2num(w.end.replace(tzinfo=None)),  # type: ignore[no-untyped-call]
+            mdates.date2num(window.start.replace(tzinfo=None)),  # type: ignore[no-untyped-call]
+            mdates.date2num(window.end.replace(tzinfo=None)),  # type: ignore[no-untyped-call]
             color="#f4b400",
             alpha=0.25,
-            label="billed window" if w is entity.windows[0] else None,
+            label="billed window" if window is entity.windows[0] else None,
         )
     ax.step(when, rolling, where="post", color="#1a73e8", linewidth=1.2, label="posts in window")
     ax.axhline(threshold, color="#b3261e", linestyle="--", label=f"threshold {threshold:,}")
@@ -130,15 +131,15 @@ def chart_png(
 
 
 def _ips(credentials: list[str]) -> list[str]:
+    """The credentials that are IP addresses (dotted-quad IPv4, or anything with a `:`)."""
     if not credentials:
         return []
-    arr = pa.array(credentials, pa.string())
-    v4, _ = ipv4_to_int(arr)
-    out = []
-    for c, is_v4 in zip(credentials, v4.tolist(), strict=True):
-        if is_v4 or ":" in c:
-            out.append(c)
-    return out
+    is_v4, _ = ipv4_to_int(pa.array(credentials, pa.string()))
+    return [
+        credential
+        for credential, v4 in zip(credentials, is_v4.tolist(), strict=True)
+        if v4 or ":" in credential
+    ]
 
 
 def _signals_served(
@@ -159,7 +160,14 @@ def _signals_served(
 def write_evidence(
     settings: Settings, assessment: Assessment, entity: str, out: Path | None = None
 ) -> dict[str, Any]:
-    """Write `entity`'s evidence pack (module doc) and return what was written."""
+    """Write `entity`'s evidence pack (module doc) and return what was written.
+
+    1. The pack is written to a staging directory next to its target: the chart, the
+       events of every billed window (`_write_events`), the report (`_write_report`), its
+       PDF when a converter is installed (`_print_pdf`) and `evidence.json`.
+    2. The staging directory then replaces the target (`_move_into_place`); on any failure
+       it is removed and the target is left as it was.
+    """
     result = assessment.entity(entity)
     if result is None:
         raise ConsentryError(f"no accesses by entity {entity!r} in these events")
@@ -180,92 +188,127 @@ def write_evidence(
         ts = np.asarray(ordered["ts_us"].to_numpy(), dtype=np.int64)
         posts = np.asarray(ordered["posts"].to_numpy(), dtype=np.int64)
         chart_png(staging / "chart.png", ts, posts, result, terms.threshold, terms.window_us)
-        parts = []
-        metadata: dict[bytes, bytes] = {}
-        for w in result.windows:
-            start_us = int((w.start - datetime(1970, 1, 1, tzinfo=UTC)) // _US)
-            mask = pc.and_(
-                pc.greater_equal(ordered["ts_us"], start_us),
-                pc.less(ordered["ts_us"], start_us + terms.window_us),
-            )
-            part = canonical_order(
-                ordered.filter(mask).select(["request_id", "ts", "credential", "posts"])
-            )
-            parts.append(
-                part.append_column(
-                    "window_start",
-                    pa.array([w.start] * part.num_rows, pa.timestamp("us", tz="UTC")),
-                )
-            )
-            metadata[f"consentry.evidence_sha256.{rfc3339(w.start)}".encode()] = (
-                w.evidence_sha256.encode()
-            )
-        schema = pa.schema(
-            [
-                ("request_id", pa.string()),
-                ("ts", pa.timestamp("us", tz="UTC")),
-                ("credential", pa.string()),
-                ("posts", pa.int64()),
-                ("window_start", pa.timestamp("us", tz="UTC")),
-            ]
-        )
-        table = pa.concat_tables([p.cast(schema) for p in parts]) if parts else schema.empty_table()
-        table = table.replace_schema_metadata(metadata)
-        pq.write_table(table, staging / "events.parquet", compression="zstd")
-        credentials = sorted({c for w in result.windows for c in w.credentials})
-        document = {
-            **result.to_json(),
-            "policy_version": assessment.policy_version,
-            "threshold_posts": terms.threshold,
-            "window_seconds": terms.window_us // 1_000_000,
-            "rounding": terms.rounding,
-            "mode": assessment.mode,
-            "currency": terms.currency,
-            "credentials": credentials,
-            "ips": _ips(credentials),
-            "generated_at": rfc3339(datetime.now(UTC).replace(microsecond=0)),
-        }
-        served, unserved = _signals_served(settings, [w.start for w in result.windows])
-        document["signals_served"] = served
-        document["signals_served_unknown"] = unserved
-        html = _TEMPLATES.get_template("evidence.html").render(
-            **document,
-            window_hours=terms.window_us // 3_600_000_000,
-            amount_per_million=terms.amount_per_million,
-            version=__version__,
-        )
-        (staging / "report.html").write_text(html, encoding="utf-8")
-        converter = find_pdf_converter()
-        pdf = False
-        if converter:
-            done = subprocess.run(
-                [
-                    converter,
-                    *HEADLESS_CHROMIUM_ARGS,
-                    f"--print-to-pdf={staging / 'report.pdf'}",
-                    (staging / "report.html").as_uri(),
-                ],
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
-            pdf = done.returncode == 0 and (staging / "report.pdf").is_file()
+        _write_events(staging / "events.parquet", ordered, result, terms.window_us)
+        document = _evidence_document(settings, assessment, result)
+        _write_report(staging / "report.html", document, assessment)
+        pdf = _print_pdf(staging / "report.html", staging / "report.pdf")
         document["files"] = sorted(p.name for p in staging.iterdir())
         (staging / "evidence.json").write_text(
             json.dumps(document, indent=2, sort_keys=True), encoding="utf-8"
         )
         document["files"] = sorted(p.name for p in staging.iterdir())
-        old = None
-        if target.exists():
-            old = target.parent / f".old-{uuid.uuid4().hex}"
-            os.rename(target, old)
-        os.rename(staging, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {**document, "directory": str(target), "pdf": pdf}
 
 
-_US = np.timedelta64(1, "us").item()
+_EVENTS_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("credential", pa.string()),
+        ("posts", pa.int64()),
+        ("window_start", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""`events.parquet`: the requests of each billed window, with the window's start."""
+
+
+def _write_events(path: Path, ordered: pa.Table, result: EntityAssessment, window_us: int) -> None:
+    """`events.parquet` (module doc): per billed window, in window order, the entity's
+    requests inside it (`ordered`: its events by instant) in canonical order with the
+    window's start; each window's evidence digest in the key-value metadata."""
+    parts = []
+    metadata: dict[bytes, bytes] = {}
+    for window in result.windows:
+        start_us = int((window.start - datetime(1970, 1, 1, tzinfo=UTC)) // _US)
+        mask = pc.and_(
+            pc.greater_equal(ordered["ts_us"], start_us),
+            pc.less(ordered["ts_us"], start_us + window_us),
+        )
+        part = canonical_order(
+            ordered.filter(mask).select(["request_id", "ts", "credential", "posts"])
+        )
+        parts.append(
+            part.append_column(
+                "window_start",
+                pa.array([window.start] * part.num_rows, pa.timestamp("us", tz="UTC")),
+            )
+        )
+        metadata[f"consentry.evidence_sha256.{rfc3339(window.start)}".encode()] = (
+            window.evidence_sha256.encode()
+        )
+    table = (
+        pa.concat_tables([p.cast(_EVENTS_SCHEMA) for p in parts])
+        if parts
+        else _EVENTS_SCHEMA.empty_table()
+    )
+    table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, path, compression="zstd")
+
+
+def _evidence_document(
+    settings: Settings, assessment: Assessment, result: EntityAssessment
+) -> dict[str, Any]:
+    """`evidence.json` but for its file list: the entity's assessment entry, the terms it
+    was assessed under, its credentials and IPs, the signals served at each billed window's
+    start (`_signals_served`) and when the pack was generated."""
+    terms = assessment.terms
+    credentials = sorted({c for w in result.windows for c in w.credentials})
+    document = {
+        **result.to_json(),
+        "policy_version": assessment.policy_version,
+        "threshold_posts": terms.threshold,
+        "window_seconds": terms.window_us // 1_000_000,
+        "rounding": terms.rounding,
+        "mode": assessment.mode,
+        "currency": terms.currency,
+        "credentials": credentials,
+        "ips": _ips(credentials),
+        "generated_at": rfc3339(datetime.now(UTC).replace(microsecond=0)),
+    }
+    served, unserved = _signals_served(settings, [w.start for w in result.windows])
+    document["signals_served"] = served
+    document["signals_served_unknown"] = unserved
+    return document
+
+
+def _write_report(path: Path, document: dict[str, Any], assessment: Assessment) -> None:
+    """`report.html`: the evidence document rendered with the `evidence.html` template."""
+    terms = assessment.terms
+    html = _TEMPLATES.get_template("evidence.html").render(
+        **document,
+        window_hours=terms.window_us // 3_600_000_000,
+        amount_per_million=terms.amount_per_million,
+        version=__version__,
+    )
+    path.write_text(html, encoding="utf-8")
+
+
+def _print_pdf(html: Path, pdf: Path) -> bool:
+    """Print `html` to `pdf` with headless Chromium; whether a PDF was written (False
+    when no converter is installed or it failed)."""
+    converter = find_pdf_converter()
+    if not converter:
+        return False
+    done = subprocess.run(
+        [converter, *HEADLESS_CHROMIUM_ARGS, f"--print-to-pdf={pdf}", html.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode == 0 and pdf.is_file()
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Put the staging directory at `target`: a previous pack there is first renamed aside
+    (so the target is never half written), then removed."""
+    old = None
+    if target.exists():
+        old = target.parent / f".old-{uuid.uuid4().hex}"
+        os.rename(target, old)
+    os.rename(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -159,82 +159,163 @@ def max_total_windows(ts: I64, posts: I64, terms: Terms) -> list[WindowSpan]:
        for every candidate `b` with `f(b) > f(b + 1)` (taking `b` bills strictly more than
        starting later) when that window is over the line and `b - window` is no access
        instant (then it is a candidate already). `f` is constant between candidates, so
-       the dynamic programme over them is exact.
+       the dynamic programme over them is exact (`_chain_starts`).
     3. The programme runs right to left in blocks of one window on a fixed grid (the
        successor `s + window` of a candidate lies in the next block, whose candidates and
        `f` are known), each block vectorised: `f(s) = max(f(next candidate), P(s) +
        f(first candidate at or after s + window))` is a reversed running maximum. Step 2's
-       chain candidates of a block come from the block after it.
+       chain candidates of a block come from the block after it (`_candidates`,
+       `_solve_block`).
     4. Reading the choice from the left, a candidate is taken when taking it is at least
        as good as skipping it: among placements over the candidates with the same total,
-       the one whose first window starts earliest wins, then the second, and so on.
+       the one whose first window starts earliest wins, then the second, and so on
+       (`_choose`).
     5. Each chosen window, last first, is then moved right to start at its first access
        when that neither adds an access nor reaches the next chosen window (readable
-       evidence; its posts do not change).
+       evidence; its posts do not change; `_readable_spans`).
     Python loops run once per block and once per billed window, never per access.
     """
-    w, threshold = terms.window_us, terms.threshold
     if len(ts) == 0:
         return []
     cum = np.zeros(len(ts) + 1, dtype=np.int64)
     np.cumsum(posts, out=cum[1:])
-    instants = np.unique(ts)
-
-    def window_of(starts: I64) -> tuple[I64, I64, I64]:
-        lo = np.searchsorted(ts, starts, side="left").astype(np.int64)
-        hi = np.searchsorted(ts, starts + w, side="left").astype(np.int64)
-        return lo, hi, cum[hi] - cum[lo]
-
-    roots = instants[window_of(instants)[2] > threshold]
-    if len(roots) == 0:
+    candidates = _candidates(ts, cum, terms)
+    if candidates is None:
         return []
-    base = int(roots[0])
-    root_block = (roots - base) // w
-    # Blocks processed so far, right to left: (starts, lo, hi, counts, taken).
-    done: list[tuple[I64, I64, I64, I64, npt.NDArray[np.bool_]]] = []
-    empty = np.zeros(0, dtype=np.int64)
-    after_starts, after_best = empty, empty  # the block right after the current one
-    beyond = 0  # f at the first candidate after that block (0: none)
-    pending = empty  # chain candidates for the current block
-    b = int(root_block[-1])
-    r_end = len(roots)
+    chosen = _choose(candidates.starts, candidates.take, terms.window_us)
+    return _readable_spans(ts, candidates, chosen, terms.window_us)
+
+
+_EMPTY: I64 = np.zeros(0, dtype=np.int64)
+
+
+class _Candidates(NamedTuple):
+    """Candidates of `max_total_windows` in start order, solved: per candidate its start,
+    its window's access range `[lo, hi)` and posts (`counts`), and whether taking it is at
+    least as good as skipping it (`take`)."""
+
+    starts: I64
+    lo: I64
+    hi: I64
+    counts: I64
+    take: npt.NDArray[np.bool_]
+
+
+class _Block(NamedTuple):
+    """One block of candidates solved (step 3 of `max_total_windows`): the candidates
+    (`_Candidates`), f at each (`best`), whether taking each is strictly better than
+    skipping it (`drops`: f drops right after it), and f at the first candidate after the
+    block (`later`; 0: none)."""
+
+    candidates: _Candidates
+    best: I64
+    drops: npt.NDArray[np.bool_]
+    later: int
+
+
+class _Right(NamedTuple):
+    """f where it is already known, right of the block being solved: at the candidates
+    of the next block (`starts`, `best`), and at the first candidate beyond them
+    (`beyond`; 0: none)."""
+
+    starts: I64
+    best: I64
+    beyond: int
+
+
+def _windows(ts: I64, cum: I64, starts: I64, window: int) -> tuple[I64, I64, I64]:
+    """For windows starting at `starts`: their access ranges `[lo, hi)` and posts (`cum`:
+    prefix sums of the posts)."""
+    lo = np.searchsorted(ts, starts, side="left").astype(np.int64)
+    hi = np.searchsorted(ts, starts + window, side="left").astype(np.int64)
+    return lo, hi, cum[hi] - cum[lo]
+
+
+def _candidates(ts: I64, cum: I64, terms: Terms) -> _Candidates | None:
+    """Steps 2 and 3 of `max_total_windows`: every candidate, solved; None when no window
+    is over the line.
+
+    1. The roots (access instants whose window is over the line) are placed in blocks of
+       one window counted from the first root.
+    2. Blocks are solved right to left (`_solve_block`); a block holds its roots and the
+       chain candidates the block after it gave (`_chain_starts`).
+    3. A block without roots or chain candidates is skipped: f there is f at the first
+       candidate after it.
+    """
+    window, threshold = terms.window_us, terms.threshold
+    instants = np.unique(ts)
+    roots = instants[_windows(ts, cum, instants, window)[2] > threshold]
+    if len(roots) == 0:
+        return None
+    root_block = (roots - int(roots[0])) // window
+    solved: list[_Block] = []
+    right = _Right(_EMPTY, _EMPTY, 0)
+    pending = _EMPTY  # chain candidates for the current block
+    block = int(root_block[-1])
+    roots_end = len(roots)
     while True:
-        r_start = int(np.searchsorted(root_block, b, side="left"))
-        starts = roots[r_start:r_end]
+        roots_start = int(np.searchsorted(root_block, block, side="left"))
+        starts = roots[roots_start:roots_end]
         if len(pending):
             starts = np.sort(np.concatenate([starts, pending]))
-        r_end = r_start
-        lo, hi, counts = window_of(starts)
-        # f(s + window): the first candidate at or after it is in the next block or beyond.
-        succ = np.append(after_best, beyond)[np.searchsorted(after_starts, starts + w, "left")]
-        with_it = counts + succ
-        later = int(after_best[0]) if len(after_best) else beyond
-        best = np.maximum(np.maximum.accumulate(with_it[::-1])[::-1], later)
-        following = np.append(best[1:], later)
-        done.append((starts, lo, hi, counts, with_it >= following))
-        # Step 2: chains continue back from the candidates where f strictly drops.
-        back = starts[with_it > following] - w
-        if len(back):
-            at = np.minimum(np.searchsorted(instants, back, side="left"), len(instants) - 1)
-            back = back[instants[at] != back]
-            pending = back[window_of(back)[2] > threshold]
-        else:
-            pending = empty
+        roots_end = roots_start
+        current = _solve_block(ts, cum, starts, window, right)
+        solved.append(current)
+        pending = _chain_starts(ts, cum, instants, current, window, threshold)
         if len(pending):
-            nb = b - 1
-        elif r_end:
-            nb = int(root_block[r_end - 1])
+            next_block = block - 1
+        elif roots_end:
+            next_block = int(root_block[roots_end - 1])
         else:
             break
-        if nb == b - 1:
-            after_starts, after_best, beyond = starts, best, later
-        else:  # no candidate in block b - 1: f there is f at this block's first candidate
-            after_starts, after_best, beyond = empty, empty, int(best[0])
-        b = nb
-    done.reverse()
-    starts, lo, hi, counts, take = (np.concatenate(x) for x in zip(*done, strict=True))
+        if next_block == block - 1:
+            right = _Right(starts, current.best, current.later)
+        else:  # no candidate in block - 1: f there is f at this block's first candidate
+            right = _Right(_EMPTY, _EMPTY, int(current.best[0]))
+        block = next_block
+    solved.reverse()
+    columns = zip(*(b.candidates for b in solved), strict=True)
+    return _Candidates(*(np.concatenate(column) for column in columns))
+
+
+def _solve_block(ts: I64, cum: I64, starts: I64, window: int, right: _Right) -> _Block:
+    """f over one block's candidates `starts` (sorted), given f right of it.
+
+    1. Taking candidate s bills `P(s) + f(first candidate at or after s + window)`; that
+       successor is in the next block or beyond it (`right`).
+    2. f at a candidate is the best of taking it and of f at the next candidate: a
+       reversed running maximum, floored by f after the block.
+    """
+    lo, hi, counts = _windows(ts, cum, starts, window)
+    after = np.searchsorted(right.starts, starts + window, "left")
+    with_it = counts + np.append(right.best, right.beyond)[after]
+    later = int(right.best[0]) if len(right.best) else right.beyond
+    best = np.maximum(np.maximum.accumulate(with_it[::-1])[::-1], later)
+    following = np.append(best[1:], later)
+    candidates = _Candidates(starts, lo, hi, counts, with_it >= following)
+    return _Block(candidates, best, with_it > following, later)
+
+
+def _chain_starts(
+    ts: I64, cum: I64, instants: I64, block: _Block, window: int, threshold: int
+) -> I64:
+    """Step 2 of `max_total_windows` for the block before `block`: `b - window` for each
+    candidate `b` where f strictly drops, when it is no access instant and its window is
+    over the line."""
+    back = block.candidates.starts[block.drops] - window
+    if len(back) == 0:
+        return _EMPTY
+    at = np.minimum(np.searchsorted(instants, back, side="left"), len(instants) - 1)
+    back = back[instants[at] != back]
+    over: I64 = back[_windows(ts, cum, back, window)[2] > threshold]
+    return over
+
+
+def _choose(starts: I64, take: npt.NDArray[np.bool_], window: int) -> list[int]:
+    """Step 4 of `max_total_windows`: from the left, the first candidate worth taking, then
+    the first worth taking at or after its window's end, and so on."""
     n = len(starts)
-    nxt = np.searchsorted(starts, starts + w, side="left")
+    successor = np.searchsorted(starts, starts + window, side="left")
     # The first taken candidate at or after each index (n: none).
     first_taken = np.r_[np.where(take, np.arange(n), n), n]
     first_taken = np.minimum.accumulate(first_taken[::-1])[::-1]
@@ -242,18 +323,28 @@ def max_total_windows(ts: I64, posts: I64, terms: Terms) -> list[WindowSpan]:
     k = int(first_taken[0])
     while k < n:
         chosen.append(k)
-        k = int(first_taken[nxt[k]])
+        k = int(first_taken[successor[k]])
+    return chosen
+
+
+def _readable_spans(
+    ts: I64, candidates: _Candidates, chosen: list[int], window: int
+) -> list[WindowSpan]:
+    """Step 5 of `max_total_windows`: the chosen windows, last first, each moved right to
+    start at its first access when that neither adds an access nor reaches the next chosen
+    window."""
     spans: list[WindowSpan] = []
     next_start: int | None = None
     for k in reversed(chosen):
-        start, a, z = int(starts[k]), int(lo[k]), int(hi[k])
-        first = int(ts[a])
-        # Moving the start to the first access adds the accesses in [start + w, first + w).
-        gained = int(np.searchsorted(ts, first + w, side="left")) != z
-        fits = next_start is None or first + w <= next_start
+        start, lo, hi = int(candidates.starts[k]), int(candidates.lo[k]), int(candidates.hi[k])
+        first = int(ts[lo])
+        # Moving the start to the first access adds the accesses in
+        # [start + window, first + window).
+        gained = int(np.searchsorted(ts, first + window, side="left")) != hi
+        fits = next_start is None or first + window <= next_start
         if not gained and fits:
             start = first
-        spans.append(WindowSpan(start, a, z, int(counts[k])))
+        spans.append(WindowSpan(start, lo, hi, int(candidates.counts[k])))
         next_start = start
     spans.reverse()
     return spans

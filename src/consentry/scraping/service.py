@@ -178,7 +178,7 @@ def run_assessment(
     owners = load_owners(settings, options.entities)
     backend = connect_for(settings, options.engine)
     expr = _events_expr(backend, settings, events)
-    latest_ts = backend.to_pyarrow(expr.ts.max().name("m").as_table())["m"][0].as_py()
+    latest_ts = backend.to_pyarrow(expr.ts.max().name("latest").as_table())["latest"][0].as_py()
     version, terms = resolve_terms(policy, options.policy_version, options.rounding, latest_ts)
     return assess(
         backend,
@@ -277,70 +277,76 @@ def record_assessment(
     store is not initialised (`consentry init`). `events` and `entities`: the files it
     read instead of the lake's `access_events` and `entities` (its OpenLineage inputs).
 
-    A job: the canonical result is written under a temporary name, then one transaction
-    holds its row, its `scraping.assessed` audit event and the job's commit, then the file
-    takes its name (rolled forward if the process dies in between).
+    A job (`assess`):
+    1. The canonical result is written under a temporary name (`assess.written`).
+    2. One transaction holds its `scraping_assessments` row (`_assessment_row`), its
+       `scraping.assessed` audit event (`_assessed_event`) and the job's commit.
+    3. The file takes its name (rolled forward if the process dies in between).
     """
     with open_store(settings.resolved_database_url) as store:
         if store.current_revision() != store.head_revision():
             return None
     assessment_id = uuid.uuid4().hex
-    document = assessment.to_json()
-    body = canonical_json(document)
+    body = canonical_json(assessment.to_json())
     digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
     target = _assessments_dir(settings)
     tmp = target / f".{assessment_id}.json.tmp"
-    with run_job(
-        settings,
-        "assess",
-        assessment_id,
-        intent={
-            "assessment_id": assessment_id,
-            "tmp": tmp.name,
-            "events": [str(path.resolve()) for path in events],
-            "entities": str(entities.resolve()) if entities is not None else None,
-        },
-    ) as job:
+    intent = {
+        "assessment_id": assessment_id,
+        "tmp": tmp.name,
+        "events": [str(path.resolve()) for path in events],
+        "entities": str(entities.resolve()) if entities is not None else None,
+    }
+    with run_job(settings, "assess", assessment_id, intent=intent) as job:
         target.mkdir(parents=True, exist_ok=True)
         tmp.write_text(body, encoding="utf-8")
         job.step("assess.written")
         with job.transaction("assess.committed", commit=True) as session:
-            session.add(
-                ScrapingAssessmentRow(
-                    id=assessment_id,
-                    assessed_at=datetime.now(UTC),
-                    policy_version=assessment.policy_version,
-                    mode=assessment.mode,
-                    rounding=assessment.terms.rounding,
-                    engine=assessment.engine,
-                    accesses=assessment.accesses,
-                    entities=len(assessment.entities),
-                    billed_entities=len(assessment.billed),
-                    total_amount=f"{assessment.total_amount:.2f}",
-                    currency=assessment.terms.currency,
-                    result_sha256=digest,
-                    summary=_summary(assessment),
-                )
-            )
-            SqlAuditSink().append(
-                session,
-                ScrapingAssessed(
-                    assessment_id=assessment_id,
-                    policy_version=assessment.policy_version,
-                    mode=assessment.mode,
-                    rounding=assessment.terms.rounding,
-                    engine=assessment.engine,
-                    accesses=assessment.accesses,
-                    entities=len(assessment.entities),
-                    billed_entities=len(assessment.billed),
-                    billed_windows=sum(len(e.windows) for e in assessment.entities),
-                    total_amount=f"{assessment.total_amount:.2f}",
-                    currency=assessment.terms.currency,
-                    result_sha256=digest,
-                ),
-            )
+            session.add(_assessment_row(assessment_id, assessment, digest))
+            SqlAuditSink().append(session, _assessed_event(assessment_id, assessment, digest))
         os.replace(tmp, target / f"{assessment_id}.json")
     return assessment_id
+
+
+def _assessment_row(
+    assessment_id: str, assessment: Assessment, result_sha256: str
+) -> ScrapingAssessmentRow:
+    """The `scraping_assessments` row of a recorded assessment (its console summary too)."""
+    return ScrapingAssessmentRow(
+        id=assessment_id,
+        assessed_at=datetime.now(UTC),
+        policy_version=assessment.policy_version,
+        mode=assessment.mode,
+        rounding=assessment.terms.rounding,
+        engine=assessment.engine,
+        accesses=assessment.accesses,
+        entities=len(assessment.entities),
+        billed_entities=len(assessment.billed),
+        total_amount=f"{assessment.total_amount:.2f}",
+        currency=assessment.terms.currency,
+        result_sha256=result_sha256,
+        summary=_summary(assessment),
+    )
+
+
+def _assessed_event(
+    assessment_id: str, assessment: Assessment, result_sha256: str
+) -> ScrapingAssessed:
+    """The `scraping.assessed` audit event of a recorded assessment."""
+    return ScrapingAssessed(
+        assessment_id=assessment_id,
+        policy_version=assessment.policy_version,
+        mode=assessment.mode,
+        rounding=assessment.terms.rounding,
+        engine=assessment.engine,
+        accesses=assessment.accesses,
+        entities=len(assessment.entities),
+        billed_entities=len(assessment.billed),
+        billed_windows=sum(len(e.windows) for e in assessment.entities),
+        total_amount=f"{assessment.total_amount:.2f}",
+        currency=assessment.terms.currency,
+        result_sha256=result_sha256,
+    )
 
 
 def latest_assessment(settings: Settings) -> dict[str, Any] | None:

@@ -10,9 +10,10 @@ import struct
 from collections.abc import Sequence
 from importlib import resources
 from itertools import repeat
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -66,6 +67,78 @@ def _bulk_strings(text: pa.Array) -> pa.Array:
     """RESP bulk strings `$len CRLF value CRLF` of each element (lengths in bytes)."""
     lengths = pc.binary_length(text).cast(pa.string())
     return _bulk_join("$", lengths, "\r\n", text, "\r\n")
+
+
+class _Calls(NamedTuple):
+    """A batch's entities grouped into script calls, one per Redis Cluster slot.
+
+    Per entity, in batch order: `starts` its first row, `rows` its row count, `tags` its
+    hash tag. `order`: the entities in call order; per call, `call_first` the position of
+    its first entity in `order` and `per_call` its entity count; `call_of`: the call of
+    each entity in call order.
+    """
+
+    starts: I64
+    rows: I64
+    tags: pa.Array
+    order: I64
+    call_first: I64
+    per_call: I64
+    call_of: I64
+
+
+def _piece_order(calls: _Calls) -> I64:
+    """The order in which `RedisMeter._commands` takes its pieces: per call its header, its
+    entities' keys, its blob's length, its blob and the alert levels.
+
+    The pieces are numbered as concatenated there: the headers (one per call), the keys
+    (one per entity, in call order), the blob lengths, the blobs, then the alert levels
+    (one piece, taken once per call).
+    """
+    n_calls, n_entities = len(calls.call_first), len(calls.order)
+    call_first, per_call, call_of = calls.call_first, calls.per_call, calls.call_of
+    # Each call's first piece: four pieces per earlier call plus the earlier entities' keys.
+    call_at = 4 * np.arange(n_calls) + call_first
+    order = np.empty(4 * n_calls + n_entities, dtype=np.int64)
+    order[call_at] = np.arange(n_calls)
+    key_at = call_at[call_of] + 1 + np.arange(n_entities) - call_first[call_of]
+    order[key_at] = n_calls + np.arange(n_entities)
+    order[call_at + 1 + per_call] = n_calls + n_entities + np.arange(n_calls)
+    order[call_at + 2 + per_call] = 2 * n_calls + n_entities + np.arange(n_calls)
+    order[call_at + 3 + per_call] = 3 * n_calls + n_entities
+    return order
+
+
+def _parse_replies(
+    names: Sequence[str],
+    replies: list[Any],
+    ran: npt.NDArray[np.bool_],
+    entity_codes: I64,
+    call_first: I64,
+    per_call: I64,
+) -> tuple[I64, list[tuple[int, Alert]]]:
+    """The reply rows and the alerts (with their entity codes) of the calls that ran.
+
+    1. A call's reply starts with four doubles per entity of the call, in call order:
+       lower, upper, latest instant, counted (1 or 0); the rows of all calls are read as
+       one array.
+    2. Any alerts follow as text, six integers each: the entity's index in its call, level,
+       instant, lower, upper, confirmed.
+    """
+    heads: list[bytes] = []
+    alerts: list[tuple[int, Alert]] = []
+    head_sizes = (32 * per_call).tolist()
+    for call in np.flatnonzero(ran).tolist():
+        reply, size = replies[call], head_sizes[call]
+        heads.append(reply[:size])
+        if len(reply) > size:
+            found = np.fromstring(reply[size:], np.int64, sep=" ").reshape(-1, 6).tolist()
+            for index, level, at_us, lower, upper, confirmed in found:
+                code = int(entity_codes[int(call_first[call]) + index])
+                alert = Alert(names[code], level, at_us, lower, upper, bool(confirmed))
+                alerts.append((code, alert))
+    flat = np.frombuffer(b"".join(heads), dtype="<f8")
+    return flat.astype(np.int64).reshape(-1, 4), alerts
 
 
 class RedisMeter:
@@ -146,47 +219,73 @@ class RedisMeter:
     ) -> tuple[memoryview, I64, I64]:
         """The EVALSHA commands of one batch as one buffer (class doc, step 2).
 
+        1. The batch's entities are grouped into calls, one per cluster slot (`_calls`).
+        2. Each call's numbers are one blob of doubles (`_call_numbers`).
+        3. Per call, its header, its entities' keys, the blob and the alert levels are
+           joined into RESP and the calls into one buffer (`_commands`).
+
         Returns the buffer, the entities (indexes of their first rows' runs, in the order
         the calls name them) and the first entity of each call in that order.
         """
+        calls = self._calls(names, codes)
+        blobs = self._call_numbers(calls, buckets, posts, latest)
+        return self._commands(calls, blobs), calls.order, calls.call_first
+
+    def _calls(self, names: Sequence[str], codes: I64) -> _Calls:
+        """The batch's entities (runs of equal codes) grouped by cluster slot (`_Calls`);
+        entities keep their batch order within a call."""
         starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        counts = np.diff(np.r_[starts, len(codes)])
-        ent_codes = codes[starts]
-        tags = hash_tags(pa.array(list(map(names.__getitem__, ent_codes.tolist())), pa.string()))
-        slots = self._slots(ent_codes, tags)
+        rows = np.diff(np.r_[starts, len(codes)])
+        entity_codes = codes[starts]
+        tags = hash_tags(pa.array(list(map(names.__getitem__, entity_codes.tolist())), pa.string()))
+        slots = self._slots(entity_codes, tags)
         order = np.argsort(slots, kind="stable")
-        s = slots[order]
-        call_first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        slot_in_order = slots[order]
+        call_first = np.flatnonzero(np.r_[True, slot_in_order[1:] != slot_in_order[:-1]])
         per_call = np.diff(np.r_[call_first, len(order)])
-        # Numbers (one blob per call): span, threshold, bucket_us, cap, then per entity
-        # (call order) latest, n and its n bucket/posts pairs; doubles, exact below 2**53.
-        calls, ents = len(call_first), len(order)
-        call_of = np.repeat(np.arange(calls), per_call)
-        width = 2 + 2 * counts[order]
-        fixed = self._fixed()
-        at = np.cumsum(width) - width + len(fixed) * (call_of + 1)
+        call_of = np.repeat(np.arange(len(call_first)), per_call)
+        return _Calls(starts, rows, tags, order, call_first, per_call, call_of)
+
+    def _call_numbers(self, calls: _Calls, buckets: I64, posts: I64, latest: I64) -> pa.Array:
+        """Each call's numbers as one binary value of little-endian doubles (exact below
+        2**53): span, threshold, bucket_us and cap, then per entity in call order its
+        latest instant, its row count n and its n (bucket, posts) pairs."""
+        order, call_first = calls.order, calls.call_first
+        width = 2 + 2 * calls.rows[order]
+        terms = self._script_terms()
+        # Where each entity's numbers start: after its call's terms and the earlier entities.
+        at = np.cumsum(width) - width + len(terms) * (calls.call_of + 1)
         total = int(at[-1] + width[-1])
-        nums = np.empty(total, dtype="<f8")
-        call_at = at[call_first] - len(fixed)
-        for i, v in enumerate(fixed):
-            nums[call_at + i] = v
-        nums[at] = latest[starts[order]]
-        nums[at + 1] = counts[order]
-        rank = np.empty(ents, dtype=np.int64)
-        rank[order] = np.arange(ents)
-        ent_of_row = np.repeat(np.arange(len(starts)), counts)
-        dest = at[rank[ent_of_row]] + 2 + 2 * (np.arange(len(codes)) - starts[ent_of_row])
-        nums[dest] = buckets
-        nums[dest + 1] = posts
-        blobs = pa.LargeBinaryArray.from_buffers(
+        numbers = np.empty(total, dtype="<f8")
+        call_at = at[call_first] - len(terms)
+        for i, value in enumerate(terms):
+            numbers[call_at + i] = value
+        numbers[at] = latest[calls.starts[order]]
+        numbers[at + 1] = calls.rows[order]
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        entity_of_row = np.repeat(np.arange(len(calls.starts)), calls.rows)
+        offset_in_entity = np.arange(len(buckets)) - calls.starts[entity_of_row]
+        dest = at[rank[entity_of_row]] + 2 + 2 * offset_in_entity
+        numbers[dest] = buckets
+        numbers[dest + 1] = posts
+        return pa.LargeBinaryArray.from_buffers(
             pa.large_binary(),
-            calls,
-            [None, pa.py_buffer(8 * np.r_[call_at, total]), pa.py_buffer(nums)],
+            len(call_first),
+            [None, pa.py_buffer(8 * np.r_[call_at, total]), pa.py_buffer(numbers)],
         )
+
+    def _commands(self, calls: _Calls, blobs: pa.Array) -> memoryview:
+        """The calls as RESP commands in one buffer: per call, `EVALSHA sha numkeys`, its
+        entities' two keys each, the blob of numbers (ARGV[1]) and the alert levels
+        (ARGV[2], the same for every call)."""
+        per_call = calls.per_call
         base = pa.scalar(f"{self.prefix}:{{")
-        key_m = _bulk_strings(pc.binary_join_element_wise(base, tags, pa.scalar("}:m"), ""))
-        key_a = _bulk_strings(pc.binary_join_element_wise(base, tags, pa.scalar("}:alerts"), ""))
-        keys = _bulk_join(key_m, key_a).take(pa.array(order))
+        key_m = _bulk_strings(pc.binary_join_element_wise(base, calls.tags, pa.scalar("}:m"), ""))
+        key_a = _bulk_strings(
+            pc.binary_join_element_wise(base, calls.tags, pa.scalar("}:alerts"), "")
+        )
+        keys = _bulk_join(key_m, key_a).take(pa.array(calls.order))
         nkeys = pa.array(2 * per_call).cast(pa.string())
         head = _bulk_join(
             "*",
@@ -200,19 +299,11 @@ class RedisMeter:
         blob_len = _bulk_join("$", pc.binary_length(blobs).cast(pa.string()), "\r\n")
         levels = pa.array([_LEVELS_TAIL], pa.large_binary())
         pieces = pa.concat_arrays([head, keys, blob_len, blobs, levels])
-        # Piece order: per call its head, its entities' keys, the blob's length, the blob,
-        # the alert levels (ARGV[2], the same for every call).
-        pos = 4 * np.arange(calls) + call_first
-        take = np.empty(4 * calls + ents, dtype=np.int64)
-        take[pos] = np.arange(calls)
-        take[pos[call_of] + 1 + np.arange(ents) - call_first[call_of]] = calls + np.arange(ents)
-        take[pos + 1 + per_call] = calls + ents + np.arange(calls)
-        take[pos + 2 + per_call] = 2 * calls + ents + np.arange(calls)
-        take[pos + 3 + per_call] = 3 * calls + ents
-        _, buffer = binary_parts(pieces.take(pa.array(take)))
-        return buffer, order, call_first
+        _, buffer = binary_parts(pieces.take(pa.array(_piece_order(calls))))
+        return buffer
 
-    def _fixed(self) -> tuple[int, int, int, int]:
+    def _script_terms(self) -> tuple[int, int, int, int]:
+        """The terms every call's numbers start with: span, threshold, bucket_us, cap."""
         return self.span, self.terms.threshold, self.bucket_us, bucket_cap(self.span)
 
     def _run(
@@ -232,28 +323,16 @@ class RedisMeter:
         if errors:
             raise errors[0]
         starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        ent_codes = codes[starts][order]  # call order
-        per_call = np.diff(np.r_[call_first, len(ent_codes)])
+        entity_codes = codes[starts][order]  # call order
+        per_call = np.diff(np.r_[call_first, len(entity_codes)])
         ran = np.array([not isinstance(r, Exception) for r in replies])
-        fixed: list[bytes] = []
-        alerts: list[tuple[int, Alert]] = []
-        cuts = (32 * per_call).tolist()
-        for g in np.flatnonzero(ran).tolist():
-            reply, size = replies[g], cuts[g]
-            fixed.append(reply[:size])
-            if len(reply) > size:
-                found = np.fromstring(reply[size:], np.int64, sep=" ").reshape(-1, 6).tolist()
-                for e, lv, at, low, up, conf in found:
-                    code = int(ent_codes[int(call_first[g]) + e])
-                    alerts.append((code, Alert(names[code], lv, at, low, up, bool(conf))))
-        flat = np.frombuffer(b"".join(fixed), dtype="<f8")
-        rows = flat.astype(np.int64).reshape(-1, 4)
-        done = ent_codes[np.repeat(ran, per_call)]
+        rows, alerts = _parse_replies(names, replies, ran, entity_codes, call_first, per_call)
+        done = entity_codes[np.repeat(ran, per_call)]
         if not ran.all():
             # The server lost its scripts (restart, SCRIPT FLUSH): load the script again and
             # run the entities of the calls that did not run.
             self.sha = str(self.client.script_load(_ADD_SCRIPT))
-            lost = np.isin(codes, ent_codes[np.repeat(~ran, per_call)])
+            lost = np.isin(codes, entity_codes[np.repeat(~ran, per_call)])
             more = self._run(names, codes[lost], buckets[lost], posts[lost], latest[lost])
             done = np.r_[done, more[0]]
             rows = np.concatenate([rows, more[1]])
@@ -314,7 +393,7 @@ class RedisMeter:
     def alerts(self) -> list[Alert]:
         members: set[bytes] = self.client.smembers(f"{self.prefix}:alerted")  # type: ignore[assignment]
         names = sorted(m.decode() for m in members)
-        return [a for n in names for a in self._alerts_of(n)]
+        return [alert for name in names for alert in self._alerts_of(name)]
 
     def clear(self) -> None:
         """Delete every key under this meter's prefix (tests, re-runs)."""
