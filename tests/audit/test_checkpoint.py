@@ -158,6 +158,12 @@ def _line(name: str, key_hash: bytes = b"\x00\x01\x02\x03", sig: bytes = b"\x05"
     return f"{DASH} {name} {base64.b64encode(key_hash + sig).decode()}"
 
 
+def _with_stray(line: str) -> str:
+    """The signature line with a character outside base64 inside its blob."""
+    head, _, blob = line.rpartition(" ")
+    return f"{head} {blob[:10]}*{blob[10:]}"
+
+
 def test_the_origins_line_is_picked_among_cosignatures() -> None:
     text = _note(
         _body(),
@@ -182,6 +188,8 @@ def test_the_origins_line_is_picked_among_cosignatures() -> None:
         (_note(_body("05"), _line("log")), "is not a decimal number"),
         (_note(_body("-5"), _line("log")), "is not a decimal number"),
         (_note(_body("5a"), _line("log")), "is not a decimal number"),
+        (_note(_body("5 "), _line("log")), "is not a decimal number"),
+        (_note(_body(" 5"), _line("log")), "is not a decimal number"),
         (_note("log\n5\n!!!!\n", _line("log")), "root hash is not base64"),
         (_note(_body(root=ROOT[:31]), _line("log")), "has 31 bytes, not 32"),
         (_note(_body(root=ROOT + b"\x00"), _line("log")), "has 33 bytes, not 32"),
@@ -189,11 +197,29 @@ def test_the_origins_line_is_picked_among_cosignatures() -> None:
         (_note(_body(), _line("log", sig=b"\x05" * 65)), "signature line is not"),
         (_note(_body(), _line("witness")), "no signature line of its origin"),
         (_note(_body()), "no signature line of its origin"),
+        # base64 is read strictly: a stray character is no signature, not one skipped over
+        (_note(_body(), _with_stray(_line("log"))), "no signature line of its origin"),
     ],
 )
 def test_a_malformed_note_names_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(BadInput, match=message):
         parse_signed_checkpoint(text)
+
+
+def test_lines_after_a_further_blank_line_are_still_signature_lines() -> None:
+    """The body ends at the first blank line; later blank lines are lines of no known form."""
+    text = _note(_body(), _line("log", b"\x08" * 4), "", _line("witness", b"\x09" * 4))
+    assert [name for name, _ in signature_lines(text)] == ["log", "witness"]
+    assert parse_signed_checkpoint(text).key_hash == b"\x08" * 4
+
+
+def test_a_malformed_note_is_named_checkpoint_unless_told_otherwise() -> None:
+    with pytest.raises(BadInput) as default:
+        parse_signed_checkpoint("no blank line\n")
+    assert [p.location for p in default.value.problems] == ["checkpoint"]
+    with pytest.raises(BadInput) as named:
+        parse_signed_checkpoint("no blank line\n", location="tiles/checkpoint")
+    assert [p.location for p in named.value.problems] == ["tiles/checkpoint"]
 
 
 def test_a_key_hash_selects_only_its_line() -> None:

@@ -90,6 +90,20 @@ def test_a_wrong_first_root_of_the_right_length_fails() -> None:
             assert not verify_consistency(first, second, proof, wrong, r2), (first, wrong)
 
 
+def test_hashes_of_the_wrong_length_fail_even_where_the_arithmetic_would_match() -> None:
+    """From a first size that is a power of two, the first root starts both paths, and the
+    second root may be built from it: only the form check refuses a first root or a proof
+    hash that is not 32 bytes (4 -> 8 with one proof hash: fr stays the first root)."""
+    good = leaf_hash(b"c")
+    for short in (b"\x01" * 5, b"\x01" * 33, b""):
+        assert not verify_consistency(4, 8, [good], short, node_hash(short, good))
+        first_root = leaf_hash(b"r")
+        assert not verify_consistency(4, 8, [short], first_root, node_hash(first_root, short))
+    # The same shape with well-formed hashes is accepted: the refusals above are the form's.
+    first_root = leaf_hash(b"r")
+    assert verify_consistency(4, 8, [good], first_root, node_hash(first_root, good))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_consistency_between_random_sizes(data: st.DataObject) -> None:
@@ -157,6 +171,18 @@ def test_batched_inclusion_proofs_match_single_ones() -> None:
         for m in range(size):
             got = [bytes(x) for x in proofs[m, : lengths[m]]]
             assert got == tree.inclusion_proof(m, size) == reference_inclusion(m, leaves[:size])
+
+
+def test_batched_proofs_keep_path_order_in_trees_more_than_sixteen_levels_deep() -> None:
+    """Rows with missing levels are packed leaf side first by a stable sort; past 16 levels
+    NumPy's default sort is not stable, so a tree of 2^16 + 3 leaves checks the order."""
+    size = 2**16 + 3
+    tree = MemoryTree.from_leaf_hashes(_leaves(size))
+    indices = np.array([0, 1, size - 4, size - 3, size - 2, size - 1], dtype=np.int64)
+    proofs, lengths = tree.inclusion_proofs(indices, size)
+    assert proofs.shape[1] == 17
+    for row, m in enumerate(indices.tolist()):
+        assert [bytes(x) for x in proofs[row, : lengths[row]]] == tree.inclusion_proof(m, size)
 
 
 def test_batched_proofs_have_one_row_per_level_and_refuse_indices_outside_the_tree() -> None:
