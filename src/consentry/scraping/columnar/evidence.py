@@ -239,14 +239,22 @@ class _Groups:
         used = np.flatnonzero(np.bincount(cidx, minlength=len(self.credential_text)))
         local = np.empty(len(self.credential_text), dtype=np.int64)
         local[used] = np.arange(len(used), dtype=np.int64)
-        self._digests(gi, win, rel, rows, self.tab_text.take(pa.array(used)), local[cidx])
+        self._digests(gi, win, rel, rows, self.tab_text.take(pa.array(used)), local, cidx)
         self._credentials(first, win, self.credential_text.take(pa.array(used)), local[cidx])
 
     def _digests(
-        self, gi: int, win: I64, rel: I64, rows: I64, tab_text: pa.Array, local_cidx: I64
+        self,
+        gi: int,
+        win: I64,
+        rel: I64,
+        rows: I64,
+        used_tabbed: pa.Array,
+        local: I64,
+        cidx: npt.NDArray[np.int32],
     ) -> None:
-        """The lines of group `gi` (rows in canonical order), and each window's digest of
-        its contiguous slice and its access count."""
+        """The lines of group `gi` (rows in canonical order; `used_tabbed[local[c]]` is
+        credential c between its TABs), and each window's digest of its contiguous slice
+        and its access count."""
         first = int(self.bounds[gi])
         ws = self.w_start[first : self.bounds[gi + 1]]
         if self.rid_items is not None:
@@ -254,7 +262,10 @@ class _Groups:
         else:
             rid = escaped_binary(self.rows.rid.take(pa.array(rows)))
         lines = canonical_lines_columns(
-            ws[win] + rel, rid, tab_text.take(pa.array(local_cidx)), self.rows.posts[rows]
+            ws[win] + rel,
+            rid,
+            used_tabbed.take(pa.array(local[cidx])),
+            self.rows.posts[rows],
         )
         bounds = run_bounds(win)
         ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
