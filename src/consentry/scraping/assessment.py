@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.scraping.arrays import run_bounds, run_ids, run_starts
 from consentry.scraping.attribution import Owners, attribute
 from consentry.scraping.canonical import canonical_lines, digests_of_ranges
 from consentry.scraping.results import (
@@ -59,12 +60,6 @@ SPARKLINE_ENTITIES = 50
 # ------------------------------------------------------------------- exact pass (NumPy)
 
 
-def _segment_starts(codes: I64) -> I64:
-    if len(codes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]).astype(np.int64)
-
-
 def _forward_counts_segmented(codes: I64, ts: I64, posts: I64, window_us: int) -> I64:
     """Posts in `[ts[i], ts[i] + window)` of access i's own entity, for sorted (code, ts):
     `rules.forward_counts` for many entities at once (held to it, through the maxima, by
@@ -82,13 +77,11 @@ def _forward_counts_segmented(codes: I64, ts: I64, posts: I64, window_us: int) -
     np.cumsum(posts, out=cum[1:])
     t0 = int(ts.min())
     stride = int(ts.max()) - t0 + window_us + 1
-    starts = _segment_starts(codes)
+    starts = run_starts(codes)
     per_group = max(1, (2**62) // stride)
     bounds = np.r_[starts[::per_group], n]
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        seg = codes[a:b]
-        rank = np.cumsum(np.r_[0, (seg[1:] != seg[:-1]).astype(np.int64)])
-        key = rank * stride + (ts[a:b] - t0)
+        key = run_ids(codes[a:b]) * stride + (ts[a:b] - t0)
         lo = np.searchsorted(key, key, side="left")
         hi = np.searchsorted(key, key + window_us, side="left")
         counts[a:b] = cum[a + hi] - cum[a + lo]
@@ -101,12 +94,13 @@ def exact_stats_numpy(
     """Per entity (arrays sorted by code, ts): code, posts total, accesses, max window
     posts, earliest start (µs) of a window with that many posts, and segment start index."""
     counts = _forward_counts_segmented(codes, ts, posts, window_us)
-    starts = _segment_starts(codes)
+    bounds = run_bounds(codes)
+    starts = bounds[:-1]
     if len(starts) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty, empty, empty
     totals = np.add.reduceat(posts, starts)
-    lengths = np.diff(np.r_[starts, len(ts)])
+    lengths = np.diff(bounds)
     maxima = np.maximum.reduceat(counts, starts)
     seg_of = np.repeat(np.arange(len(starts)), lengths)
     hits = np.flatnonzero(counts == maxima[seg_of])
@@ -256,15 +250,38 @@ def assess(
             step=step,
         )
     step("attributing accesses")
-    # Cached once: the exact pass and the billing fetch both read it.
     att = attribute(backend, events, owners)
     if only is not None:
         import ibis
 
         names = ibis.memtable(pa.table({"entity": pa.array(list(only), pa.string())}))
         att = att.semi_join(names, "entity")
-    # Materialised once on DuckDB: the exact pass and the billing fetch both read it.
-    # (Spark recomputes the lineage; its path is for cross-checks and clusters.)
+    return _assess_materialised(
+        backend,
+        att,
+        terms,
+        mode=mode,
+        policy_version=policy_version,
+        method=chosen,
+        sparklines=sparklines,
+        step=step,
+    )
+
+
+def _assess_materialised(
+    backend: ibis.BaseBackend,
+    att: ir.Table,
+    terms: Terms,
+    *,
+    mode: str,
+    policy_version: str,
+    method: str,
+    sparklines: int,
+    step: Callable[[str], None],
+) -> Assessment:
+    """`_assess_attributed` over the attributed accesses stored once as a table on DuckDB,
+    dropped after: the exact pass and the billing fetch both read them. Spark recomputes
+    the lineage (its path is for cross-checks and clusters)."""
     table_name = f"scraping_attributed_{uuid.uuid4().hex[:12]}"
     if backend.name == "duckdb":
         att = backend.create_table(table_name, att)
@@ -275,7 +292,7 @@ def assess(
             terms,
             mode=mode,
             policy_version=policy_version,
-            method=chosen,
+            method=method,
             sparklines=sparklines,
             step=step,
         )
@@ -295,65 +312,33 @@ def _assess_attributed(
     sparklines: int,
     step: Callable[[str], None],
 ) -> Assessment:
-    import ibis
+    """Steps 2-4 of the module doc over the attributed accesses `att`.
 
-    chosen = method
+    1. The exact pass per entity (`_exact_stats`), sorted by entity name.
+    2. The accesses of the over-line entities and of the `sparklines` entities with the
+       largest maxima are fetched (`_fetch_entities`).
+    3. Over-line entities are billed by the pure rules (`bill_entity`); the top entities
+       get their hourly series (`_series`).
+    """
     step("exact pass")
-    if chosen == "numpy":
-        stats = _stats_numpy(backend, att, terms.window_us)
-    else:
-        stats = _stats_window(backend, att, terms.window_us)
-    stats = stats.sort_by([("entity", "ascending")])
+    stats = _exact_stats(backend, att, terms, method)
+    entities = stats["entity"]
     maxima = _to_numpy(stats["max_posts"])
     over = np.flatnonzero(maxima > terms.threshold)
     top = np.argsort(-maxima, kind="stable")[:sparklines]
-    wanted = sorted(set(stats["entity"].take(pa.array(np.union1d(over, top))).to_pylist()))
+    wanted = sorted(set(entities.take(pa.array(np.union1d(over, top))).to_pylist()))
     step("billing")
-    detail: dict[str, pa.Table] = {}
-    if wanted:
-        keep = ibis.memtable(pa.table({"entity": pa.array(wanted, pa.string())}))
-        subset = att.semi_join(keep, "entity").select(
-            "entity", "request_id", "ts", "credential", "posts", "ts_us"
-        )
-        fetched = backend.to_pyarrow(subset).sort_by([("entity", "ascending")])
-        ents = fetched["entity"].combine_chunks()
-        bounds = (
-            np.flatnonzero(
-                np.r_[
-                    True,
-                    np.asarray(pc.not_equal(ents[1:], ents[:-1]).to_numpy(zero_copy_only=False)),
-                    True,
-                ]
-            )
-            if len(ents)
-            else np.array([0])
-        )
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            detail[str(ents[a].as_py())] = fetched.slice(a, b - a)
-    over_names = set(stats["entity"].take(pa.array(over)).to_pylist()) if len(over) else set()
-    names = stats["entity"].to_pylist()
+    detail = _fetch_entities(backend, att, wanted)
+    over_names = set(entities.take(pa.array(over)).to_pylist()) if len(over) else set()
     billed = {name: bill_entity(name, detail[name], terms, mode) for name in sorted(over_names)}
-    series: dict[str, list[int]] = {}
-    series_from: datetime | None = None
-    if detail:
-        all_ts = np.concatenate([_to_numpy(t["ts_us"]) for t in detail.values()])
-        hour = 3_600_000_000
-        t_from = int(all_ts.min()) // hour * hour + hour
-        t_to = (int(all_ts.max()) // hour + 1) * hour + terms.window_us
-        series_from = from_us(t_from)
-        top_names = stats["entity"].take(pa.array(top)).to_pylist()
-        for name in top_names:
-            t = detail[name].sort_by("ts_us")
-            series[name] = rolling_series(
-                _to_numpy(t["ts_us"]), _to_numpy(t["posts"]), terms.window_us, t_from, t_to
-            )
+    series, series_from = _series(detail, entities.take(pa.array(top)).to_pylist(), terms)
     return assemble_assessment(
         policy_version=policy_version,
         terms=terms,
         mode=mode,
         engine=backend.name if backend.name == "duckdb" else "spark",
-        method=chosen,
-        entities=names,
+        method=method,
+        entities=entities.to_pylist(),
         posts_total=stats["posts_total"].to_pylist(),
         accesses=stats["accesses"].to_pylist(),
         max_posts=stats["max_posts"].to_pylist(),
@@ -363,6 +348,59 @@ def _assess_attributed(
         sparkline_from=series_from,
         events=detail,
     )
+
+
+def _exact_stats(backend: ibis.BaseBackend, att: ir.Table, terms: Terms, method: str) -> pa.Table:
+    """Per entity, sorted by name: posts total, accesses, max posts in a window and its
+    earliest start, by the method's exact pass."""
+    if method == "numpy":
+        stats = _stats_numpy(backend, att, terms.window_us)
+    else:
+        stats = _stats_window(backend, att, terms.window_us)
+    return stats.sort_by([("entity", "ascending")])
+
+
+def _fetch_entities(
+    backend: ibis.BaseBackend, att: ir.Table, wanted: Sequence[str]
+) -> dict[str, pa.Table]:
+    """The accesses (entity, request_id, ts, credential, posts, ts_us) of each `wanted`
+    entity, in one fetch sorted by entity and cut at the runs of entity names (the runs of
+    their dictionary codes: equal names are adjacent)."""
+    if not wanted:
+        return {}
+    import ibis
+
+    keep = ibis.memtable(pa.table({"entity": pa.array(list(wanted), pa.string())}))
+    subset = att.semi_join(keep, "entity").select(
+        "entity", "request_id", "ts", "credential", "posts", "ts_us"
+    )
+    fetched = backend.to_pyarrow(subset).sort_by([("entity", "ascending")])
+    ents = fetched["entity"].combine_chunks()
+    bounds = run_bounds(np.asarray(ents.dictionary_encode().indices.to_numpy()))
+    return {
+        str(ents[a].as_py()): fetched.slice(a, b - a)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+    }
+
+
+def _series(
+    detail: dict[str, pa.Table], top_names: Sequence[str], terms: Terms
+) -> tuple[dict[str, list[int]], datetime | None]:
+    """Console series of the `top_names` entities: posts in the window ending at each whole
+    hour, over the span of every fetched access (`rolling_series`)."""
+    series: dict[str, list[int]] = {}
+    if not detail:
+        return series, None
+    all_ts = np.concatenate([_to_numpy(t["ts_us"]) for t in detail.values()])
+    hour = 3_600_000_000
+    t_from = int(all_ts.min()) // hour * hour + hour
+    t_to = (int(all_ts.max()) // hour + 1) * hour + terms.window_us
+    for name in top_names:
+        t = detail[name].sort_by("ts_us")
+        series[name] = rolling_series(
+            _to_numpy(t["ts_us"]), _to_numpy(t["posts"]), terms.window_us, t_from, t_to
+        )
+    return series, from_us(t_from)
 
 
 def entity_names(assessment: Assessment) -> Sequence[str]:

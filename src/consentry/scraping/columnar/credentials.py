@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.scraping.arrays import run_lasts
 from consentry.scraping.attribution import Owners, owner_candidates
 from consentry.scraping.rules import I64
-
-if TYPE_CHECKING:
-    pass
 
 
 def pair_search(k_major: I64, k_minor: I64, q_major: I64, q_minor: I64) -> I64:
@@ -84,63 +83,103 @@ def resolve_credentials(
 
     Rules as `attribution.attribute`: exact match beats any prefix, the longest prefix beats
     shorter ones, validity `[valid_from, valid_to)`, nobody: the credential itself.
+
+    1. The owner candidates of the credentials, grouped by credential (`_Candidates`).
+    2. Per credential with candidates, its owner over its span (`_owner_pieces`): one
+       owner over the whole span (static), or pieces `[from, next from) -> entity`
+       (dynamic). A credential without candidates is its own entity.
+    3. Entity codes: ranks of the sorted entity names (`_coded`).
     """
     creds = credentials.cast(pa.string())
-    n = len(creds)
-    cand = owner_candidates(creds, owners)
-    idx = pc.index_in(cand["credential"], value_set=creds)
-    valid = pc.is_valid(idx)
-    cand = cand.filter(valid)
-    idx_np = np.asarray(pc.filter(idx, valid).to_numpy(zero_copy_only=False), dtype=np.int64)
-    # Static name per credential: itself unless a candidate decides otherwise below.
     entity_of: dict[int, str] = {}
     segments: list[tuple[int, int, str]] = []  # (credential index, from, entity)
-    if len(idx_np):
-        order = np.argsort(idx_np, kind="stable")
-        c_idx = idx_np[order].tolist()
-        c_ent = cand["entity"].take(pa.array(order)).to_pylist()
-        c_from = cand["valid_from"].cast(pa.int64()).take(pa.array(order)).to_pylist()
-        c_to = cand["valid_to"].cast(pa.int64()).take(pa.array(order)).to_pylist()
-        c_spec = cand["specificity"].take(pa.array(order)).to_pylist()
+    candidates = _Candidates.of(creds, owners)
+    if candidates.credential:
         names_py = creds.to_pylist()
-        k = 0
-        total = len(c_idx)
-        while k < total:
-            j = k
-            while j < total and c_idx[j] == c_idx[k]:
-                j += 1
-            ci = c_idx[k]
-            lo, hi = int(first[ci]), int(last[ci])
-            rows = list(range(k, j))
-            cuts = sorted(
-                {lo}
-                | {c_from[r] for r in rows if lo < c_from[r] <= hi}
-                | {c_to[r] for r in rows if lo < c_to[r] <= hi}
-            )
-            pieces: list[tuple[int, str]] = []
-            for at in cuts:
-                best_spec, best = -1, names_py[ci]
-                for r in rows:
-                    if c_from[r] <= at < c_to[r] and c_spec[r] > best_spec:
-                        best_spec, best = c_spec[r], c_ent[r]
-                if not pieces or pieces[-1][1] != best:
-                    pieces.append((at, best))
+        for k, j in candidates.runs():
+            ci = candidates.credential[k]
+            span = (int(first[ci]), int(last[ci]))
+            pieces = _owner_pieces(candidates, range(k, j), span, names_py[ci])
             if len(pieces) == 1:
                 entity_of[ci] = pieces[0][1]
             else:
                 segments += [(ci, at, ent) for at, ent in pieces]
+    return _coded(creds, entity_of, segments)
+
+
+class _Candidates(NamedTuple):
+    """Owner candidates of known credentials as lists, grouped by credential index (in
+    the order `owner_candidates` gives them within a credential)."""
+
+    credential: list[int]
+    entity: list[str]
+    valid_from: list[int]
+    valid_to: list[int]
+    specificity: list[int]
+
+    @classmethod
+    def of(cls, creds: pa.Array, owners: Owners) -> _Candidates:
+        cand = owner_candidates(creds, owners)
+        idx = pc.index_in(cand["credential"], value_set=creds)
+        valid = pc.is_valid(idx)
+        cand = cand.filter(valid)
+        idx_np = np.asarray(pc.filter(idx, valid).to_numpy(zero_copy_only=False), dtype=np.int64)
+        order = np.argsort(idx_np, kind="stable")
+        taken = pa.array(order)
+        return cls(
+            credential=idx_np[order].tolist(),
+            entity=cand["entity"].take(taken).to_pylist(),
+            valid_from=cand["valid_from"].cast(pa.int64()).take(taken).to_pylist(),
+            valid_to=cand["valid_to"].cast(pa.int64()).take(taken).to_pylist(),
+            specificity=cand["specificity"].take(taken).to_pylist(),
+        )
+
+    def runs(self) -> Iterator[tuple[int, int]]:
+        """`[k, j)` of each credential's candidates."""
+        k, total = 0, len(self.credential)
+        while k < total:
+            j = k
+            while j < total and self.credential[j] == self.credential[k]:
+                j += 1
+            yield k, j
             k = j
-    # Entity names: each static credential's entity (itself by default) plus segment owners.
-    static_names = creds
-    if entity_of:
-        keys = np.fromiter(entity_of.keys(), dtype=np.int64, count=len(entity_of))
-        mask = np.zeros(n, dtype=bool)
-        mask[keys] = True
-        replaced = np.empty(n, dtype=object)
-        replaced[keys] = list(entity_of.values())
-        pylist = np.asarray(creds.to_numpy(zero_copy_only=False), dtype=object)
-        pylist[mask] = replaced[mask]
-        static_names = pa.array(pylist, pa.string())
+
+
+def _owner_pieces(
+    candidates: _Candidates, rows: range, span: tuple[int, int], itself: str
+) -> list[tuple[int, str]]:
+    """The owner of one credential over `span` (first and last access) as pieces
+    `(from, entity)`, a piece where the owner changes.
+
+    1. The owner can change only at the span's start and at a candidate's validity edge
+       inside the span.
+    2. At each such instant the candidate valid then with the highest specificity wins
+       (the first on a tie); none valid: the credential itself.
+    """
+    lo, hi = span
+    c_from, c_to, c_spec = candidates.valid_from, candidates.valid_to, candidates.specificity
+    cuts = sorted(
+        {lo}
+        | {c_from[r] for r in rows if lo < c_from[r] <= hi}
+        | {c_to[r] for r in rows if lo < c_to[r] <= hi}
+    )
+    pieces: list[tuple[int, str]] = []
+    for at in cuts:
+        best_spec, best = -1, itself
+        for r in rows:
+            if c_from[r] <= at < c_to[r] and c_spec[r] > best_spec:
+                best_spec, best = c_spec[r], candidates.entity[r]
+        if not pieces or pieces[-1][1] != best:
+            pieces.append((at, best))
+    return pieces
+
+
+def _coded(
+    creds: pa.Array, entity_of: dict[int, str], segments: list[tuple[int, int, str]]
+) -> CredentialMap:
+    """The map from each static credential's entity (itself unless in `entity_of`) and the
+    dynamic credentials' `segments`: entity names sorted, codes their ranks."""
+    static_names = _static_names(creds, entity_of)
     dyn_creds = sorted({ci for ci, _, _ in segments})
     dyn_index = {ci: d for d, ci in enumerate(dyn_creds)}
     seg_names = pa.array([ent for _, _, ent in segments], pa.string())
@@ -164,13 +203,27 @@ def resolve_credentials(
     return CredentialMap(creds, code, names, seg_dyn, seg_from, seg_code)
 
 
+def _static_names(creds: pa.Array, entity_of: dict[int, str]) -> pa.Array:
+    """Each credential's static entity: `entity_of[i]` where given, else itself."""
+    if not entity_of:
+        return creds
+    n = len(creds)
+    keys = np.fromiter(entity_of.keys(), dtype=np.int64, count=len(entity_of))
+    mask = np.zeros(n, dtype=bool)
+    mask[keys] = True
+    replaced = np.empty(n, dtype=object)
+    replaced[keys] = list(entity_of.values())
+    pylist = np.asarray(creds.to_numpy(zero_copy_only=False), dtype=object)
+    pylist[mask] = replaced[mask]
+    return pa.array(pylist, pa.string())
+
+
 def segments_table(credential_map: CredentialMap) -> pa.Table:
     """Dynamic credentials' segments as `[lo, hi) -> code` rows keyed by the credential's
     placeholder code `-(d + 1)` (the last segment of each is open-ended)."""
     d = credential_map.seg_dyn
-    last = np.r_[d[1:] != d[:-1], True]
     hi = np.r_[credential_map.seg_from[1:], 0]
-    hi[last] = np.iinfo(np.int64).max
+    hi[run_lasts(d)] = np.iinfo(np.int64).max
     return pa.table(
         {
             "dcode": pa.array((-(d + 1)).astype(np.int32), pa.int32()),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.binary import binary_parts, fixed_rows, fixed_width
+from consentry.scraping.arrays import BitLayout, run_bounds
 from consentry.scraping.canonical import (
     canonical_lines_columns,
     digests_of_ranges,
@@ -16,23 +19,11 @@ from consentry.scraping.canonical import (
     needs_escape,
     tabbed,
 )
-from consentry.scraping.rules import I64, Terms
-
-if TYPE_CHECKING:
-    pass
-
 from consentry.scraping.columnar import tuning
-from consentry.scraping.columnar.credentials import (
-    CredentialMap,
-    segments_table,
-)
-from consentry.scraping.columnar.exact import (
-    ExactResult,
-    in_threads,
-)
-from consentry.scraping.columnar.session import (
-    Session,
-)
+from consentry.scraping.columnar.credentials import CredentialMap, segments_table
+from consentry.scraping.columnar.exact import ExactResult, in_threads
+from consentry.scraping.columnar.session import Session
+from consentry.scraping.rules import I64, Terms
 
 
 def window_evidence(
@@ -42,23 +33,41 @@ def window_evidence(
     res: ExactResult,
     terms: Terms,
 ) -> tuple[list[str], list[tuple[str, ...]], I64]:
-    """Digest, sorted credentials and access count of every billed window (step 5)."""
+    """Digest, sorted credentials and access count of every billed window (step 5).
+
+    1. One scan in the engine gives every access inside a billed window, with its window
+       (`_evidence_sql`), streamed into preallocated arrays (`_fetch`).
+    2. Consecutive windows form groups (`_window_groups`), and one sort partitions the
+       accesses by group (`_partition`).
+    3. Per group, two at a time (`_Groups.write`): the canonical order, the lines, one
+       digest and the access count of each window, and each window's credentials.
+    """
     nw = len(res.w_code)
-    digests: list[str] = [""] * nw
-    credentials: list[tuple[str, ...]] = [()] * nw
     accesses = (res.w_hi - res.w_lo).astype(np.int64)
     if nw == 0:
-        return digests, credentials, accesses
-    w = terms.window_us
+        return [], [], accesses
+    sql = _evidence_sql(session, src, credential_map, res, terms)
+    rows = _fetch(session, sql, int(accesses.sum()))
+    rel_bits = (terms.window_us - 1).bit_length()
+    group_of = _window_groups(accesses, rel_bits)
+    groups = _Groups.of(rows, group_of, res, credential_map, rel_bits, accesses)
+    in_threads(groups.write, range(groups.count))
+    return groups.digests, groups.credentials, accesses
+
+
+def _evidence_sql(
+    session: Session, src: str, credential_map: CredentialMap, res: ExactResult, terms: Terms
+) -> str:
+    """The SQL of (window, instant - window start, request_id, credential index, posts) of
+    every access inside a billed window. Only the credentials that can reach a billed
+    entity (static ones of billed entities, and every dynamic one) join; credential
+    strings are never fetched, only their index."""
     billed = np.zeros(len(credential_map.names), dtype=bool)
     billed[res.w_code] = True
     dyn = credential_map.code < 0
     static_ok = np.zeros(len(credential_map.code), dtype=bool)
     static_ok[~dyn] = billed[credential_map.code[~dyn]]
     relevant = np.flatnonzero(static_ok | dyn)
-    # Credential strings are never fetched: the join returns each access's credential
-    # index; each distinct credential is escaped and put between its TABs once.
-    tab_text = tabbed(escaped_binary(credential_map.credentials))
     table = session.register(
         "evcreds",
         pa.table(
@@ -73,10 +82,10 @@ def window_evidence(
         "wins",
         pa.table(
             {
-                "win": pa.array(np.arange(nw, dtype=np.int64)),
+                "win": pa.array(np.arange(len(res.w_code), dtype=np.int64)),
                 "code": pa.array(res.w_code.astype(np.int32), pa.int32()),
                 "start": pa.array(res.w_start),
-                "stop": pa.array(res.w_start + w),
+                "stop": pa.array(res.w_start + terms.window_us),
             }
         ),
     )
@@ -93,40 +102,55 @@ def window_evidence(
             f"SELECT g.code, a.t, a.request_id, a.cidx, a.posts FROM a JOIN {segs} g "
             f"ON a.code = g.dcode AND a.t >= g.lo AND a.t < g.hi WHERE a.code < 0"
         )
-    # One scan: each access joins the window of its entity that holds it (windows are
-    # disjoint); accesses outside every window are dropped by the engine.
-    # Streamed into preallocated arrays (the windows' access counts are known), so the
-    # Arrow batches and the NumPy columns never coexist whole.
-    total = int(accesses.sum())
-    all_win = np.empty(total, dtype=np.int64)
-    all_rel = np.empty(total, dtype=np.int64)
-    all_cidx = np.empty(total, dtype=np.int32)
-    all_posts = np.empty(total, dtype=np.int64)
-    rid_column = StringColumn(total)
-    filled = 0
-    for batch in session.batches(
+    # Each access joins the window of its entity that holds it (windows are disjoint);
+    # accesses outside every window are dropped by the engine.
+    return (
         f"SELECT w.win AS win, b.t - w.start AS rel, b.request_id AS request_id, "
         f"b.cidx AS cidx, b.posts AS posts FROM ({attributed}) b JOIN {wins} w "
         f"ON b.code = w.code AND b.t >= w.start AND b.t < w.stop"
-    ):
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """The accesses inside billed windows, in fetch order: window index, instant minus the
+    window's start, credential index, posts and request_id."""
+
+    win: I64
+    rel: I64
+    cidx: npt.NDArray[np.int32]
+    posts: I64
+    rid: pa.Array
+
+
+def _fetch(session: Session, sql: str, total: int) -> _Rows:
+    """The rows of `sql` (`_evidence_sql`), at most `total` (the windows' access counts),
+    streamed into preallocated arrays so that the Arrow batches and the NumPy columns
+    never coexist whole."""
+    win = np.empty(total, dtype=np.int64)
+    rel = np.empty(total, dtype=np.int64)
+    cidx = np.empty(total, dtype=np.int32)
+    posts = np.empty(total, dtype=np.int64)
+    rid_column = StringColumn(total)
+    filled = 0
+    for batch in session.batches(sql):
         n = batch.num_rows
         if filled + n > total:  # cannot happen: every access is in one window
             raise RuntimeError("evidence fetch returned more accesses than the windows hold")
-        all_win[filled : filled + n] = batch.column(0).to_numpy()
-        all_rel[filled : filled + n] = batch.column(1).to_numpy()
-        all_cidx[filled : filled + n] = batch.column(3).to_numpy()
-        all_posts[filled : filled + n] = batch.column(4).to_numpy()
+        win[filled : filled + n] = batch.column(0).to_numpy()
+        rel[filled : filled + n] = batch.column(1).to_numpy()
+        cidx[filled : filled + n] = batch.column(3).to_numpy()
+        posts[filled : filled + n] = batch.column(4).to_numpy()
         rid_column.append(batch.column(2))
         filled += n
-    all_win, all_rel = all_win[:filled], all_rel[:filled]
-    all_cidx, all_posts = all_cidx[:filled], all_posts[:filled]
-    all_rid = rid_column.array()
-    del rid_column
-    # Groups of consecutive windows, processed one by one (bounds the sort and the line
-    # buffer): at most tuning.EVIDENCE_ROWS accesses, and few enough windows and rows that
-    # (window in group, instant in window, row in group) pack into one uint64.
-    rel_bits = (w - 1).bit_length()
-    group_of = np.zeros(nw, dtype=np.int64)
+    return _Rows(win[:filled], rel[:filled], cidx[:filled], posts[:filled], rid_column.array())
+
+
+def _window_groups(accesses: I64, rel_bits: int) -> I64:
+    """The group of each window: consecutive windows, a new group when the next window
+    would bring the group over `tuning.EVIDENCE_ROWS` accesses, or its (window in group,
+    instant in window, row in group) past one packed uint64 key (`_window_order`)."""
+    group_of = np.zeros(len(accesses), dtype=np.int64)
     rows_in = wins_in = g = 0
     for k, n in enumerate(accesses.tolist()):
         if wins_in and (
@@ -138,61 +162,132 @@ def window_evidence(
         group_of[k] = g
         rows_in += n
         wins_in += 1
-    group_first = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
-    group_stop = np.r_[group_first[1:], nw]
-    by_group, group_end = _partition(group_of[all_win], g + 1)
-    # Request ids of one byte length (the usual case) are taken by NumPy as fixed-width
-    # items; escaping is checked once on all of them.
-    rid_items = fixed_width(all_rid) if not needs_escape(all_rid) else None
+    return group_of
 
-    def write_group(gi: int) -> None:
-        picked = by_group[(group_end[gi - 1] if gi else 0) : group_end[gi]]
+
+@dataclass(frozen=True, slots=True)
+class _Groups:
+    """Step 3's inputs, and its outputs per window (each group writes its own windows')."""
+
+    rows: _Rows
+    w_start: I64
+    bounds: I64
+    """Group g holds windows bounds[g] to bounds[g + 1] - 1."""
+    by_group: I64
+    group_end: I64
+    """Rows by group (`_partition`): group g's are by_group[group_end[g - 1]:group_end[g]]."""
+    rel_bits: int
+    credential_text: pa.Array
+    tab_text: pa.Array
+    """Each credential escaped and between its TABs (once per distinct credential)."""
+    rid_items: npt.NDArray[Any] | None
+    """Request ids as fixed-width NumPy items, when all have one byte length and none
+    needs escaping (the usual case: checked once on all of them)."""
+    digests: list[str]
+    credentials: list[tuple[str, ...]]
+    accesses: I64
+    """Each window's access count, as counted from the rows fetched (written per group)."""
+
+    @classmethod
+    def of(
+        cls,
+        rows: _Rows,
+        group_of: I64,
+        res: ExactResult,
+        credential_map: CredentialMap,
+        rel_bits: int,
+        accesses: I64,
+    ) -> _Groups:
+        bounds = run_bounds(group_of)
+        by_group, group_end = _partition(group_of[rows.win], len(bounds) - 1)
+        nw = len(group_of)
+        return cls(
+            rows=rows,
+            w_start=res.w_start,
+            bounds=bounds,
+            by_group=by_group,
+            group_end=group_end,
+            rel_bits=rel_bits,
+            credential_text=credential_map.credentials,
+            tab_text=tabbed(escaped_binary(credential_map.credentials)),
+            rid_items=fixed_width(rows.rid) if not needs_escape(rows.rid) else None,
+            digests=[""] * nw,
+            credentials=[()] * nw,
+            accesses=accesses,
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds) - 1
+
+    def write(self, gi: int) -> None:
+        """Group `gi`: its rows in canonical order (window, instant, then request_id), then
+        each window's digest, access count and credentials."""
+        picked = self.by_group[(self.group_end[gi - 1] if gi else 0) : self.group_end[gi]]
         if len(picked) == 0:
             return
-        first = int(group_first[gi])
-        ws = res.w_start[first : group_stop[gi]]
-        win, rel, order = _window_order(all_win[picked] - first, all_rel[picked], rel_bits)
+        first = int(self.bounds[gi])
+        win, rel, order = _window_order(
+            self.rows.win[picked] - first, self.rows.rel[picked], self.rel_bits
+        )
         rows = picked[order]
         same = np.flatnonzero((win[1:] == win[:-1]) & (rel[1:] == rel[:-1]))
         if len(same):
-            rows = _tie_break(rows, same, all_rid)
-        cidx = all_cidx[rows]
+            rows = _tie_break(rows, same, self.rows.rid)
+        cidx = self.rows.cidx[rows]
         # The group's credentials as a small table (cache-resident takes).
-        used = np.flatnonzero(np.bincount(cidx, minlength=len(credential_map.credentials)))
-        local = np.empty(len(credential_map.credentials), dtype=np.int64)
+        used = np.flatnonzero(np.bincount(cidx, minlength=len(self.credential_text)))
+        local = np.empty(len(self.credential_text), dtype=np.int64)
         local[used] = np.arange(len(used), dtype=np.int64)
-        if rid_items is not None:
-            rid = fixed_rows(rid_items[rows])
+        self._digests(gi, win, rel, rows, self.tab_text.take(pa.array(used)), local, cidx)
+        self._credentials(first, win, self.credential_text.take(pa.array(used)), local[cidx])
+
+    def _digests(
+        self,
+        gi: int,
+        win: I64,
+        rel: I64,
+        rows: I64,
+        used_tabbed: pa.Array,
+        local: I64,
+        cidx: npt.NDArray[np.int32],
+    ) -> None:
+        """The lines of group `gi` (rows in canonical order; `used_tabbed[local[c]]` is
+        credential c between its TABs), and each window's digest of its contiguous slice
+        and its access count."""
+        first = int(self.bounds[gi])
+        ws = self.w_start[first : self.bounds[gi + 1]]
+        if self.rid_items is not None:
+            rid = fixed_rows(self.rid_items[rows])
         else:
-            rid = escaped_binary(all_rid.take(pa.array(rows)))
+            rid = escaped_binary(self.rows.rid.take(pa.array(rows)))
         lines = canonical_lines_columns(
             ws[win] + rel,
             rid,
-            tab_text.take(pa.array(used)).take(pa.array(local[cidx])),
-            all_posts[rows],
+            used_tabbed.take(pa.array(local[cidx])),
+            self.rows.posts[rows],
         )
-        bounds = np.flatnonzero(np.r_[True, win[1:] != win[:-1], True])
+        bounds = run_bounds(win)
         ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
-        for (lo, _hi), d in zip(ranges, digests_of_ranges(lines, ranges), strict=True):
-            digests[first + int(win[lo])] = d
-            accesses[first + int(win[lo])] = _hi - lo
-        del lines
-        # Credentials per window: distinct (window, credential) pairs, by credential text.
-        used_text = credential_map.credentials.take(pa.array(used))
+        for (lo, hi), digest in zip(ranges, digests_of_ranges(lines, ranges), strict=True):
+            self.digests[first + int(win[lo])] = digest
+            self.accesses[first + int(win[lo])] = hi - lo
+
+    def _credentials(self, first: int, win: I64, used_text: pa.Array, local_cidx: I64) -> None:
+        """Each window's distinct credentials sorted by text: distinct (window, rank of the
+        credential's text among the group's) pairs."""
+        used = len(used_text)
         by_text = np.asarray(pc.sort_indices(used_text).to_numpy(), dtype=np.int64)
-        text_rank = np.empty(len(used), dtype=np.int64)
-        text_rank[by_text] = np.arange(len(used), dtype=np.int64)
-        pairs = np.unique(win.astype(np.int64) * len(used) + text_rank[local[cidx]])
-        pw, pr = np.divmod(pairs, len(used))
+        text_rank = np.empty(used, dtype=np.int64)
+        text_rank[by_text] = np.arange(used, dtype=np.int64)
+        pairs = np.unique(win * used + text_rank[local_cidx])
+        pw, pr = np.divmod(pairs, used)
         sorted_text = used_text.take(pa.array(by_text)).to_pylist()
-        runs = np.flatnonzero(np.r_[True, pw[1:] != pw[:-1], True])
+        runs = run_bounds(pw)
         pr_list = pr.tolist()
         pw_list = pw.tolist()
         for a, b in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
-            credentials[first + pw_list[a]] = tuple(sorted_text[r] for r in pr_list[a:b])
-
-    in_threads(write_group, range(g + 1))  # groups two at a time
-    return digests, credentials, accesses
+            self.credentials[first + pw_list[a]] = tuple(sorted_text[r] for r in pr_list[a:b])
 
 
 class StringColumn:
@@ -237,43 +332,42 @@ def _partition(group: I64, groups: int) -> tuple[I64, I64]:
     ends = np.cumsum(np.bincount(group, minlength=groups)).astype(np.int64)
     if groups <= 1:
         return np.arange(n, dtype=np.int64), ends
-    row_bits = max(n - 1, 1).bit_length()
-    if (groups - 1).bit_length() + row_bits > tuning.PACK_BITS:
+    layout = BitLayout.fitting(
+        (groups - 1).bit_length(), max(n - 1, 1).bit_length(), bits=tuning.PACK_BITS
+    )
+    if layout is None:
         return np.argsort(group, kind="stable").astype(np.int64), ends
-    key = group.astype(np.uint64) << np.uint64(row_bits)
-    key |= np.arange(n, dtype=np.uint64)
+    key = layout.pack(group, np.arange(n, dtype=np.uint64))
     key.sort()
-    key &= np.uint64((1 << row_bits) - 1)
-    return key.view(np.int64), ends
+    return layout.field(key, 1, out=key), ends
 
 
 def _window_order(win: I64, rel: I64, rel_bits: int) -> tuple[I64, I64, I64]:
     """(window, instant) sorted, and the order that sorts them: one sort of packed
     (window, instant, position) keys when they fit in 64 bits, else a lexsort."""
     n = len(win)
-    pos_bits = max(n - 1, 1).bit_length()
-    win_bits = max(int(win.max()), 1).bit_length()
-    if win_bits + rel_bits + pos_bits > tuning.PACK_BITS:
+    layout = BitLayout.fitting(
+        max(int(win.max()), 1).bit_length(),
+        rel_bits,
+        max(n - 1, 1).bit_length(),
+        bits=tuning.PACK_BITS,
+    )
+    if layout is None:
         order = np.lexsort((rel, win))
         return win[order], rel[order], order
-    key = win.astype(np.uint64) << np.uint64(rel_bits + pos_bits)
-    key |= rel.astype(np.uint64) << np.uint64(pos_bits)
-    key |= np.arange(n, dtype=np.uint64)
+    key = layout.pack(win, rel, np.arange(n, dtype=np.uint64))
     key.sort()
-    order = (key & np.uint64((1 << pos_bits) - 1)).astype(np.int64)
-    key >>= np.uint64(pos_bits)
-    rel = (key & np.uint64((1 << rel_bits) - 1)).astype(np.int64)
-    key >>= np.uint64(rel_bits)
-    return key.astype(np.int64), rel, order
+    win, rel, order = layout.unpack(key)
+    return win, rel, order
 
 
 def _tie_break(rows: I64, same: I64, request_id: pa.Array) -> I64:
     """Reorder runs of equal (window, ts) by request_id (byte order); `same[k]` marks that
     positions same[k] and same[k] + 1 are tied."""
-    starts = np.r_[True, np.diff(same) != 1]
-    first = same[starts]
-    last_idx = np.r_[np.flatnonzero(starts)[1:], len(same)] - 1
-    last = same[last_idx] + 1
+    # Runs of consecutive positions in `same` are runs of one value of same[k] - k.
+    bounds = run_bounds(same - np.arange(len(same), dtype=np.int64))
+    first = same[bounds[:-1]]
+    last = same[bounds[1:] - 1] + 1
     lengths = last - first + 1
     run_id = np.repeat(np.arange(len(first)), lengths)
     within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)

@@ -5,19 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from consentry.scraping.arrays import BitLayout, run_bounds, run_ids, run_start_mask, run_starts
+from consentry.scraping.columnar import tuning
 from consentry.scraping.rules import I64, Terms, max_total_windows
 
-if TYPE_CHECKING:
-    pass
-
-from consentry.scraping.columnar import tuning
-
-U64 = npt.NDArray[np.uint64]
+_A = TypeVar("_A")
+_T = TypeVar("_T")
+_Windows = tuple[I64, I64, I64, I64, I64]
+"""Billed windows of some entities: code, start, first row, end row, posts."""
 
 
 def sort_accesses(code: npt.NDArray[np.int32], ts: I64, posts: I64) -> tuple[I64, I64, I64]:
@@ -27,26 +27,19 @@ def sort_accesses(code: npt.NDArray[np.int32], ts: I64, posts: I64) -> tuple[I64
     uint64 and sorted by value (posts in the low bits order ties, which changes no prefix
     sum at a tie boundary); else a `lexsort`.
     """
-    n = len(ts)
-    if n == 0:
+    if len(ts) == 0:
         z = np.zeros(0, dtype=np.int64)
         return z, z.copy(), z.copy()
     t0 = int(ts.min())
     tbits = (int(ts.max()) - t0).bit_length()
-    pmin, pmax = int(posts.min()), int(posts.max())
-    pbits = pmax.bit_length()
+    pbits = int(posts.max()).bit_length()
     cbits = max(int(code.max()), 0).bit_length()
-    if pmin >= 0 and int(code.min()) >= 0 and cbits + tbits + pbits <= 64:
-        key = code.astype(np.uint64) << np.uint64(tbits + pbits)
-        key |= (ts - t0).astype(np.uint64) << np.uint64(pbits)
-        key |= posts.astype(np.uint64)
+    layout = BitLayout.fitting(cbits, tbits, pbits)
+    if int(posts.min()) >= 0 and int(code.min()) >= 0 and layout is not None:
+        key = layout.pack(code, ts - t0, posts)
         key.sort()
-        out_p = (key & np.uint64((1 << pbits) - 1)).astype(np.int64)
-        key >>= np.uint64(pbits)
-        out_t = (key & np.uint64((1 << tbits) - 1)).astype(np.int64)
+        out_c, out_t, out_p = layout.unpack(key)
         out_t += t0
-        key >>= np.uint64(tbits)
-        out_c = key.astype(np.int64)
         return out_c, out_t, out_p
     order = np.lexsort((ts, code))
     return code[order].astype(np.int64), ts[order], posts[order]
@@ -106,7 +99,7 @@ def earliest_all(
         return empty, empty, empty, empty, empty
     o_key = key[over]
     o_code = code[over]
-    cur = np.flatnonzero(np.r_[True, o_code[1:] != o_code[:-1]])
+    cur = run_starts(o_code)
     chosen: list[I64] = []
     while len(cur):
         chosen.append(over[cur])
@@ -121,87 +114,33 @@ def earliest_all(
 def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> ExactResult:
     """Totals, maxima and billed windows of every entity (arrays sorted by code, ts).
 
+    1. Entities are the runs of `code`; their accesses go in chunks of whole entities
+       (`_Sweep.chunks`), two chunks at a time in threads.
+    2. Per chunk: every access's forward window and its posts (`_Sweep.forward_windows`),
+       each entity's densest window (`_Sweep.densest`), then the billed windows of its
+       over-line entities by the mode.
+    3. Totals per entity by `reduceat`; windows concatenated in chunk order (by code, then
+       start).
+
     The rules are `rules.forward_counts` (maxima), `rules.earliest_windows` (vectorised
     here by `earliest_all`) and `rules.max_total_windows` (called per over-line entity);
     `test_exact_pass_matches_the_rules_per_entity` holds this pass to them with ties at
     the threshold and accesses at window edges, and `test_duckdb_matches_reference` the
     whole columnar path."""
-    n = len(ts)
-    w = terms.window_us
-    if n == 0:
+    if len(ts) == 0:
         z = np.zeros(0, dtype=np.int64)
         return ExactResult(z, z, z, z, z, z, z, z, z, z, z)
-    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
-    ends = np.r_[starts[1:], n].astype(np.int64)
-    cum = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(posts, out=cum[1:])
-    t0 = int(ts.min()) if n else 0
-    stride = (int(ts.max()) - t0 + w + 1) if n else 1
-    per_chunk = max(1, (1 << 61) // stride)
-    maxima = np.zeros(len(starts), dtype=np.int64)
-    max_start = np.zeros(len(starts), dtype=np.int64)
-    # Chunks: whole entities, at most per_chunk of them, about tuning.CHUNK_ROWS rows each.
-    bounds: list[tuple[int, int]] = []
-    s = 0
-    while s < len(starts):
-        limit = int(np.searchsorted(ends, int(starts[s]) + tuning.CHUNK_ROWS, side="right"))
-        e = min(len(starts), s + per_chunk, max(limit, s + 1))
-        bounds.append((s, e))
-        s = e
-
-    def windows_of_chunk(chunk: tuple[int, int]) -> list[_Windows]:
-        s, e = chunk
-        a, b = int(starts[s]), int(ends[e - 1])
-        seg = code[a:b]
-        rank = np.zeros(b - a, dtype=np.int64)
-        np.cumsum(seg[1:] != seg[:-1], out=rank[1:])
-        key = rank * stride + (ts[a:b] - t0)
-        del rank
-        newrun = np.r_[True, key[1:] != key[:-1]]
-        lo = np.maximum.accumulate(np.where(newrun, np.arange(b - a, dtype=np.int64), 0))
-        del newrun
-        hi = forward_ends(key, w)
-        counts = cum[a + hi] - cum[a + lo]
-        local = starts[s:e] - a
-        densest = np.maximum.reduceat(counts, local)
-        maxima[s:e] = densest
-        hits = np.flatnonzero(counts == np.repeat(densest, np.diff(np.r_[local, b - a])))
-        seg_of = np.searchsorted(local, hits, side="right") - 1
-        first_hit = hits[np.r_[True, seg_of[1:] != seg_of[:-1]]]
-        max_start[s:e] = ts[a + first_hit]
-        if mode == "earliest":
-            return [earliest_all(key, seg, ts[a:b], counts, lo + a, hi + a, terms)]
-        wins: list[_Windows] = []
-        for k in np.flatnonzero(densest > terms.threshold).tolist():
-            sa, sb = int(starts[s + k]), int(ends[s + k])
-            spans = max_total_windows(ts[sa:sb], posts[sa:sb], terms)
-            if spans:
-                wins.append(
-                    (
-                        np.full(len(spans), int(code[sa]), dtype=np.int64),
-                        np.array([x.start_us for x in spans], dtype=np.int64),
-                        np.array([x.lo + sa for x in spans], dtype=np.int64),
-                        np.array([x.hi + sa for x in spans], dtype=np.int64),
-                        np.array([x.posts for x in spans], dtype=np.int64),
-                    )
-                )
-        return wins
-
-    # Chunks in two threads (NumPy's sorts and ufuncs release the GIL); windows are
-    # concatenated in chunk order, i.e. by code, then start.
-    wins = [part for parts in in_threads(windows_of_chunk, bounds) for part in parts]
-    totals = np.add.reduceat(posts, starts) if n else np.zeros(0, np.int64)
-    if wins:
-        w_code, w_start, w_lo, w_hi, w_posts = (np.concatenate(x) for x in zip(*wins, strict=True))
-    else:
-        w_code = w_start = w_lo = w_hi = w_posts = np.zeros(0, dtype=np.int64)
+    sweep = _Sweep.of(code, ts, posts, terms, mode)
+    # NumPy's sorts and ufuncs release the GIL, so two chunks run at once.
+    wins = [part for parts in in_threads(sweep.windows_of_chunk, sweep.chunks()) for part in parts]
+    w_code, w_start, w_lo, w_hi, w_posts = _concatenated(wins)
     return ExactResult(
-        codes=code[starts].astype(np.int64),
-        totals=np.asarray(totals, dtype=np.int64),
-        accesses=(ends - starts).astype(np.int64),
-        maxima=maxima,
-        max_start=max_start,
-        first_row=starts.astype(np.int64),
+        codes=code[sweep.starts].astype(np.int64),
+        totals=np.asarray(np.add.reduceat(posts, sweep.starts), dtype=np.int64),
+        accesses=(sweep.ends - sweep.starts).astype(np.int64),
+        maxima=sweep.maxima,
+        max_start=sweep.max_start,
+        first_row=sweep.starts.astype(np.int64),
         w_code=w_code,
         w_start=w_start,
         w_lo=w_lo,
@@ -210,9 +149,128 @@ def exact_pass(code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> Exact
     )
 
 
-_A = TypeVar("_A")
-_T = TypeVar("_T")
-_Windows = tuple[I64, I64, I64, I64, I64]
+@dataclass(frozen=True, slots=True)
+class _Sweep:
+    """What every chunk of the exact pass reads (the sorted accesses, their prefix sums,
+    the entities' row ranges) and the per-entity arrays the chunks fill, each chunk its
+    own slice of `maxima` and `max_start`."""
+
+    code: I64
+    ts: I64
+    posts: I64
+    terms: Terms
+    mode: str
+    starts: I64
+    ends: I64
+    cum: I64
+    t0: int
+    stride: int
+    maxima: I64
+    max_start: I64
+
+    @classmethod
+    def of(cls, code: I64, ts: I64, posts: I64, terms: Terms, mode: str) -> _Sweep:
+        bounds = run_bounds(code)
+        cum = np.zeros(len(ts) + 1, dtype=np.int64)
+        np.cumsum(posts, out=cum[1:])
+        t0 = int(ts.min())
+        # Composite keys `rank * stride + (ts - t0)` keep entities a window apart.
+        stride = int(ts.max()) - t0 + terms.window_us + 1
+        entities = len(bounds) - 1
+        return cls(
+            code=code,
+            ts=ts,
+            posts=posts,
+            terms=terms,
+            mode=mode,
+            starts=bounds[:-1],
+            ends=bounds[1:],
+            cum=cum,
+            t0=t0,
+            stride=stride,
+            maxima=np.zeros(entities, dtype=np.int64),
+            max_start=np.zeros(entities, dtype=np.int64),
+        )
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """Entity ranges `[s, e)`: whole entities, about `tuning.CHUNK_ROWS` rows each (at
+        least one entity), and few enough entities that composite keys stay below 2**61."""
+        per_chunk = max(1, (1 << 61) // self.stride)
+        bounds: list[tuple[int, int]] = []
+        s = 0
+        while s < len(self.starts):
+            rows_end = int(self.starts[s]) + tuning.CHUNK_ROWS
+            limit = int(np.searchsorted(self.ends, rows_end, side="right"))
+            e = min(len(self.starts), s + per_chunk, max(limit, s + 1))
+            bounds.append((s, e))
+            s = e
+        return bounds
+
+    def windows_of_chunk(self, chunk: tuple[int, int]) -> list[_Windows]:
+        """The billed windows of entities `[s, e)`; fills their maxima on the way."""
+        s, e = chunk
+        a, b = int(self.starts[s]), int(self.ends[e - 1])
+        key, lo, hi = self.forward_windows(a, b)
+        counts = self.cum[a + hi] - self.cum[a + lo]
+        densest = self.densest(s, e, counts)
+        if self.mode == "earliest":
+            seg = self.code[a:b]
+            return [earliest_all(key, seg, self.ts[a:b], counts, lo + a, hi + a, self.terms)]
+        return self.max_total(s, densest)
+
+    def forward_windows(self, a: int, b: int) -> tuple[I64, I64, I64]:
+        """For rows `a..b-1` (whole entities): the composite key, and per row its forward
+        window `[lo, hi)` in chunk positions: `lo` the first row with its (entity, instant),
+        `hi` the first row of its entity at or after its instant + window."""
+        key = run_ids(self.code[a:b])
+        key *= self.stride
+        key += self.ts[a:b]
+        key -= self.t0
+        lo = np.arange(b - a, dtype=np.int64)
+        lo *= run_start_mask(key)
+        np.maximum.accumulate(lo, out=lo)
+        hi = forward_ends(key, self.terms.window_us)
+        return key, lo, hi
+
+    def densest(self, s: int, e: int, counts: I64) -> I64:
+        """Per entity of `[s, e)`: the most posts in one window (kept in `maxima`) and the
+        instant of its first access whose window holds that many (kept in `max_start`)."""
+        a = int(self.starts[s])
+        local = self.starts[s:e] - a
+        densest = np.maximum.reduceat(counts, local)
+        self.maxima[s:e] = densest
+        hits = np.flatnonzero(counts == np.repeat(densest, self.ends[s:e] - self.starts[s:e]))
+        entity_of_hit = np.searchsorted(local, hits, side="right") - 1
+        first_hit = hits[run_start_mask(entity_of_hit)]
+        self.max_start[s:e] = self.ts[a + first_hit]
+        return densest
+
+    def max_total(self, s: int, densest: I64) -> list[_Windows]:
+        """Mode `max_total`: the pure rule per over-line entity of the chunk from `s`."""
+        wins: list[_Windows] = []
+        for k in np.flatnonzero(densest > self.terms.threshold).tolist():
+            sa, sb = int(self.starts[s + k]), int(self.ends[s + k])
+            spans = max_total_windows(self.ts[sa:sb], self.posts[sa:sb], self.terms)
+            if spans:
+                wins.append(
+                    (
+                        np.full(len(spans), int(self.code[sa]), dtype=np.int64),
+                        np.array([x.start_us for x in spans], dtype=np.int64),
+                        np.array([x.lo + sa for x in spans], dtype=np.int64),
+                        np.array([x.hi + sa for x in spans], dtype=np.int64),
+                        np.array([x.posts for x in spans], dtype=np.int64),
+                    )
+                )
+        return wins
+
+
+def _concatenated(wins: list[_Windows]) -> _Windows:
+    """The windows of every chunk as one set of arrays, in the order given."""
+    if not wins:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z, z, z
+    w_code, w_start, w_lo, w_hi, w_posts = (np.concatenate(x) for x in zip(*wins, strict=True))
+    return w_code, w_start, w_lo, w_hi, w_posts
 
 
 def in_threads(fn: Callable[[_A], _T], items: Sequence[_A]) -> list[_T]:

@@ -12,21 +12,20 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.scraping.arrays import U64, BitLayout, run_bounds
+from consentry.scraping.columnar import tuning
+from consentry.scraping.columnar.credentials import CredentialMap
+from consentry.scraping.columnar.exact import in_threads, sort_accesses
 from consentry.scraping.rules import I64
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import duckdb
     import ibis
 
-from consentry.scraping.columnar import tuning
-from consentry.scraping.columnar.credentials import (
-    CredentialMap,
-)
-from consentry.scraping.columnar.exact import (
-    U64,
-    in_threads,
-    sort_accesses,
-)
+_Columns = tuple[npt.NDArray[np.int32], I64, I64]
+"""(entity code, instant, posts) of some accesses."""
 
 
 class Session:
@@ -125,6 +124,12 @@ class Layout:
         fits = tbits + pbits <= tuning.PACK_BITS - tuning.MIN_CHUNK_BITS
         return cls(rows, t0, tbits, pbits, pmin >= 0 and fits)
 
+    def key_layout(self) -> BitLayout:
+        """The key's fields: low code bits, instant - t0, posts. Entity codes are int32, so
+        at most 31 bits of code are ever set (a wider field would hold only zeros)."""
+        code_bits = min(tuning.PACK_BITS - self.tbits - self.pbits, 31)
+        return BitLayout((code_bits, self.tbits, self.pbits))
+
 
 def fetch_sorted(
     session: Session,
@@ -136,80 +141,24 @@ def fetch_sorted(
 ) -> tuple[I64, I64, I64]:
     """(code, ts, posts) of every attributed access, sorted by (code, ts).
 
-    Packed (module doc, step 3): each batch goes straight into uint64 keys per chunk of
-    entity codes, so the three columns never coexist with the keys in memory; each chunk
-    is sorted and unpacked in code order.
+    1. One streamed scan gives each access's credential code, instant and posts; each
+       batch's codes become entity codes, only the kept ones (`_entity_columns`).
+    2. Packable (module doc, step 3): each batch goes straight into uint64 keys per chunk
+       of entity codes (`_packed_chunks`), so the three columns never coexist with the
+       keys in memory; each chunk is sorted and unpacked in code order (`_unpacked`).
+    3. Else the columns are gathered and sorted by `sort_accesses`.
     """
     sql = (
         f"SELECT c.code AS code, epoch_us(s.ts) AS t, s.posts AS posts "
         f"FROM {src} s JOIN {creds} c ON s.credential = c.credential"
     )
-
-    def decoded(batch: pa.RecordBatch) -> tuple[npt.NDArray[np.int32], I64, I64]:
-        t = np.asarray(batch.column(1).to_numpy(), dtype=np.int64)
-        c = np.asarray(batch.column(0).to_numpy(), dtype=np.int32)
-        p = np.asarray(batch.column(2).to_numpy(), dtype=np.int64)
-        if credential_map.dynamic:
-            c = credential_map.codes_at(c, t)
-        if keep_codes is not None:
-            keep = np.isin(c, keep_codes)
-            c, t, p = c[keep], t[keep], p[keep]
-        return c, t, p
-
+    batches = (_entity_columns(batch, credential_map, keep_codes) for batch in session.batches(sql))
     if layout.packable:
-        # Entities whose codes share their high bits go to one chunk; inside a chunk the
-        # low code bits, the instant and the posts fill one uint64.
-        shift_t = layout.pbits
-        shift_c = layout.tbits + layout.pbits
-        chunk_bits = tuning.PACK_BITS - shift_c
-        low_mask = (1 << chunk_bits) - 1
-        parts: dict[int, list[U64]] = {}
-        filled = 0
-        for batch in session.batches(sql):
-            c, t, p = decoded(batch)
-            if len(t) == 0:
-                continue
-            part = (c.astype(np.uint64) & np.uint64(low_mask)) << np.uint64(shift_c)
-            part |= (t - layout.t0).astype(np.uint64) << np.uint64(shift_t)
-            part |= p.astype(np.uint64)
-            chunk = c >> chunk_bits
-            if int(chunk.min()) == int(chunk.max()):
-                parts.setdefault(int(chunk[0]), []).append(part)
-            else:
-                order = np.argsort(chunk, kind="stable")
-                chunk, part = chunk[order], part[order]
-                cuts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1], True])
-                for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
-                    parts.setdefault(int(chunk[a]), []).append(part[a:b])
-            filled += len(t)
-        out_c = np.empty(filled, dtype=np.int64)
-        out_t = np.empty(filled, dtype=np.int64)
-        out_p = np.empty(filled, dtype=np.int64)
-        chunk_ids = sorted(parts)
-        at = np.cumsum([0] + [sum(len(x) for x in parts[c]) for c in chunk_ids]).tolist()
-
-        def unpack(k: int) -> None:
-            # Chunks sort in two threads; each writes its own slice of the output.
-            chunk_id = chunk_ids[k]
-            key = np.concatenate(parts[chunk_id])
-            parts[chunk_id] = []
-            key.sort()
-            lo, hi = at[k], at[k + 1]
-            out_p[lo:hi] = key & np.uint64((1 << layout.pbits) - 1)
-            key >>= np.uint64(shift_t)
-            out_t[lo:hi] = key & np.uint64((1 << layout.tbits) - 1)
-            out_t[lo:hi] += layout.t0
-            key >>= np.uint64(layout.tbits)
-            out_c[lo:hi] = key
-            out_c[lo:hi] += chunk_id << chunk_bits
-
-        in_threads(unpack, range(len(chunk_ids)))
-        return out_c, out_t, out_p
+        return _unpacked(_packed_chunks(batches, layout), layout)
     codes: list[npt.NDArray[np.int32]] = []
     times: list[I64] = []
     posts: list[I64] = []
-    for batch in session.batches(sql):
-        c, t, p = decoded(batch)
+    for c, t, p in batches:
         codes.append(c)
         times.append(t)
         posts.append(p)
@@ -217,6 +166,69 @@ def fetch_sorted(
         z = np.zeros(0, dtype=np.int64)
         return z, z.copy(), z.copy()
     return sort_accesses(np.concatenate(codes), np.concatenate(times), np.concatenate(posts))
+
+
+def _entity_columns(
+    batch: pa.RecordBatch, credential_map: CredentialMap, keep_codes: I64 | None
+) -> _Columns:
+    """A batch of (credential code, instant, posts) as (entity code, instant, posts) of
+    the accesses kept (all, or those of `keep_codes`)."""
+    t = np.asarray(batch.column(1).to_numpy(), dtype=np.int64)
+    c = np.asarray(batch.column(0).to_numpy(), dtype=np.int32)
+    p = np.asarray(batch.column(2).to_numpy(), dtype=np.int64)
+    if credential_map.dynamic:
+        c = credential_map.codes_at(c, t)
+    if keep_codes is not None:
+        keep = np.isin(c, keep_codes)
+        c, t, p = c[keep], t[keep], p[keep]
+    return c, t, p
+
+
+def _packed_chunks(batches: Iterable[_Columns], layout: Layout) -> dict[int, list[U64]]:
+    """Every access's key (`Layout.key_layout`) by chunk, in arrival order: entities whose codes
+    share their high bits go to one chunk."""
+    keys = layout.key_layout()
+    code_bits = keys.widths[0]
+    parts: dict[int, list[U64]] = {}
+    for c, t, p in batches:
+        if len(t) == 0:
+            continue
+        part = keys.pack(c & ((1 << code_bits) - 1), t - layout.t0, p)
+        chunk = c >> code_bits
+        if int(chunk.min()) == int(chunk.max()):
+            parts.setdefault(int(chunk[0]), []).append(part)
+            continue
+        order = np.argsort(chunk, kind="stable")
+        chunk, part = chunk[order], part[order]
+        cuts = run_bounds(chunk)
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            parts.setdefault(int(chunk[a]), []).append(part[a:b])
+    return parts
+
+
+def _unpacked(parts: dict[int, list[U64]], layout: Layout) -> tuple[I64, I64, I64]:
+    """(code, ts, posts) from the chunks' keys: each chunk sorted and unpacked into its own
+    slice of the output, chunks in code order (two at a time in threads). Empties `parts`."""
+    keys = layout.key_layout()
+    code_bits = keys.widths[0]
+    chunk_ids = sorted(parts)
+    at = np.cumsum([0] + [sum(len(x) for x in parts[c]) for c in chunk_ids]).tolist()
+    out_c = np.empty(at[-1], dtype=np.int64)
+    out_t = np.empty(at[-1], dtype=np.int64)
+    out_p = np.empty(at[-1], dtype=np.int64)
+
+    def unpack(k: int) -> None:
+        chunk_id = chunk_ids[k]
+        key = np.concatenate(parts[chunk_id])
+        parts[chunk_id] = []
+        key.sort()
+        lo, hi = at[k], at[k + 1]
+        keys.unpack(key, out=(out_c[lo:hi], out_t[lo:hi], out_p[lo:hi]))
+        out_t[lo:hi] += layout.t0
+        out_c[lo:hi] += chunk_id << code_bits
+
+    in_threads(unpack, range(len(chunk_ids)))
+    return out_c, out_t, out_p
 
 
 def fetch_entity_events(
