@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.binary import binary_parts
-from consentry.scraping.arrays import concat_ranges, with_room
+from consentry.scraping.arrays import concat_ranges, run_starts, with_room
 from consentry.scraping.attribution import FAR_FUTURE, FAR_PAST, Owners, owner_candidates
 from consentry.scraping.meter.rule import I64
 
@@ -345,7 +345,7 @@ class Attributor:
             chosen = own[k]
             if len(hits):
                 # Candidates are most specific first: the first hit of each access wins.
-                lead = hits[np.r_[True, pair_row[hits][1:] != pair_row[hits][:-1]]]
+                lead = hits[run_starts(pair_row[hits])]
                 chosen[pair_row[lead]] = c_ent[cand[lead]]
             codes[rows] = chosen
         return codes

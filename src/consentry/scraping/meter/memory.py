@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from consentry.scraping.arrays import concat_ranges
+from consentry.scraping.arrays import concat_ranges, run_start_mask, run_starts
 from consentry.scraping.meter.rule import (
     ALERT_LEVELS,
     I64,
@@ -174,7 +174,7 @@ class MemoryMeter:
         3. A row's top is the larger of the stored top and its bucket (rows of an entity
            come in bucket order) and its window's floor is that top minus the span.
         """
-        first = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        first = run_starts(codes)
         run = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(codes)]))
         entity = codes[first]
         self._grow(int(entity.max()) + 1)
@@ -271,7 +271,7 @@ class MemoryMeter:
         3. Before an entity's first row it is armed at its stored level.
         """
         run = runs.run[counted]
-        is_start = np.r_[True, run[1:] != run[:-1]]
+        is_start = run_start_mask(run)
         starts = np.flatnonzero(is_start)
         start_of = np.cumsum(is_start) - 1
         part = np.cumsum((levels == 0) | is_start)

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from consentry.errors import BadInput, Problem
 from consentry.schema import MAX_POSTS_PER_ACCESS
+from consentry.scraping.arrays import BitLayout, run_start_mask
 from consentry.scraping.attribution import Owners
 from consentry.scraping.meter.attributor import Attributor
 from consentry.scraping.meter.memory import MemoryMeter
@@ -69,14 +70,16 @@ class Meter:
         # Sum per (entity, bucket) with one sort of a packed key; the latest instant per
         # entity rides along (maximum per entity run).
         b0 = int(buckets.min())
-        bbits = (int(buckets.max()) - b0).bit_length()
-        if (int(ids.max()).bit_length() + bbits) <= 62:
-            order = np.argsort((ids << bbits) | (buckets - b0), kind="stable")
+        layout = BitLayout.fitting(
+            int(ids.max()).bit_length(), (int(buckets.max()) - b0).bit_length(), bits=62
+        )
+        if layout is not None:
+            order = np.argsort(layout.pack(ids, buckets - b0), kind="stable")
         else:
             order = np.lexsort((buckets, ids))
         c, b, q, t = ids[order], buckets[order], p[order], ts[order]
-        new_entity = np.r_[True, c[1:] != c[:-1]]
-        starts = np.flatnonzero(new_entity | np.r_[True, b[1:] != b[:-1]])
+        new_entity = run_start_mask(c)
+        starts = np.flatnonzero(new_entity | run_start_mask(b))
         sums = np.add.reduceat(q, starts)
         ent_starts = np.flatnonzero(new_entity)
         ent_latest = np.maximum.reduceat(t, ent_starts)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.binary import binary_parts
+from consentry.scraping.arrays import run_starts
 from consentry.scraping.meter.rule import ALERT_LEVELS, I64, Alert, BatchBounds, Bounds, bucket_cap
 from consentry.scraping.rules import Terms
 
@@ -234,14 +235,14 @@ class RedisMeter:
     def _calls(self, names: Sequence[str], codes: I64) -> _Calls:
         """The batch's entities (runs of equal codes) grouped by cluster slot (`_Calls`);
         entities keep their batch order within a call."""
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        starts = run_starts(codes)
         rows = np.diff(np.r_[starts, len(codes)])
         entity_codes = codes[starts]
         tags = hash_tags(pa.array(list(map(names.__getitem__, entity_codes.tolist())), pa.string()))
         slots = self._slots(entity_codes, tags)
         order = np.argsort(slots, kind="stable")
         slot_in_order = slots[order]
-        call_first = np.flatnonzero(np.r_[True, slot_in_order[1:] != slot_in_order[:-1]])
+        call_first = run_starts(slot_in_order)
         per_call = np.diff(np.r_[call_first, len(order)])
         call_of = np.repeat(np.arange(len(call_first)), per_call)
         return _Calls(starts, rows, tags, order, call_first, per_call, call_of)
@@ -322,7 +323,7 @@ class RedisMeter:
         ]
         if errors:
             raise errors[0]
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        starts = run_starts(codes)
         entity_codes = codes[starts][order]  # call order
         per_call = np.diff(np.r_[call_first, len(entity_codes)])
         ran = np.array([not isinstance(r, Exception) for r in replies])
