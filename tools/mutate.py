@@ -212,7 +212,9 @@ def _package_main(package: str, max_children: int, survivors: bool = False) -> N
         cfg,
         pytest_add_cli_args=add_args,
         only_mutate=modules,
-        pytest_add_cli_args_test_selection=[f"tests/{package}"],
+        pytest_add_cli_args_test_selection=_table()
+        .get("tests", {})
+        .get(package, [f"tests/{package}"]),
         type_check_command=[] if package in _table().get("skip_type_check", []) else mypy,
     )
     # Fresh stats on every run: they run the package's tests once on the unmutated code (a
