@@ -78,6 +78,7 @@ def test_add_release_list_and_audit(tmp_path: object, settings: Settings) -> Non
         ({"scope": "category", "target": "dms"}, "--category"),
         ({"until": datetime(2020, 1, 1, tzinfo=UTC)}, "--until"),
         ({"target": "x" * 200}, "--user"),
+        ({"matter": "m" * 201}, "--matter"),
     ],
 )
 def test_bad_holds_are_refused(settings: Settings, kwargs: dict[str, object], field: str) -> None:
@@ -88,7 +89,28 @@ def test_bad_holds_are_refused(settings: Settings, kwargs: dict[str, object], fi
         with pytest.raises(BadInput) as info:
             add_hold(store, Keyring.for_settings(home), **args)  # type: ignore[arg-type]
         assert info.value.problems[0].field == field
+        assert info.value.problems[0].location == "command line"
         assert list_holds(store) == []
+
+
+def test_a_matter_of_200_characters_is_accepted_and_the_hold_reads_back(
+    settings: Settings,
+) -> None:
+    home = initialised_home(settings.home.parent / "h")
+    until = datetime(2030, 1, 1, tzinfo=UTC)
+    with open_store(home.resolved_database_url) as store:
+        added = add_hold(
+            store,
+            Keyring.for_settings(home),
+            matter="m" * 200,
+            reason="R",
+            scope="user",
+            target="u-1",
+            until=until,
+        )
+        (listed,) = list_holds(store)
+    assert listed == added
+    assert (listed.matter, listed.until, listed.released_at) == ("m" * 200, until, None)
 
 
 def _hold(
