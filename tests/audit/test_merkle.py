@@ -18,6 +18,7 @@ from consentry.audit.merkle import (
     frontier_root,
     leaf_hash,
     node_hash,
+    range_nodes,
     reference_consistency,
     reference_inclusion,
     reference_root,
@@ -202,6 +203,13 @@ def test_batched_proofs_have_one_row_per_level_and_refuse_indices_outside_the_tr
             tree.inclusion_proofs(np.array(bad, dtype=np.int64), 5)
     empty, none = tree.inclusion_proofs(np.array([], dtype=np.int64), 5)
     assert (empty.shape, none.tolist()) == ((0, 3, 32), [])
+
+
+def test_range_nodes_fold_a_range_left_to_right_and_an_empty_range_into_nothing() -> None:
+    assert range_nodes(5, 5) == []
+    assert range_nodes(0, 1) == [(0, 0)]
+    assert range_nodes(8, 13) == [(2, 2), (0, 12)]
+    assert range_nodes(0, 7) == [(2, 0), (1, 2), (0, 6)]
 
 
 def test_a_tree_has_size_over_two_to_the_level_complete_subtrees_per_level() -> None:

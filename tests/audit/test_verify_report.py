@@ -67,6 +67,18 @@ def _swap_event_numbers(a: int, b: int) -> list[str]:
     ]
 
 
+def _blob_with_node(store: Store, leaf: int, position: int, node: bytes) -> bytes:
+    """Leaf `leaf`'s stored subtree blob with the hash at `position` replaced by `node`."""
+    with store.engine.connect() as conn:
+        blob = bytes(
+            conn.execute(
+                sa.text("SELECT subtree_hashes FROM audit_leaves WHERE leaf_index = :i"),
+                {"i": leaf},
+            ).scalar_one()
+        )
+    return blob[: 32 * position] + node + blob[32 * (position + 1) :]
+
+
 Damage = Callable[[Store], None]
 
 CASES: list[tuple[str, Damage, list[str], tuple[int | None, int | None]]] = [
@@ -119,6 +131,17 @@ CASES: list[tuple[str, Damage, list[str], tuple[int | None, int | None]]] = [
         lambda s: _tamper(s, "UPDATE audit_head SET frontier = :h", h=b"\x07" * 32),
         ["the head's frontier does not match the recomputed tree"],
         (None, None),
+    ),
+    (
+        # Leaf 7 completes levels 1 to 3; its level-2 node (leaves 4..7) is changed.
+        "subtree edited",
+        lambda s: _tamper(
+            s,
+            "UPDATE audit_leaves SET subtree_hashes = :h WHERE leaf_index = 7",
+            h=_blob_with_node(s, 7, 1, b"\x07" * 32),
+        ),
+        ["leaf 4: the stored subtree over leaves 4..7 (level 2) does not match the recomputed one"],
+        (4, None),
     ),
     (
         # Leaves 1 and 3 complete subtrees; both blobs cut short: the first is named.
