@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from consentry.retention import (
     matter_sha256,
     release_hold,
 )
+from consentry.retention.candidates import hold_tables
 from consentry.settings import Settings
 from consentry.store import open_store
 from tests.retention.conftest import initialised_home
@@ -79,6 +82,8 @@ def test_add_release_list_and_audit(tmp_path: object, settings: Settings) -> Non
         ({"until": datetime(2020, 1, 1, tzinfo=UTC)}, "--until"),
         ({"target": "x" * 200}, "--user"),
         ({"matter": "m" * 201}, "--matter"),
+        ({"target": "x" * 129}, "--user"),
+        ({"until": T, "now": T}, "--until"),
     ],
 )
 def test_bad_holds_are_refused(settings: Settings, kwargs: dict[str, object], field: str) -> None:
@@ -93,6 +98,13 @@ def test_bad_holds_are_refused(settings: Settings, kwargs: dict[str, object], fi
         assert list_holds(store) == []
 
 
+def test_the_hold_tables_are_typed_even_when_empty() -> None:
+    for holds in (hold_set([], T), hold_set([_hold(1, "user", "u-1", 0, None, None)], T)):
+        users, entities = hold_tables(holds)
+        assert users.schema == pa.schema([("user_id", pa.string()), ("hold_id", pa.string())])
+        assert entities.schema == pa.schema([("entity", pa.string()), ("hold_id", pa.string())])
+
+
 def test_a_matter_of_200_characters_is_accepted_and_the_hold_reads_back(
     settings: Settings,
 ) -> None:
@@ -105,9 +117,10 @@ def test_a_matter_of_200_characters_is_accepted_and_the_hold_reads_back(
             matter="m" * 200,
             reason="R",
             scope="user",
-            target="u-1",
+            target="u" * 128,
             until=until,
         )
+        assert re.fullmatch(r"hold-[0-9a-f]{12}", added.id)
         (listed,) = list_holds(store)
     assert listed == added
     assert (listed.matter, listed.until, listed.released_at) == ("m" * 200, until, None)
