@@ -166,3 +166,23 @@ def test_a_post_is_due_a_grace_after_its_deletion() -> None:
     account = RetentionRule(after_account_deleted=Duration(days=2))
     assert is_due(account, at, created, account_deleted_at=at - timedelta(days=2))
     assert not is_due(account, at, created, post_deleted_at=at - timedelta(days=9))
+
+
+@pytest.mark.parametrize("duration", ["P30D", "PT1S", "P1M", "P1Y2M3DT4S"])
+def test_the_engine_is_due_exactly_at_the_end_like_the_rule(duration: str) -> None:
+    """`instant + duration <= at` in DuckDB as in Python, one µs either side and at the
+    instant, for exact durations (compared with the cut-off) and calendar ones (added in the
+    engine); a null instant is never due."""
+    import ibis
+    import pyarrow as pa
+
+    from consentry.retention.candidates import _due
+
+    at = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)  # mid-month: months subtract exactly
+    condition = Condition(Duration.parse(duration), at)
+    end = condition.duration.subtract_from(at)
+    instants = [end - timedelta(microseconds=1), end, end + timedelta(microseconds=1), None]
+    table = ibis.memtable(pa.table({"t": pa.array(instants, pa.timestamp("us", tz="UTC"))}))
+    con = ibis.duckdb.connect()
+    got = con.to_pyarrow(table.select(due=_due(table.t, condition)))["due"].to_pylist()
+    assert got == [condition.holds_for(i) for i in instants] == [True, True, False, False]
