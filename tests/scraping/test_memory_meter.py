@@ -12,7 +12,7 @@ import pytest
 
 from consentry.scraping.meter import Alert, Bounds
 from consentry.scraping.meter.memory import MemoryMeter
-from consentry.scraping.meter.rule import bucket_cap
+from consentry.scraping.meter.rule import EXACT_TOTAL, bucket_cap
 from consentry.scraping.rules import Terms
 
 MIN = 60_000_000
@@ -217,3 +217,13 @@ def test_only_metered_entities_have_bounds() -> None:
     assert meter.bounds("e99999") is None
     assert meter.bounds("unknown") is None
     assert meter.entities() == ["e0", "e3"]
+
+
+@pytest.mark.parametrize("span", [0, 1, 10, 1_440, 86_400])
+def test_the_bucket_cap_is_the_most_that_keeps_a_full_window_at_most_two_to_the_52(
+    span: int,
+) -> None:
+    """span + 1 full buckets sum to at most EXACT_TOTAL (2^52); one post more per bucket
+    would exceed it."""
+    cap = bucket_cap(span)
+    assert cap * (span + 1) <= EXACT_TOTAL < (cap + 1) * (span + 1)
