@@ -57,3 +57,36 @@ def test_each_escape_is_written_as_documented(raw: str, written: str) -> None:
     )
     assert columns.to_pylist() == [line.encode()]
     assert evidence_sha256(table) == hashlib.sha256(line.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("kind", "wide"),
+    [
+        (pa.string(), False),
+        (pa.binary(), False),
+        (pa.large_string(), True),
+        (pa.large_binary(), True),
+    ],
+)
+def test_escaped_binary_keeps_64_bit_offsets_only_for_large_inputs(
+    kind: pa.DataType, wide: bool
+) -> None:
+    """Large strings or binaries stay large (64-bit offsets), the others become plain binary."""
+    got = escaped_binary(pa.array([b"a\tb", b"c"], pa.large_binary()).cast(kind))
+    assert got.type == (pa.large_binary() if wide else pa.binary())
+    assert got.to_pylist() == [b"a\\tb", b"c"]
+
+
+@pytest.mark.parametrize(
+    ("values", "want"),
+    [
+        ([], False),
+        (["a\x01b", "\x0e"], False),
+        (["a\rb"], True),
+        (["\\"], True),
+        (["plain"], False),
+    ],
+)
+def test_needs_escape_only_for_backslash_tab_lf_cr(values: list[str], want: bool) -> None:
+    """Other control bytes are not escaped; an empty column needs nothing."""
+    assert needs_escape(pa.array(values, pa.string())) is want

@@ -233,6 +233,10 @@ _AT_EDGES = [
 # (not confirmed: the threshold is not exceeded).
 _LOWER_AT_LEVELS = [(0, "c", 1), (10 * MIN, "c", 50), (0, "a", 1), (10 * MIN + 1, "a", 100)]
 
+# Instants before 1970: negative buckets, an entity's first bucket far below 0 is its top
+# (no bucket 0 is implied), and b, new in the same batch, starts at its own bucket.
+_BEFORE_1970 = [(-30 * MIN, "a", 5), (-25 * MIN - 1, "a", 7), (-21 * MIN, "b", 50), (0, "b", 1)]
+
 
 def _check_against_row_by_row(meter: Meter, rows: list[tuple[int, str, int]], batches: int) -> None:
     """Feed `rows` to `meter` and to the plain reading in `batches`; bounds after every
@@ -268,6 +272,7 @@ def _check_against_row_by_row(meter: Meter, rows: list[tuple[int, str, int]], ba
 @example(_AT_EDGES, 1)
 @example(_AT_EDGES, 6)
 @example(_LOWER_AT_LEVELS, 1)
+@example(_BEFORE_1970, 1)
 def test_vectorised_meter_equals_row_by_row(rows: list[tuple[int, str, int]], batches: int) -> None:
     _check_against_row_by_row(Meter(TERMS, NO_OWNERS), rows, batches)
 
@@ -547,7 +552,9 @@ def test_attributor_follows_the_ownership_rules(
 def test_alert_levels_are_reaches(threshold: int, uppers: list[int]) -> None:
     """The vectorised levels (MemoryMeter) are rule 4 read one count at a time: the highest
     level each count reaches (ties at 50 %, 80 % and exactly the threshold included)."""
-    got = alert_levels(np.array(uppers, dtype=np.int64), threshold).tolist()
+    levels = alert_levels(np.array(uppers, dtype=np.int64), threshold)
+    assert levels.dtype == np.int64  # levels are stored in the meter's int64 state
+    got = levels.tolist()
     want = [
         max((lv for lv in ALERT_LEVELS if reaches(u, lv, threshold)), default=0) for u in uppers
     ]
