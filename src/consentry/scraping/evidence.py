@@ -36,7 +36,7 @@ from consentry.instants import rfc3339
 from consentry.ledger.sync import ledger_for
 from consentry.scraping.attribution import ipv4_to_int
 from consentry.scraping.canonical import canonical_order
-from consentry.scraping.results import Assessment, EntityAssessment
+from consentry.scraping.results import Assessment, EntityAssessment, to_us
 from consentry.scraping.served import signals_served
 from consentry.settings import Settings
 from consentry.store import open_store
@@ -64,8 +64,6 @@ _TEMPLATES = jinja2.Environment(
     autoescape=jinja2.select_autoescape(["html"]),
 )
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_US = np.timedelta64(1, "us").item()
-"""One microsecond (a `timedelta`: instants to microseconds since the epoch)."""
 
 
 def safe_name(entity: str) -> str:
@@ -223,7 +221,7 @@ def _write_events(path: Path, ordered: pa.Table, result: EntityAssessment, windo
     parts = []
     metadata: dict[bytes, bytes] = {}
     for window in result.windows:
-        start_us = int((window.start - datetime(1970, 1, 1, tzinfo=UTC)) // _US)
+        start_us = to_us(window.start)
         mask = pc.and_(
             pc.greater_equal(ordered["ts_us"], start_us),
             pc.less(ordered["ts_us"], start_us + window_us),

@@ -78,7 +78,7 @@ def reference_assessment(
 def _unique_accesses(events: pa.Table) -> tuple[list[dict[str, Any]], I64]:
     """Step 1: the first row of each request_id by (ts, credential, posts), in request_id
     order, and their instants in microseconds since the epoch."""
-    from consentry.scraping.results import from_us
+    from consentry.scraping.results import to_us
 
     rows = sorted(
         events.select(["request_id", "ts", "credential", "posts"]).to_pylist(),
@@ -88,12 +88,7 @@ def _unique_accesses(events: pa.Table) -> tuple[list[dict[str, Any]], I64]:
     for row in rows:
         if not unique or unique[-1]["request_id"] != row["request_id"]:
             unique.append(row)
-    epoch = from_us(0)
-    deltas = [r["ts"] - epoch for r in unique]
-    ts = np.array(
-        [(d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds for d in deltas],
-        dtype=np.int64,
-    )
+    ts = np.array([to_us(r["ts"]) for r in unique], dtype=np.int64)
     return unique, ts
 
 

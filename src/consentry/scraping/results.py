@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,12 +26,22 @@ __all__ = [
     "assemble_assessment",
     "from_us",
     "rolling_series",
+    "to_us",
 ]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 
 def from_us(us: int) -> datetime:
     """A UTC datetime from microseconds since the epoch."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + np.timedelta64(int(us), "us").item()
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+def to_us(at: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (the inverse of `from_us`)."""
+    return (at - _EPOCH) // _ONE_US
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import operator
 import os
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import cast
 
@@ -21,11 +20,12 @@ from consentry.binary import binary_parts
 from consentry.scraping.arrays import concat_ranges, run_starts, with_room
 from consentry.scraping.attribution import FAR_FUTURE, FAR_PAST, Owners, owner_candidates
 from consentry.scraping.meter.rule import I64
+from consentry.scraping.results import to_us
 
 __all__ = ["Attributor"]
 
-_OPEN_FROM = (FAR_PAST - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-_OPEN_TO = (FAR_FUTURE - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+_OPEN_FROM = to_us(FAR_PAST)
+_OPEN_TO = to_us(FAR_FUTURE)
 """Open validity ends as stored by `check_owners` (FAR_PAST / FAR_FUTURE), in µs."""
 
 _MISS = np.iinfo(np.int64).min
