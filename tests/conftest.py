@@ -37,12 +37,18 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "consen
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under the mutate profile, cap the tests that name their own max_examples.
+    """Mark every Spark test, and under the mutate profile cap explicit max_examples.
 
-    1. Outside the mutate profile, change nothing (`make test` keeps each test's own count).
-    2. For each collected Hypothesis test, lower its max_examples to MUTATE_MAX_EXAMPLES if it
+    1. Any test that uses the `spark_session` fixture is marked `spark`, so `-m "not spark"`
+       (mutation runs, quick local runs) never starts a JVM because a marker was forgotten.
+    2. Outside the mutate profile, change nothing else (`make test` keeps each test's own
+       count).
+    3. For each collected Hypothesis test, lower its max_examples to MUTATE_MAX_EXAMPLES if it
        asks for more; a test's explicit settings would otherwise override the profile.
     """
+    for item in items:
+        if "spark_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
     if os.environ.get("HYPOTHESIS_PROFILE") != "mutate":
         return
     for item in items:
