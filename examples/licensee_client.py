@@ -18,6 +18,10 @@ One run (`sync`) does, in order:
 
 Every file is replaced atomically (written beside, then renamed). Needs only httpx, pyarrow
 and cryptography; it does not import Consentry.
+
+Exit codes: 0 synced; 1 the sync failed (the server unreachable or answering an error, or
+something it sent does not check out); 2 the API key was refused (401) or lacks permission
+(403), or no key was given. Every failure is one sentence on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -39,14 +43,73 @@ import pyarrow.parquet as pq
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["LicenseeClient", "SyncReport", "main"]
+__all__ = ["AccessRefused", "LicenseeClient", "SyncError", "SyncReport", "main"]
 
 CHUNK = 1 << 20
 RECEIPT_BATCH = 5_000
 
 
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+
+
 class SyncError(Exception):
     """The server sent something that does not check out (nothing local was changed)."""
+
+
+class AccessRefused(Exception):  # noqa: N818 - the server's answer, not a bug of ours
+    """The server refused the API key (401) or what it may do (403)."""
+
+
+def _problem_detail(response: httpx.Response) -> str:
+    """What an RFC 9457 problem body says: its errors' messages (without the location the
+    `detail` starts with: `header: Authorization: …`), else its `detail`; "" when the body
+    is not a problem."""
+    try:
+        body = json.loads(response.read())
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    errors = body.get("errors")
+    messages = [
+        e["message"].strip()
+        for e in (errors if isinstance(errors, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("message"), str)
+    ]
+    if messages:
+        return "; ".join(messages)
+    detail = body.get("detail")
+    return detail.strip() if isinstance(detail, str) else ""
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    """`response` when it succeeded; else the refusal or error in one sentence.
+
+    1. 401: the API key was refused (absent, mistyped, replaced, or its licensee disabled).
+    2. 403: the key was accepted but may not do this.
+    3. Any other error status: a `SyncError` naming the request and the server's detail.
+    """
+    if response.is_success:
+        return response
+    request = response.request
+    what = f"{request.method} {request.url.path}"
+    detail = _problem_detail(response)
+    said = f" The server said: {detail.rstrip('.')}." if detail else ""
+    if response.status_code == 401:
+        raise AccessRefused(
+            f"The server refused the API key (401 Unauthorized on {what}).{said} Check that "
+            "--api-key or CONSENTRY_API_KEY holds the whole key the platform gave you (it "
+            "starts with csk_); if your licence was disabled or the key replaced, ask the "
+            "platform for a new one."
+        )
+    if response.status_code == 403:
+        raise AccessRefused(
+            f"The API key was accepted but lacks permission for {what} (403 Forbidden).{said} "
+            "Ask the platform to check what your licence allows."
+        )
+    phrase = response.reason_phrase or "error"
+    raise SyncError(f"the server answered {response.status_code} {phrase} to {what}.{said}")
 
 
 def _b64url(text: str) -> bytes:
@@ -124,8 +187,7 @@ class LicenseeClient:
     # -- signatures --------------------------------------------------------------------------
 
     def _load_keys(self) -> None:
-        response = self.http.get("/.well-known/consentry-keys.json")
-        response.raise_for_status()
+        response = _checked(self.http.get("/.well-known/consentry-keys.json"))
         for jwk in response.json()["keys"]:
             if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
                 self._keys[jwk["kid"]] = Ed25519PublicKey.from_public_bytes(_b64url(jwk["x"]))
@@ -156,7 +218,7 @@ class LicenseeClient:
                     for block in response.iter_bytes(CHUNK):
                         out.write(block)
             else:
-                response.raise_for_status()
+                _checked(response)
                 with partial.open("wb") as out:
                     for block in response.iter_bytes(CHUNK):
                         out.write(block)
@@ -169,8 +231,7 @@ class LicenseeClient:
 
     def _copy_delivery(self, summary: dict[str, Any]) -> int:
         delivery_id = summary["delivery_id"]
-        response = self.http.get(summary["manifest_url"])
-        response.raise_for_status()
+        response = _checked(self.http.get(summary["manifest_url"]))
         self._check(response.content, response, f"manifest of {delivery_id}")
         manifest = json.loads(response.content)
         folder = self.directory / "downloads" / delivery_id
@@ -216,11 +277,12 @@ class LicenseeClient:
 
     def _receipt(self, record_ids: list[str], report: SyncReport) -> None:
         for start in range(0, len(record_ids), RECEIPT_BATCH):
-            response = self.http.post(
-                "/v1/licensee/revocations/receipts",
-                json={"record_ids": record_ids[start : start + RECEIPT_BATCH]},
+            response = _checked(
+                self.http.post(
+                    "/v1/licensee/revocations/receipts",
+                    json={"record_ids": record_ids[start : start + RECEIPT_BATCH]},
+                )
             )
-            response.raise_for_status()
             result = response.json()
             for key in report.receipts:
                 report.receipts[key] += len(result[key])
@@ -230,8 +292,7 @@ class LicenseeClient:
         report = SyncReport()
         state = self._state()
         self._load_keys()
-        listing = self.http.get("/v1/licensee/deliveries")
-        listing.raise_for_status()
+        listing = _checked(self.http.get("/v1/licensee/deliveries"))
         for summary in reversed(listing.json()["deliveries"]):  # oldest first
             if summary["delivery_id"] in state["deliveries"]:
                 continue
@@ -240,10 +301,11 @@ class LicenseeClient:
             self._save_state(state)
             report.deliveries_copied.append(summary["delivery_id"])
         while True:
-            response = self.http.get(
-                "/v1/licensee/revocations", params={"cursor": state["cursor"], "limit": limit}
+            response = _checked(
+                self.http.get(
+                    "/v1/licensee/revocations", params={"cursor": state["cursor"], "limit": limit}
+                )
             )
-            response.raise_for_status()
             self._check(response.content, response, "revocation batch")
             batch = json.loads(response.content)
             ids = [r["record_id"] for r in batch["revocations"]]
@@ -285,9 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     client = LicenseeClient(args.url, args.api_key, args.dir)
     try:
         report = client.sync()
-    except (SyncError, httpx.HTTPError) as exc:
+    except AccessRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
+    except SyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except httpx.HTTPError as exc:
+        # Unreachable, timed out, cut off: the transport's own words, after ours.
+        print(f"error: could not talk to {args.url}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         client.close()
     if args.json:

@@ -7,6 +7,7 @@ copy and confirmed on the server; a third sync changes nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -143,3 +144,73 @@ def test_deliver_opt_out_revoke_sync(served: Served, tmp_path: Path) -> None:
     assert third["deliveries_copied"] == []
     assert third["records"] == held.num_rows
     assert list((copy / "batches").glob("*.sig"))  # the signed batch kept as evidence
+
+
+# -- refusals: one sentence, exit 2 -------------------------------------------------------------
+
+
+def _run_client(url: str, api_key: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CLIENT), "--url", url, "--dir", str(directory)],
+        env={**os.environ, "CONSENTRY_API_KEY": api_key},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _example() -> Any:
+    """examples/licensee_client.py as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location("licensee_client_example", CLIENT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_refused_api_key_is_one_sentence_and_exit_2(served: Served, tmp_path: Path) -> None:
+    wrong = served.api_key[: len("csk_0123456789abcdef_")] + "A" * 43  # right id, wrong secret
+    registry = registry_for(served.settings)
+    try:
+        disabled = registry.add("beta", THIRD).api_key
+        registry.disable("beta")
+    finally:
+        registry.store.close()
+    for key in (wrong, disabled, "not-a-key"):
+        done = _run_client(served.url, key, tmp_path / "copy")
+        assert done.returncode == 2, (key, done.stdout, done.stderr)
+        assert done.stdout == ""
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(
+            "error: The server refused the API key (401 Unauthorized on GET "
+            "/v1/licensee/deliveries). The server said: "
+        ), line
+        assert "CONSENTRY_API_KEY" in line
+        assert "ask the platform for a new one" in line
+        assert "Traceback" not in done.stderr
+        assert "httpx" not in done.stderr
+    assert not (tmp_path / "copy" / "records.parquet").exists()
+
+
+def test_a_forbidden_request_and_a_server_error_are_sentences() -> None:
+    client = _example()
+    problem = {"type": "about:blank", "title": "Forbidden", "status": 403,
+               "detail": "deliveries of this purpose are closed", "errors": []}  # fmt: skip
+    request = httpx.Request("GET", "https://platform.example/v1/licensee/deliveries")
+    with pytest.raises(client.AccessRefused) as refused:
+        client._checked(httpx.Response(403, json=problem, request=request))
+    assert str(refused.value) == (
+        "The API key was accepted but lacks permission for GET /v1/licensee/deliveries "
+        "(403 Forbidden). The server said: deliveries of this purpose are closed. Ask the "
+        "platform to check what your licence allows."
+    )
+    with pytest.raises(client.SyncError) as failed:
+        client._checked(httpx.Response(502, text="<html>bad gateway</html>", request=request))
+    assert str(failed.value) == (
+        "the server answered 502 Bad Gateway to GET /v1/licensee/deliveries."
+    )
+    ok = httpx.Response(200, json={"deliveries": []}, request=request)
+    assert client._checked(ok) is ok

@@ -3,8 +3,8 @@
 Swagger UI (5, which reads OpenAPI 3.1) is served from assets shipped in the
 `fastapi-offline` package, never a CDN. Every response carries the security headers of
 `consentry.api.headers` and a request id (`consentry.api.observability`); every refusal is a
-problem (`consentry.serving.problems`); what this home is made of (its paths, its database URL)
-is shown only to admins.
+problem (`consentry.serving.problems`), or a page for a browser (`consentry.web.errors`); what
+this home is made of (its paths, its database URL) is shown only to admins.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import fastapi_offline
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.middleware.sessions import SessionMiddleware
@@ -37,6 +37,7 @@ from consentry.serving.services import Services, optional_bearer_identity
 from consentry.settings import Settings
 from consentry.web import STATIC_DIR, pages, templates
 from consentry.web import admin as admin_pages
+from consentry.web.errors import problem_page
 from consentry.web.sessions import SESSION_LIFETIME, signed_in
 
 __all__ = ["app_from_env", "create_app"]
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     # security headers go on every one of them.
     app.add_middleware(RequestObserver)
     app.add_middleware(SecurityHeadersMiddleware)
-    install_problem_handlers(app, pages.error_page)
+    install_problem_handlers(app, problem_page)
     _document_problems(app)
     app.include_router(observability_router)
     app.include_router(consent_api.router)
@@ -170,6 +171,16 @@ def create_app(settings: Settings) -> FastAPI:
         name="swagger",
     )
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        # What browsers ask for by themselves (a page without <link rel=icon>, a bookmark,
+        # a tab): the site's SVG icon, which they read whatever the path's extension says.
+        return FileResponse(
+            STATIC_DIR / "favicon.svg",
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     @app.get("/docs", include_in_schema=False)
     def swagger_docs(request: Request) -> Response:

@@ -3,11 +3,13 @@
 Layout of the pack directory (written to a staging directory, then renamed into place):
 
     report.html     the windows, amounts, credentials and IPs, the chart, how to check
-    report.pdf      only when a converter (headless Chromium) is installed
+    report.pdf      only when a converter (headless Chromium) is installed: A4, a title page,
+                    numbered pages, no browser header or footer (`_print_pdf`)
     chart.png       rolling-window posts at every request vs the threshold, billed windows shaded
     events.parquet  every request of every billed window, with `window_start`; key-value
                     metadata `consentry.evidence_sha256.<window start>` holds each digest
-    evidence.json   the entity's assessment (the `--json` entry) plus pack metadata, with
+    evidence.json   the entity's assessment (the `--json` entry) plus pack metadata (the
+                    period of its accesses: `first_access`, `last_access`), with
                     `signals_served`: per billed window, the robots.txt in force and the share
                     of authors whose pages refused AI training at the window's start
 """
@@ -22,7 +24,7 @@ import subprocess
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import numpy as np
@@ -36,13 +38,18 @@ from consentry.instants import rfc3339
 from consentry.ledger.sync import ledger_for
 from consentry.scraping.attribution import ipv4_to_int
 from consentry.scraping.canonical import canonical_order
-from consentry.scraping.results import Assessment, EntityAssessment, to_us
+from consentry.scraping.results import Assessment, EntityAssessment, from_us, to_us
 from consentry.scraping.served import signals_served
 from consentry.settings import Settings
 from consentry.store import open_store
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = [
     "HEADLESS_CHROMIUM_ARGS",
+    "PDF_PRINT_ARGS",
+    "chart_figure",
     "chart_png",
     "find_pdf_converter",
     "safe_name",
@@ -58,6 +65,16 @@ HEADLESS_CHROMIUM_ARGS: tuple[str, ...] = (
     "--no-first-run",
 )
 """How Chromium runs without a display or network chatter (PDF printing; browser tests)."""
+
+PDF_PRINT_ARGS: tuple[str, ...] = (
+    # Chromium prints its own header and footer (the date, the title, the file:// URL of
+    # the staging directory, "1/3") unless told not to: the report's page numbers are its
+    # own CSS margin boxes. Older Chromium spelled the switch --print-to-pdf-no-header; both
+    # are passed (a switch a browser does not know is ignored).
+    "--no-pdf-header-footer",
+    "--print-to-pdf-no-header",
+)
+"""What `_print_pdf` adds to `HEADLESS_CHROMIUM_ARGS`."""
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("consentry.scraping", "templates"),
@@ -89,13 +106,37 @@ def chart_png(
     threshold: int,
     window_us: int,
 ) -> None:
+    """Draw `chart_figure` and save it as a PNG at `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(ts_us, posts, entity, threshold, window_us)
+    try:
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+
+
+def chart_figure(
+    ts_us: np.ndarray[Any, Any],
+    posts: np.ndarray[Any, Any],
+    entity: EntityAssessment,
+    threshold: int,
+    window_us: int,
+) -> Figure:
     """Plot posts in `(t - window, t]` at every request t (a step line), the threshold, and
-    shade the billed windows."""
+    shade the billed windows.
+
+    1. The y axis is in plain whole numbers with thousands separators (`1,200,000`), from
+       zero, never matplotlib's scientific multiplier or offset (`1e6` above the axis),
+       which a reader of a printed report would have to notice and apply.
+    2. The x axis is in UTC, with the year.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     ts = np.asarray(ts_us, dtype=np.int64)
     cum = np.concatenate([[0], np.cumsum(np.asarray(posts, dtype=np.int64))])
@@ -118,14 +159,22 @@ def chart_png(
     ax.step(when, rolling, where="post", color="#1a73e8", linewidth=1.2, label="posts in window")
     ax.axhline(threshold, color="#b3261e", linestyle="--", label=f"threshold {threshold:,}")
     ax.set_ylabel("posts in the preceding window")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # posts are whole: no 0.5 tick
+    ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
+    ax.set_ylim(bottom=0)  # a count: no tick below zero
+    ax.set_xlabel("UTC")
     ax.set_title(f"{entity.entity}: rolling {window_us // 3_600_000_000} h count")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d %H:%M"))  # type: ignore[no-untyped-call]
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    return fig
+
+
+def _thousands(value: float, _position: int | None = None) -> str:
+    """A y tick as a whole number with thousands separators (`1,200,000`)."""
+    return f"{value:,.0f}"
 
 
 def _ips(credentials: list[str]) -> list[str]:
@@ -188,6 +237,8 @@ def write_evidence(
         chart_png(staging / "chart.png", ts, posts, result, terms.threshold, terms.window_us)
         _write_events(staging / "events.parquet", ordered, result, terms.window_us)
         document = _evidence_document(settings, assessment, result)
+        document["first_access"] = rfc3339(from_us(int(ts[0]))) if len(ts) else None
+        document["last_access"] = rfc3339(from_us(int(ts[-1]))) if len(ts) else None
         _write_report(staging / "report.html", document, assessment)
         pdf = _print_pdf(staging / "report.html", staging / "report.pdf")
         document["files"] = sorted(p.name for p in staging.iterdir())
@@ -287,12 +338,24 @@ def _write_report(path: Path, document: dict[str, Any], assessment: Assessment) 
 
 def _print_pdf(html: Path, pdf: Path) -> bool:
     """Print `html` to `pdf` with headless Chromium; whether a PDF was written (False
-    when no converter is installed or it failed)."""
+    when no converter is installed or it failed).
+
+    1. No header or footer of the browser's (`PDF_PRINT_ARGS`): nothing of the machine that
+       printed it (the staging directory's path) is on the pages.
+    2. The pages are A4 with their numbers ("Page 2 of 4") from the template's `@page`
+       margin boxes, and the title page stands alone (`break-after: page`).
+    """
     converter = find_pdf_converter()
     if not converter:
         return False
     done = subprocess.run(
-        [converter, *HEADLESS_CHROMIUM_ARGS, f"--print-to-pdf={pdf}", html.as_uri()],
+        [
+            converter,
+            *HEADLESS_CHROMIUM_ARGS,
+            *PDF_PRINT_ARGS,
+            f"--print-to-pdf={pdf}",
+            html.as_uri(),
+        ],
         capture_output=True,
         timeout=120,
         check=False,

@@ -38,7 +38,16 @@ _MAX_LIFETIME = timedelta(days=366)
 
 
 class InvalidTokenError(ConsentryError):
-    """The token is missing, malformed, expired, or not signed with our secret."""
+    """The token is missing, malformed, expired, or not signed with our secret.
+
+    `reason` says why in words a person can act on (`it has expired …`), never a JWT
+    library's message; the error reads "That token is not valid: <reason>." and a caller
+    that knows which kind of token was expected says so (`That admin token is not valid: …`).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"That token is not valid: {reason}.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +97,7 @@ def verify_token(secret: bytes, token: str) -> Identity:
     1. Only HS256 is accepted (no `none`, no algorithm confusion).
     2. `aud` must be "consentry-api"; `exp`, `iat`, `sub`, `role` must be present.
     3. `role` must be `user` or `admin`; lifetime may not exceed 366 days.
+    4. Every refusal is an `InvalidTokenError` saying why in words (`_reason`).
     """
     try:
         claims = jwt.decode(
@@ -98,15 +108,64 @@ def verify_token(secret: bytes, token: str) -> Identity:
             options={"require": ["exp", "iat", "sub", "aud"]},
         )
     except jwt.PyJWTError as exc:
-        raise InvalidTokenError(f"invalid token: {exc}") from None
+        raise InvalidTokenError(_reason(exc, token)) from None
     role = claims.get("role")
     subject = claims.get("sub")
     if role not in ("user", "admin"):
-        raise InvalidTokenError("invalid token: role must be 'user' or 'admin'")
+        raise InvalidTokenError("its role must be user or admin")
     if not isinstance(subject, str) or not subject:
-        raise InvalidTokenError("invalid token: sub must be a non-empty string")
+        raise InvalidTokenError("it names no one (its sub claim is empty)")
     if int(claims["exp"]) - int(claims["iat"]) > _MAX_LIFETIME.total_seconds():
-        raise InvalidTokenError("invalid token: lifetime exceeds 366 days")
+        raise InvalidTokenError("it is valid for more than 366 days, longer than allowed")
     return Identity(
         subject=subject, role=role, expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC)
     )
+
+
+def _reason(exc: jwt.PyJWTError, token: str) -> str:
+    """Why PyJWT refused `token`, as a clause a person can act on (its own messages, such as
+    "Not enough segments" or "Invalid header padding", say nothing to them).
+
+    1. Not signed with this home's secret (checked before any claim): another installation's
+       token, or an altered one.
+    2. Not a JWT at all (wrong number of parts, not base64url, not JSON): a token copied in
+       part, or something else pasted.
+    3. Expired: when (its signature was checked first, so its `exp` can be shown).
+    4. Dated in the future, meant for another audience, a required claim missing, another
+       algorithm than HS256; anything else: its claims cannot be read.
+    """
+    issue = "issue a new one (`consentry token admin|user`)"
+    # InvalidSignatureError is a DecodeError: it must be matched first.
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return (
+            "it was not signed with this installation's secret (it was issued by another "
+            f"Consentry home, or altered); {issue}"
+        )
+    if isinstance(exc, jwt.DecodeError):
+        return (
+            "it is not a Consentry token (a token is three parts joined by dots, starting "
+            "with eyJ); check that it was copied whole"
+        )
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return f"it expired{_expiry(token)}; {issue}"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "it is dated in the future; check the clock of the machine that issued it"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return f"it is not meant for the Consentry API (its aud claim is not {AUDIENCE})"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"it has no {exc.claim} claim"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "it is not signed with HS256, the only algorithm accepted"
+    return "its claims cannot be read (iat and exp must be numbers of seconds)"
+
+
+def _expiry(token: str) -> str:
+    """` at <instant>` from an expired token's `exp` (already verified), else nothing."""
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+        if not isinstance(exp, int | float):
+            return ""
+        at = datetime.fromtimestamp(int(exp), UTC)
+    except (jwt.PyJWTError, ValueError, OverflowError, OSError):
+        return ""
+    return f" at {at:%Y-%m-%d %H:%M} UTC"

@@ -18,9 +18,10 @@ Every refusal of an API request is a problem object:
    one message.
 3. `type` is `about:blank` (the status says what kind of problem it is) and `title` the
    status's phrase; `request_id` is the request's id (the `X-Request-Id` header).
-Pages are the exception: a browser asking for a page gets an HTML error page (the renderer
-the app installs with `install_problem_handlers`, `consentry.web.pages.error_page`), never a
-JSON body.
+Pages are the exception: a browser asking for a page (HTML preferred by its `Accept`, on a
+path outside the API or on a URL nothing matched, see `_wants_page`) gets an HTML error page
+(the renderer the app installs with `install_problem_handlers`,
+`consentry.web.errors.problem_page`), never a JSON body.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "answer",
     "error_responses",
     "install_problem_handlers",
+    "prefers_html",
     "problem",
     "problem_openapi",
     "unprocessable",
@@ -190,14 +192,47 @@ def _problem_response(problem: ApiProblem) -> JSONResponse:
 
 
 _MACHINE_PATHS: Final = ("/v1/", "/healthz", "/metrics", "/openapi.json", "/.well-known/")
+_HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
+_JSON_TYPES: Final = frozenset({"application/json", PROBLEM_JSON})
+
+
+def prefers_html(accept: str) -> bool:
+    """Whether an `Accept` header asks for HTML before JSON (RFC 9110 section 12.5.1).
+
+    1. Each media range's quality is its `q` parameter (1 when absent or unreadable).
+    2. HTML's quality is the best of `text/html` and `application/xhtml+xml`, JSON's the best
+       of `application/json` and `application/problem+json`; wildcards count for neither, so
+       `*/*` (curl, httpx, most API clients) gets JSON.
+    3. HTML is preferred when its quality is above 0 and above JSON's: a browser's
+       `text/html,…,*/*;q=0.8` is; `application/json, text/html` is not.
+    """
+    html = json = 0.0
+    for item in accept.split(","):
+        kind, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 1.0
+        kind = kind.lower()
+        if kind in _HTML_TYPES:
+            html = max(html, quality)
+        elif kind in _JSON_TYPES:
+            json = max(json, quality)
+    return html > 0 and html > json
 
 
 def _wants_page(request: Request) -> bool:
-    """A browser asking for a page: not an API path, and HTML is acceptable."""
-    path = request.url.path
-    if path.startswith(_MACHINE_PATHS):
+    """A browser asking for a page: HTML preferred (`prefers_html`), and either not an API
+    path or a URL that no route or mount matched (an unknown `/v1/…` typed into a browser's
+    address bar). A known API route answers a problem whatever the `Accept`."""
+    if not prefers_html(request.headers.get("accept", "")):
         return False
-    return "text/html" in request.headers.get("accept", "")
+    matched = "endpoint" in request.scope
+    return not matched or not request.url.path.startswith(_MACHINE_PATHS)
 
 
 ErrorPage = Callable[[Request, int, str, str], Response]

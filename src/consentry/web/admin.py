@@ -74,17 +74,32 @@ def admin_signin(
     try:
         identity = verify_token(svc.keyring.platform_secret, token.strip())
     except InvalidTokenError as exc:
-        return error_page(request, 401, "That token was not accepted", str(exc), link=back)
+        # Why, in words (`InvalidTokenError.reason`), never the JWT library's message.
+        return error_page(
+            request,
+            401,
+            "That token was not accepted",
+            f"That admin token is not valid: {exc.reason}.",
+            link=back,
+        )
     if identity.role != "admin":
         return error_page(
             request,
             403,
             "Not an admin token",
-            "Use a token from `consentry token admin`.",
+            "That token is a user's token: it opens only that user's own settings. Sign in "
+            "here with an admin token from `consentry token admin`.",
             link=back,
         )
     if not open_session(request, identity.subject, "admin", expires_at=identity.expires_at):
-        return error_page(request, 401, "That token has expired", "Issue a new one.", link=back)
+        return error_page(
+            request,
+            401,
+            "That token has expired",
+            "That admin token is not valid: it has just expired. Issue a new one with "
+            "`consentry token admin`.",
+            link=back,
+        )
     return RedirectResponse("/admin/deliveries", status.HTTP_303_SEE_OTHER)
 
 
