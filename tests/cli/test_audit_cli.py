@@ -76,13 +76,18 @@ def test_report_transparency_formats(home: Path, tmp_path: Path) -> None:
     code, out, _ = cli(home, "report", "transparency", "--format", "json", "--from", "2020-01-01")
     assert code == 0
     assert json.loads(out)["from"] == "2020-01-01T00:00:00Z"
+    assert set(json.loads(out)) >= {"revocation_times", "purges", "scraping_damages"}
     code, out, _ = cli(home, "report", "transparency")
     assert code == 0
     assert out.startswith("# Transparency report")
+    assert "## Headline figures" in out
     target = tmp_path / "report.html"
     code, _, _ = cli(home, "report", "transparency", "--format", "html", "--output", str(target))
     assert code == 0
-    assert "<h1>Transparency report</h1>" in target.read_text()
+    page = target.read_text()
+    assert "<h1>Transparency report</h1>" in page
+    assert "Policy versions published" in page
+    assert "policy.published" not in page
     assert cli(home, "report", "transparency", "--format", "pdf")[0] == 2
     assert cli(home, "report", "transparency", "--from", "2025-01-02", "--to", "2025-01-01")[0] == 2
 

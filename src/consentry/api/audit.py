@@ -64,10 +64,18 @@ class ConsentCell(BaseModel):
     users: int | None = Field(description="Null: a small cell, suppressed.")
 
 
+class MonthlyCell(BaseModel):
+    month: str = Field(description="Calendar month, `YYYY-MM` (UTC).")
+    purpose: str
+    choice: str
+    users: int | None = Field(description="Null: a small cell, suppressed.")
+
+
 class ConsentSection(BaseModel):
     small_cell_threshold: int
     purposes: dict[str, dict[str, int | None]]
     cells: list[ConsentCell]
+    monthly: list[MonthlyCell]
 
 
 class DeliveriesRow(BaseModel):
@@ -77,6 +85,48 @@ class DeliveriesRow(BaseModel):
     deliveries: int
     records: int
     considered: int
+
+
+class RevocationMonth(BaseModel):
+    month: str
+    issued: int
+    confirmed: int
+    median_seconds: int | None
+    confirmed_by_deadline: int
+
+
+class RevocationTimes(BaseModel):
+    issued: int = Field(description="Revocations issued in the period.")
+    confirmed: int = Field(description="Revocations confirmed in the period.")
+    median_seconds: int | None = Field(description="Median time from issue to confirmation.")
+    confirmed_by_deadline: int
+    awaiting: int = Field(description="Issued before the end, not confirmed by then.")
+    overdue: int = Field(description="Of those, past their deadline at the end.")
+    monthly: list[RevocationMonth]
+
+
+class Purges(BaseModel):
+    purges: int
+    records_deleted: int
+    records_anonymised: int
+    verified: int
+    holds_placed: int
+
+
+class Assessment(BaseModel):
+    assessment_id: str
+    recorded_at: str
+    policy_version: str
+    accesses: int
+    entities: int
+    billed_entities: int
+    billed_windows: int
+    total_amount: str
+    currency: str
+
+
+class ScrapingDamages(BaseModel):
+    assessments: list[Assessment] = Field(description="Newest first; amounts are not added up.")
 
 
 class LogSection(BaseModel):
@@ -97,6 +147,9 @@ class TransparencyView(BaseModel):
     retention: dict[str, FamilyCounts]
     scraping: dict[str, FamilyCounts]
     policy: dict[str, FamilyCounts]
+    revocation_times: RevocationTimes
+    purges: Purges
+    scraping_damages: ScrapingDamages
     log: LogSection
 
 
@@ -198,7 +251,11 @@ def proof(
         raise problem(404, str(exc), location="path", field="event_id") from None
 
 
-_FROM = f"Start: a date or an RFC 3339 instant, {RANGE_TEXT}; default: a year before `to`."
+_FROM = (
+    f"Start: a date or an RFC 3339 instant, {RANGE_TEXT}; default: a year before `to`. "
+    "With neither `from` nor `to`: a year before now, or from a year before the last day "
+    "someone made a choice when that is older."
+)
 _TO = "End (exclusive; a date means the end of that day); default: now."
 
 
@@ -215,7 +272,7 @@ def transparency(
 ) -> dict[str, Any]:
     """Counts for the period [from, to) (small counts suppressed), signed like checkpoints."""
     try:
-        begin, stop = report_period(start or None, end or None)
+        begin, stop = report_period(start or None, end or None, store=svc.store)
     except BadInput as exc:
         raise unprocessable(exc, "query") from None
     report = transparency_report(svc.store, Signer.from_keyring(svc.keyring), start=begin, end=stop)

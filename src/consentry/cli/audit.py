@@ -43,7 +43,7 @@ from consentry.settings import Settings
 from consentry.signing import Signer
 from consentry.store import Store, open_store
 from consentry.web import templates
-from consentry.web.transparency import report_context, report_period
+from consentry.web.transparency import purpose_titles, report_context, report_period
 
 __all__ = ["audit_app", "register"]
 
@@ -260,7 +260,11 @@ def transparency_command(
     ctx: typer.Context,
     start: Annotated[
         str | None,
-        typer.Option("--from", help="Start of the period (date or RFC 3339); default a year ago."),
+        typer.Option(
+            "--from",
+            help="Start of the period (date or RFC 3339); default a year before --to, or "
+            "without --to from a year before the last day someone made a choice if older.",
+        ),
     ] = None,
     end: Annotated[
         str | None,
@@ -278,15 +282,17 @@ def transparency_command(
     if fmt not in ("html", "json", "md"):
         raise BadInput(Problem("--format", None, None, f"{fmt!r}: use html, json or md"))
     settings = settings_from(ctx)
-    begin, stop = report_period(start, end)
     with _store(settings) as store:
+        begin, stop = report_period(start, end, store=store)
         report = transparency_report(store, _signer(settings), start=begin, end=stop)
+    policy = load_policy(settings.policy_file)
     if fmt == "json":
         text = json.dumps(to_jsonable(report), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "md":
-        text = render_markdown(report)
+        text = render_markdown(report, purpose_titles(policy))
     else:
-        text = templates.get_template("transparency_report.html").render(report_context(report))
+        page = templates.get_template("transparency_report.html")
+        text = page.render(report_context(report, policy))
     if output is not None:
         _write_atomically(output, text)
         err_console.print(f"wrote {output}", highlight=False, markup=False)
