@@ -100,6 +100,13 @@ def test_admin_pages_rank_entities_and_link_evidence(settings: Settings, demo_di
     assert order[:3] == ["scraper-alpha", "scraper-charlie", "scraper-bravo"]
     assert html.count("<polyline") >= 3
     assert 'href="/admin/scraping/evidence/scraper-alpha/report.html"' in html
+    # Money as money (as the transparency report writes it): the policy's currency, thousands
+    # separated, the total in a count card.
+    assert "USD 52,500.00" in html
+    assert re.search(r'<dd data-count="total">USD 70,500.00</dd>', html)
+    # scraper-charlie is billed but has no pack: one hint for the whole page, not a command
+    # per row.
+    assert html.count("consentry scraping evidence") == 1
     report = client.get("/admin/scraping/evidence/scraper-alpha/report.html")
     assert report.status_code == 200
     assert "52500.00" in report.text

@@ -192,12 +192,17 @@ def test_the_page_lists_every_licensee_with_its_terms(console_home: Settings) ->
     assert rows["gone"][5].startswith("disabled ")
 
 
-def _bars(svg: Element) -> list[tuple[str, int, int]]:
-    """(label, width, value) per bar of an exclusion chart."""
-    texts = [t.text() for t in svg.find_all("text")]
-    widths = [int(r.attrs["width"]) for r in svg.find_all("rect")]
-    labels, values = texts[0::2], [int(v.replace(",", "")) for v in texts[1::2]]
-    return list(zip(labels, widths, values, strict=True))
+def _bars(chart: Element) -> list[tuple[str, int, int]]:
+    """(label, width, value) per bar of an exclusion chart: a list of rows, each its label, an
+    SVG bar (a track, then the bar) and its value, so labels and values never overlap bars."""
+    rows = []
+    for li in chart.find_all("li"):
+        label = li.find("span", class_="bar-label").text()
+        track, bar = li.find("svg").find_all("rect")
+        assert track.attrs["width"] == "360"  # the chart's scale
+        value = int(li.find("span", class_="bar-value").text().replace(",", ""))
+        rows.append((label, int(bar.attrs["width"]), value))
+    return rows
 
 
 def test_each_delivery_shows_its_manifest_and_exclusion_chart(console_home: Settings) -> None:
@@ -226,9 +231,9 @@ def test_each_delivery_shows_its_manifest_and_exclusion_chart(console_home: Sett
         for entry in manifest["files"]:
             assert entry["name"] in text
             assert entry["sha256"][:16] in text
-        svg = section.find("svg", role="img")
-        assert svg.attrs["aria-label"]
-        bars = _bars(svg)
+        chart = section.find("ul", class_="bars")
+        assert chart.attrs["aria-label"]
+        bars = _bars(chart)
         nonzero = [(r.value, counts["excluded"][r.value]) for r in REASON_ORDER]
         assert [(label, value) for label, _, value in bars] == [
             ("delivered", counts["delivered"])
@@ -262,9 +267,9 @@ def test_exclusion_bars_scale_to_the_largest_and_skip_zeros() -> None:
     excluded = {r.value: 0 for r in REASON_ORDER} | {"not_public": 120, "consent_denied": 1}
     counts = {"delivered": 30, "excluded": dict(sorted(excluded.items()))}
     assert exclusion_bars(counts) == [
-        {"label": "delivered", "value": 30, "width": 90, "y": 0},
-        {"label": "not_public", "value": 120, "width": 360, "y": 22},
-        {"label": "consent_denied", "value": 1, "width": 3, "y": 44},
+        {"label": "delivered", "value": 30, "width": 90, "tone": "ok"},
+        {"label": "not_public", "value": 120, "width": 360, "tone": "bad"},
+        {"label": "consent_denied", "value": 1, "width": 3, "tone": "bad"},
     ]
     empty = {"delivered": 0, "excluded": {r.value: 0 for r in REASON_ORDER}}
-    assert exclusion_bars(empty) == [{"label": "delivered", "value": 0, "width": 0, "y": 0}]
+    assert exclusion_bars(empty) == [{"label": "delivered", "value": 0, "width": 0, "tone": "ok"}]

@@ -29,7 +29,8 @@ def exclusion_bars(counts: dict[str, Any], width: int = 360) -> list[dict[str, A
 
     1. Reasons come in the order the checks run (REASON_ORDER), not the manifest file's key
        order (manifest.json is written with sorted keys); reasons with no posts are left out.
-    2. The largest bar is `width` wide; a non-zero bar is at least 1 wide.
+    2. The largest bar is `width` wide (the chart's scale); a non-zero bar is at least 1 wide.
+    3. The delivered bar's tone is `ok`, every exclusion's `bad`.
     """
     excluded = counts["excluded"]
     order = [r.value for r in REASON_ORDER] + sorted(
@@ -44,9 +45,9 @@ def exclusion_bars(counts: dict[str, Any], width: int = 360) -> list[dict[str, A
             "label": label,
             "value": n,
             "width": max(1, round(width * n / top)) if n else 0,
-            "y": i * 22,
+            "tone": "ok" if label == "delivered" else "bad",
         }
-        for i, (label, n) in enumerate(rows)
+        for label, n in rows
     ]
 
 
@@ -115,6 +116,12 @@ def admin_deliveries(request: Request, svc: ServicesDep) -> Response:
     finally:
         registry.store.close()
     deliveries = [{**m, "bars": exclusion_bars(m["counts"])} for m in list_deliveries(svc.settings)]
+    totals = {
+        "licensees": len(licensees),
+        "active": sum(1 for r in licensees if r["active"]),
+        "deliveries": len(deliveries),
+        "delivered": sum(int(d["counts"]["delivered"]) for d in deliveries),
+    }
     return templates.TemplateResponse(
         request,
         "admin_deliveries.html",
@@ -123,5 +130,6 @@ def admin_deliveries(request: Request, svc: ServicesDep) -> Response:
             "admin": admin,
             "licensees": licensees,
             "deliveries": deliveries,
+            "totals": totals,
         },
     )

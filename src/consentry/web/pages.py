@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from consentry import __version__
 from consentry.ledger.rules import ConsentDecision, ConsentRule
@@ -25,7 +25,7 @@ from consentry.ledger.service import Evidence
 from consentry.policy import REGION_GROUPS, Choice, PolicyVersion, diff_versions, region_name
 from consentry.serving.services import Services, services
 from consentry.store.models import Subject
-from consentry.web import templates
+from consentry.web import STATIC_DIR, templates
 from consentry.web.sessions import end_sessions, open_session, signed_in
 
 __all__ = [
@@ -200,6 +200,13 @@ def _demo_users(svc: Services, limit: int = 12) -> list[dict[str, Any]]:
         if len(picked) >= limit:
             break
     return list(picked.values())
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """The site's icon where browsers look for it unasked: a document that names no icon of
+    its own (an evidence pack's report) gets it instead of a 404 in the browser's console."""
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
 
 @router.get("/signin", response_class=HTMLResponse)

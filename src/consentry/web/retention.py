@@ -22,7 +22,7 @@ __all__ = ["plan_chart", "processing_record_html", "router"]
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services)]
 
-_COLORS = {"kept": "#0a7a3d", "due": "#b3261e", "held": "#c77700"}
+_TONES = {"kept": "ok", "due": "bad", "held": "warn"}
 
 
 def plan_chart(entry: CategoryPlan, width: int = 480) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def plan_chart(entry: CategoryPlan, width: int = 480) -> dict[str, Any]:
     for (name, n), w in zip(parts, widths, strict=True):
         if w:
             segments.append(
-                {"x": x, "width": w, "color": _COLORS[name], "label": labels[name], "value": n}
+                {"x": x, "width": w, "tone": _TONES[name], "label": labels[name], "value": n}
             )
             x += w
     rule = entry.rule
@@ -94,6 +94,14 @@ async def admin_retention(request: Request, svc: ServicesDep) -> Response:
     plan = await run_in_threadpool(compute_plan, svc.settings, at=now, policy=svc.policy)
     holds = [h.as_dict(now) for h in list_holds(svc.store)]
     purges = _purge_rows(purge_history(svc.store))
+    charts = [plan_chart(e) for e in plan.categories]
+    totals = {
+        "records": sum(c["total"] for c in charts),
+        "due": sum(c["due"] for c in charts),
+        "held": sum(c["held"] for c in charts),
+        "holds": sum(1 for h in holds if h["state"] == "active"),
+        "gaps": len(plan.gaps),
+    }
     return templates.TemplateResponse(
         request,
         "admin_retention.html",
@@ -101,9 +109,10 @@ async def admin_retention(request: Request, svc: ServicesDep) -> Response:
             "version": __version__,
             "admin": admin,
             "plan": plan,
-            "charts": [plan_chart(e) for e in plan.categories],
+            "charts": charts,
             "holds": holds,
             "purges": purges,
+            "totals": totals,
         },
     )
 

@@ -91,11 +91,20 @@ def admin_revocations(request: Request, svc: ServicesDep) -> Response:
     finally:
         registry.store.close()
     log = RevocationLog(svc.store, svc.policy)
-    rows = [{"name": r.name, "active": r.active, **log.counts(r.id, now)} for r in records]
+    counts = [(r, log.counts(r.id, now)) for r in records]
+    rows = [{"name": r.name, "active": r.active, **c} for r, c in counts]
+    kinds = ("revoked", "pending", "overdue", "confirmed")
+    totals = {k: sum(c[k] for _, c in counts) for k in kinds}
     return templates.TemplateResponse(
         request,
         "revocations_admin.html",
-        {"version": __version__, "admin": admin, "licensees": rows, "at": rfc3339(now)},
+        {
+            "version": __version__,
+            "admin": admin,
+            "licensees": rows,
+            "totals": totals,
+            "at": rfc3339(now),
+        },
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from consentry import __version__
+from consentry.audit.transparency import format_money
 from consentry.instants import rfc3339
 from consentry.scraping.evidence import safe_name
 from consentry.scraping.meter import MemoryMeter
@@ -19,7 +21,7 @@ from consentry.web import templates
 from consentry.web.pages import error_page
 from consentry.web.sessions import signed_in
 
-__all__ = ["EVIDENCE_CSP", "EVIDENCE_FILES", "router", "sparkline"]
+__all__ = ["EVIDENCE_CSP", "EVIDENCE_FILES", "minute", "router", "sparkline"]
 
 router = APIRouter(include_in_schema=False)
 ServicesDep = Annotated[Services, Depends(services)]
@@ -54,6 +56,15 @@ def sparkline(
     }
 
 
+def minute(instant: str | datetime) -> str:
+    """An instant (RFC 3339 text or a datetime) as the console shows it: `2025-03-05 02:00 UTC`.
+
+    Seconds and their fractions are left out (truncated, not rounded): the sparklines and the
+    windows are read at the hour; the exact instants are in the evidence pack."""
+    at = instant if isinstance(instant, datetime) else datetime.fromisoformat(instant)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @router.get("/admin/scraping", response_class=HTMLResponse)
 def admin_scraping(request: Request, svc: ServicesDep) -> Response:
     """The latest recorded assessment: entities ranked by their densest window."""
@@ -62,23 +73,36 @@ def admin_scraping(request: Request, svc: ServicesDep) -> Response:
         return RedirectResponse("/admin/signin", status.HTTP_303_SEE_OTHER)
     latest = latest_assessment(svc.settings)
     rows: list[dict[str, Any]] = []
+    facts: dict[str, Any] = {}
     if latest is not None:
         summary = latest["summary"]
         threshold = int(summary["threshold_posts"])
+        currency = latest["currency"]
         for e in summary["top"]:
             pack = scraping_dir(svc.settings) / "evidence" / safe_name(e["entity"])
+            billed = len(e["windows"])
             rows.append(
                 {
                     **e,
                     "spark": sparkline(e.get("series", []), threshold),
                     "evidence": (pack / "report.html").is_file(),
                     "slug": safe_name(e["entity"]),
+                    "billed": billed,
+                    "amount_text": format_money(e["amount"], currency) if billed else "—",
+                    "from_text": minute(e["max_window_start"]),
                 }
             )
+        facts = {
+            "assessed_at": minute(latest["assessed_at"]),
+            "total": format_money(latest["total_amount"], currency),
+            "window_hours": int(summary["window_seconds"]) // 3600,
+            "series_from": minute(summary["series_from"]) if summary.get("series_from") else None,
+            "missing_evidence": any(r["billed"] and not r["evidence"] for r in rows),
+        }
     return templates.TemplateResponse(
         request,
         "admin_scraping.html",
-        {"version": __version__, "admin": admin, "latest": latest, "rows": rows},
+        {"version": __version__, "admin": admin, "latest": latest, "rows": rows, "facts": facts},
     )
 
 

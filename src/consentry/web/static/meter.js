@@ -1,48 +1,79 @@
-// Live meter charts for /admin/meter: polls /admin/meter/data and redraws an SVG bar chart.
-// No libraries: the page must work offline (no CDN).
+// Live meter charts for /admin/meter: polls /admin/meter/data and redraws one row per entity.
+// No libraries: the page must work offline (no CDN). Each row is a grid of three cells (the
+// entity, its bar, its count), so labels and values never overlap the bars at any width; the
+// bar is an SVG without text, stretched to its cell.
 (function () {
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
+  var SCALE = 1000;
   var chart = document.getElementById("meter-chart");
   var status = document.getElementById("meter-status");
   var alerts = document.getElementById("meter-alerts");
 
-  function el(name, attrs, text) {
+  function svg(name, attrs) {
     var node = document.createElementNS(SVG, name);
     Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    return node;
+  }
+
+  function html(name, className, text) {
+    var node = document.createElement(name);
+    if (className) { node.className = className; }
     if (text !== undefined) { node.textContent = text; }
     return node;
   }
 
+  function count(n) { return Number(n).toLocaleString("en"); }
+
+  function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
+
+  function row(r, top, threshold) {
+    var over = r.upper > threshold;
+    var li = html("li", over ? "over" : "");
+    li.appendChild(html("span", "bar-label", r.entity));
+    var bar = svg("svg", { "class": "bar", viewBox: "0 0 " + SCALE + " 16",
+                           preserveAspectRatio: "none", "aria-hidden": "true", focusable: "false" });
+    bar.appendChild(svg("rect", { "class": "bar-track", width: SCALE, height: 16 }));
+    bar.appendChild(svg("rect", { "class": "tone-upper", width: r.upper * SCALE / top, height: 16 }));
+    bar.appendChild(svg("rect", { "class": over ? "tone-bad" : "tone-info",
+                                  width: r.lower * SCALE / top, height: 16 }));
+    var x = threshold * SCALE / top;
+    bar.appendChild(svg("line", { "class": "bar-threshold", x1: x, x2: x, y1: 0, y2: 16,
+                                  "vector-effect": "non-scaling-stroke" }));
+    li.appendChild(bar);
+    var value = r.lower === r.upper ? count(r.lower) : count(r.lower) + "–" + count(r.upper);
+    li.appendChild(html("span", "bar-value", value));
+    return li;
+  }
+
   function draw(data) {
-    while (chart.firstChild) { chart.removeChild(chart.firstChild); }
-    var rows = data.entities;
-    var top = Math.max(data.threshold_posts, 1);
-    rows.forEach(function (r) { top = Math.max(top, r.upper); });
+    var threshold = data.threshold_posts;
+    var top = Math.max(threshold, 1);
+    data.entities.forEach(function (r) { top = Math.max(top, r.upper); });
     top = top * 1.05;
-    var x0 = 170, width = 520, rowH = 24;
-    rows.forEach(function (r, i) {
-      var y = i * rowH + 4;
-      chart.appendChild(el("text", { x: 0, y: y + 15, "font-size": 12 }, r.entity.slice(0, 26)));
-      chart.appendChild(el("rect", { x: x0, y: y + 3, height: 16, width: r.upper * width / top,
-                                      fill: "#aecbfa" }));
-      chart.appendChild(el("rect", { x: x0, y: y + 3, height: 16, width: r.lower * width / top,
-                                      fill: r.upper > data.threshold_posts ? "#b3261e" : "#1a73e8" }));
-    });
-    var tx = x0 + data.threshold_posts * width / top;
-    chart.appendChild(el("line", { x1: tx, x2: tx, y1: 0, y2: 300, stroke: "#b3261e",
-                                   "stroke-dasharray": "4 3" }));
-    status.textContent = data.events.toLocaleString() + " events metered; threshold " +
-      data.threshold_posts.toLocaleString() + " posts.";
-    while (alerts.firstChild) { alerts.removeChild(alerts.firstChild); }
+    clear(chart);
+    data.entities.forEach(function (r) { chart.appendChild(row(r, top, threshold)); });
+    if (!data.entities.length) {
+      chart.appendChild(html("li", "empty", "Nothing metered yet."));
+    }
+    status.textContent = count(data.events) + " events metered; threshold " +
+      count(threshold) + " posts in the window.";
+    clear(alerts);
     data.alerts.slice().reverse().forEach(function (a) {
       var tr = document.createElement("tr");
-      [a.entity, a.level + "%", a.at, a.lower.toLocaleString(), a.upper.toLocaleString(),
-       a.confirmed ? "yes" : "not yet"].forEach(function (v) {
-        var td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+      [[a.entity, ""], [a.level + "%", "num"], [a.at, "nowrap"], [count(a.lower), "num"],
+       [count(a.upper), "num"], [a.confirmed ? "yes" : "not yet", ""]].forEach(function (cell) {
+        tr.appendChild(html("td", cell[1], cell[0]));
       });
       alerts.appendChild(tr);
     });
+    if (!data.alerts.length) {
+      var tr = document.createElement("tr");
+      var td = html("td", "muted", "No alerts yet.");
+      td.setAttribute("colspan", "6");
+      tr.appendChild(td);
+      alerts.appendChild(tr);
+    }
   }
 
   function poll() {
