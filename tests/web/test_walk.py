@@ -74,11 +74,6 @@ ADMIN = (
     "/admin/meter",
     EVIDENCE,
 )
-WIDE_DOCUMENTS = {
-    EVIDENCE: "the evidence pack's report is a standalone document laid out for A4 print "
-    "(consentry/scraping/templates/evidence.html), kept byte-for-byte as the pack holds it",
-}
-"""Pages exempt from the sideways check only (links and errors are still checked), and why."""
 
 
 @dataclass
@@ -215,7 +210,7 @@ def _visit(
         }"""
     )
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
-    if scroll_width > width and path not in WIDE_DOCUMENTS:
+    if scroll_width > width:
         found.problems.append(f"{where}: the page scrolls sideways ({scroll_width} px wide)")
     unhinted = page.evaluate(
         """() => [...document.querySelectorAll('.table-wrap')]
