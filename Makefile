@@ -19,11 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make run: install, create the home, generate the demo platform unless present, load it, serve.
+## make run: install, create the home, generate the demo platform unless present, load it,
+## run one delivery-and-revocation cycle on it (skipped when done: docs/demo.md), serve.
 run: $(STAMP)
 	$(BIN)/consentry --home $(HOME_DIR) init
 	@if [ ! -d $(HOME_DIR)/demo ]; then $(BIN)/consentry --home $(HOME_DIR) demo generate --no-load $(DEMO_ARGS); fi
 	$(BIN)/consentry --home $(HOME_DIR) demo load
+	$(BIN)/consentry --home $(HOME_DIR) demo cycle
 	$(BIN)/consentry --home $(HOME_DIR) serve --host $(HOST) --port $(PORT)
 
 ## make test: install or update, then ruff, mypy --strict, pytest.

@@ -5,9 +5,19 @@ Exit codes: 0 ok, 1 failure, 2 bad input.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "BadInput", "ConsentryError", "Problem"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "BadInput",
+    "ConsentryError",
+    "Problem",
+    "did_you_mean",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -51,3 +61,24 @@ class BadInput(ConsentryError):  # noqa: N818 - reads as the condition, like Key
             problems = [problems]
         self.problems: list[Problem] = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+def did_you_mean(name: str, known: Iterable[str], *, listed: int = 10) -> str:
+    """The hint that ends an "unknown name" message.
+
+    1. Known names close to `name` (difflib ratio >= 0.6), closest first: the closest and
+       those nearly as close (within 0.1 of its ratio), at most three — `scraper-alpa`
+       gets `did you mean 'scraper-alpha'?`, not every `scraper-…` as well.
+    2. Else the known names, sorted, at most `listed` of them: `known: a, b and 3 more`.
+    3. Else (nothing is known) the empty string.
+    """
+    names = sorted(set(known))
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if close:
+        ratios = [difflib.SequenceMatcher(None, name, c).ratio() for c in close]
+        best = [c for c, r in zip(close, ratios, strict=True) if r >= ratios[0] - 0.1]
+        return "did you mean " + " or ".join(repr(c) for c in best) + "?"
+    if not names:
+        return ""
+    more = len(names) - listed
+    return "known: " + ", ".join(names[:listed]) + (f" and {more:,} more" if more > 0 else "")

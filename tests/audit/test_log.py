@@ -195,6 +195,21 @@ def test_verify_names_the_first_bad_leaf(
     assert report.first_bad_leaf == bad, report.problems
 
 
+def test_verify_reports_the_leaves_it_reads_chunk_by_chunk(
+    store: Store, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`audit verify`'s progress bar: every leaf is counted once, after its chunk."""
+    import consentry.audit.log as log_module
+
+    monkeypatch.setattr(log_module, "_CHUNK", 7)
+    _fill(store, 20)
+    read: list[int] = []
+    report = AuditLog(store).verify(signer.public_key, on_leaves=read.append)
+    assert report.ok
+    assert read == [7, 7, 6]
+    assert sum(read) == report.size == 20
+
+
 def _rewrite_consistently(store: Store) -> None:
     """What an operator with database access would do: recompute every hash and the head
     from the (edited) events, so the stored log agrees with itself again."""

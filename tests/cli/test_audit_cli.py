@@ -30,7 +30,7 @@ def test_checkpoint_prove_consistency_verify_and_tampering(home: Path, tmp_path:
     assert cli(home, "policy", "publish")[0] == 0
     assert cli(home, "licensee", "add", "acme", "--purpose", "ai_training_third_party")[0] == 0
     saved = tmp_path / "cp.txt"
-    code, out, _ = cli(home, "audit", "checkpoint", "--output", str(saved), "--json")
+    code, out, _ = cli(home, "audit", "checkpoint", "--out", str(saved), "--json")
     assert code == 0
     cp = json.loads(out)
     assert cp["size"] == 3
@@ -82,7 +82,7 @@ def test_report_transparency_formats(home: Path, tmp_path: Path) -> None:
     assert out.startswith("# Transparency report")
     assert "## Headline figures" in out
     target = tmp_path / "report.html"
-    code, _, _ = cli(home, "report", "transparency", "--format", "html", "--output", str(target))
+    code, _, _ = cli(home, "report", "transparency", "--format", "html", "--out", str(target))
     assert code == 0
     page = target.read_text()
     assert "<h1>Transparency report</h1>" in page

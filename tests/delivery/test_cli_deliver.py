@@ -499,7 +499,7 @@ BAD_ARGUMENTS = {
     ),
     "deliver: unknown engine": (
         ["deliver", "eu-lab", "--as-of", AS_OF, "--engine", "oracle"],
-        "unknown engine 'oracle'",
+        "'oracle' is not one of 'duckdb', 'spark'",
     ),
     "explain: unknown licensee": (
         ["explain", "1", "--licensee", "nobody", "--as-of", AS_OF],

@@ -213,6 +213,8 @@ def test_a_taken_name_and_an_unknown_licensee_are_bad_input(registry: LicenseeRe
         registry.add("acme", "business_partners")
     with pytest.raises(BadInput, match="no licensee named 'other'; known: acme"):
         registry.get("other")
+    with pytest.raises(BadInput, match="no licensee named 'acmee'; did you mean 'acme'\\?"):
+        registry.get("acmee")
     with pytest.raises(BadInput, match="no licensee named 'other'"):
         registry.disable("other")
     assert len(_audit(registry)) == 1
@@ -471,7 +473,9 @@ def test_cli_duplicate_name_exits_2(cli_home: Path) -> None:
 
 def test_cli_needs_a_migrated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONSENTRY_DATABASE_URL", raising=False)
-    result = _run(tmp_path / "never-initialised", "list")
+    home = tmp_path / "never-initialised"
+    home.mkdir()  # a home without a store (a missing home is exit 2: tests/cli/test_polish.py)
+    result = _run(home, "list")
     assert result.exit_code == 1
     assert "run `consentry init`" in " ".join(result.stderr.split())
 

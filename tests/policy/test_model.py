@@ -21,6 +21,7 @@ from consentry.policy import (
     default_policy_path,
     expand_region,
     load_policy,
+    parse_policy,
     region_default_for,
 )
 from consentry.settings import DEFAULT_POLICY_FILE, Settings
@@ -162,3 +163,68 @@ def test_policy_fields_enumerate_the_schema() -> None:
         assert name in POLICY_FIELDS
     assert "years" not in POLICY_FIELDS  # Duration is a value, not a section
     assert len(POLICY_FIELDS) == len(set(POLICY_FIELDS))
+
+
+_HISTORY = """
+versions:
+  - version: "v1"
+    effective_from: 2020-01-01T00:00:00Z
+    purposes:
+      - {key: p, title: P, description: d, default: allow, minors: deny, unknown_age: allow,
+         gpc: true}
+  - version: "v2"
+    effective_from: 2021-01-01T00:00:00Z
+    purposes:
+      - key: p
+        title: P
+        description: d
+        default: allow
+        region_defaults: {EU: deny}
+        minors: deny
+        unknown_age: allow
+        gpc: true
+  - version: "v3"
+    effective_from: 2022-01-01T00:00:00Z
+    purposes:
+      - {key: q, title: Q, description: d, default: allow, minors: deny, unknown_age: allow,
+         gpc: true}
+  - version: "v4"
+    effective_from: 2023-01-01T00:00:00Z
+    purposes:
+      - {key: p, title: P, description: d, default: allow, minors: deny, unknown_age: allow,
+         gpc: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("at", "region", "since"),
+    [
+        ("2021-06-01", "US", "v1"),  # allowed for the US since v1: v2 changed only the EU
+        ("2021-06-01", "DE", "v2"),  # denied for Germany only since v2
+        ("2021-06-01", None, "v1"),
+        ("2020-06-01", "US", "v1"),
+        ("2023-06-01", "US", "v4"),  # v3 dropped the purpose: the run starts again at v4
+        ("2022-06-01", "US", None),  # not in the version in force
+        ("2019-06-01", "US", None),  # no version in force
+    ],
+)
+def test_default_since_names_the_first_version_of_the_unbroken_run(
+    at: str, region: str | None, since: str | None
+) -> None:
+    policy = parse_policy(_HISTORY, source="history.yaml")
+    found = policy.default_since("p", region, datetime.fromisoformat(at).replace(tzinfo=UTC))
+    assert (found.version if found else None) == since
+
+
+def test_default_since_in_the_shipped_policy() -> None:
+    """X's own AI training and business partners were already on by default outside Europe
+    under 2023-09-29; third-party training arrived with 2024-11-15."""
+    policy, old, new = _versions()
+    now = datetime(2025, 7, 1, tzinfo=UTC)
+    assert policy.default_since("ai_training_first_party", "US", now) is old
+    assert policy.default_since("business_partners", "US", now) is old
+    assert policy.default_since("ai_training_third_party", "US", now) is new
+    # In the EU, X's own training went from on (2023-09-29) to off by default (2024-11-15).
+    assert policy.default_since("ai_training_first_party", "FR", now) is new
+    # Business partners were already off by default in the EU under 2023-09-29.
+    assert policy.default_since("business_partners", "FR", now) is old

@@ -66,8 +66,18 @@ def test_apply_executes_the_plan_and_verifies_it(world: LakeHome, tmp_path: Path
     settings = world.settings
     plan = compute_plan(settings, at=AT)
     calls: list[tuple[list[str], str]] = []
-    purge = apply_plan(settings, plan, revoker=_revoked(calls))
+    steps: list[str] = []
+    purge = apply_plan(settings, plan, revoker=_revoked(calls), on_progress=steps.append)
     assert purge["state"] == "verified"
+    # The steps `retention apply` shows on its progress bar, in the order they ran.
+    assert steps[:3] == [
+        "re-deriving the plan's candidates",
+        "saving the decisions",
+        "revoking delivered posts",
+    ]
+    assert "rewriting posts" in steps
+    assert steps.index("rewriting posts") < steps.index("publishing posts")
+    assert steps[-2:] == ["purging the control plane", "verifying every store"]
     assert purge["results"]["deleted"]["lake.posts"] == 4
     assert purge["results"]["deleted"]["lake.users"] == 1
     assert purge["results"]["deleted"]["store.subjects"] == 1

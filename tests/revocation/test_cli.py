@@ -88,5 +88,5 @@ def test_overdue_lists_revocations_past_their_deadline(
     assert entry["overdue"] == 1
     assert entry["revocations"][0]["days_overdue"] == 5
     text = run_cli(home.settings.home, "revocations", "overdue")
-    assert "1 overdue revocations" in text.stdout
+    assert "1 overdue revocation at" in text.stdout
     assert "open" in text.stdout

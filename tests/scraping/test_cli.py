@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,42 @@ def test_evidence_pack(settings: Settings, demo_dir: Path, tmp_path: Path) -> No
         for r in rows
     )
     assert hashlib.sha256(text.encode()).hexdigest() == window["evidence_sha256"]
+
+
+def test_an_unknown_entity_gets_did_you_mean_and_exit_2(
+    settings: Settings, demo_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pack"
+    files = ["--events", str(demo_dir / "access_events.parquet")]
+    files += ["--entities", str(demo_dir / "entities.parquet")]
+    code, stdout, err = run(
+        settings.home, "scraping", "evidence", "scraper-alpa", *files, "--out", str(out)
+    )
+    assert code == 2, err
+    assert stdout == ""
+    assert "no entity named 'scraper-alpa'; did you mean 'scraper-alpha'?" in " ".join(err.split())
+    assert not out.exists()
+    # Nothing close: the known names are listed instead.
+    code, _, err = run(settings.home, "scraping", "evidence", "zzzz", *files, "--out", str(out))
+    assert code == 2
+    assert "no entity named 'zzzz'; known: acme-research" in " ".join(err.split())
+
+
+def test_assess_prints_money_and_counts_in_words(settings: Settings, demo_dir: Path) -> None:
+    code, stdout, err = run(
+        settings.home,
+        "scraping",
+        "assess",
+        "--events",
+        str(demo_dir / "access_events.parquet"),
+        "--entities",
+        str(demo_dir / "entities.parquet"),
+    )
+    assert code == 0, err
+    text = " ".join(stdout.split())
+    assert "USD 15,000.00 per million" in text
+    assert re.search(r"total USD \d{1,3}(,\d{3})*\.\d\d \(not recorded", text), text
+    assert re.search(r"\d accesses, \d+ entities", text), text
 
 
 def _write(path: Path, text: str) -> Path:

@@ -392,6 +392,7 @@ def test_import_mastodon_into_the_lake_is_idempotent(mastodon_db: str, tmp_path:
 
 def test_cli_imports_and_logs_the_runs(mastodon_db: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
+    home.mkdir()  # a home whose store is not initialised yet
     runner = CliRunner()
     env = {"CONSENTRY_DATABASE_URL": "", "CONSENTRY_HOME": ""}
     not_ready = runner.invoke(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from consentry.ledger.service import Evidence
 from consentry.policy import Choice
 from tests.web.conftest import Site
 from tests.web.html import Element, accessible_name, parse_html
@@ -62,6 +63,28 @@ def test_signin_lists_demo_users_on_a_demo_home(site: Site) -> None:
     assert labels["chloe"] == "chloe — in the UK, age unknown"
     _assert_controls_named(doc)
     _assert_no_script(doc)
+
+
+def test_signin_lists_people_in_interesting_states_first(site: Site) -> None:
+    """A minor, then (once they exist) a GPC user and an EU user who opted in, labelled;
+    then everyone else in region order (tests/demo/test_cycle.py covers the whole list)."""
+    site.ledger.record_gpc("emil", evidence=Evidence(origin="test", client="browser"))
+    site.ledger.record(
+        "berta",
+        THIRD,
+        Choice.ALLOW,
+        source="settings",
+        evidence=Evidence(origin="test", client="browser"),
+    )
+    _, doc = site.page("/signin")
+    radios = doc.find_all("input", type="radio", name="user_id")
+    labels = [accessible_name(doc, r) for r in radios]
+    assert labels[:3] == [
+        "dani — in Brazil, born 2012-01-01 (a minor)",
+        "emil — in Canada, born 1970-02-02 (Global Privacy Control)",
+        "berta — in the EU, born 1985-07-09 (opted in)",
+    ]
+    assert sorted(r.attrs["value"] for r in radios[3:]) == ["alice", "chloe"]
 
 
 def test_signin_lists_nobody_without_the_demo_marker(plain_site: Site) -> None:
@@ -143,9 +166,12 @@ def test_every_purpose_with_its_state_and_reason_for_a_us_adult(site: Site) -> N
         assert section is not None
         assert section.find("h3").text() == title
         assert accessible_name(doc, section) == title  # the region is labelled by its title
+        # Third-party AI training arrived with 2024-11-15; the other two were already on by
+        # default under 2023-09-29, so the page names the version since which they are.
+        since = "2024-11-15" if key == THIRD else "2023-09-29"
         assert _state(doc, key) == (
             "On",
-            "On by default since policy 2024-11-15 — switch it off here.",
+            f"On by default since policy {since} — switch it off here.",
         )
         button = section.find("button")
         assert accessible_name(doc, button) == f"Switch off {title}"

@@ -13,7 +13,7 @@ lock on SQLite), so appends are serialised and indices have no gaps or duplicate
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -483,8 +483,10 @@ class AuditLog:
         public_key: Ed25519PublicKey,
         *,
         checkpoint: SignedCheckpoint | None = None,
+        on_leaves: Callable[[int], None] | None = None,
     ) -> VerifyReport:
         """Recompute the whole log from the events and check everything stored against it.
+        `on_leaves` is told how many more leaves were read, chunk by chunk (a progress bar).
 
         1. Leaves in index order: indices 0..n-1 without gaps, each joined to its event,
            event seqs increasing, and each stored leaf hash equal to the hash recomputed
@@ -532,6 +534,8 @@ class AuditLog:
                         hashes.append(h)
                     last_seq = max(last_seq, int(seq))
                     stored_subtrees.append(bytes(subtrees))
+                if on_leaves is not None:
+                    on_leaves(len(chunk))
             unsealed = session.scalar(
                 sa.select(sa.func.min(_EVENTS.c.seq)).where(
                     ~sa.exists().where(_LEAVES.c.event_seq == _EVENTS.c.seq)

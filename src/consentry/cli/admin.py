@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Create the home, its lake directory and the control-plane store (idempotent)."""
-        report = init_home(settings_from(ctx))
+        report = init_home(settings_from(ctx, home=False))
         if as_json:
             print_json(report)
             return

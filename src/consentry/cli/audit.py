@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,15 +19,19 @@ from rich.table import Table
 
 from consentry.api.audit import consistency_json, inclusion_json
 from consentry.audit.checkpoint import parse_signed_checkpoint
-from consentry.audit.log import AuditLog
+from consentry.audit.log import AuditLog, LogIntegrityError
 from consentry.audit.merkle import verify_consistency, verify_inclusion
 from consentry.audit.policy_history import publish_policy
 from consentry.audit.transparency import render_markdown, transparency_report
 from consentry.cli.common import (
+    OldOutputOption,
     console,
     err_console,
     exits_cleanly,
+    out_path,
+    plural,
     print_json,
+    progress,
     settings_from,
 )
 from consentry.cli.policy import policy_app
@@ -81,6 +86,23 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+class TransparencyFormat(StrEnum):
+    """`report transparency --format`."""
+
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+def _head_size(log: AuditLog) -> int | None:
+    """The leaves the head row promises (the progress bar's total); None when the head is
+    broken, which `verify` then reports."""
+    try:
+        return log.head().size
+    except LogIntegrityError:
+        return None
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -89,12 +111,14 @@ def _b64(data: bytes) -> str:
 @exits_cleanly
 def checkpoint_command(
     ctx: typer.Context,
-    output: Annotated[
-        Path | None, typer.Option("--output", help="Also write the signed checkpoint here.")
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also write the signed checkpoint here.")
     ] = None,
+    old_output: OldOutputOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Sign the log's current size and root hash, record the checkpoint and print it."""
+    output = out_path(out, old_output)
     settings = settings_from(ctx)
     with _store(settings) as store:
         signed = AuditLog(store).checkpoint(_signer(settings))
@@ -205,8 +229,14 @@ def verify_command(
             ) from None
         given = parse_signed_checkpoint(text, location=str(from_checkpoint))
     signer = _signer(settings)
-    with _store(settings) as store:
-        report = AuditLog(store).verify(signer.public_key, checkpoint=given)
+    with _store(settings) as store, progress() as bar:
+        log = AuditLog(store)
+        task = bar.add_task("verifying the audit log", total=_head_size(log))
+        report = log.verify(
+            signer.public_key,
+            checkpoint=given,
+            on_leaves=lambda n: bar.advance(task, n),
+        )
     if as_json:
         print_json(
             {
@@ -221,10 +251,12 @@ def verify_command(
         )
     elif report.ok:
         console.print(
-            f"ok: {report.size:,} leaves, root {_b64(report.root_hash)}, "
-            f"{report.checkpoints_checked} checkpoint(s) hold",
+            f"ok: {plural(report.size, 'leaf', 'leaves')}, root {_b64(report.root_hash)}, "
+            f"{plural(report.checkpoints_checked, 'checkpoint')} "
+            f"{'holds' if report.checkpoints_checked == 1 else 'hold'}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
     else:
         if report.first_bad_leaf is not None:
@@ -271,24 +303,25 @@ def transparency_command(
         typer.Option("--to", help="End of the period (a date includes that day); default now."),
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="html, json or md.", case_sensitive=False)
-    ] = "md",
-    output: Annotated[
-        Path | None, typer.Option("--output", help="Write the report here instead of stdout.")
+        TransparencyFormat,
+        typer.Option("--format", help="Markdown, HTML or JSON.", case_sensitive=False),
+    ] = TransparencyFormat.md,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the report here instead of stdout."),
     ] = None,
+    old_output: OldOutputOption = None,
 ) -> None:
     """The transparency report: opt-ins/outs, deliveries, revocations, retention, scraping."""
-    fmt = fmt.lower()
-    if fmt not in ("html", "json", "md"):
-        raise BadInput(Problem("--format", None, None, f"{fmt!r}: use html, json or md"))
+    output = out_path(out, old_output)
     settings = settings_from(ctx)
     with _store(settings) as store:
         begin, stop = report_period(start, end, store=store)
         report = transparency_report(store, _signer(settings), start=begin, end=stop)
     policy = load_policy(settings.policy_file)
-    if fmt == "json":
+    if fmt is TransparencyFormat.json:
         text = json.dumps(to_jsonable(report), indent=2, ensure_ascii=False) + "\n"
-    elif fmt == "md":
+    elif fmt is TransparencyFormat.md:
         text = render_markdown(report, purpose_titles(policy))
     else:
         page = templates.get_template("transparency_report.html")
@@ -363,7 +396,8 @@ def impact_command(
         print_json(report.as_dict())
         return
     console.print(
-        f"From {old} to {new} at {report.at:%Y-%m-%d %H:%M}Z, over {report.subjects:,} users:",
+        f"From {old} to {new} at {report.at:%Y-%m-%d %H:%M}Z, over "
+        f"{plural(report.subjects, 'user')}:",
         highlight=False,
     )
     totals = report.by_purpose()
@@ -380,7 +414,8 @@ def impact_command(
     console.print(table)
     for purpose, t in totals.items():
         console.print(
-            f"  {purpose}: {t['changed']:,} change ({t['to_allow']:,} to allow, "
+            f"  {purpose}: {plural(t['changed'], 'user')} "
+            f"{'changes' if t['changed'] == 1 else 'change'} ({t['to_allow']:,} to allow, "
             f"{t['to_deny']:,} to deny)",
             highlight=False,
         )

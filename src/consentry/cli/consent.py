@@ -12,8 +12,10 @@ import typer
 from rich.table import Table
 
 from consentry.cli.common import (
+    EngineOption,
     console,
     exits_cleanly,
+    plural,
     print_json,
     progress,
     settings_from,
@@ -147,11 +149,10 @@ def consent_resolve(
     purpose: Annotated[str, typer.Argument(help="The purpose key to resolve.")],
     at: AtOption = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write every decision to this Parquet file.")
+        Path | None,
+        typer.Option("--out", "-o", help="Write every decision to this Parquet file."),
     ] = None,
-    engine: Annotated[
-        str | None, typer.Option("--engine", help="duckdb (default) or spark.")
-    ] = None,
+    engine: EngineOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resolve PURPOSE at --at for every user in the lake, vectorised in the engine."""
@@ -193,7 +194,7 @@ def consent_resolve(
         print_json(report)
         return
     console.print(
-        f"{purpose} at {when.isoformat()}: {report['users']:,} users, "
+        f"{purpose} at {when.isoformat()}: {plural(report['users'], 'user')}, "
         f"allow {report['allow']:,}, deny {report['deny']:,}"
     )
     for key, n in sorted(report["by_rule"].items()):

@@ -10,8 +10,10 @@ import typer
 from rich.table import Table
 
 from consentry.cli.common import (
+    EngineOption,
     console,
     exits_cleanly,
+    plural,
     print_json,
     progress,
     recover_first,
@@ -29,7 +31,6 @@ AsOfOption = Annotated[
     str | None,
     typer.Option("--as-of", help="Cut-off: RFC 3339 instant with offset, or a date; default now."),
 ]
-EngineOption = Annotated[str | None, typer.Option("--engine", help="duckdb (default) or spark.")]
 
 
 @exits_cleanly
@@ -60,7 +61,8 @@ def deliver_command(
     console.print(
         f"delivery {manifest['delivery_id']} for {manifest['licensee']} "
         f"({manifest['purpose']}, policy {manifest['policy_version']}, as of "
-        f"{manifest['as_of']}): {counts['delivered']:,} of {counts['considered']:,} posts",
+        f"{manifest['as_of']}): {counts['delivered']:,} of "
+        f"{plural(counts['considered'], 'post')}",
         highlight=False,
         soft_wrap=True,
     )
@@ -114,7 +116,9 @@ def verify_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check a delivery's Ed25519 signature and every file's sha256 and row count."""
-    settings = settings_from(ctx)
+    # A licensee checks with the published keys and has no home; only the default (this
+    # home's key set) needs one.
+    settings = settings_from(ctx, home=keys is None)
     if keys is not None:
         try:
             document = json.loads(keys.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""CLI commands: `consentry demo generate` and `consentry demo load`."""
+"""CLI commands: `consentry demo generate`, `consentry demo load`, `consentry demo cycle`."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from rich.table import Table
 
 from consentry.cli.common import (
     console,
+    err_console,
     exits_cleanly,
+    plural,
     print_json,
     progress,
     recover_first,
     settings_from,
 )
 from consentry.demo import generate, read_facts
+from consentry.demo.cycle import run_cycle
 from consentry.demo.loader import LoadedTable, demo_files, load
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.settings import Settings
@@ -78,11 +81,12 @@ def generate_command(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 7,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Directory to write into.", show_default="<home>/demo"),
+        typer.Option("--out", "-o", help="Directory to write into.", show_default="<home>/demo"),
     ] = None,
-    no_load: Annotated[
-        bool, typer.Option("--no-load", help="Only write the files; do not load the lake.")
-    ] = False,
+    load_lake: Annotated[
+        bool,
+        typer.Option("--load/--no-load", help="Load the files into the lake, or only write them."),
+    ] = True,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing output directory.")
     ] = False,
@@ -100,7 +104,7 @@ def generate_command(
         raise BadInput(
             Problem(str(target), None, "--out", "already exists; pass --force to replace it")
         )
-    if not no_load:
+    if load_lake:
         _require_store(settings)
     started = time.perf_counter()
     with progress() as bar:
@@ -120,7 +124,7 @@ def generate_command(
         )
     seconds = time.perf_counter() - started
     facts = read_facts(target)
-    loaded = [] if no_load else _load(settings, target)
+    loaded = _load(settings, target) if load_lake else []
     if as_json:
         print_json(
             {
@@ -171,6 +175,54 @@ def load_command(
         print_json(report)
         return
     _print_loaded(loaded)
+
+
+@demo_app.command("cycle")
+@exits_cleanly
+def cycle_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Deliver to a demo licensee, opt some authors out, revoke, confirm, assess scrapers.
+
+    Every step is skipped when an earlier run did it, so running it again changes nothing.
+    """
+    settings = settings_from(ctx)
+    recover_first(settings)
+    with progress() as bar:
+        task = bar.add_task("demo cycle", total=None)
+        report = run_cycle(settings, on_step=lambda s: bar.update(task, description=s))
+    if as_json:
+        print_json(report.to_json())
+        return
+
+    def line(text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+    line(
+        f"licensee {report.licensee}: " + ("added" if report.licensee_created else "already there")
+    )
+    if report.api_key:
+        line(f"  API key {report.api_key}")
+        err_console.print(
+            "This API key is shown only now; it lets you try the licensee API.", highlight=False
+        )
+    line(
+        f"delivery {report.delivery_id}: {plural(report.delivered_posts, 'post')}"
+        + ("" if report.delivery_created else " (already there)")
+    )
+    line(
+        f"opt-outs: {plural(len(report.opted_out), 'author')} opted out now, "
+        f"{len(report.opt_out_authors) - len(report.opted_out):,} already"
+    )
+    line(
+        f"revocations: {report.revocations_new:,} new, "
+        f"{plural(report.revocations_total, 'revocation')} in the log"
+    )
+    if report.receipt_id:
+        line(f"receipt {report.receipt_id}: {plural(report.confirmed, 'record')} confirmed deleted")
+    if report.assessment_created:
+        line(f"scraping assessment {report.assessment_id} recorded")
 
 
 def register(app: typer.Typer) -> None:

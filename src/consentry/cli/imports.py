@@ -10,6 +10,7 @@ import typer
 from consentry.cli.common import (
     console,
     exits_cleanly,
+    plural,
     print_json,
     progress,
     recover_first,
@@ -33,7 +34,7 @@ def run_import(settings: Settings, table: str, files: list[Path]) -> dict[str, A
     """Import `files` into `table` of the home (`consentry.intake.import_table`: the lake
     and the control plane together, or nothing); return the report."""
     with progress() as bar:
-        task = bar.add_task(f"validating {len(files)} file(s) for {table}", total=None)
+        task = bar.add_task(f"validating {plural(len(files), 'file')} for {table}", total=None)
         checked = check_import(table, files=files)
         recover_first(settings)
         report = commit_import(
@@ -65,8 +66,8 @@ def _add_table_command(table: str) -> None:
             print_json(report)
             return
         console.print(
-            f"{report['table']}: read {report['rows_read']}, new {report['rows_new']}, "
-            f"replaced {report['rows_replaced']}, total {report['rows_total']}",
+            f"{report['table']}: read {report['rows_read']:,}, new {report['rows_new']:,}, "
+            f"replaced {report['rows_replaced']:,}, total {report['rows_total']:,}",
             highlight=False,
             soft_wrap=True,
         )
@@ -122,8 +123,8 @@ def mastodon_command(
         return
     for run in report.values():
         console.print(
-            f"{run['table']}: read {run['rows_read']}, new {run['rows_new']}, "
-            f"replaced {run['rows_replaced']}, total {run['rows_total']}",
+            f"{run['table']}: read {run['rows_read']:,}, new {run['rows_new']:,}, "
+            f"replaced {run['rows_replaced']:,}, total {run['rows_total']:,}",
             highlight=False,
             soft_wrap=True,
         )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
-from consentry.cli.common import console, exits_cleanly, print_json, settings_from
+from consentry.cli.common import console, exits_cleanly, plural, print_json, settings_from
 from consentry.delivery.keyset import ROTATABLE_KINDS, KeyEntry, KeySet
 
-__all__ = ["keys_app", "register"]
+__all__ = ["KeyKind", "keys_app", "register"]
 
 keys_app = typer.Typer(
     help="Signing keys: one per payload kind, with their history (the published JWKS).",
@@ -17,6 +18,16 @@ keys_app = typer.Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+class KeyKind(StrEnum):
+    """`keys rotate --kind`: the rotatable payload kinds (`ROTATABLE_KINDS`, which a test
+    holds this to), so --help lists them."""
+
+    manifest = "manifest"
+    feed = "feed"
+    attestation = "attestation"
+    http = "http"
 
 
 def _public(entry: KeyEntry) -> dict[str, object]:
@@ -50,22 +61,22 @@ def keys_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def keys_rotate(
     ctx: typer.Context,
     kinds: Annotated[
-        list[str] | None,
+        list[KeyKind] | None,
         typer.Option(
             "--kind",
-            help=f"A payload kind to rotate ({', '.join(ROTATABLE_KINDS)}); repeat for "
-            "several. Default: all of them.",
+            help="A payload kind to rotate; repeat for several.",
+            show_default="all of them",
         ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Make a new signing key for each kind; the old keys stay published and verifiable."""
     keyset = KeySet.for_home(settings_from(ctx).home)
-    created = keyset.rotate(kinds or ROTATABLE_KINDS)
+    created = keyset.rotate([k.value for k in kinds] if kinds else ROTATABLE_KINDS)
     if as_json:
         print_json({"created": [_public(e) for e in created]})
     else:
-        console.print(f"new keys: {len(created)}")
+        console.print(f"{plural(len(created), 'new key')}", highlight=False)
         _print(created)
 
 

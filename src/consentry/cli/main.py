@@ -20,7 +20,7 @@ from consentry.cli import (
     report,
     serve,
 )
-from consentry.cli.common import start_invocation
+from consentry.cli.common import HOME_SOURCE, LogFormat, start_invocation
 from consentry.settings import Settings
 
 __all__ = ["app", "main"]
@@ -30,7 +30,9 @@ app = typer.Typer(
     help="Share a platform's posts with AI developers honestly: consent, deliveries, "
     "revocations, retention and scraping enforcement.",
     no_args_is_help=True,
-    add_completion=False,
+    # `--install-completion` and `--show-completion` (bash, zsh, fish, PowerShell):
+    # docs/cli.md, "Shell completion".
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -49,7 +51,8 @@ def root(
         typer.Option(
             "--home",
             envvar="CONSENTRY_HOME",
-            help="State directory (lake, store, keys, deliveries).",
+            help="The Consentry home: lake, store, keys, deliveries. Every command but "
+            "`init` (which creates it) and `policy` needs an existing one.",
             show_default="./.consentry",
         ),
     ] = None,
@@ -58,7 +61,7 @@ def root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
     log_format: Annotated[
-        str | None,
+        LogFormat | None,
         typer.Option(
             "--log-format",
             help="Log lines as text or json (on stderr).",
@@ -69,7 +72,10 @@ def root(
     """Consentry command-line interface."""
     settings = Settings.from_env(home=home)
     if log_format is not None:
-        settings = replace(settings, log_format=log_format)
+        settings = replace(settings, log_format=log_format.value)
+    source = ctx.get_parameter_source("home")
+    # Where the home came from decides how a missing one is explained (`require_home`).
+    ctx.meta[HOME_SOURCE] = source.name.lower() if source is not None else "default"
     ctx.obj = settings
     start_invocation(ctx, settings)
 

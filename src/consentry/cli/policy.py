@@ -44,7 +44,8 @@ FileOption = Annotated[
 
 
 def _policy(ctx: typer.Context, file: Path | None) -> PolicyFile:
-    return load_policy(file if file is not None else settings_from(ctx).policy_file)
+    # The policy file is a setting, not part of a home: these commands need none.
+    return load_policy(file if file is not None else settings_from(ctx, home=False).policy_file)
 
 
 def _version_summary(v: PolicyVersion) -> dict[str, Any]:

@@ -15,10 +15,13 @@ import typer
 from rich.table import Table
 
 from consentry.cli.common import (
+    EngineOption,
     console,
     err_console,
     exits_cleanly,
+    plural,
     print_json,
+    progress,
     recover_first,
     settings_from,
 )
@@ -100,7 +103,7 @@ def _print_plan(plan: RetentionPlan) -> None:
         for line in e.explanation[1:]:
             console.print(f"  {e.category}: {line}", markup=False, highlight=False)
     for gap in plan.gaps:
-        console.print(f"  gap: {gap.message} ({gap.records:,} records)", markup=False)
+        console.print(f"  gap: {gap.message} ({plural(gap.records, 'record')})", markup=False)
     console.print(f"plan sha256 {plan.plan_sha256}", markup=False, highlight=False)
 
 
@@ -112,11 +115,10 @@ def retention_plan(
         str | None,
         typer.Option("--at", help="Plan for this instant (date or RFC 3339). Default: now."),
     ] = None,
-    engine: Annotated[
-        str | None, typer.Option("--engine", help="duckdb or spark. Default: the setting.")
-    ] = None,
+    engine: EngineOption = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the plan (JSON) to this file for apply.")
+        Path | None,
+        typer.Option("--out", "-o", help="Write the plan (JSON) to this file for apply."),
     ] = None,
     check_owners: Annotated[
         bool,
@@ -138,7 +140,9 @@ def retention_plan(
     _print_plan(plan)
     if out is not None:
         console.print(
-            f"plan written to {out}; apply it with: consentry retention apply {out}", markup=False
+            f"plan written to {out}; apply it with: consentry retention apply {out}",
+            markup=False,
+            soft_wrap=True,
         )
 
 
@@ -153,7 +157,14 @@ def retention_apply(
     settings = settings_from(ctx)
     plan = load_plan(plan_file)
     recover_first(settings)
-    purge = apply_plan(settings, plan, revoker=revoker())
+    with progress() as bar:
+        task = bar.add_task("applying the plan", total=None)
+        purge = apply_plan(
+            settings,
+            plan,
+            revoker=revoker(),
+            on_progress=lambda step: bar.update(task, description=step),
+        )
     if as_json:
         print_json(purge)
     else:
@@ -161,17 +172,19 @@ def retention_apply(
         console.print(f"purge {purge['purge_id']}: {purge['state']}", markup=False)
         for store, n in results["deleted"].items():
             if n:
-                console.print(f"  deleted {n:,} from {store}", markup=False)
+                console.print(f"  deleted {plural(n, 'record')} from {store}", markup=False)
         for store, n in results["anonymised"].items():
             if n:
-                console.print(f"  anonymised {n:,} in {store}", markup=False)
+                console.print(f"  anonymised {plural(n, 'record')} in {store}", markup=False)
+        dirs = plural(
+            results["delivery_dirs_removed"], "delivery directory", "delivery directories"
+        )
         console.print(
-            f"  delivery directories removed: {results['delivery_dirs_removed']}; "
-            f"revocations: {results['revocations']}",
+            f"  removed {dirs}; issued {plural(results['revocations'], 'revocation')}",
             markup=False,
         )
         left = sum(purge["evidence"]["remaining"].values())
-        console.print(f"  verification: {left:,} records left to purge", markup=False)
+        console.print(f"  verification: {plural(left, 'record')} left to purge", markup=False)
     if purge["state"] != "verified":
         raise ConsentryError(
             f"purge {purge['purge_id']} is applied but not verified: records remain "
@@ -214,7 +227,7 @@ def retention_status(
         )
     if purges:
         console.print(table)
-    console.print(f"active legal holds: {len(holds)}", markup=False)
+    console.print(f"{plural(len(holds), 'active legal hold')}", markup=False)
 
 
 @hold_app.command("add")
@@ -326,14 +339,15 @@ class ReportFormat(StrEnum):
 def report_processing(
     ctx: typer.Context,
     output_format: Annotated[
-        ReportFormat, typer.Option("--format", help="md (default), json or html.")
+        ReportFormat,
+        typer.Option("--format", help="Markdown, JSON or HTML.", case_sensitive=False),
     ] = ReportFormat.md,
     at: Annotated[
         str | None,
         typer.Option("--at", help="The policy and licensees in force then (default now)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write to this file, not stdout.")
+        Path | None, typer.Option("--out", "-o", help="Write to this file, not stdout.")
     ] = None,
 ) -> None:
     """Records of processing activities (GDPR Art. 30) from the policy and the licensees."""

@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from consentry.cli.common import (
     console,
     exits_cleanly,
+    plural,
     print_json,
     progress,
     recover_first,
@@ -84,9 +85,9 @@ def list_command(
         print_json(result)
         return
     console.print(
-        f"{report.licensee} at {result['as_of']}: {result['revoked']:,} revoked records "
-        f"({report.new:,} new) in {report.lineage_rows:,} lineage rows of "
-        f"{report.deliveries:,} deliveries; run {report.run_id}",
+        f"{report.licensee} at {result['as_of']}: {plural(result['revoked'], 'revoked record')} "
+        f"({report.new:,} new) in {plural(report.lineage_rows, 'lineage row')} of "
+        f"{plural(report.deliveries, 'delivery', 'deliveries')}; run {report.run_id}",
         highlight=False,
         soft_wrap=True,
     )
@@ -128,7 +129,7 @@ def overdue_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
     table = Table("licensee", "overdue", "oldest due")
     for entry in report["licensees"]:
         table.add_row(entry["licensee"], f"{entry['overdue']:,}", entry["oldest_due_at"])
-    console.print(f"{report['overdue']:,} overdue revocations at {report['at']}")
+    console.print(f"{plural(report['overdue'], 'overdue revocation')} at {report['at']}")
     console.print(table)
 
 

@@ -2,25 +2,60 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow.compute as pc
 import typer
 from rich.table import Table
 
 from consentry.cli.common import (
+    EngineOption,
     console,
     exits_cleanly,
+    money,
+    plural,
     print_json,
     progress,
     recover_first,
     settings_from,
 )
+from consentry.errors import BadInput, Problem, did_you_mean
 from consentry.scraping.evidence import write_evidence
 from consentry.scraping.meter import meter_for, replay
-from consentry.scraping.service import AssessOptions, record_assessment, run_assessment
+from consentry.scraping.service import (
+    AssessOptions,
+    load_owners,
+    record_assessment,
+    run_assessment,
+)
+from consentry.settings import Settings
 
-__all__ = ["register", "scraping_app"]
+__all__ = ["MeterBackend", "Mode", "Rounding", "register", "scraping_app"]
+
+
+class Rounding(StrEnum):
+    """`--rounding` (`consentry.scraping.rules.ROUNDINGS`)."""
+
+    pro_rata = "pro_rata"
+    per_full_million = "per_full_million"
+    per_started_million = "per_started_million"
+
+
+class Mode(StrEnum):
+    """`--mode` (`consentry.scraping.rules.MODES`)."""
+
+    earliest = "earliest"
+    max_total = "max_total"
+
+
+class MeterBackend(StrEnum):
+    """`meter-replay --backend`."""
+
+    memory = "memory"
+    redis = "redis"
+
 
 scraping_app = typer.Typer(
     help="Scraping enforcement: exact 24-hour windows, damages, evidence, online meter.",
@@ -43,13 +78,21 @@ VersionOption = Annotated[
     typer.Option("--policy-version", help="Policy version; default: in force at the last access."),
 ]
 RoundingOption = Annotated[
-    str | None,
+    Rounding | None,
     typer.Option(
-        "--rounding", help="pro_rata | per_full_million | per_started_million (default: policy)."
+        "--rounding",
+        help="How a window's posts become millions to bill.",
+        show_default="the policy's",
     ),
 ]
-ModeOption = Annotated[str, typer.Option("--mode", help="earliest (default) or max_total.")]
-EngineOption = Annotated[str | None, typer.Option("--engine", help="duckdb (default) or spark.")]
+ModeOption = Annotated[
+    Mode,
+    typer.Option(
+        "--mode",
+        help="Which windows to bill: the earliest over the line, or the "
+        "set with the largest total.",
+    ),
+]
 
 
 def _options(
@@ -57,8 +100,8 @@ def _options(
     entities: Path | None,
     policy: Path | None,
     policy_version: str | None,
-    rounding: str | None,
-    mode: str,
+    rounding: Rounding | None,
+    mode: Mode,
     engine: str | None,
     only: list[str] | None = None,
 ) -> AssessOptions:
@@ -67,11 +110,22 @@ def _options(
         entities=entities,
         policy_file=policy,
         policy_version=policy_version,
-        rounding=rounding,
-        mode=mode,
-        engine=engine,
+        rounding=None if rounding is None else rounding.value,
+        mode=mode.value,
+        engine=None if engine is None else str(engine),
         only=only,
     )
+
+
+def _entity_names(settings: Settings, entities: Path | None) -> set[str]:
+    """Every entity the entities table (the file given, else the lake's) names."""
+    owners = load_owners(settings, entities)
+    return {
+        str(name)
+        for part in (owners.exact, owners.ranges)
+        for name in pc.unique(part.column("entity")).to_pylist()
+        if name is not None
+    }
 
 
 @exits_cleanly
@@ -82,7 +136,7 @@ def assess_command(
     policy: PolicyOption = None,
     policy_version: VersionOption = None,
     rounding: RoundingOption = None,
-    mode: ModeOption = "earliest",
+    mode: ModeOption = Mode.earliest,
     engine: EngineOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -104,9 +158,10 @@ def assess_command(
     terms = assessment.terms
     console.print(
         f"policy {assessment.policy_version}: more than {terms.threshold:,} posts in "
-        f"{terms.window_us // 3_600_000_000} h, {terms.amount_per_million} {terms.currency} per "
-        f"million ({terms.rounding}, mode {assessment.mode}); {assessment.accesses:,} accesses, "
-        f"{len(assessment.entities):,} entities",
+        f"{terms.window_us // 3_600_000_000} h, {money(terms.amount_per_million, terms.currency)} "
+        f"per million ({terms.rounding}, mode {assessment.mode}); "
+        f"{plural(assessment.accesses, 'access', 'accesses')}, "
+        f"{plural(len(assessment.entities), 'entity', 'entities')}",
         highlight=False,
         soft_wrap=True,
     )
@@ -117,13 +172,14 @@ def assess_command(
             f"{e.max_posts_in_window:,}",
             e.max_window_start.isoformat().replace("+00:00", "Z"),
             str(len(e.windows)),
-            f"{e.amount:,.2f}",
+            money(e.amount, terms.currency),
         )
     console.print(table)
     console.print(
-        f"total {assessment.total_amount:,.2f} {terms.currency}"
+        f"total {money(assessment.total_amount, terms.currency)}"
         + (f" (recorded as {assessment_id})" if assessment_id else " (not recorded: no store)"),
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -133,18 +189,28 @@ def evidence_command(
     entity: Annotated[str, typer.Argument(help="The entity to build the evidence pack for.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Directory to write; default <home>/scraping/evidence/ENTITY."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Directory to write.",
+            show_default="<home>/scraping/evidence/ENTITY",
+        ),
     ] = None,
     events: EventsOption = None,
     entities: EntitiesOption = None,
     policy: PolicyOption = None,
     policy_version: VersionOption = None,
     rounding: RoundingOption = None,
-    mode: ModeOption = "earliest",
+    mode: ModeOption = Mode.earliest,
     engine: EngineOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write ENTITY's evidence pack: HTML report (PDF if possible), chart, events Parquet."""
+    """Write ENTITY's evidence pack: HTML report (PDF if possible), chart, events Parquet.
+
+    An ENTITY that is neither named by the entities table nor has accesses of its own (an
+    unattributed credential is its own entity) is bad input (exit 2), with the closest
+    known names.
+    """
     settings = settings_from(ctx)
     options = _options(
         events, entities, policy, policy_version, rounding, mode, engine, only=[entity]
@@ -154,14 +220,27 @@ def evidence_command(
         assessment = run_assessment(
             settings, options, on_progress=lambda s: bar.update(task, description=s)
         )
+        if assessment.entity(entity) is None:
+            known = _entity_names(settings, entities)
+            if entity not in known:
+                hint = did_you_mean(entity, known)
+                raise BadInput(
+                    Problem(
+                        "command line",
+                        None,
+                        "ENTITY",
+                        f"no entity named {entity!r}" + (f"; {hint}" if hint else ""),
+                    )
+                )
         bar.update(task, description="writing evidence")
         pack = write_evidence(settings, assessment, entity, out)
     if as_json:
         print_json(pack)
         return
+    windows = len(pack["windows"])
     console.print(
-        f"{entity}: {len(pack['windows'])} billed window(s), {pack['amount']} "
-        f"{pack['currency']}; evidence in {pack['directory']}",
+        f"{entity}: {plural(windows, 'billed window')}, "
+        f"{money(pack['amount'], pack['currency'])}; evidence in {pack['directory']}",
         highlight=False,
         soft_wrap=True,
     )
@@ -175,8 +254,12 @@ def meter_replay_command(
     policy: PolicyOption = None,
     policy_version: VersionOption = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="memory (default) or redis (CONSENTRY_REDIS_URL).")
-    ] = "memory",
+        MeterBackend,
+        typer.Option(
+            "--backend",
+            help="Where the meter counts: in memory, or in Redis (CONSENTRY_REDIS_URL).",
+        ),
+    ] = MeterBackend.memory,
     prefix: Annotated[
         str, typer.Option("--prefix", help="Redis key prefix (several meters may share Redis).")
     ] = "consentry:meter",
@@ -186,7 +269,7 @@ def meter_replay_command(
     settings = settings_from(ctx)
     meter = meter_for(
         settings,
-        backend=backend,
+        backend=backend.value,
         policy_file=policy,
         policy_version=policy_version,
         prefix=prefix,
@@ -200,7 +283,10 @@ def meter_replay_command(
     for row in report["entities"][:20]:
         table.add_row(row["entity"], f"{row['lower']:,}", f"{row['upper']:,}", row["level"] or "")
     console.print(table)
-    console.print(f"{report['events']:,} events, {len(report['alerts'])} alerts", highlight=False)
+    console.print(
+        f"{plural(report['events'], 'event')}, {plural(len(report['alerts']), 'alert')}",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

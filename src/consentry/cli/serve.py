@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from consentry.cli.common import err_console, exits_cleanly, settings_from
-from consentry.observe.logs import LOG_FORMATS, configure_logging
+from consentry.cli.common import LogFormat, LogLevel, err_console, exits_cleanly, settings_from
+from consentry.observe.logs import configure_logging
 from consentry.observe.metrics import MULTIPROC_ENV
 
 __all__ = ["register"]
@@ -23,11 +23,15 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
     log_level: Annotated[
-        str | None,
-        typer.Option(help="Lowest level logged.", show_default="CONSENTRY_LOG_LEVEL, else info"),
+        LogLevel | None,
+        typer.Option(
+            help="Lowest level logged.",
+            show_default="CONSENTRY_LOG_LEVEL, else info",
+            case_sensitive=False,
+        ),
     ] = None,
     log_format: Annotated[
-        str | None,
+        LogFormat | None,
         typer.Option(help="Log lines as text or json.", show_default="the root --log-format"),
     ] = None,
 ) -> None:
@@ -40,12 +44,8 @@ def serve(
        PROMETHEUS_MULTIPROC_DIR names one).
     """
     settings = settings_from(ctx)
-    fmt = log_format or settings.log_format
-    level = (log_level or settings.log_level or "info").lower()
-    if fmt not in LOG_FORMATS:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(LOG_FORMATS)}", param_hint="--log-format"
-        )
+    fmt = log_format.value if log_format is not None else settings.log_format
+    level = (log_level.value if log_level is not None else settings.log_level or "info").lower()
     # Workers are separate processes that rebuild settings from the environment, so hand
     # them the resolved values rather than the command line.
     os.environ["CONSENTRY_HOME"] = str(settings.home)

@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from consentry.cli.common import console, exits_cleanly, print_json, progress, settings_from
+from consentry.cli.common import (
+    console,
+    exits_cleanly,
+    plural,
+    print_json,
+    progress,
+    settings_from,
+)
 from consentry.errors import BadInput, Problem
 from consentry.instants import parse_instant
 from consentry.ledger.export import export_signals
@@ -36,6 +43,7 @@ def export_command(
         Path | None,
         typer.Option(
             "--out",
+            "-o",
             help="Write the NDJSON here; default <home>/signals/exports/CURSOR.ndjson "
             "(CURSOR.since-SINCE.ndjson for a diff).",
         ),
@@ -88,7 +96,7 @@ def export_command(
         print_json(asdict(result))
         return
     console.print(
-        f"{result.authors:,} authors at {result.at.isoformat()} (policy "
+        f"{plural(result.authors, 'author')} at {result.at.isoformat()} (policy "
         f"{result.policy_version}): {result.put:,} put, {result.remove:,} removed"
         + (f" since {result.since}" if result.since else ""),
         highlight=False,

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from consentry.audit import AuditSink, SqlAuditSink
 from consentry.audit.event_types import LicenseeChanged
 from consentry.delivery.minimise import KINDS, MinimisationConfig
-from consentry.errors import BadInput, ConsentryError, Problem
+from consentry.errors import BadInput, ConsentryError, Problem, did_you_mean
 from consentry.instants import rfc3339
 from consentry.keys import MASTER_KEY_ENV, Keyring, master_key_id
 from consentry.policy import PolicyFile, expand_region, is_region, load_policy
@@ -444,9 +444,15 @@ class LicenseeRegistry:
         return record
 
     def _unknown(self, name: str) -> BadInput:
-        known = [r.name for r in self.licensees()]
-        hint = f"known: {', '.join(known)}" if known else "there are none yet (licensee add)"
-        return BadInput(_problem("licensee", f"no licensee named {name!r}; {hint}"))
+        """Bad input naming the close known names (`did you mean 'acme'?`), else the known
+        ones, else saying there are none yet."""
+        hint = did_you_mean(name, [r.name for r in self.licensees()])
+        return BadInput(
+            _problem(
+                "licensee",
+                f"no licensee named {name!r}; {hint or 'there are none yet (licensee add)'}",
+            )
+        )
 
     def disable(self, name: str) -> tuple[LicenseeRecord, bool]:
         """Disable the licensee called `name`; return it and whether this call disabled it.

@@ -499,6 +499,31 @@ class PolicyFile:
                 current = v
         return current
 
+    def default_since(
+        self, purpose_key: str, region_code: str | None, at: datetime
+    ) -> PolicyVersion | None:
+        """The version since which `purpose_key`'s default for a user in `region_code` has
+        been what it is at `at` (what "on by default since policy …" names).
+
+        1. None when no version is in force at `at` or it lacks the purpose.
+        2. Otherwise walk back from the version in force: an earlier version counts while it
+           has the purpose with the same default for the region (`Purpose.default_for`); the
+           earliest version of that unbroken run is the answer.
+        """
+        current = self.version_at(at)
+        purpose = current.purpose(purpose_key) if current else None
+        if current is None or purpose is None:
+            return None
+        choice = purpose.default_for(region_code)
+        since = current
+        index = next(i for i, v in enumerate(self.versions) if v is current)
+        for earlier in reversed(self.versions[:index]):
+            before = earlier.purpose(purpose_key)
+            if before is None or before.default_for(region_code) is not choice:
+                break
+            since = earlier
+        return since
+
     def get(self, version: str) -> PolicyVersion:
         """The version named `version`; else PolicyVersionNotFoundError (KeyError, BadInput)."""
         for v in self.versions:

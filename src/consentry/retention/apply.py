@@ -15,7 +15,7 @@ import hmac
 import json
 import secrets
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -173,8 +173,10 @@ def apply_plan(
     *,
     revoker: Revoker | None = None,
     now: datetime | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Execute `plan` (as `load_plan` returned it) and verify it; return the purge record.
+    `on_progress` is told each step as it starts (a progress bar's description).
 
     A retention job (docs/invariants.md, I3) holding every lake table it may rewrite:
     1. Refuse a plan for a future instant, or whose inputs (policy file, lake snapshots,
@@ -199,6 +201,7 @@ def apply_plan(
     policy = load_policy(settings.policy_file)
     if policy.content_sha256 != plan.inputs["policy"]["content_sha256"]:
         raise _stale("the policy file", ["inputs.policy.content_sha256"])
+    step = on_progress or _quiet
     purge_id = _new_purge_id()
     with run_job(
         settings,
@@ -212,7 +215,9 @@ def apply_plan(
         with open_context(
             settings, at, backend=backend, policy=policy, owners=plan.owners_checked
         ) as ctx:
+            step("re-deriving the plan's candidates")
             _check_candidates(ctx, settings, plan)
+            step("saving the decisions")
             audit_seqs = _save_decisions(ctx, plan, workdir, revoker=revoker)
             version = ctx.version
         profile_rule = rule_for(version, "profile")
@@ -230,7 +235,11 @@ def apply_plan(
             },
         )
         _record_planned(job, plan, purge_id, version.version, now)
-        return complete_purge(settings, job, revoker=revoker)
+        return complete_purge(settings, job, revoker=revoker, on_progress=on_progress)
+
+
+def _quiet(_step: str) -> None:
+    """The progress callback when nobody watches."""
 
 
 def _check_candidates(ctx: PlanContext, settings: Settings, plan: RetentionPlan) -> None:
@@ -332,8 +341,15 @@ def _record_planned(
         )
 
 
-def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> dict[str, Any]:
-    """Every step of a planned purge that has not happened yet, from its saved decisions.
+def complete_purge(
+    settings: Settings,
+    job: Job,
+    *,
+    revoker: Revoker | None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Every step of a planned purge that has not happened yet, from its saved decisions
+    (`on_progress` is told each step as it starts).
 
     Each step records itself in the job (so a crash repeats nothing) and is idempotent (so
     a crash inside one repeats it harmlessly):
@@ -348,12 +364,14 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
     5. `retention.verified`: `verify_purge` re-queries every store; the saved decisions are
        then removed (the purge's record keeps only keyed digests of the purged keys).
     """
+    step = on_progress or _quiet
     intent = job.intent
     purge_id = intent["purge_id"]
     workdir = workdir_of(settings, job.id)
     lake = Lake(settings.lake_dir)
     key = anonymisation_key(Keyring.for_settings(settings))
     if "revocations" not in intent:
+        step("revoking delivered posts")
         delivered = pq.read_table(workdir / "delivered.parquet").column("post_id")
         revocations = 0
         if len(delivered):
@@ -381,6 +399,7 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
                     continue
             if not lake.exists(table):
                 continue
+            step(f"rewriting {table}")
             token = secrets.token_hex(8)
             if acts is None:
                 removed, blurred = stage_lineage_without(lake, intent["delivery_ids"], token), 0
@@ -391,15 +410,18 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
             tables[table] = entry
             job.step("retention.lake_staged", tables=tables)
         if not entry["live"]:
+            step(f"publishing {table}")
             lake.publish(table, entry["token"])
             tables[table] = {**entry, "live": True}
             job.step("retention.lake_published", tables=tables)
     if "dirs_removed" not in job.intent:
+        step("removing delivery directories")
         job.step(
             "retention.deliveries_removed",
             dirs_removed=remove_deliveries(settings, intent["delivery_ids"]),
         )
     if not _reached(job, "retention.applied"):
+        step("purging the control plane")
         with job.transaction("retention.applied") as session:
             store_deleted, store_anonymised, sums = apply_control_plane(
                 settings, session, workdir, job.intent, key
@@ -431,6 +453,7 @@ def complete_purge(settings: Settings, job: Job, *, revoker: Revoker | None) -> 
                 ),
             )
     if not _reached(job, "retention.verified"):
+        step("verifying every store")
         verify_purge(settings, job, key)
     shutil.rmtree(workdir, ignore_errors=True)
     with open_store(settings.resolved_database_url) as store, store.session() as session:

@@ -20,11 +20,11 @@ from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from consentry import __version__
-from consentry.ledger.rules import ConsentDecision, ConsentRule
+from consentry.ledger.rules import ConsentDecision, ConsentRule, minor_birth_cutoff
 from consentry.ledger.service import Evidence
 from consentry.policy import REGION_GROUPS, Choice, PolicyVersion, diff_versions, region_name
 from consentry.serving.services import Services, services
-from consentry.store.models import Subject
+from consentry.store.models import ConsentStateRow, RevocationRow, Subject
 from consentry.web import STATIC_DIR, templates
 from consentry.web.sessions import end_sessions, open_session, signed_in
 
@@ -60,19 +60,25 @@ def _where(region: str | None) -> str:
 
 
 def describe_decision(
-    decision: ConsentDecision, region: str | None, version: PolicyVersion | None
+    decision: ConsentDecision,
+    region: str | None,
+    version: PolicyVersion | None,
+    *,
+    default_since: str | None = None,
 ) -> tuple[str, str]:
     """The state in one word and the reason in words a person understands.
 
     1. Minors and unknown ages: off, and why it cannot be switched on.
     2. An explicit choice: on/off since the date the user chose.
     3. GPC: off because the browser's Global Privacy Control signal asked.
-    4. A regional or general default: what the default is, where, since which policy.
+    4. A regional or general default: what the default is, where, since which policy:
+       `default_since` (the first version of the run in which this default has held,
+       `PolicyFile.default_since`), else the version that decided.
     """
     on = decision.decision is Choice.ALLOW
     state = "On" if on else "Off"
     since = _date(decision.since)
-    policy = decision.policy_version or "?"
+    policy = default_since or decision.policy_version or "?"
     age = version.age_of_majority if version else 18
     match decision.rule:
         case ConsentRule.MINOR:
@@ -173,32 +179,93 @@ def _expired(request: Request) -> Response:
     )
 
 
+def _showcase(svc: Services, now: datetime) -> list[tuple[str, sa.Select[str]]]:
+    """One query per state the demo must let a visitor see (label, query of user ids).
+
+    Each picks among live accounts (not deleted, not deactivated); all but the minor are
+    adults, so that what the page shows is the state named, not the age rule.
+    """
+    version = svc.policy.version_at(now)
+    cutoff = minor_birth_cutoff(now, version.age_of_majority if version else 18)
+    live = sa.and_(Subject.deleted_at.is_(None), Subject.deactivated_at.is_(None))
+    adult = sa.and_(Subject.birth_date.is_not(None), Subject.birth_date <= cutoff)
+    user = sa.select(Subject.user_id).distinct()
+    state = ConsentStateRow.user_id == Subject.user_id
+    return [
+        ("a minor", user.where(live, Subject.birth_date > cutoff)),
+        (
+            "Global Privacy Control",
+            user.join(ConsentStateRow, state).where(live, adult, ConsentStateRow.source == "gpc"),
+        ),
+        (
+            "posts delivered, then revoked, deletion confirmed",
+            user.join(RevocationRow, RevocationRow.author_id == Subject.user_id).where(
+                live, RevocationRow.confirmed_at.is_not(None)
+            ),
+        ),
+        ("protected account", user.where(live, adult, Subject.protected.is_(True))),
+        (
+            "opted in",
+            user.join(ConsentStateRow, state).where(
+                live,
+                adult,
+                Subject.region.in_(sorted(REGION_GROUPS["EU"])),
+                ConsentStateRow.choice == Choice.ALLOW.value,
+                ConsentStateRow.source != "gpc",
+            ),
+        ),
+    ]
+
+
 def _demo_users(svc: Services, limit: int = 12) -> list[dict[str, Any]]:
-    """A spread of demo users: a few per region, adults and minors (demo homes only)."""
+    """The demo sign-in list (demo homes only).
+
+    1. First one person in each state worth seeing (`_showcase`): a minor, a Global
+       Privacy Control user, a user whose delivered posts were revoked and whose deletion
+       the licensee confirmed, a protected account, an EU user who opted in; a state no
+       account is in is left out.
+    2. Then a spread of regions, one account per region, up to `limit` in all.
+    """
     demo = svc.settings.home / "demo" / "demo.json"
     if not demo.exists():
         return []
+    now = datetime.now(UTC)
+    picked: dict[str, dict[str, Any]] = {}
     with svc.store.session() as session:
+
+        def add(user_id: str, region: str | None, birth: Any, label: str | None) -> None:
+            picked[user_id] = {
+                "user_id": user_id,
+                "region": region,
+                "where": _where(region),
+                "birth_date": birth,
+                "label": label,
+            }
+
+        for label, query in _showcase(svc, now):
+            chosen = session.scalars(
+                query.where(Subject.user_id.not_in(list(picked) or [""]))
+                .order_by(Subject.user_id)
+                .limit(1)
+            ).first()
+            if chosen is not None:
+                subject = session.get(Subject, chosen)
+                assert subject is not None
+                add(chosen, subject.region, subject.birth_date, label)
         rows = session.execute(
             sa.select(Subject.user_id, Subject.region, Subject.birth_date)
             .where(Subject.deleted_at.is_(None))
             .order_by(Subject.user_id)
             .limit(400)
         ).all()
-    picked: dict[str, dict[str, Any]] = {}
     seen_regions: set[str | None] = set()
     for user_id, region, birth in rows:
-        if region in seen_regions:
-            continue
-        seen_regions.add(region)
-        picked[user_id] = {
-            "user_id": user_id,
-            "region": region,
-            "where": _where(region),
-            "birth_date": birth,
-        }
         if len(picked) >= limit:
             break
+        if region in seen_regions or user_id in picked:
+            continue
+        seen_regions.add(region)
+        add(user_id, region, birth, None)
     return list(picked.values())
 
 
@@ -293,7 +360,10 @@ def privacy_settings(request: Request, svc: ServicesDep) -> Response:
     purposes = []
     for d in decisions:
         purpose = version.purpose(d.purpose) if version else None
-        state, reason = describe_decision(d, region, version)
+        first = svc.policy.default_since(d.purpose, region, now)
+        state, reason = describe_decision(
+            d, region, version, default_since=first.version if first else None
+        )
         locked = d.rule in (ConsentRule.MINOR, ConsentRule.UNKNOWN_AGE)
         purposes.append(
             {
