@@ -7,7 +7,6 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from consentry.cli import common
-from consentry.cli.common import Engine, LogFormat, money, plural
+from consentry.cli.common import Engine, LogFormat, plural
 from consentry.cli.keys import KeyKind
 from consentry.cli.main import app
 from consentry.cli.scraping import Mode, Rounding
@@ -252,12 +251,6 @@ def test_plural_with_an_irregular_plural(count: int, words: str) -> None:
 
 def test_plural_adds_an_s_by_default() -> None:
     assert (plural(1, "post"), plural(3, "post")) == ("1 post", "3 posts")
-
-
-def test_money_has_separators_cents_and_the_currency_code() -> None:
-    assert money(Decimal("70500"), "USD") == "USD 70,500.00"
-    assert money("52500.5", "EUR") == "EUR 52,500.50"
-    assert money(0, "USD") == "USD 0.00"
 
 
 # --- outside a home --------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def test_admin_pages_rank_entities_and_link_evidence(settings: Settings, demo_di
     assert html.count("consentry scraping evidence") == 1
     report = client.get("/admin/scraping/evidence/scraper-alpha/report.html")
     assert report.status_code == 200
-    assert "52500.00" in report.text
+    assert "USD 52,500.00" in report.text
     assert client.get("/admin/scraping/evidence/scraper-bravo/report.html").status_code == 404
     assert client.get("/admin/scraping/evidence/..%2Fx/report.html").status_code == 404
     meter_page = client.get("/admin/meter").text

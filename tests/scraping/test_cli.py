@@ -130,7 +130,7 @@ def test_evidence_pack(settings: Settings, demo_dir: Path, tmp_path: Path) -> No
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "report.html").read_text()
     assert "scraper-charlie" in html
-    assert "18000.00" in html
+    assert "USD 18,000.00" in html
     assert "192.0.2.66" in html
     # This home was never initialised: no ledger history, so the pack says so instead of
     # stating what was served (tests/scraping/test_served.py covers an initialised home).

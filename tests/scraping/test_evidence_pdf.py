@@ -72,7 +72,7 @@ def test_the_title_page_stands_alone(pack: tuple[Path, dict[str, Any]]) -> None:
         "Evidence of scraping",
         "scraper-charlie",
         "1,350,000 in 1,543 requests",
-        "18000.00 USD",
+        "USD 18,000.00",
         "2024-11-15",
         document["generated_at"],
         document["first_access"],

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from consentry.audit.events import AUDIT_EVENT_TYPES
 from consentry.audit.log import AuditLog
 from consentry.instants import rfc3339
+from consentry.policy import format_money
 from consentry.signing import Signer
 from consentry.store import Store
 from consentry.store.models import AuditEventRow, ConsentEventRow, RevocationRow, Subject
@@ -42,7 +43,6 @@ __all__ = [
     "field_label",
     "format_count",
     "format_duration",
-    "format_money",
     "latest_choice",
     "month_span",
     "months_between",
@@ -518,11 +518,6 @@ def field_label(name: str) -> str:
 def format_count(value: int | None) -> str:
     """A count with thousands separators; a suppressed one (None) as `<10`."""
     return f"<{SMALL_CELL}" if value is None else f"{value:,}"
-
-
-def format_money(amount: Decimal | int | str, currency: str) -> str:
-    """Money as the currency code and the amount with two decimals: `USD 70,500.00`."""
-    return f"{currency} {Decimal(str(amount)):,.2f}"
 
 
 def format_duration(seconds: float) -> str:

@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -42,7 +41,6 @@ __all__ = [
     "console",
     "err_console",
     "exits_cleanly",
-    "money",
     "out_path",
     "plural",
     "print_json",
@@ -164,12 +162,6 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     and the noun in the number it needs. The plural is `singular + "s"` unless given."""
     noun = singular if count == 1 else (plural_form or singular + "s")
     return f"{count:,} {noun}"
-
-
-def money(amount: Decimal | str | int, currency: str) -> str:
-    """`USD 70,500.00`: an amount with thousands separators and cents after its ISO 4217
-    code, as the policy wording writes prices (`USD 15,000 per 1,000,000 posts`)."""
-    return f"{currency} {Decimal(amount):,.2f}"
 
 
 def start_invocation(ctx: typer.Context, settings: Settings) -> None:

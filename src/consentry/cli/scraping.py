@@ -14,7 +14,6 @@ from consentry.cli.common import (
     EngineOption,
     console,
     exits_cleanly,
-    money,
     plural,
     print_json,
     progress,
@@ -22,6 +21,7 @@ from consentry.cli.common import (
     settings_from,
 )
 from consentry.errors import BadInput, Problem, did_you_mean
+from consentry.policy import format_money
 from consentry.scraping.evidence import write_evidence
 from consentry.scraping.meter import meter_for, replay
 from consentry.scraping.service import (
@@ -158,7 +158,8 @@ def assess_command(
     terms = assessment.terms
     console.print(
         f"policy {assessment.policy_version}: more than {terms.threshold:,} posts in "
-        f"{terms.window_us // 3_600_000_000} h, {money(terms.amount_per_million, terms.currency)} "
+        f"{terms.window_us // 3_600_000_000} h, "
+        f"{format_money(terms.amount_per_million, terms.currency)} "
         f"per million ({terms.rounding}, mode {assessment.mode}); "
         f"{plural(assessment.accesses, 'access', 'accesses')}, "
         f"{plural(len(assessment.entities), 'entity', 'entities')}",
@@ -172,11 +173,11 @@ def assess_command(
             f"{e.max_posts_in_window:,}",
             e.max_window_start.isoformat().replace("+00:00", "Z"),
             str(len(e.windows)),
-            money(e.amount, terms.currency),
+            format_money(e.amount, terms.currency),
         )
     console.print(table)
     console.print(
-        f"total {money(assessment.total_amount, terms.currency)}"
+        f"total {format_money(assessment.total_amount, terms.currency)}"
         + (f" (recorded as {assessment_id})" if assessment_id else " (not recorded: no store)"),
         highlight=False,
         soft_wrap=True,
@@ -240,7 +241,7 @@ def evidence_command(
     windows = len(pack["windows"])
     console.print(
         f"{entity}: {plural(windows, 'billed window')}, "
-        f"{money(pack['amount'], pack['currency'])}; evidence in {pack['directory']}",
+        f"{format_money(pack['amount'], pack['currency'])}; evidence in {pack['directory']}",
         highlight=False,
         soft_wrap=True,
     )

@@ -32,6 +32,7 @@ from consentry.policy.wording import (
     describe_purpose,
     describe_retention,
     describe_scraping,
+    format_money,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "describe_scraping",
     "diff_versions",
     "expand_region",
+    "format_money",
     "is_region",
     "load_policy",
     "parse_policy",

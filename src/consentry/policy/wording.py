@@ -14,6 +14,7 @@ __all__ = [
     "describe_purpose",
     "describe_retention",
     "describe_scraping",
+    "format_money",
     "join_regions",
     "join_words",
     "retention_limit",
@@ -137,6 +138,13 @@ def retention_limit(rule: RetentionRule) -> str:
 def describe_amount(amount: Decimal) -> str:
     """`15,000` for whole amounts, `15,000.50` otherwise."""
     return f"{amount:,.0f}" if amount == amount.to_integral_value() else f"{amount:,.2f}"
+
+
+def format_money(amount: Decimal | int | str, currency: str) -> str:
+    """Money as the policy writes prices: the ISO 4217 code, then the amount with thousands
+    separators and cents (`USD 70,500.00`). The one money format of pages, reports, the CLI
+    and evidence packs."""
+    return f"{currency} {Decimal(str(amount)):,.2f}"
 
 
 def scraping_terms(terms: ScrapingTerms) -> tuple[str, str]:

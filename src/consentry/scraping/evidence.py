@@ -36,6 +36,7 @@ from consentry import __version__
 from consentry.errors import ConsentryError
 from consentry.instants import rfc3339
 from consentry.ledger.sync import ledger_for
+from consentry.policy import format_money
 from consentry.scraping.attribution import ipv4_to_int
 from consentry.scraping.canonical import canonical_order
 from consentry.scraping.results import Assessment, EntityAssessment, from_us, to_us
@@ -80,6 +81,8 @@ _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("consentry.scraping", "templates"),
     autoescape=jinja2.select_autoescape(["html"]),
 )
+# Amounts as the policy writes prices (`USD 70,500.00`), like every page and the CLI.
+_TEMPLATES.filters["money"] = format_money
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from consentry import __version__
-from consentry.audit.transparency import format_money
 from consentry.instants import rfc3339
+from consentry.policy import format_money
 from consentry.scraping.evidence import safe_name
 from consentry.scraping.meter import MemoryMeter
 from consentry.scraping.results import from_us

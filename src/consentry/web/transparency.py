@@ -26,7 +26,6 @@ from consentry.audit.transparency import (
     family_details,
     format_count,
     format_duration,
-    format_money,
     latest_choice,
     month_span,
     ordered_events,
@@ -34,7 +33,7 @@ from consentry.audit.transparency import (
 )
 from consentry.errors import BadInput, Problem
 from consentry.instants import parse_instant
-from consentry.policy import PolicyFile, diff_versions, region_name
+from consentry.policy import PolicyFile, diff_versions, format_money, region_name
 from consentry.serving.services import Services, services
 from consentry.signing import Signer
 from consentry.store import Store
