@@ -11,7 +11,13 @@ is judged by the ledger's tests only, and a full run fits in about an hour on tw
    and run mutmut in a child process with only that package's modules and tests, under the
    Hypothesis profile `mutate` (few, derandomized examples: tests/conftest.py).
 2. `[tool.consentry.mutate] functions` limits large modules to their rule functions.
-3. Read every mutant's result, drop the ones recorded in tests/mutation_equivalents.toml as
+3. Results are kept in tests/mutation_results/ (one JSON file per module: each mutant's exit
+   code and each function's source hash, and per package its run's start and duration), put
+   back into build/mutate/ before a package runs. mutmut then resumes by its own rule: a
+   function whose source hash changed has its mutants run again, the others keep their
+   results. So a run cut short on one machine goes on from where it stopped on another, and
+   the report can be rebuilt anywhere. `--fresh` ignores the kept results.
+4. Read every mutant's result, drop the ones recorded in tests/mutation_equivalents.toml as
    equivalent (an entry whose mutated line no longer matches is stale and does not count),
    and write docs/mutation-report.md: date, duration, counts per module, the overall share
    killed, and each survivor with file:line and its diff.
@@ -25,6 +31,7 @@ import fcntl
 import fnmatch
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutate"
 REPORT = ROOT / "docs" / "mutation-report.md"
 EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.toml"
+KEPT = ROOT / "tests" / "mutation_results"
 SEPARATOR = "ǁ"  # mutmut's separator between class and method in a mutant's name
 
 # mutmut's exit codes, by what they mean for a mutant (mutmut/stats.py).
@@ -144,6 +152,62 @@ def in_package_root(package: str) -> Iterator[Path]:
         yield root
     finally:
         os.chdir(before)
+
+
+def _meta_path(package: str, module: str) -> Path:
+    """mutmut's results file for one module in the package's working directory."""
+    return WORK / package / (module + ".meta")
+
+
+def _kept_path(module: str) -> Path:
+    return KEPT / (dotted(module) + ".json")
+
+
+def keep_results(package: str) -> None:
+    """Copy the package's results (exit codes, function hashes, run record) into
+    tests/mutation_results/ (step 3): atomically, sorted, without mutmut's timings."""
+    KEPT.mkdir(parents=True, exist_ok=True)
+    for module in modules_by_package()[package]:
+        meta = _meta_path(package, module)
+        if not meta.exists():
+            continue
+        data = json.loads(meta.read_text("utf-8"))
+        kept = {
+            "module": module,
+            "exit_code_by_key": dict(sorted(data["exit_code_by_key"].items())),
+            "hash_by_function_name": dict(sorted(data["hash_by_function_name"].items())),
+        }
+        _write_atomic(_kept_path(module), json.dumps(kept, indent=1) + "\n")
+    record = WORK / f"{package}.run.json"
+    if record.exists():
+        _write_atomic(KEPT / f"{package}.run.json", record.read_text("utf-8"))
+
+
+def restore_results(package: str) -> None:
+    """Put kept results back where mutmut reads them, for modules that have none yet."""
+    for module in modules_by_package()[package]:
+        kept, meta = _kept_path(module), _meta_path(package, module)
+        if meta.exists() or not kept.exists():
+            continue
+        data = json.loads(kept.read_text("utf-8"))
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        restored = {
+            "exit_code_by_key": data["exit_code_by_key"],
+            "hash_by_function_name": data["hash_by_function_name"],
+            "type_check_error_by_key": {},
+            "durations_by_key": {},
+            "estimated_durations_by_key": {},
+        }
+        _write_atomic(meta, json.dumps(restored))
+    record, kept_record = WORK / f"{package}.run.json", KEPT / f"{package}.run.json"
+    if not record.exists() and kept_record.exists():
+        record.write_text(kept_record.read_text("utf-8"), "utf-8")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, "utf-8")
+    os.replace(tmp, path)
 
 
 def run_package(
@@ -312,8 +376,19 @@ def load_equivalents() -> list[dict[str, str]]:
     return list(tomllib.loads(EQUIVALENTS.read_text("utf-8")).get("equivalent", []))
 
 
+def _write_mutants(module: str) -> None:
+    """mutmut's mutated copy of one module, its kept results merged by function hash."""
+    from mutmut.__main__ import create_mutants_for_file
+
+    output = Path("mutants", module)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result = create_mutants_for_file(Path(module), output)
+    if result.error is not None:
+        raise result.error
+
+
 def collect(packages: list[str]) -> list[Mutant]:
-    """Every configured mutant's result, equivalents applied (step 3)."""
+    """Every configured mutant's result, equivalents applied (step 4)."""
     from mutmut.mutation.data import SourceFileMutationData
 
     equivalents = {e["mutant"]: e for e in load_equivalents()}
@@ -322,10 +397,14 @@ def collect(packages: list[str]) -> list[Mutant]:
     out: list[Mutant] = []
     for package in packages:
         for module in by_package[package]:
-            meta = WORK / package / (module + ".meta")
+            meta = _meta_path(package, module)
             if not meta.exists():
                 continue
             with in_package_root(package):
+                if not Path("mutants", module).exists():
+                    # Results restored from tests/mutation_results/ on a machine that has not
+                    # run mutmut: write the mutants (the diffs come from them).
+                    _write_mutants(module)
                 data = SourceFileMutationData(path=module)
                 data.load()
             globs = mutant_globs([module])
@@ -437,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--survivors", action="store_true", help="run again only the last run's survivors"
     )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: ignore the results kept in tests/mutation_results/",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "_package":
@@ -450,6 +534,11 @@ def main(argv: list[str] | None = None) -> int:
         survivors = bool(getattr(args, "survivors", False))
         for package in packages:
             print(f"== mutating {package}", flush=True)
+            if getattr(args, "fresh", False):
+                shutil.rmtree(WORK / package, ignore_errors=True)
+                (WORK / f"{package}.run.json").unlink(missing_ok=True)
+            else:
+                restore_results(package)
             record = WORK / f"{package}.run.json"
             started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
             spent, code = run_package(package, max_children, timeout, survivors)
@@ -461,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
                 json.dumps({"started": started, "seconds": spent, "exit": code}), "utf-8"
             )
             print(f"   {spent / 60:.1f} min, exit {code}", flush=True)
+            keep_results(package)
+    else:
+        for package in packages:
+            restore_results(package)
+            keep_results(package)
     runs: dict[str, tuple[float, int]] = {}
     starts: dict[str, str] = {}
     for package in modules_by_package():
