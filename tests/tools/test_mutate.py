@@ -21,7 +21,8 @@ MODULE = "src/consentry/engine/hmac.py"  # small, and one of the mutated modules
 
 def _driver() -> ModuleType:
     spec = importlib.util.spec_from_file_location("consentry_mutate", ROOT / "tools" / "mutate.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -54,7 +55,8 @@ def _forget_work(mutate: ModuleType) -> None:
 
 def test_kept_results_come_back_on_a_fresh_machine(driver: ModuleType) -> None:
     codes = _generate(driver)
-    assert codes and all(code is None for code in codes.values())
+    assert codes
+    assert all(code is None for code in codes.values())
     meta = driver._meta_path("engine", MODULE)
     data = json.loads(meta.read_text("utf-8"))
     judged = {name: (1 if i % 3 else 0) for i, name in enumerate(sorted(codes))}
@@ -65,7 +67,8 @@ def test_kept_results_come_back_on_a_fresh_machine(driver: ModuleType) -> None:
     )
     driver.keep_results("engine")
     kept = json.loads((driver.KEPT / "consentry.engine.hmac.json").read_text("utf-8"))
-    assert kept["module"] == MODULE and kept["exit_code_by_key"] == judged
+    assert kept["module"] == MODULE
+    assert kept["exit_code_by_key"] == judged
 
     _forget_work(driver)
     driver.restore_results("engine")
@@ -87,7 +90,8 @@ def test_a_changed_function_is_run_again(driver: ModuleType) -> None:
     driver.restore_results("engine")
     after = _generate(driver)
     again = {n for n, c in after.items() if c is None}
-    assert again and all(f"{changed}__mutmut_" in n for n in again)
+    assert again
+    assert all(f"{changed}__mutmut_" in n for n in again)
     assert all(c == 1 for n, c in after.items() if n not in again)
 
 
