@@ -136,3 +136,21 @@ def test_text_lines_read_as_key_values(capsys: Any) -> None:
     assert (level, event) == ("info", "demo.event")
     assert ts.endswith("Z")
     assert rest == ['count=3 note="two words"']
+
+
+def test_uvicorns_coloured_copy_of_its_message_is_not_a_field(capsys: Any) -> None:
+    import logging
+
+    configure_logging("text", "info")
+    try:
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on %s",
+            "http://127.0.0.1:8000",
+            extra={"color_message": "Uvicorn running on \x1b[1m%s\x1b[0m"},
+        )
+    finally:
+        configure_logging("text", "warning")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith('message="Uvicorn running on http://127.0.0.1:8000"'), line
+    assert "color_message" not in line
+    assert "\x1b" not in line

@@ -33,6 +33,11 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
         logger.log(level, event, extra={"event": event, "fields": fields})
 
 
+# Not fields of a line: ours are placed by `_base`; uvicorn's `color_message` is its message
+# again with terminal colour codes.
+_NOT_FIELDS = frozenset({"fields", "event", "request_id", "color_message"})
+
+
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     given = getattr(record, "fields", None)
@@ -40,7 +45,7 @@ def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
         fields.update(given)
     # Anything else passed through `extra=` (other libraries' or ours) comes along too.
     for key, value in record.__dict__.items():
-        if key not in _RESERVED and key not in ("fields", "event", "request_id"):
+        if key not in _RESERVED and key not in _NOT_FIELDS:
             fields[key] = value
     return fields
 
