@@ -90,3 +90,32 @@ def test_escaped_binary_keeps_64_bit_offsets_only_for_large_inputs(
 def test_needs_escape_only_for_backslash_tab_lf_cr(values: list[str], want: bool) -> None:
     """Other control bytes are not escaped; an empty column needs nothing."""
     assert needs_escape(pa.array(values, pa.string())) is want
+
+
+def test_the_clock_tables_spell_every_second_and_microsecond(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lookup tables behind the column form's instants, built afresh: `HH:MM:SS.` for
+    each second of a day and `ffffffZ` + TAB for each microsecond, checked against
+    `datetime`'s own spelling at spread-out and edge entries. (The tables are built once per
+    process and kept: without the reset a process that already built them, such as a mutation
+    run's forked worker, would never run the code under test.)"""
+    from datetime import UTC, datetime, timedelta
+
+    from consentry.scraping import canonical
+
+    monkeypatch.setattr(canonical, "_CLOCK", None)
+    monkeypatch.setattr(canonical, "_MICROS", None)
+    clock, micros = canonical._clock_tables()
+    assert (clock.dtype.itemsize, len(clock)) == (9, 86_400)
+    assert (micros.dtype.itemsize, len(micros)) == (8, 1_000_000)
+    midnight = datetime(2025, 3, 5, tzinfo=UTC)
+    for second in (0, 1, 9, 10, 59, 60, 599, 600, 3599, 3600, 36_000, 45_296, 86_399):
+        spelled = (midnight + timedelta(seconds=second)).strftime("%H:%M:%S.").encode()
+        assert clock[second].tobytes() == spelled, second
+    for micro in (0, 1, 9, 10, 99, 100, 12_345, 100_000, 654_321, 999_999):
+        assert micros[micro].tobytes() == f"{micro:06d}Z\t".encode(), micro
+    # Once built, the same tables are returned (they are not rebuilt per call).
+    again = canonical._clock_tables()
+    assert again[0] is clock
+    assert again[1] is micros
