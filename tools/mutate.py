@@ -248,6 +248,34 @@ def _survivors(package: str) -> list[str]:
     return names
 
 
+def refresh_data_files(package: str) -> None:
+    """Bring the package's copy of src/ up to date for files that are not Python modules.
+
+    mutmut copies src/ into its working directory once and, on later runs, refreshes only
+    Python modules: a template, stylesheet or policy file changed since would otherwise be
+    read stale by every test of the run (and the unmutated test pass would fail on it).
+    1. Copy every non-Python file under src/ whose bytes differ (or that is missing).
+    2. Remove non-Python files that src/ no longer has.
+    """
+    source_root, copy_root = ROOT / "src", WORK / package / "src"
+    if not copy_root.exists():
+        return  # mutmut's first run copies everything itself
+    for source in source_root.rglob("*"):
+        if not source.is_file() or source.suffix in {".py", ".pyc"}:
+            continue
+        target = copy_root / source.relative_to(source_root)
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    for target in copy_root.rglob("*"):
+        if not target.is_file() or target.suffix in {".py", ".pyc", ".meta", ".spans"}:
+            continue
+        if "__pycache__" in target.parts:
+            continue
+        if not (source_root / target.relative_to(copy_root)).exists():
+            target.unlink()
+
+
 def _package_main(package: str, max_children: int, survivors: bool = False) -> None:
     """Inside the child: configure mutmut for one package and run it (step 1)."""
     os.chdir(package_root(package))
@@ -257,6 +285,7 @@ def _package_main(package: str, max_children: int, survivors: bool = False) -> N
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SystemExit(f"{package} is being mutated by another run") from None
+    refresh_data_files(package)
     from mutmut import __main__ as mutmut_main
     from mutmut import configuration
 

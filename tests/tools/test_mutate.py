@@ -104,3 +104,24 @@ def test_restore_leaves_a_run_in_progress_alone(driver: ModuleType) -> None:
     meta.write_text(json.dumps(data), "utf-8")
     driver.restore_results("engine")  # build/ has results: they win over the kept ones
     assert json.loads(meta.read_text("utf-8"))["durations_by_key"] == {"marker": 1.0}
+
+
+def test_data_files_are_brought_up_to_date_and_mutmuts_own_kept(driver: ModuleType) -> None:
+    """mutmut refreshes only Python modules in its copy of src/: a template changed since the
+    first run must not be read stale (the unmutated test pass failed on one)."""
+    copy = driver.WORK / "web" / "src" / "consentry"
+    template = "web/templates/base.html"
+    (copy / template).parent.mkdir(parents=True)
+    (copy / template).write_text("<p>stale</p>", "utf-8")
+    (copy / "web" / "templates" / "gone.html").write_text("removed from src", "utf-8")
+    for own in ("pages.py.meta", "pages.py.spans", "pages.py"):
+        (copy / "web" / own).write_text("mutmut's", "utf-8")
+
+    driver.refresh_data_files("web")
+
+    source = ROOT / "src" / "consentry"
+    assert (copy / template).read_bytes() == (source / template).read_bytes()
+    assert (copy / "web" / "static" / "consentry.css").exists()  # missing ones are copied
+    assert not (copy / "web" / "templates" / "gone.html").exists()
+    for own in ("pages.py.meta", "pages.py.spans", "pages.py"):
+        assert (copy / "web" / own).read_text("utf-8") == "mutmut's"
