@@ -17,7 +17,9 @@ Not a test: nothing is asserted. Run (issue target: >= 5,000 lookups/s on this m
    a real HTTP client, httpx's `AsyncClient` on an `ASGITransport`, `--concurrency`
    requests in flight, rotating over random posts or authors; every answer must be 200.
 3. Peer: the authenticated `GET /v1/users/{id}/signals` (a user's own token), the route
-   that existed before, driven the same way.
+   that existed before, driven the same way. And the app alone: the same random authors
+   (and posts) handed to the ASGI app as ASGI calls, with no HTTP client in the process
+   (httpx's own work is most of the CPU of the rows above).
 4. Also: building the post -> author index from the lake (rows/s), and what a DuckDB point
    query per post over the snapshot's Parquet would cost instead (the alternative the
    in-memory index replaces).
@@ -25,9 +27,12 @@ Not a test: nothing is asserted. Run (issue target: >= 5,000 lookups/s on this m
    code from `--server-src` when given, for a before/after on one machine), driven by
    `wrk -t T -c C -d D` with a Lua script rotating over random authors (or posts) drawn
    like the in-process sides (each wrk thread starts at its own place in the list), or by
-   the closed-loop httpx generator of `api_bench` when wrk is not installed. Reported:
-   requests per second, and per CPU-second of the server's processes (read from /proc:
-   steadier than the rate when the machine is shared).
+   the closed-loop httpx generator of `api_bench` when wrk is not installed. Authors and
+   posts uniformly at random (each worker then answers most requests from the ledger:
+   20,000 authors are rarely asked twice within its cache's 1 s), and authors drawn from
+   a Zipf law (s = 1.1; a platform's page views: popular authors are asked again and
+   again). Reported: requests per second, and per CPU-second of the server's processes
+   (read from /proc: steadier than the rate when the machine is shared).
 Each side runs in its own process (`run_isolated`), so each peak RSS is its own.
 """
 
@@ -191,6 +196,46 @@ def direct(home: str, requests: int, seed: int) -> dict[str, Any]:
             "statuses": {200: requests}, "refused": refused}  # fmt: skip
 
 
+def app_alone(home: str, kind: str, requests: int, seed: int) -> dict[str, Any]:
+    """`requests` GETs of random authors (or posts) handed to the ASGI app as ASGI calls,
+    one after the other: the app's own CPU per request, with no HTTP client."""
+    from consentry.api.app import create_app
+    from consentry.settings import Settings
+
+    app = create_app(Settings(home=Path(home)))
+    paths = served_paths(home, kind, requests, seed)
+    statuses: dict[int, int] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+    async def call(path: str) -> None:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "headers": [(b"host", b"bench")],
+            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {},
+        }  # fmt: skip
+        await app(scope, receive, send)
+
+    async def run() -> tuple[float, float]:
+        for path in paths[:200]:  # warm up (their answers may stay in the cache)
+            await call(path)
+        statuses.clear()
+        cpu = time.process_time()
+        with stopwatch() as sw:
+            for path in paths:
+                await call(path)
+        return sw.seconds, time.process_time() - cpu
+
+    seconds, cpu = asyncio.run(run())
+    return {"requests": requests, "seconds": seconds, "cpu": cpu, "statuses": statuses}
+
+
 def index_build(home: str) -> dict[str, Any]:
     """Build the post -> author index from the lake's live snapshot; its size in bytes."""
     from consentry.engine.lake import Lake
@@ -241,7 +286,8 @@ end
 
 def served_paths(home: str, kind: str, count: int, seed: int) -> list[str]:
     """`count` request paths of `kind` (`author` or `post`), drawn at random (with repeats)
-    from the home's users or posts."""
+    from the home's users or posts; `author, zipf`: authors drawn from a Zipf law (s = 1.1)
+    over a random order of the users."""
     from consentry.engine.lake import Lake
     from consentry.engine.post_authors import PostAuthors
     from consentry.store import open_store
@@ -256,7 +302,12 @@ def served_paths(home: str, kind: str, count: int, seed: int) -> list[str]:
     store = open_store(f"sqlite:///{Path(home) / 'consentry.db'}")
     with store, store.engine.connect() as conn:
         users = [r[0] for r in conn.exec_driver_sql("SELECT user_id FROM subjects")]
-    return [f"/v1/public/signals/authors/{users[i]}" for i in rng.integers(0, len(users), count)]
+    if kind == "author, zipf":
+        order = rng.permutation(len(users))
+        picks = order[(rng.zipf(1.1, count) - 1) % len(users)]
+    else:
+        picks = rng.integers(0, len(users), count)
+    return [f"/v1/public/signals/authors/{users[i]}" for i in picks]
 
 
 def real_server(home: str, args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
@@ -271,14 +322,14 @@ def real_server(home: str, args: argparse.Namespace, scratch: Path) -> list[dict
     log = scratch / "server.log"
     with Server(Path(home), args.server_workers, log, source=args.server_src,
                 log_level=args.server_log_level) as server:  # fmt: skip
-        for kind in ("author", "post"):
+        for kind in ("author", "post", "author, zipf"):
             paths = served_paths(home, kind, 50_000, args.seed + 1)
             with httpx.Client(base_url=server.base, timeout=30, trust_env=False) as client:
                 for path in paths[-200 * args.server_workers :]:  # warm every worker up
                     client.get(path).raise_for_status()
             cpu = server.cpu_seconds()
             if wrk is not None:
-                script = scratch / f"{kind}.lua"
+                script = scratch / f"{kind.replace(', ', '-')}.lua"
                 script.write_text(_ROTATE_LUA % {
                     "paths": ",".join(json.dumps(p) for p in paths),
                     "threads": args.server_threads,
@@ -340,6 +391,10 @@ def main(argv: list[str] | None = None) -> None:
         runs["direct"] = run_isolated(direct, home, args.requests, args.seed)
         for kind in ("post", "author", "peer", "floor"):
             runs[kind] = run_isolated(drive, home, kind, args.requests, args.concurrency, args.seed)
+        for kind in ("post", "author"):
+            runs[f"{kind}, app alone"] = run_isolated(
+                app_alone, home, kind, args.requests, args.seed
+            )
         built = run_isolated(index_build, home)
         points = run_isolated(duckdb_points, home, args.duckdb_lookups, args.seed)
         served = [] if args.no_server else real_server(home, args, Path(tmp))
@@ -351,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
         "post": "ours: GET /v1/public/signals/posts/{id}",
         "author": "ours: GET /v1/public/signals/authors/{id}",
         "peer": "peer: GET /v1/users/{id}/signals (token)",
+        "post, app alone": "ours, ASGI calls, no client: posts/{id}",
+        "author, app alone": "ours, ASGI calls, no client: authors/{id}",
     }
     rows: list[list[Any]] = []
     for kind, measured in runs.items():
@@ -363,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
              measured.peak_rss_mib, statuses]
         )  # fmt: skip
     print_table(
-        f"Lookups (HTTP: the ASGI app, httpx ASGITransport, {args.concurrency} in flight)",
+        f"Lookups in one process (HTTP rows: httpx ASGITransport, {args.concurrency} in flight)",
         ["side", "lookups", "seconds", "lookups/s", "per CPU-s", "vs peer", "peak MiB", "statuses"],
         rows,
     )
