@@ -31,8 +31,10 @@ Not a test: nothing is asserted. Run (issue target: >= 5,000 lookups/s on this m
    posts uniformly at random (each worker then answers most requests from the ledger:
    20,000 authors are rarely asked twice within its cache's 1 s), and authors drawn from
    a Zipf law (s = 1.1; a platform's page views: popular authors are asked again and
-   again). Reported: requests per second, and per CPU-second of the server's processes
-   (read from /proc: steadier than the rate when the machine is shared).
+   again). Reported: requests per second, per CPU-second of the server's processes (read
+   from /proc: steadier than the rate when the machine is shared), the load generator's
+   CPU per request, and the ceiling they imply: the requests per second all the cores
+   would carry with nothing else running (cores / the CPU seconds of both per request).
 Each side runs in its own process (`run_isolated`), so each peak RSS is its own.
 """
 
@@ -41,10 +43,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -206,10 +211,10 @@ def app_alone(home: str, kind: str, requests: int, seed: int) -> dict[str, Any]:
     paths = served_paths(home, kind, requests, seed)
     statuses: dict[int, int] = {}
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> MutableMapping[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses[message["status"]] = statuses.get(message["status"], 0) + 1
 
@@ -328,6 +333,7 @@ def real_server(home: str, args: argparse.Namespace, scratch: Path) -> list[dict
                 for path in paths[-200 * args.server_workers :]:  # warm every worker up
                     client.get(path).raise_for_status()
             cpu = server.cpu_seconds()
+            client_before = _client_cpu()
             if wrk is not None:
                 script = scratch / f"{kind.replace(', ', '-')}.lua"
                 script.write_text(_ROTATE_LUA % {
@@ -354,9 +360,18 @@ def real_server(home: str, args: argparse.Namespace, scratch: Path) -> list[dict
             results.append({
                 "kind": kind, "generator": "wrk" if wrk else "httpx", "requests": count,
                 "seconds": seconds, "p50_ms": p50, "p99_ms": p99, "errors": errors,
-                "cpu": server.cpu_seconds() - cpu, "load": load_note(),
+                "cpu": server.cpu_seconds() - cpu, "client_cpu": _client_cpu() - client_before,
+                "load": load_note(),
             })  # fmt: skip
     return results
+
+
+def _client_cpu() -> float:
+    """CPU seconds of the load generator so far: this process (the httpx generator) and
+    its finished children (wrk; the server is not waited for until it stops)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -441,17 +456,26 @@ def main(argv: list[str] | None = None) -> None:
     no_http = rate(runs["direct"].value["requests"], runs["direct"].value["seconds"])
     print(f"per post, lookups/s: {through_app:,.0f} through the app, {no_http:,.0f} without HTTP")
     if served:
+        cores = os.cpu_count() or 1
         print_table(
             f"Real server: consentry serve --workers {args.server_workers} "
             f"(log level {args.server_log_level}"
             f"{', code from ' + str(args.server_src) if args.server_src else ''}), "
             f"{args.server_connections} connections, {args.server_duration} s, random ids",
             ["kind", "generator", "requests", "req/s", "p50 ms", "p99 ms", "errors",
-             "per server CPU-s", "server CPU ms/req", "load then"],
+             "per server CPU-s", "server CPU ms/req", "client CPU ms/req",
+             f"{cores}-core ceiling req/s", "load then"],
             [[r["kind"], r["generator"], r["requests"], rate(r["requests"], r["seconds"]),
               r["p50_ms"], r["p99_ms"], r["errors"], rate(r["requests"], r["cpu"]),
-              r["cpu"] * 1000 / max(1, r["requests"]), r["load"]] for r in served],
+              r["cpu"] * 1000 / max(1, r["requests"]),
+              r["client_cpu"] * 1000 / max(1, r["requests"]),
+              rate(cores * r["requests"], r["cpu"] + r["client_cpu"]), r["load"]]
+             for r in served],
         )  # fmt: skip
+        print(
+            f"ceiling: what {cores} cores would serve if server and load generator had them "
+            "to themselves (requests / their CPU seconds); req/s is what they got here"
+        )
 
 
 if __name__ == "__main__":
