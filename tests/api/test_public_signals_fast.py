@@ -11,9 +11,10 @@ import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +25,7 @@ from consentry.engine.lake import Lake
 from consentry.errors import ConsentryError
 from consentry.ledger.service import Evidence
 from consentry.policy import Choice
+from consentry.schema import arrow_schema
 from consentry.serving.services import Services
 from consentry.settings import Settings
 from tests.api.conftest import World, make_world, problem_items
@@ -137,7 +139,7 @@ def test_a_change_this_process_records_is_answered_at_once(settings: Settings) -
     assert _usage(world, "alice") == ALLOWED
 
 
-def test_synced_subjects_are_answered_at_once(settings: Settings) -> None:
+def test_bulk_writes_are_answered_at_once(settings: Settings) -> None:
     world = make_world(replace(settings, signals_cache_ms=LONG_MS))
     assert _usage(world, "alice") == ALLOWED
     assert _usage(world, "zoe") == "train-ai=n, search=y"  # unknown: the site default
@@ -147,6 +149,20 @@ def test_synced_subjects_are_answered_at_once(settings: Settings) -> None:
     )
     assert _usage(world, "alice") == REFUSED
     assert _usage(world, "zoe") == ALLOWED
+    # Imported history: zoe opted out of third-party training an hour ago.
+    events = pa.table(
+        {
+            "event_id": ["ev-1"],
+            "user_id": ["zoe"],
+            "purpose": [THIRD],
+            "choice": ["deny"],
+            "at": pa.array([datetime.now(UTC) - timedelta(hours=1)], pa.timestamp("us", "UTC")),
+            "source": ["settings"],
+        },
+        schema=arrow_schema("consent_events"),
+    )
+    assert world.ledger.import_events(events).events_new == 1
+    assert _usage(world, "zoe") == REFUSED
 
 
 def test_the_bound_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
