@@ -1,9 +1,12 @@
-"""Benchmark: the public signals endpoint, per post and per author, through the ASGI app.
+"""Benchmark: the public signals endpoint, per post and per author, through the ASGI app
+and through a real server.
 
 Not a test: nothing is asserted. Run (issue target: >= 5,000 lookups/s on this machine):
 
     .venv/bin/python bench/public_signals.py [--users 20000] [--posts 200000]
         [--requests 20000] [--concurrency 8] [--seed 7]
+        [--server-workers 2] [--server-duration 10] [--server-connections 32]
+        [--server-threads 2] [--server-log-level info] [--server-src DIR] [--no-server]
 
 1. Build a temporary home (`init_home`): `--users` subjects (`ConsentLedger.sync_subjects`)
    with a third of them having made 1 to 3 consent choices (`import_events`), and a
@@ -14,10 +17,24 @@ Not a test: nothing is asserted. Run (issue target: >= 5,000 lookups/s on this m
    a real HTTP client, httpx's `AsyncClient` on an `ASGITransport`, `--concurrency`
    requests in flight, rotating over random posts or authors; every answer must be 200.
 3. Peer: the authenticated `GET /v1/users/{id}/signals` (a user's own token), the route
-   that existed before, driven the same way.
+   that existed before, driven the same way. And the app alone: the same random authors
+   (and posts) handed to the ASGI app as ASGI calls, with no HTTP client in the process
+   (httpx's own work is most of the CPU of the rows above).
 4. Also: building the post -> author index from the lake (rows/s), and what a DuckDB point
    query per post over the snapshot's Parquet would cost instead (the alternative the
    in-memory index replaces).
+5. A real server: `consentry serve --workers N` on the same home (`api_bench.Server`; its
+   code from `--server-src` when given, for a before/after on one machine), driven by
+   `wrk -t T -c C -d D` with a Lua script rotating over random authors (or posts) drawn
+   like the in-process sides (each wrk thread starts at its own place in the list), or by
+   the closed-loop httpx generator of `api_bench` when wrk is not installed. Authors and
+   posts uniformly at random (each worker then answers most requests from the ledger:
+   20,000 authors are rarely asked twice within its cache's 1 s), and authors drawn from
+   a Zipf law (s = 1.1; a platform's page views: popular authors are asked again and
+   again). Reported: requests per second, per CPU-second of the server's processes (read
+   from /proc: steadier than the rate when the machine is shared), the load generator's
+   CPU per request, and the ceiling they imply: the requests per second all the cores
+   would carry with nothing else running (cores / the CPU seconds of both per request).
 Each side runs in its own process (`run_isolated`), so each peak RSS is its own.
 """
 
@@ -25,8 +42,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import resource
+import shutil
+import subprocess
 import tempfile
 import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -178,6 +201,46 @@ def direct(home: str, requests: int, seed: int) -> dict[str, Any]:
             "statuses": {200: requests}, "refused": refused}  # fmt: skip
 
 
+def app_alone(home: str, kind: str, requests: int, seed: int) -> dict[str, Any]:
+    """`requests` GETs of random authors (or posts) handed to the ASGI app as ASGI calls,
+    one after the other: the app's own CPU per request, with no HTTP client."""
+    from consentry.api.app import create_app
+    from consentry.settings import Settings
+
+    app = create_app(Settings(home=Path(home)))
+    paths = served_paths(home, kind, requests, seed)
+    statuses: dict[int, int] = {}
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+    async def call(path: str) -> None:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "headers": [(b"host", b"bench")],
+            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {},
+        }  # fmt: skip
+        await app(scope, receive, send)
+
+    async def run() -> tuple[float, float]:
+        for path in paths[:200]:  # warm up (their answers may stay in the cache)
+            await call(path)
+        statuses.clear()
+        cpu = time.process_time()
+        with stopwatch() as sw:
+            for path in paths:
+                await call(path)
+        return sw.seconds, time.process_time() - cpu
+
+    seconds, cpu = asyncio.run(run())
+    return {"requests": requests, "seconds": seconds, "cpu": cpu, "statuses": statuses}
+
+
 def index_build(home: str) -> dict[str, Any]:
     """Build the post -> author index from the lake's live snapshot; its size in bytes."""
     from consentry.engine.lake import Lake
@@ -208,6 +271,109 @@ def duckdb_points(home: str, lookups: int, seed: int) -> dict[str, Any]:
     return {"requests": lookups, "seconds": sw.seconds}
 
 
+_ROTATE_LUA = """
+local paths = {%(paths)s}
+local n = #paths
+local started = 0
+function setup(thread)
+  thread:set("offset", started)
+  started = started + 1
+end
+function init(args)
+  i = math.floor(offset * n / %(threads)d)
+end
+function request()
+  i = i %% n + 1
+  return wrk.format("GET", paths[i])
+end
+"""
+
+
+def served_paths(home: str, kind: str, count: int, seed: int) -> list[str]:
+    """`count` request paths of `kind` (`author` or `post`), drawn at random (with repeats)
+    from the home's users or posts; `author, zipf`: authors drawn from a Zipf law (s = 1.1)
+    over a random order of the users."""
+    from consentry.engine.lake import Lake
+    from consentry.engine.post_authors import PostAuthors
+    from consentry.store import open_store
+
+    rng = np.random.default_rng(seed)
+    if kind == "post":
+        posts = PostAuthors(Lake(Path(home) / "lake")).index()
+        return [
+            f"/v1/public/signals/posts/{posts.post_ids[i].decode()}"
+            for i in rng.integers(0, len(posts), count)
+        ]
+    store = open_store(f"sqlite:///{Path(home) / 'consentry.db'}")
+    with store, store.engine.connect() as conn:
+        users = [r[0] for r in conn.exec_driver_sql("SELECT user_id FROM subjects")]
+    if kind == "author, zipf":
+        order = rng.permutation(len(users))
+        picks = order[(rng.zipf(1.1, count) - 1) % len(users)]
+    else:
+        picks = rng.integers(0, len(users), count)
+    return [f"/v1/public/signals/authors/{users[i]}" for i in picks]
+
+
+def real_server(home: str, args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
+    """Per kind (author, post): one load run against `consentry serve` on `home`; its
+    requests, seconds, errors and the server's CPU seconds."""
+    import httpx
+
+    from api_bench import Server, _drive, _parse_wrk
+
+    wrk = shutil.which("wrk")
+    results = []
+    log = scratch / "server.log"
+    with Server(Path(home), args.server_workers, log, source=args.server_src,
+                log_level=args.server_log_level) as server:  # fmt: skip
+        for kind in ("author", "post", "author, zipf"):
+            paths = served_paths(home, kind, 50_000, args.seed + 1)
+            with httpx.Client(base_url=server.base, timeout=30, trust_env=False) as client:
+                for path in paths[-200 * args.server_workers :]:  # warm every worker up
+                    client.get(path).raise_for_status()
+            cpu = server.cpu_seconds()
+            client_before = _client_cpu()
+            if wrk is not None:
+                script = scratch / f"{kind.replace(', ', '-')}.lua"
+                script.write_text(_ROTATE_LUA % {
+                    "paths": ",".join(json.dumps(p) for p in paths),
+                    "threads": args.server_threads,
+                })  # fmt: skip
+                command = [wrk, "-t", str(args.server_threads), "-c",
+                           str(args.server_connections), "-d", f"{args.server_duration}s",
+                           "--timeout", "10s", "--latency", "-s", str(script),
+                           server.base]  # fmt: skip
+                done = subprocess.run(command, capture_output=True, text=True, check=True,
+                                      timeout=args.server_duration + 120)  # fmt: skip
+                count, seconds, p50, p99, errors = _parse_wrk(done.stdout)
+            else:
+                settings = argparse.Namespace(
+                    connections=args.server_connections,
+                    duration=args.server_duration,
+                    py_requests=10**9,
+                )
+                plan: list[tuple[str, str, dict[str, str], bytes | None]] = [
+                    ("GET", path, {}, None) for path in paths
+                ]
+                count, seconds, p50, p99, errors = asyncio.run(_drive(server.base, plan, settings))
+            results.append({
+                "kind": kind, "generator": "wrk" if wrk else "httpx", "requests": count,
+                "seconds": seconds, "p50_ms": p50, "p99_ms": p99, "errors": errors,
+                "cpu": server.cpu_seconds() - cpu, "client_cpu": _client_cpu() - client_before,
+                "load": load_note(),
+            })  # fmt: skip
+    return results
+
+
+def _client_cpu() -> float:
+    """CPU seconds of the load generator so far: this process (the httpx generator) and
+    its finished children (wrk; the server is not waited for until it stops)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=20_000)
@@ -216,6 +382,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duckdb-lookups", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--server-workers", type=int, default=2, help="real server's workers")
+    parser.add_argument("--server-duration", type=int, default=10, help="seconds per load run")
+    parser.add_argument("--server-connections", type=int, default=32)
+    parser.add_argument("--server-threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--server-log-level", default="info", help="the server's (info: a line per request)"
+    )
+    parser.add_argument(
+        "--server-src", type=Path, default=None, help="serve this source directory's code"
+    )
+    parser.add_argument("--no-server", action="store_true", help="skip the real server")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="consentry-signals-bench-") as tmp:
@@ -229,8 +406,13 @@ def main(argv: list[str] | None = None) -> None:
         runs["direct"] = run_isolated(direct, home, args.requests, args.seed)
         for kind in ("post", "author", "peer", "floor"):
             runs[kind] = run_isolated(drive, home, kind, args.requests, args.concurrency, args.seed)
+        for kind in ("post", "author"):
+            runs[f"{kind}, app alone"] = run_isolated(
+                app_alone, home, kind, args.requests, args.seed
+            )
         built = run_isolated(index_build, home)
         points = run_isolated(duckdb_points, home, args.duckdb_lookups, args.seed)
+        served = [] if args.no_server else real_server(home, args, Path(tmp))
 
     peer_rate = rate(runs["peer"].value["requests"], runs["peer"].value["seconds"])
     labels = {
@@ -239,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
         "post": "ours: GET /v1/public/signals/posts/{id}",
         "author": "ours: GET /v1/public/signals/authors/{id}",
         "peer": "peer: GET /v1/users/{id}/signals (token)",
+        "post, app alone": "ours, ASGI calls, no client: posts/{id}",
+        "author, app alone": "ours, ASGI calls, no client: authors/{id}",
     }
     rows: list[list[Any]] = []
     for kind, measured in runs.items():
@@ -251,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
              measured.peak_rss_mib, statuses]
         )  # fmt: skip
     print_table(
-        f"Lookups (HTTP: the ASGI app, httpx ASGITransport, {args.concurrency} in flight)",
+        f"Lookups in one process (HTTP rows: httpx ASGITransport, {args.concurrency} in flight)",
         ["side", "lookups", "seconds", "lookups/s", "per CPU-s", "vs peer", "peak MiB", "statuses"],
         rows,
     )
@@ -271,6 +455,27 @@ def main(argv: list[str] | None = None) -> None:
     through_app = rate(runs["post"].value["requests"], runs["post"].value["seconds"])
     no_http = rate(runs["direct"].value["requests"], runs["direct"].value["seconds"])
     print(f"per post, lookups/s: {through_app:,.0f} through the app, {no_http:,.0f} without HTTP")
+    if served:
+        cores = os.cpu_count() or 1
+        print_table(
+            f"Real server: consentry serve --workers {args.server_workers} "
+            f"(log level {args.server_log_level}"
+            f"{', code from ' + str(args.server_src) if args.server_src else ''}), "
+            f"{args.server_connections} connections, {args.server_duration} s, random ids",
+            ["kind", "generator", "requests", "req/s", "p50 ms", "p99 ms", "errors",
+             "per server CPU-s", "server CPU ms/req", "client CPU ms/req",
+             f"{cores}-core ceiling req/s", "load then"],
+            [[r["kind"], r["generator"], r["requests"], rate(r["requests"], r["seconds"]),
+              r["p50_ms"], r["p99_ms"], r["errors"], rate(r["requests"], r["cpu"]),
+              r["cpu"] * 1000 / max(1, r["requests"]),
+              r["client_cpu"] * 1000 / max(1, r["requests"]),
+              rate(cores * r["requests"], r["cpu"] + r["client_cpu"]), r["load"]]
+             for r in served],
+        )  # fmt: skip
+        print(
+            f"ceiling: what {cores} cores would serve if server and load generator had them "
+            "to themselves (requests / their CPU seconds); req/s is what they got here"
+        )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "(default: none, no server attribute).",
     "CONSENTRY_SIGNALS_MAX_AGE": "Longest a cache may keep a public signals answer, in seconds "
     "(default 300; never longer than the revocation SLA).",
+    "CONSENTRY_SIGNALS_CACHE_MS": "Longest a server process reuses a public signals answer, in "
+    "milliseconds (default 1000; 0: never; never longer than the answer's max-age).",
     "CONSENTRY_OPENLINEAGE_URL": "OpenLineage HTTP endpoint (e.g. Marquez) for job run events "
     "(default: a file in the home).",
     "CONSENTRY_LOG_FORMAT": "Log lines as text (default) or json.",
@@ -45,14 +47,14 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
 DEFAULT_POLICY_FILE = Path(__file__).parent / "policies" / "x-2024.yaml"
 
 
-def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
-    """A whole number of seconds (0 or more) from `env[name]`; `default` when unset or
+def _seconds(env: Mapping[str, str], name: str, default: int, unit: str = "seconds") -> int:
+    """A whole number of `unit` (0 or more) from `env[name]`; `default` when unset or
     empty; ConsentryError naming the variable otherwise."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     if not raw.isdigit():
-        raise ConsentryError(f"{name} is a whole number of seconds (0 or more), not {raw!r}")
+        raise ConsentryError(f"{name} is a whole number of {unit} (0 or more), not {raw!r}")
     return int(raw)
 
 
@@ -85,6 +87,9 @@ class Settings:
     signals_max_age: int = 300
     """Seconds a cache may keep a public signals answer (`Cache-Control: max-age`), capped
     by the revocation SLA in force (`consentry.ledger.signals.cache_max_age`)."""
+    signals_cache_ms: int = 1000
+    """Milliseconds a server process may reuse a public signals answer it resolved, capped
+    by the answer's max-age (`consentry.ledger.signals.reuse_seconds`); 0: never."""
     openlineage_url: str | None = None
     """An OpenLineage HTTP endpoint; None: events go to `<home>/lineage/openlineage.jsonl`."""
     log_format: str = "text"
@@ -110,6 +115,7 @@ class Settings:
             public_url=(env.get("CONSENTRY_PUBLIC_URL") or "").rstrip("/") or None,
             license_server=env.get("CONSENTRY_LICENSE_SERVER") or None,
             signals_max_age=_seconds(env, "CONSENTRY_SIGNALS_MAX_AGE", 300),
+            signals_cache_ms=_seconds(env, "CONSENTRY_SIGNALS_CACHE_MS", 1000, unit="milliseconds"),
             openlineage_url=env.get("CONSENTRY_OPENLINEAGE_URL") or None,
             log_format=env.get("CONSENTRY_LOG_FORMAT") or "text",
             log_level=env.get("CONSENTRY_LOG_LEVEL") or None,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from consentry.engine.lake import Lake
 from consentry.ledger.service import Evidence
-from consentry.ledger.signals import cache_max_age
+from consentry.ledger.signals import cache_max_age, reuse_seconds
 from consentry.policy import Choice, Duration
 from consentry.serving.services import Services
 from consentry.settings import Settings
@@ -158,6 +158,29 @@ def test_cache_max_age_is_the_smaller_bound(
     assert 0 <= seconds <= configured
     assert at + timedelta(seconds=seconds) <= deadline
     assert seconds == configured or at + timedelta(seconds=seconds) == deadline
+
+
+@given(
+    bound_ms=st.integers(0, 10**7),
+    configured=st.integers(0, 10**8),
+    months=st.integers(0, 3),
+    days=st.integers(0, 40),
+    at=st.datetimes(datetime(2024, 1, 1), datetime(2030, 1, 1), timezones=st.just(UTC)),
+)
+def test_a_process_reuses_an_answer_no_longer_than_a_cache_may_keep_it(
+    bound_ms: int, configured: int, months: int, days: int, at: datetime
+) -> None:
+    assume(months or days)
+    sla = Duration.parse(f"{months} months {days} days")
+    max_age = cache_max_age(configured, sla, at)
+    reuse = reuse_seconds(bound_ms, max_age, sla, at)
+    assert 0 <= reuse <= bound_ms / 1000
+    assert reuse <= max_age
+    # Reused by the process, then kept by a cache in front for max-age: still by the SLA.
+    assert at + timedelta(seconds=reuse + max_age) <= sla.add_to(at)
+    # The bound is given up only where one of the other two rules needs it.
+    deadline = (sla.add_to(at) - at).total_seconds()
+    assert reuse == min(bound_ms / 1000, max_age, deadline - max_age)
 
 
 def test_html_meta_for_templates(world: World) -> None:

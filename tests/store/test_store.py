@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from consentry.store import (
     normalize_url,
     open_store,
 )
+from consentry.store.models import Subject
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -220,6 +221,42 @@ def test_session_commits_on_success(migrated: Store) -> None:
             )
         )
     assert [r.table for r in migrated.recent_imports()] == ["posts"]
+
+
+_SUBJECTS_CREATED_BY = (
+    sa.select(Subject.user_id, Subject.region, Subject.birth_date, Subject.created_at,
+              Subject.deleted_at, sa.bindparam("asked", type_=sa.String).label("asked"))
+    .where(Subject.created_at <= sa.bindparam("at"))
+    .order_by(Subject.user_id)
+)  # fmt: skip
+
+
+def test_rows_are_what_a_connection_would_give(migrated: Store) -> None:
+    with migrated.session() as session:
+        session.add_all([
+            Subject(user_id="a", region="DE", birth_date=date(1990, 4, 1), created_at=T0),
+            Subject(user_id="b", region=None, birth_date=None,
+                    created_at=T0 + timedelta(days=1), deleted_at=T0 + timedelta(days=2)),
+            Subject(user_id="c", created_at=T0 + timedelta(days=30)),
+        ])  # fmt: skip
+    for at in (T0 - timedelta(seconds=1), T0, T0 + timedelta(days=3),
+               T0.astimezone(timezone(timedelta(hours=9))) + timedelta(days=1)):  # fmt: skip
+        params = {"asked": "x", "at": at}
+        with migrated.engine.connect() as conn:
+            expected = [tuple(row) for row in conn.execute(_SUBJECTS_CREATED_BY, params)]
+        assert migrated.rows(_SUBJECTS_CREATED_BY, params) == expected
+    rows = migrated.rows(_SUBJECTS_CREATED_BY, {"asked": "x", "at": T0 + timedelta(days=3)})
+    assert rows == [
+        ("a", "DE", date(1990, 4, 1), T0, None, "x"),
+        ("b", None, None, T0 + timedelta(days=1), T0 + timedelta(days=2), "x"),
+    ]
+    assert all(row[3].tzinfo is UTC for row in rows)
+
+
+def test_rows_raise_the_drivers_errors_as_sqlalchemys(store: Store) -> None:
+    # Not migrated: there is no subjects table.
+    with pytest.raises(sa.exc.DBAPIError):
+        store.rows(_SUBJECTS_CREATED_BY, {"asked": "x", "at": T0})
 
 
 def test_ping_and_backend(store: Store, store_url: str) -> None:

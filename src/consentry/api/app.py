@@ -128,6 +128,9 @@ def create_app(settings: Settings) -> FastAPI:
         https_only=False,
         max_age=int(SESSION_LIFETIME.total_seconds()),
     )
+    # Inside the observer and the security headers: the public signals' GET and HEAD skip
+    # the routing, the dependencies and the inner middleware (docs/signals.md, "Speed").
+    app.add_middleware(public_signals_api.PublicSignalsFastPath, services=svc)
     # Added last, so outermost: the observer sees every answer (its 500s included) and the
     # security headers go on every one of them.
     app.add_middleware(RequestObserver)

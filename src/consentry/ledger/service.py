@@ -40,6 +40,7 @@ from consentry.ledger.anchor import (
     event_rows,
 )
 from consentry.ledger.bulk import resolve_consent_bulk
+from consentry.ledger.changes import CONSENT_CHANGES
 from consentry.ledger.reads import FACTS_AND_EVENTS, latest_choices, subject_facts
 from consentry.ledger.rules import (
     ConsentDecision,
@@ -191,6 +192,13 @@ def _record(row: ConsentEventRow) -> ConsentEventRecord:
     )
 
 
+def _note_anyone_on_commit(session: Session) -> None:
+    """When `session` commits (the caller's transaction, or the ledger's own), note in
+    `CONSENT_CHANGES` that anyone's consent may have changed: bulk writes (subjects' facts,
+    imported history) name too many users to list."""
+    sa.event.listen(session, "after_commit", lambda _: CONSENT_CHANGES.note(None), once=True)
+
+
 class ConsentLedger:
     """Append-only consent events, the current state, and resolution over both."""
 
@@ -252,20 +260,18 @@ class ConsentLedger:
     ) -> tuple[SubjectFacts | None, dict[str, LatestChoice]]:
         """`subject` (None for an unknown user) and `latest_choices`, read with one
         statement."""
-        with self.store.reading() as conn:
-            rows = conn.execute(FACTS_AND_EVENTS, {"user_id": user_id, "at": at}).all()
-        first = rows[0]
+        rows = self.store.rows(FACTS_AND_EVENTS, {"user_id": user_id, "at": at})
+        known, region, birth_date = rows[0][:3]
         facts = (
-            SubjectFacts(user_id=user_id, region=first.region, birth_date=first.birth_date)
-            if first.user_id is not None
+            SubjectFacts(user_id=user_id, region=region, birth_date=birth_date)
+            if known is not None
             else None
         )
         latest: dict[str, LatestChoice] = {}
-        for row in rows:  # ordered by (instant, event_id): the last one per purpose wins
-            if row.purpose is not None:
-                latest[row.purpose] = LatestChoice(
-                    Choice(row.choice), row.at, row.source, row.event_id
-                )
+        # Ordered by (instant, event_id): the last one per purpose wins.
+        for *_, purpose, choice, when, source, event_id in rows:
+            if purpose is not None:
+                latest[purpose] = LatestChoice(Choice(choice), when, source, event_id)
         return facts, latest
 
     def resolve(self, user_id: str, purpose: str, at: datetime) -> ConsentDecision:
@@ -562,6 +568,8 @@ class ConsentLedger:
             insert_events(session, rows)
             for i, row in zip(wanted, rows, strict=True):
                 recorded[i] = _record_of(row["seq"], row)
+        # Committed: caches of resolved consent in this process drop these users at once.
+        CONSENT_CHANGES.note(row["user_id"] for row in rows)
         count_changes(rows)
         return recorded
 
@@ -658,6 +666,7 @@ class ConsentLedger:
                     if buffer is not None:
                         digest.update(buffer)
         with self._session(session) as tx:
+            _note_anyone_on_commit(tx)
             before = tx.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
             insert = dialect_insert(tx)
             table = Subject.__table__
@@ -706,6 +715,7 @@ class ConsentLedger:
             "\n".join(sorted(pc.cast(table.column("event_id"), pa.string()).to_pylist())).encode()
         ).hexdigest()
         with self._session(session) as tx:
+            _note_anyone_on_commit(tx)
             fresh = table.filter(pc.invert(self._known_ids(tx, table.column("event_id"))))
             starts = np.array(
                 [v.effective_from.timestamp() * 1e6 for v in self.policy.versions], dtype=np.int64

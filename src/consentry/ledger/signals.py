@@ -46,6 +46,7 @@ __all__ = [
     "cache_max_age",
     "gpc_document",
     "meta_tags",
+    "reuse_seconds",
     "robots_txt",
     "rsl_license",
     "signals_etag",
@@ -383,3 +384,19 @@ def cache_max_age(configured_seconds: int, revocation_sla: Duration, now: dateti
     """
     sla_seconds = int((revocation_sla.add_to(now) - now.astimezone(UTC)).total_seconds())
     return max(0, min(configured_seconds, sla_seconds))
+
+
+def reuse_seconds(bound_ms: int, max_age: int, revocation_sla: Duration, now: datetime) -> float:
+    """How long the serving process may reuse an answer about an author's preferences, in
+    seconds (its in-process cache: it answers again without reading the ledger).
+
+    1. At most `bound_ms` milliseconds (`CONSENTRY_SIGNALS_CACHE_MS`).
+    2. At most `max_age`, the answer's own `Cache-Control: max-age` (`cache_max_age`): the
+       process keeps an answer no longer than it already lets any cache in front keep it.
+    3. At most the revocation SLA from `now` minus `max_age`: a cache in front may keep
+       for `max_age` more what the process reused, and the two together must still end
+       by the SLA, so a cached "allowed" never outlives an opt-out's deadline.
+    4. Never below 0 (0: no reuse, every answer is read from the ledger).
+    """
+    sla_seconds = (revocation_sla.add_to(now) - now.astimezone(UTC)).total_seconds()
+    return max(0.0, min(bound_ms / 1000, float(max_age), sla_seconds - max_age))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -25,6 +26,8 @@ LogFormat = Literal["text", "json"]
 LOG_FORMATS: Final = ("text", "json")
 _HANDLER_NAME: Final = "consentry-structured"
 _RESERVED: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_QUOTED: Final = re.compile(r'[\s"=]')
+"""A text value holding any of these is written JSON-quoted (`\\s` is `str.isspace`)."""
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -87,8 +90,13 @@ class TextFormatter(logging.Formatter):
         line.pop("logger")
         parts = [head]
         for key, value in line.items():
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            if not text or any(c.isspace() or c in '"=' for c in text):
+            if isinstance(value, str):
+                text = value
+            elif type(value) is int:  # what json.dumps writes, without its machinery
+                text = str(value)
+            else:
+                text = json.dumps(value, default=str)
+            if not text or _QUOTED.search(text):
                 text = json.dumps(text, ensure_ascii=False)
             parts.append(f"{key}={text}")
         out = " ".join(parts)

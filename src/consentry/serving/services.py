@@ -24,6 +24,7 @@ from consentry.policy import PolicyFile, load_policy
 from consentry.scraping.meter import Meter, meter_for
 from consentry.serving.auth import Identity, InvalidTokenError, verify_token
 from consentry.serving.problems import problem
+from consentry.serving.signals_cache import SignalsCache
 from consentry.settings import Settings
 from consentry.store import Store, open_store
 
@@ -76,6 +77,8 @@ class Services:
     published: PublishedVersions
     post_authors: PostAuthors
     """Post -> author from the lake's live `posts` snapshot (the public signals per post)."""
+    signals_cache: SignalsCache
+    """Authors' public signals, reused for at most CONSENTRY_SIGNALS_CACHE_MS."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -93,6 +96,7 @@ class Services:
             committer=GroupCommitter(ledger),
             published=PublishedVersions(store),
             post_authors=PostAuthors(Lake(settings.lake_dir)),
+            signals_cache=SignalsCache(),
         )
 
 

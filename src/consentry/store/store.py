@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -214,12 +214,62 @@ def _writer_turn(database: str | None) -> Iterator[None]:
         os.close(fd)
 
 
+AnySelect = sa.Select[*tuple[Any, ...]]
+"""A SELECT of any columns."""
+
+
+class _DriverStatement:
+    """A SELECT compiled once for the SQLite driver itself, with the conversions its types
+    make (their bind and result processors: what SQLAlchemy applies on every execution)."""
+
+    def __init__(self, statement: AnySelect, dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        names = compiled.positiontup
+        if names is None or compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("only a statement with plain positional parameters runs this way")
+        self.sql = compiled.string
+        self.binds = [
+            (name, compiled.binds[name], compiled.binds[name].type.dialect_impl(dialect))
+            for name in names
+        ]
+        self.bind_processors = [impl.bind_processor(dialect) for _, _, impl in self.binds]
+        self.result_processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        ]
+
+    def run(self, engine: Engine, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        values = []
+        for (name, bind, _), process in zip(self.binds, self.bind_processors, strict=True):
+            value = params.get(name, bind.effective_value)
+            values.append(value if process is None else process(value))
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self.sql, values)
+                fetched = cursor.fetchall()
+            finally:
+                cursor.close()
+        except dbapi_error as exc:
+            raise sa.exc.DBAPIError.instance(self.sql, values, exc, dbapi_error) from exc
+        finally:
+            connection.close()
+        processors = self.result_processors
+        return [
+            tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
+            for row in fetched
+        ]
+
+
 class Store:
     """The control-plane database: sessions, migrations and the import log."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        self._driver_statements: dict[AnySelect, _DriverStatement] = {}
 
     @property
     def engine(self) -> Engine:
@@ -278,6 +328,28 @@ class Store:
             if self.backend_name == "postgresql":
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    def rows(self, statement: AnySelect, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one SELECT that needs no transaction of its own, as tuples of the
+        values SQLAlchemy would give (`conn.execute(statement, params)`).
+
+        1. SQLite: through the driver itself, on a pooled connection. The statement is
+           compiled once per store and its parameters and columns are converted by their
+           types' own processors; what is skipped is the per-execution work of a
+           SQLAlchemy connection (the BEGIN, events, result objects), which was three
+           quarters of a point read's CPU. The connection is in autocommit mode, so the
+           statement is its own transaction. A driver error is raised as SQLAlchemy's
+           (`DBAPIError`), as the other way raises it.
+        2. PostgreSQL: `reading` (autocommit, one round trip).
+        """
+        if self.backend_name != "sqlite":
+            with self.reading() as conn:
+                return [tuple(row) for row in conn.execute(statement, dict(params))]
+        prepared = self._driver_statements.get(statement)
+        if prepared is None:
+            prepared = _DriverStatement(statement, self._engine.dialect)
+            self._driver_statements[statement] = prepared
+        return prepared.run(self._engine, params)
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
