@@ -119,3 +119,46 @@ def test_the_clock_tables_spell_every_second_and_microsecond(
     again = canonical._clock_tables()
     assert again[0] is clock
     assert again[1] is micros
+
+
+@pytest.mark.parametrize(
+    ("first_day", "last_day", "fast"),
+    [
+        (20_152, 20_152, True),  # 2025-03-05
+        (-354_285, -354_285, True),  # 1000-01-01: the first day the tables spell
+        (-354_286, -354_286, False),  # 0999-12-31: three year digits, left to strftime
+        (2_932_896, 2_932_896, True),  # 9999-12-31
+        (2_932_897, 2_932_897, False),  # past 9999
+        (-354_286, 20_152, False),  # one end out of range is enough
+        (20_152, 2_932_897, False),
+        (51_000, 51_001, True),  # 2109: large day numbers, a short span
+        (0, 100_000, True),  # the longest span of days the tables take
+        (0, 100_001, False),
+    ],
+)
+def test_instants_are_spelled_by_tables_only_in_range(
+    first_day: int, last_day: int, fast: bool
+) -> None:
+    """`_instant_pieces`' contract: table lookups for years 1000-9999 over at most 100,000
+    days, None otherwise (the caller then spells with strftime); in range, each instant's
+    three pieces join to `YYYY-MM-DDTHH:MM:SS.ffffffZ` + TAB, as strftime spells it."""
+    from consentry.scraping.canonical import _instant_pieces
+
+    day_us = 86_400_000_000
+    ts = np.array([first_day * day_us + 45_296_000_123, last_day * day_us], dtype=np.int64)
+    pieces = _instant_pieces(ts)
+    if not fast:
+        assert pieces is None
+        return
+    assert pieces is not None
+    joined = pa.compute.binary_join_element_wise(*pieces, b"")
+    # strftime's %S of a microsecond timestamp carries the six digits of the fraction.
+    spelled = pa.compute.strftime(pa.array(ts, pa.timestamp("us", tz="UTC")), "%Y-%m-%dT%H:%M:%S")
+    assert joined.to_pylist() == [f"{s}Z\t".encode() for s in spelled.to_pylist()]
+    assert joined.to_pylist()[0].endswith(b":34:56.000123Z\t")
+
+
+def test_no_instants_have_no_pieces() -> None:
+    from consentry.scraping.canonical import _instant_pieces
+
+    assert _instant_pieces(np.array([], dtype=np.int64)) is None
