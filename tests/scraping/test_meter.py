@@ -12,6 +12,7 @@ from importlib.resources import files
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -561,6 +562,26 @@ def test_alert_levels_are_reaches(threshold: int, uppers: list[int]) -> None:
     assert got == want
     assert reaches(threshold, 100, threshold) is False  # the threshold itself bills nothing
     assert reaches(threshold + 1, 100, threshold) is True
+
+
+@pytest.mark.parametrize(
+    ("count", "level", "reached"),
+    [
+        (499_999, 50, False),
+        (500_000, 50, True),
+        (792_080, 80, False),  # 1 % short of 80 %: a factor of 101 instead of 100 would fire
+        (799_999, 80, False),
+        (800_000, 80, True),
+        (1_000_000, 100, False),  # the threshold itself bills nothing
+        (1_000_001, 100, True),
+    ],
+)
+def test_reaches_is_the_published_percentage_of_the_clauses_line(
+    count: int, level: int, reached: bool
+) -> None:
+    """Rule 4 at the clause's own line (1,000,000 posts in 24 h): a level is reached at
+    exactly its percentage of the line, 100 % only above the line."""
+    assert reaches(count, level, 1_000_000) is reached
 
 
 def test_the_lua_script_takes_the_alert_levels_from_argv() -> None:
