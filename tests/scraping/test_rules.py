@@ -98,6 +98,15 @@ def test_max_total_is_optimal_over_any_start(rows: list[tuple[int, int]], thresh
         assert (w.lo, w.hi) == (inside[0], inside[-1] + 1)
     # Never less than earliest.
     assert total >= sum(w.posts for w in earliest_windows(ts, posts, terms(threshold)))
+    # Readable (step 5): a window starts at its first access unless starting there would
+    # take in a later access or reach the next window.
+    for i, w in enumerate(spans):
+        first = t[w.lo]
+        assert w.start_us <= first
+        gains = any(w.start_us + WINDOW <= x < first + WINDOW for x in t)
+        reaches_next = i + 1 < len(spans) and first + WINDOW > spans[i + 1].start_us
+        if not gains and not reaches_next:
+            assert w.start_us == first, (w, spans)
 
 
 def test_max_total_bills_a_chain_of_windows_placed_end_to_start() -> None:
