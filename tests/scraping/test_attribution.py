@@ -86,3 +86,35 @@ def test_candidates_are_exact_rows_and_every_covering_range_with_its_prefix() ->
     assert not owners.empty
     empty = check_owners(pa.Table.from_pylist([], schema=arrow_schema("entities")), location="e")
     assert empty.empty
+
+
+def test_without_owners_each_credential_is_its_own_entity() -> None:
+    """Steps 1 and 3 with an empty entities table (no candidate at all): duplicates of a
+    request id are dropped, keeping the first by (ts, credential, posts), each access is its
+    credential's entity, and `ts_us` is the instant in microseconds since the epoch."""
+    import ibis
+
+    from consentry.engine import connect
+    from consentry.scraping.attribution import attribute
+    from tests.scraping.cases import BASE, events_table
+
+    events = events_table(
+        [(1, 5, "ak_1", 3), (2, 7, "10.0.0.1", 4), (1, 2, "ak_9", 8), (3, -1, "ak_1", 1)]
+    )
+    no_owners = check_owners(
+        pa.Table.from_pylist([], schema=arrow_schema("entities")), location="e"
+    )
+    backend = connect("duckdb")
+    table = backend.to_pyarrow(
+        attribute(backend, ibis.memtable(events), no_owners).order_by("request_id")
+    )
+    base_us = int(BASE.timestamp()) * 1_000_000
+    got = [
+        (r["request_id"], r["entity"], r["credential"], r["posts"], r["ts_us"])
+        for r in table.to_pylist()
+    ]
+    assert got == [
+        ("r001", "ak_9", "ak_9", 8, base_us + 2),  # the earlier of the two r001
+        ("r002", "10.0.0.1", "10.0.0.1", 4, base_us + 7),
+        ("r003", "ak_1", "ak_1", 1, base_us - 1),
+    ]
