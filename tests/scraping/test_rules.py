@@ -170,3 +170,16 @@ def test_amounts_by_rounding() -> None:
     assert window_amount(1, terms(1, "pro_rata")) == Decimal("0.02")
     assert window_amount(3, terms(1, "pro_rata", "1")) == Decimal("0.00")
     assert window_amount(5_000, terms(1, "pro_rata", "1")) == Decimal("0.01")
+
+
+def test_counts_stay_exact_past_two_to_the_53() -> None:
+    """Posts are summed in int64: counts near 2^62 (a boundary input; the import accepts any
+    int64) come out exact, as floating-point prefix sums would not (they lose units past 2^53)."""
+    big = 2**62
+    ts = np.array([0, 1, 5, 12], dtype=np.int64)
+    posts = np.array([big, 1, 3, 7], dtype=np.int64)
+    counts, _, _ = forward_counts(ts, posts, WINDOW)
+    assert counts.dtype == np.int64
+    assert counts.tolist() == [big + 4, 4, 10, 7]
+    spans = max_total_windows(ts, posts, terms(0))
+    assert sum(w.posts for w in spans) == big + 11  # every access billed, to the unit
