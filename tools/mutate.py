@@ -236,15 +236,21 @@ def run_package(
 
 def _survivors(package: str) -> list[str]:
     """The mutants of the package's last runs that survived, found no test, timed out or were
-    not reached."""
+    not reached, but for those recorded as equivalent."""
     from mutmut.mutation.data import SourceFileMutationData
 
+    # A mutant recorded as equivalent cannot be killed by any test: not worth running again.
+    equivalent = {e["mutant"] for e in load_equivalents()}
     names: list[str] = []
     for module in modules_by_package()[package]:
         data = SourceFileMutationData(path=module)
         data.load()
         again = SURVIVED | NO_TESTS | TIMEOUT
-        names += [n for n, c in data.exit_code_by_key.items() if c is None or c in again]
+        names += [
+            n
+            for n, c in data.exit_code_by_key.items()
+            if (c is None or c in again) and n not in equivalent
+        ]
     return names
 
 
