@@ -570,6 +570,9 @@ def test_roots_node_hashes_and_compact_trees(size: int) -> None:
 def test_every_complete_subtree() -> None:
     for level, hashes in enumerate(NODE_HASHES):
         assert [TREE.complete(level, i) for i in range(len(hashes))] == list(hashes)
+        # One past the last complete subtree of a level is not a subtree: no stale bytes.
+        with pytest.raises(IndexError, match="no complete subtree"):
+            TREE.complete(level, len(hashes))
     assert len(TREE.levels) == len(NODE_HASHES)
 
 

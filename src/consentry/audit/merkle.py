@@ -408,8 +408,7 @@ class MemoryTree:
             self._edges[(lo, hi)] = found
         return found
 
-    def _check(self, size: int) -> int:
-        n = self.size if size is None else size
+    def _check(self, n: int) -> int:
         if not 0 <= n <= self.size:
             raise ValueError(f"the tree has {self.size} leaves, not {n}")
         return n
