@@ -122,3 +122,16 @@ def test_a_failing_change_fails_alone_and_unknown_users_get_none(home: LakeHome)
     assert sum(isinstance(o, ConsentEventRecord) for o in outcomes) == 7
     assert ledger.history("nobody-knows-me") == []
     assert run_doctor(home.settings).ok
+
+
+def test_known_users_are_told_apart_whatever_their_ids(home: LakeHome) -> None:
+    # The batch's lookup of known users takes any ids (one statement over an array): quotes,
+    # commas, brackets, backslashes and non-ASCII in ids the platform does not know are
+    # none of them, and a known user among them is found.
+    ledger = _ledger(home)
+    known = world_users().column("user_id").to_pylist()[0]
+    odd = ['a"b', "a,b", "[x]", "a\\b", "ünï😀", "' OR 1=1 --", known + " "]
+    recorded = ledger.record_many(
+        [_change(u, i) for i, u in enumerate([*odd, known])], known_users_only=True
+    )
+    assert [r is not None for r in recorded] == [False] * len(odd) + [True]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -360,3 +361,24 @@ def test_unreachable_store_is_a_clean_error() -> None:
             store.migrate()
         with pytest.raises(StoreError, match="cannot read the store"):
             store.current_revision()
+
+
+def test_rows_leave_pooled_connections_as_they_found_them(migrated: Store) -> None:
+    # A read, and a failed one, then a transaction that fails on a connection they used:
+    # nothing of it remains (on PostgreSQL the read's autocommit did not outlive it).
+    failing: Any = sa.select(Subject.user_id, sa.literal_column("no_such_column")).where(
+        Subject.user_id == sa.bindparam("asked", type_=sa.String)
+    )
+    assert migrated.rows(_SUBJECTS_CREATED_BY, {"asked": "x", "at": T0}) == []
+    with pytest.raises(sa.exc.DBAPIError):
+        migrated.rows(failing, {"asked": "x"})
+
+    def failed_transaction() -> None:
+        with migrated.session() as session:
+            session.add(Subject(user_id="z", created_at=T0))
+            session.flush()
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        failed_transaction()
+    assert migrated.rows(_SUBJECTS_CREATED_BY, {"asked": "x", "at": T0 + timedelta(days=1)}) == []

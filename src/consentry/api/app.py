@@ -21,6 +21,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from consentry import __version__
 from consentry.api import consent as consent_api
+from consentry.api import consent_fast
 from consentry.api import public_signals as public_signals_api
 from consentry.api import signals as signals_api
 from consentry.api.headers import PagesOnly, SecurityHeadersMiddleware
@@ -131,6 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Inside the observer and the security headers: the public signals' GET and HEAD skip
     # the routing, the dependencies and the inner middleware (docs/signals.md, "Speed").
     app.add_middleware(public_signals_api.PublicSignalsFastPath, services=svc)
+    # Likewise a user's consent GET and PUT (consentry.api.consent_fast; docs/benchmarks.md).
+    app.add_middleware(consent_fast.ConsentFastPath, services=svc)
     # Added last, so outermost: the observer sees every answer (its 500s included) and the
     # security headers go on every one of them.
     app.add_middleware(RequestObserver)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -32,7 +32,19 @@ from consentry.serving.auth import Identity
 from consentry.serving.problems import error_responses, problem, unprocessable
 from consentry.serving.services import BearerIdentity, Services, run_read, services
 
-__all__ = ["gpc_requested", "router", "signals_for"]
+__all__ = [
+    "GET_ORIGIN",
+    "JSON",
+    "PUT_ORIGIN",
+    "change_of",
+    "committed_body",
+    "consent_body",
+    "gpc_requested",
+    "record_gpc",
+    "router",
+    "shown_version_for",
+    "signals_for",
+]
 
 
 async def require_json(request: Request) -> None:
@@ -151,6 +163,12 @@ def _apply_gpc(request: Request, svc: Services, identity: Identity, origin: str)
     """Record a GPC signal on a signed-in user's own request (never for admins)."""
     if identity.role != "user" or not gpc_requested(request):
         return []
+    return record_gpc(svc, identity, origin)
+
+
+def record_gpc(svc: Services, identity: Identity, origin: str) -> list[str]:
+    """Record the GPC signal a user's request carried (a write: run it in the thread pool);
+    the purposes it switched off."""
     recorded = svc.ledger.record_gpc(
         identity.subject,
         evidence=Evidence(origin=origin, client="api", shown_version=None),
@@ -209,13 +227,29 @@ async def read_consent(
 ) -> Response:
     """Every purpose of the policy in force at `at`, with decision, rule and since."""
     _require_self(identity, user_id)
-    # The signal is recorded first so that a reading of "now" already reflects it. Recording
-    # writes, so it runs in the thread pool; the read below goes through `run_read`.
+    body = await consent_body(svc, identity, user_id, gpc=gpc_requested(request), at=at)
+    return Response(body, media_type=JSON)
+
+
+JSON: Final = "application/json"
+GET_ORIGIN: Final = "GET /v1/users/{id}/consent"
+PUT_ORIGIN: Final = "PUT /v1/users/{id}/consent/{purpose}"
+
+
+async def consent_body(
+    svc: Services, identity: Identity, user_id: str, *, gpc: bool, at: datetime | None
+) -> bytes:
+    """The body of `read_consent`'s answer to a caller `_require_self` let through: what
+    the route and the fast path (`consentry.api.consent_fast`) both send.
+
+    1. A user's GPC signal (`gpc`) is recorded first, so that a reading of "now" already
+       reflects it. Recording writes, so it runs in the thread pool; the read goes through
+       `run_read`.
+    2. Every purpose of the version in force at `at` (default now), resolved.
+    """
     recorded: list[str] = []
-    if identity.role == "user" and gpc_requested(request):
-        recorded = await run_in_threadpool(
-            _apply_gpc, request, svc, identity, "GET /v1/users/{id}/consent"
-        )
+    if identity.role == "user" and gpc:
+        recorded = await run_in_threadpool(record_gpc, svc, identity, GET_ORIGIN)
     when = at or datetime.now(UTC)
     version = svc.policy.version_at(when)
     decisions = await run_read(svc, svc.ledger.resolve_all, user_id, when)
@@ -226,13 +260,14 @@ async def read_consent(
         purposes=_decisions(svc, decisions),
         gpc_recorded=recorded,
     )
-    return _json(view)
+    return _json_bytes(view)
 
 
-def _json(view: BaseModel) -> Response:
-    """A model this module built as its route's `response_model` says, sent as is: FastAPI
-    would validate it a second time (a hot path: every consent read and write)."""
-    return Response(view.model_dump_json(), media_type="application/json")
+def _json_bytes(view: BaseModel) -> bytes:
+    """A model this module built as its route's `response_model` says, serialised as is:
+    FastAPI would validate it a second time (a hot path: every consent read and write).
+    The bytes of `model_dump_json()` without its decode and re-encode."""
+    return view.__pydantic_serializer__.to_json(view)
 
 
 def _shown_version(svc: Services, shown: str | None, in_force: str) -> str:
@@ -289,6 +324,22 @@ async def change_consent(
     5. The choice is committed with the other requests' changes of the moment (group
        commit, `consentry.ledger.group`); the answer comes after that commit.
     """
+    shown = shown_version_for(svc, identity, user_id, purpose, shown_policy)
+    if gpc_requested(request):
+        await run_in_threadpool(_apply_gpc, request, svc, identity, PUT_ORIGIN)
+    change = change_of(user_id, purpose, body.choice, shown)
+    try:
+        svc.ledger.check_change(change)
+    except BadInput as exc:
+        raise unprocessable(exc, "body") from None
+    return Response(await committed_body(svc, change), media_type=JSON)
+
+
+def shown_version_for(
+    svc: Services, identity: Identity, user_id: str, purpose: str, shown_policy: str | None
+) -> str:
+    """`change_consent`'s checks before anything is written (rules 1 to 3: 403, 404, 422 as
+    `ApiProblem`); the policy version the user was shown."""
     _require_self(identity, user_id, write=True)
     version = svc.policy.version_at(datetime.now(UTC))
     if version is None or version.purpose(purpose) is None:
@@ -296,27 +347,29 @@ async def change_consent(
         raise problem(
             404, f"unknown purpose {purpose!r}; known: {known}", location="path", field="purpose"
         )
-    shown = _shown_version(svc, shown_policy, version.version)
-    if gpc_requested(request):
-        await run_in_threadpool(
-            _apply_gpc, request, svc, identity, "PUT /v1/users/{id}/consent/{purpose}"
-        )
-    change = ConsentChange(
+    return _shown_version(svc, shown_policy, version.version)
+
+
+def change_of(user_id: str, purpose: str, choice: Choice, shown: str) -> ConsentChange:
+    """The change a PUT asks for, made by the current request."""
+    return ConsentChange(
         user_id,
         purpose,
-        body.choice,
+        choice,
         "api",
-        Evidence(origin="PUT /v1/users/{id}/consent/{purpose}", client="api", shown_version=shown),
+        Evidence(origin=PUT_ORIGIN, client="api", shown_version=shown),
         request_id=current_request_id(),
     )
-    try:
-        svc.ledger.check_change(change)
-    except BadInput as exc:
-        raise unprocessable(exc, "body") from None
+
+
+async def committed_body(svc: Services, change: ConsentChange) -> bytes:
+    """Record `change` (checked) with the group commit and, once committed, the body of
+    `change_consent`'s answer; a 404 `ApiProblem` when the platform does not know the user
+    (rule 4: nothing was recorded)."""
     event = await asyncio.wrap_future(svc.committer.submit(change))
     if event is None:
-        raise problem(404, f"no user {user_id!r} is known", location="path", field="user_id")
-    return _json(_event_view(event))
+        raise problem(404, f"no user {change.user_id!r} is known", location="path", field="user_id")
+    return _json_bytes(_event_view(event))
 
 
 def _event_view(event: ConsentEventRecord) -> EventView:

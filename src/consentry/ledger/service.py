@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ from consentry.ledger.writes import (
     ARRAY_CHUNK,
     KNOWN_EVENT_IDS_PG,
     KNOWN_SUBJECTS_PG,
+    KNOWN_SUBJECTS_SQLITE,
     advance_state_statement,
     advance_states_arrow,
     count_changes,
@@ -575,18 +577,16 @@ class ConsentLedger:
 
     @staticmethod
     def _known_subjects(session: Session, user_ids: set[str]) -> set[str]:
-        """Which of `user_ids` are subjects (on PostgreSQL one statement over an array, so it
-        is prepared once whatever the count)."""
+        """Which of `user_ids` are subjects: one statement over an array (PostgreSQL) or a
+        JSON array (SQLite), so it is compiled and prepared once whatever the count."""
         ordered = sorted(user_ids)
-        if session.get_bind().dialect.name == "postgresql":
-            return set(session.scalars(KNOWN_SUBJECTS_PG, {"ids": ordered}))
-        found: set[str] = set()
-        for start in range(0, len(ordered), _CHUNK):
-            chunk = ordered[start : start + _CHUNK]
-            found.update(
-                session.scalars(sa.select(Subject.user_id).where(Subject.user_id.in_(chunk)))
-            )
-        return found
+        # The session's Core connection: the ORM's execution path costs more than the
+        # statement (once per group commit; nothing is pending to flush).
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            return set(conn.execute(KNOWN_SUBJECTS_PG, {"ids": ordered}).scalars())
+        ids = json.dumps(ordered, ensure_ascii=False)
+        return set(conn.execute(KNOWN_SUBJECTS_SQLITE, {"ids": ids}).scalars())
 
     def _pseudonym(self, user_id: str) -> str:
         """`Keyring.pseudonym` with the key read once (not per event)."""
@@ -634,7 +634,7 @@ class ConsentLedger:
             held = latest.get(key)
             if held is None or (row["at"], row["event_id"]) > (held["at"], held["event_id"]):
                 latest[key] = row
-        session.execute(
+        session.connection().execute(
             advance_state_statement(session),
             [{k: r[k] for k in _STATE_COLUMNS} for r in latest.values()],
         )

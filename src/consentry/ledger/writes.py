@@ -25,6 +25,7 @@ __all__ = [
     "ARRAY_CHUNK",
     "KNOWN_EVENT_IDS_PG",
     "KNOWN_SUBJECTS_PG",
+    "KNOWN_SUBJECTS_SQLITE",
     "advance_state_statement",
     "advance_states_arrow",
     "count_changes",
@@ -46,11 +47,28 @@ KNOWN_EVENT_IDS_PG = sa.select(_EVENTS.c.event_id).where(
 KNOWN_SUBJECTS_PG = sa.select(Subject.user_id).where(
     Subject.user_id == sa.func.any(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
 )
+KNOWN_SUBJECTS_SQLITE = sa.text(
+    "SELECT user_id FROM subjects WHERE user_id IN (SELECT value FROM json_each(:ids))"
+)
+"""Which of the ids in the JSON array `ids` are subjects: one statement, compiled and
+prepared once whatever the count (an IN-list was a new statement per length, and building
+it cost more than running it)."""
+
+
+_ADVANCE_STATE: dict[str, Any] = {}
 
 
 def advance_state_statement(session: Session) -> Any:
     """INSERT … ON CONFLICT DO UPDATE of one state row, only where the row offered is newer
-    by (instant, event_id)."""
+    by (instant, event_id); built once per dialect (every group commit runs it)."""
+    name = session.get_bind().dialect.name
+    found = _ADVANCE_STATE.get(name)
+    if found is None:
+        found = _ADVANCE_STATE[name] = _advance_state(session)
+    return found
+
+
+def _advance_state(session: Session) -> Any:
     state = ConsentStateRow.__table__
     stmt = dialect_insert(session)(state)
     newer = sa.or_(
@@ -68,29 +86,33 @@ def next_event_seqs(session: Session, n: int) -> list[int]:
     """`n` new event numbers, in order, taken under the log's lock (every consent writer
     holds it): PostgreSQL draws them from the column's sequence; SQLite, whose writer holds
     the database's write lock, counts on from the largest (as its rowids do)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return [
-            int(seq)
-            for seq in session.scalars(
-                sa.text(
-                    "SELECT nextval(pg_get_serial_sequence('consent_events', 'seq')) "
-                    "FROM generate_series(1, :n) ORDER BY 1"
-                ),
-                {"n": n},
-            )
-        ]
-    top = int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(_EVENTS.c.seq), 0))) or 0)
+    # Through the session's Core connection: the ORM's execution path costs more than the
+    # statement, and the group commit runs this once per batch (there is nothing to flush).
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        return [int(seq) for seq in conn.execute(_NEXT_SEQS_PG, {"n": n}).scalars()]
+    top = int(conn.scalar(_TOP_SEQ) or 0)
     return list(range(top + 1, top + n + 1))
 
 
+_NEXT_SEQS_PG = sa.text(
+    "SELECT nextval(pg_get_serial_sequence('consent_events', 'seq')) "
+    "FROM generate_series(1, :n) ORDER BY 1"
+)
+_TOP_SEQ = sa.select(sa.func.coalesce(sa.func.max(_EVENTS.c.seq), 0))
+
+
 _EVENT_COLUMNS = ("seq", *ANCHOR_FIELDS, "anchor_seq")
+_INSERT_EVENTS = sa.insert(_EVENTS)
 
 
 def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert events whose seq and anchor are known: COPY on PostgreSQL, one statement run
     for every row on SQLite."""
     if session.get_bind().dialect.name != "postgresql":
-        session.execute(sa.insert(_EVENTS), [{k: r[k] for k in _EVENT_COLUMNS} for r in rows])
+        session.connection().execute(
+            _INSERT_EVENTS, [{k: r[k] for k in _EVENT_COLUMNS} for r in rows]
+        )
         return
     statement = f"COPY consent_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
     with _copying(session, statement) as copy:

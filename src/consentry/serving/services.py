@@ -3,15 +3,18 @@ that hand them out (identity from a bearer token, the GPC signal)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from consentry.audit.policy_history import published_versions
 from consentry.engine.lake import Lake
@@ -27,6 +30,7 @@ from consentry.serving.problems import problem
 from consentry.serving.signals_cache import SignalsCache
 from consentry.settings import Settings
 from consentry.store import Store, open_store
+from consentry.store.store import POOL_SIZE
 
 __all__ = [
     "BearerIdentity",
@@ -135,12 +139,33 @@ async def run_read(
        never wait for writers, so a read takes a fraction of a millisecond — less than
        handing it to the thread pool and back costs (that hand-off was ~40% of the CPU of
        `GET /v1/users/{id}/consent`, see docs/benchmarks.md).
-    2. Any other store (PostgreSQL: network round trips): in the thread pool, so the event
-       loop never waits on the network.
+    2. Any other store (PostgreSQL: network round trips): in a thread (`_readers`), so the
+       event loop never waits on the network.
     """
     if svc.store.backend_name == "sqlite":
         return read(*args, **kwargs)
-    return await run_in_threadpool(read, *args, **kwargs)
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, read, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_readers(), call)
+
+
+_READERS: list[ThreadPoolExecutor] = []
+_READERS_LOCK = threading.Lock()
+
+
+def _readers() -> ThreadPoolExecutor:
+    """The process's threads for `run_read`, started on first use: as many as the store's
+    connection pool holds, so reads never open connections beyond it. A plain executor
+    rather than Starlette's thread pool (AnyIO's capacity limiter and cancel scopes cost
+    more CPU than a point read's statement, on every request); the read runs in a copy of
+    the request's context (its request id), as there."""
+    if not _READERS:
+        with _READERS_LOCK:
+            if not _READERS:
+                _READERS.append(
+                    ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="consentry-read")
+                )
+    return _READERS[0]
 
 
 # The dependencies below are `async def` although they never await: they do no I/O, and

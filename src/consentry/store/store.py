@@ -219,15 +219,25 @@ AnySelect = sa.Select[*tuple[Any, ...]]
 
 
 class _DriverStatement:
-    """A SELECT compiled once for the SQLite driver itself, with the conversions its types
-    make (their bind and result processors: what SQLAlchemy applies on every execution)."""
+    """A SELECT compiled once for the driver itself, with the conversions its types make
+    (their bind and result processors: what SQLAlchemy applies on every execution).
+
+    SQLite's driver takes positional parameters, psycopg's named ones (`%(name)s`). On
+    PostgreSQL the statement runs in autocommit (its own transaction: one round trip, no
+    BEGIN and ROLLBACK), and the connection goes back to the pool out of autocommit, as
+    `Store.reading` leaves it; a connection the error says is lost is invalidated, so the
+    pool replaces it, as a SQLAlchemy connection does.
+    """
 
     def __init__(self, statement: AnySelect, dialect: sa.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
-        names = compiled.positiontup
-        if names is None or compiled.literal_execute_params or compiled.post_compile_params:
-            raise ValueError("only a statement with plain positional parameters runs this way")
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("only a statement with plain parameters runs this way")
+        positional = compiled.positiontup
+        self.named = positional is None
+        names = list(compiled.binds) if positional is None else positional
         self.sql = compiled.string
+        self.autocommit = dialect.name == "postgresql"
         self.binds = [
             (name, compiled.binds[name], compiled.binds[name].type.dialect_impl(dialect))
             for name in names
@@ -243,17 +253,32 @@ class _DriverStatement:
         for (name, bind, _), process in zip(self.binds, self.bind_processors, strict=True):
             value = params.get(name, bind.effective_value)
             values.append(value if process is None else process(value))
-        dbapi_error = engine.dialect.loaded_dbapi.Error
+        bound: Any = (
+            {name: value for (name, _, _), value in zip(self.binds, values, strict=True)}
+            if self.named
+            else values
+        )
+        dialect = engine.dialect
+        dbapi_error = dialect.loaded_dbapi.Error
         connection = engine.raw_connection()
+        driver: Any = connection.driver_connection
         try:
+            if self.autocommit:
+                driver.autocommit = True
             cursor = connection.cursor()
             try:
-                cursor.execute(self.sql, values)
+                cursor.execute(self.sql, bound)
                 fetched = cursor.fetchall()
             finally:
                 cursor.close()
+            if self.autocommit:
+                driver.autocommit = False
         except dbapi_error as exc:
-            raise sa.exc.DBAPIError.instance(self.sql, values, exc, dbapi_error) from exc
+            if dialect.is_disconnect(exc, connection.dbapi_connection, None):
+                connection.invalidate(exc)
+            elif self.autocommit:
+                driver.autocommit = False
+            raise sa.exc.DBAPIError.instance(self.sql, bound, exc, dbapi_error) from exc
         finally:
             connection.close()
         processors = self.result_processors
@@ -333,18 +358,15 @@ class Store:
         """The rows of one SELECT that needs no transaction of its own, as tuples of the
         values SQLAlchemy would give (`conn.execute(statement, params)`).
 
-        1. SQLite: through the driver itself, on a pooled connection. The statement is
-           compiled once per store and its parameters and columns are converted by their
-           types' own processors; what is skipped is the per-execution work of a
-           SQLAlchemy connection (the BEGIN, events, result objects), which was three
-           quarters of a point read's CPU. The connection is in autocommit mode, so the
-           statement is its own transaction. A driver error is raised as SQLAlchemy's
-           (`DBAPIError`), as the other way raises it.
-        2. PostgreSQL: `reading` (autocommit, one round trip).
+        Through the driver itself, on a pooled connection (`_DriverStatement`). The
+        statement is compiled once per store and its parameters and columns are converted
+        by their types' own processors; what is skipped is the per-execution work of a
+        SQLAlchemy connection (the BEGIN, events, result objects), which was three quarters
+        of a point read's CPU on SQLite and a third on PostgreSQL. The statement is its own
+        transaction (SQLite's connections are in autocommit mode; on PostgreSQL it runs in
+        autocommit, one round trip, as `reading` does). A driver error is raised as
+        SQLAlchemy's (`DBAPIError`), as the other way raises it.
         """
-        if self.backend_name != "sqlite":
-            with self.reading() as conn:
-                return [tuple(row) for row in conn.execute(statement, dict(params))]
         prepared = self._driver_statements.get(statement)
         if prepared is None:
             prepared = _DriverStatement(statement, self._engine.dialect)
