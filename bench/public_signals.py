@@ -143,7 +143,7 @@ def drive(home: str, kind: str, requests: int, concurrency: int, seed: int) -> d
         headers: list[dict[str, str]] = [{}] * requests
     elif kind == "post":
         chosen = rng.integers(0, len(posts), requests)
-        paths = [f"/v1/public/signals/posts/{posts.post_ids[i].decode()}" for i in chosen]
+        paths = [f"/v1/public/signals/posts/{posts.post_id(i)}" for i in chosen]
         headers = [{}] * requests
     else:
         picks = [users[i] for i in rng.integers(0, len(users), requests)]
@@ -188,7 +188,7 @@ def direct(home: str, requests: int, seed: int) -> dict[str, Any]:
     svc = Services.build(Settings(home=Path(home)))
     posts = svc.post_authors.index()
     rng = np.random.default_rng(seed)
-    ids = [posts.post_ids[i].decode() for i in rng.integers(0, len(posts), requests)]
+    ids = [posts.post_id(i) for i in rng.integers(0, len(posts), requests)]
     refused = 0
     cpu = time.process_time()
     with stopwatch() as sw:
@@ -301,7 +301,7 @@ def served_paths(home: str, kind: str, count: int, seed: int) -> list[str]:
     if kind == "post":
         posts = PostAuthors(Lake(Path(home) / "lake")).index()
         return [
-            f"/v1/public/signals/posts/{posts.post_ids[i].decode()}"
+            f"/v1/public/signals/posts/{posts.post_id(i)}"
             for i in rng.integers(0, len(posts), count)
         ]
     store = open_store(f"sqlite:///{Path(home) / 'consentry.db'}")
@@ -329,9 +329,12 @@ def real_server(home: str, args: argparse.Namespace, scratch: Path) -> list[dict
                 log_level=args.server_log_level) as server:  # fmt: skip
         for kind in ("author", "post", "author, zipf"):
             paths = served_paths(home, kind, 50_000, args.seed + 1)
+            # Warm every worker up: a new connection per request (`Connection: close`), as
+            # one kept-alive connection would reach one worker only, and the others would
+            # build their post index and fill their caches in the measured run.
             with httpx.Client(base_url=server.base, timeout=30, trust_env=False) as client:
-                for path in paths[-200 * args.server_workers :]:  # warm every worker up
-                    client.get(path).raise_for_status()
+                for path in paths[-200 * args.server_workers :]:
+                    client.get(path, headers={"Connection": "close"}).raise_for_status()
             cpu = server.cpu_seconds()
             client_before = _client_cpu()
             if wrk is not None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from consentry.engine.lake import Lake
 from consentry.ledger.service import Evidence
-from consentry.ledger.signals import cache_max_age, reuse_seconds
+from consentry.ledger.signals import answer_lifetimes, cache_max_age, reuse_seconds
 from consentry.policy import Choice, Duration
 from consentry.serving.services import Services
 from consentry.settings import Settings
@@ -181,6 +181,25 @@ def test_a_process_reuses_an_answer_no_longer_than_a_cache_may_keep_it(
     # The bound is given up only where one of the other two rules needs it.
     deadline = (sla.add_to(at) - at).total_seconds()
     assert reuse == min(bound_ms / 1000, max_age, deadline - max_age)
+
+
+@given(
+    bound_ms=st.integers(0, 10**7),
+    configured=st.integers(0, 10**8),
+    months=st.integers(0, 3),
+    days=st.integers(0, 40),
+    at=st.datetimes(datetime(2024, 1, 1), datetime(2030, 1, 1), timezones=st.just(UTC)),
+)
+def test_answer_lifetimes_are_max_age_and_reuse_of_one_instant(
+    bound_ms: int, configured: int, months: int, days: int, at: datetime
+) -> None:
+    assume(months or days)
+    sla = Duration.parse(f"{months} months {days} days")
+    max_age = cache_max_age(configured, sla, at)
+    assert answer_lifetimes(configured, bound_ms, sla, at) == (
+        max_age,
+        reuse_seconds(bound_ms, max_age, sla, at),
+    )
 
 
 def test_html_meta_for_templates(world: World) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consentry.keys import Keyring
-from consentry.observe.logs import configure_logging, log_event
+from consentry.observe.logs import TextFormatter, configure_logging, log_event
 from consentry.serving.auth import issue_token
 from consentry.settings import Settings
 from consentry.store import open_store
@@ -154,3 +156,13 @@ def test_uvicorns_coloured_copy_of_its_message_is_not_a_field(capsys: Any) -> No
     assert line.endswith('message="Uvicorn running on http://127.0.0.1:8000"'), line
     assert "color_message" not in line
     assert "\x1b" not in line
+
+
+@given(value=st.one_of(st.floats(), st.integers(), st.booleans(), st.none()))
+def test_a_text_value_is_written_as_json_writes_it(value: object) -> None:
+    import logging
+
+    record = logging.LogRecord("consentry.test", logging.INFO, __file__, 1, "demo.event", (), None)
+    record.__dict__.update(event="demo.event", fields={"v": value})
+    line = TextFormatter().format(record)
+    assert line.split(" ", 3)[3] == f"v={json.dumps(value)}"

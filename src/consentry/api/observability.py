@@ -53,6 +53,21 @@ class RequestObserver:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._histogram: Any = None
+        self._observers: dict[tuple[str, str, int], Any] = {}
+
+    def _observer(self, route: str, method: str, status: int) -> Any:
+        """The latency histogram's child for these labels, remembered (`labels` takes a
+        lock and checks every label value on each call). As many as the histogram's own
+        children: routes are templates, and it keeps one per method and status anyway."""
+        histogram = families().http_duration
+        if histogram is not self._histogram:
+            self._histogram, self._observers = histogram, {}
+        key = (route, method, status)
+        found = self._observers.get(key)
+        if found is None:
+            found = self._observers[key] = histogram.labels(route, method, str(status))
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,7 +109,7 @@ class RequestObserver:
                 seconds = time.perf_counter() - begun
                 route = _route_of(scope)
                 method = scope.get("method", "")
-                families().http_duration.labels(route, method, str(status)).observe(seconds)
+                self._observer(route, method, status).observe(seconds)
                 log_event(_log, "http.request", method=method, route=route, status=status,
                           ms=round(seconds * 1000, 2))  # fmt: skip
 

@@ -46,10 +46,9 @@ from consentry.api.signals import author_signals_now
 from consentry.api.validation import NO_CONTROL, USER_ID_MAX_LENGTH, UserIdPath
 from consentry.ledger.signals import (
     AuthorSignals,
+    answer_lifetimes,
     author_header_fields,
-    cache_max_age,
     meta_tags,
-    reuse_seconds,
     signals_etag,
     site_default_signals,
 )
@@ -237,6 +236,31 @@ def _prepared(
     return found
 
 
+_BASE_URLS_MAX: Final = 1024
+_base_urls: dict[tuple[object, ...], str] = {}
+
+
+def _base_url(scope: Scope) -> str:
+    """`Request(scope).base_url` as a string, remembered by what it is made of: the scheme,
+    the server, the first `Host` header and the root path (reset when full: `Host` headers
+    come from clients)."""
+    host = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value
+            break
+    server = scope.get("server")
+    root = scope.get("app_root_path", scope.get("root_path", ""))
+    # The server as a tuple: some servers (and test clients) give a list.
+    key = (scope.get("scheme", "http"), None if server is None else tuple(server), host, root)
+    found = _base_urls.get(key)
+    if found is None:
+        if len(_base_urls) >= _BASE_URLS_MAX:
+            _base_urls.clear()
+        found = _base_urls[key] = str(Request(scope).base_url)
+    return found
+
+
 async def _signals_of(svc: Services, author_id: str | None) -> CachedSignals:
     """The author's signals (`None`: the site default) and their answer's max-age, from the
     process's cache while it may be reused (`consentry.serving.signals_cache`), else
@@ -251,19 +275,27 @@ async def _signals_of(svc: Services, author_id: str | None) -> CachedSignals:
         signals = site_default_signals()
     else:
         signals = await run_read(svc, author_signals_now, svc, author_id, now)
-    sla = svc.policy.revocation_sla_at(now)
-    max_age = cache_max_age(svc.settings.signals_max_age, sla, now)
-    reuse = reuse_seconds(svc.settings.signals_cache_ms, max_age, sla, now)
+    max_age, reuse = answer_lifetimes(
+        svc.settings.signals_max_age,
+        svc.settings.signals_cache_ms,
+        svc.policy.revocation_sla_at(now),
+        now,
+    )
     return cache.put(author_id, signals, max_age, reuse, mark=mark)
 
 
 async def _author_of_post(svc: Services, post_id: str) -> str | None:
-    """The post's author; None for a post the lake lacks (it gets the site default)."""
-    if svc.post_authors.due():
-        # The index may be rebuilt from a new snapshot: seconds for millions of posts,
-        # which must not hold up the event loop.
+    """The post's author; None for a post the lake lacks (it gets the site default).
+
+    The index is looked up on the event loop, the live snapshot's pointer checked there
+    too once a second (`PostAuthors.current`); only a rebuild from a new snapshot, seconds
+    for millions of posts, goes to a thread. (Sending every lookup made while the check
+    was due to the thread pool cost a burst of thread hand-offs, and new threads, every
+    second in every worker.)"""
+    index = svc.post_authors.current()
+    if index is None:
         return await run_in_threadpool(svc.post_authors.author_of, post_id)
-    return svc.post_authors.author_of(post_id)
+    return index.author_of(post_id)
 
 
 async def public_answer(
@@ -284,7 +316,7 @@ async def public_answer(
     """
     author = key if kind == "authors" else await _author_of_post(svc, key)
     cached = await _signals_of(svc, author)
-    base = svc.settings.public_url or str(Request(scope).base_url)
+    base = svc.settings.public_url or _base_url(scope)
     prepared = _prepared(cached.signals, base, representation, cached.max_age)
     return prepared.answer(scope["method"], if_none_match)
 

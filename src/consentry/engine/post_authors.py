@@ -26,12 +26,17 @@ from consentry.engine.lake import Lake
 __all__ = ["PostAuthorIndex", "PostAuthors"]
 
 POSTS = "posts"
+_END = b"\x01"
+"""Ends every id in the index (see `PostAuthorIndex`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class PostAuthorIndex:
     """One snapshot's post -> author map, compact: post ids as sorted UTF-8 bytes, each
-    with the number of its author in `authors` (about 4 bytes per post more than the ids)."""
+    with the number of its author in `authors` (about 5 bytes per post more than the ids).
+
+    Each id is stored with `_END` after it: numpy's fixed-width bytes drop trailing NULs,
+    so without it `a` and `a\x00` would be one id."""
 
     snapshot: Path | None
     post_ids: npt.NDArray[np.bytes_]
@@ -52,7 +57,10 @@ class PostAuthorIndex:
         if not files:
             return cls(snapshot, np.array([], dtype="S1"), np.array([], dtype=np.int32), ())
         table = pq.read_table([str(f) for f in files], columns=["post_id", "author_id"])
-        post_ids = table.column("post_id").combine_chunks().cast(pa.binary())
+        end = pa.scalar(_END, pa.binary())
+        post_ids = pc.binary_join_element_wise(
+            table.column("post_id").combine_chunks().cast(pa.binary()), end, b""
+        )
         encoded = table.column("author_id").combine_chunks().dictionary_encode()
         order = pc.sort_indices(post_ids)
         ids = np.array(post_ids.take(order).to_pylist(), dtype=np.bytes_)
@@ -63,14 +71,15 @@ class PostAuthorIndex:
         """The author of `post_id`, or None when this snapshot has no such post."""
         if not len(self.post_ids):
             return None
-        key = post_id.encode("utf-8")
-        # numpy's fixed-width bytes drop trailing NULs: such an id would match wrongly.
-        if key.endswith(b"\x00"):
-            return None
+        key = post_id.encode("utf-8") + _END
         i = int(np.searchsorted(self.post_ids, key))
         if i < len(self.post_ids) and self.post_ids[i] == key:
             return self.authors[int(self.author_codes[i])]
         return None
+
+    def post_id(self, i: int) -> str:
+        """The `i`-th post id in the index's order."""
+        return bytes(self.post_ids[i][: -len(_END)]).decode("utf-8")
 
     def __len__(self) -> int:
         return len(self.post_ids)
@@ -94,10 +103,27 @@ class PostAuthors:
         self._checked = float("-inf")
         self._lock = threading.Lock()
 
-    def due(self) -> bool:
-        """True when the next lookup looks at the live snapshot again (and may rebuild the
-        index: a caller on an event loop runs that lookup in a thread)."""
-        return time.monotonic() - self._checked >= self.recheck_seconds
+    def current(self) -> PostAuthorIndex | None:
+        """The index when it is that of the live snapshot (as of at most `recheck_seconds`
+        ago), without building one; None when it must be (re)built first (`index`).
+
+        Cheap enough for an event loop: when due, it reads the `CURRENT` pointer (a small
+        local file) and, if the snapshot has not moved, counts the check as done, so only
+        a rebuild — seconds for millions of posts — is left to a thread.
+        """
+        if time.monotonic() - self._checked < self.recheck_seconds:
+            return self._index
+        index = self._index
+        if self._live_snapshot() != index.snapshot:
+            return None
+        # No lock (a thread may hold it for a rebuild): the index was that of the live
+        # snapshot when the pointer was read, and a thread that swaps in a newer one sets
+        # the time of its own check.
+        self._checked = time.monotonic()
+        return index
+
+    def _live_snapshot(self) -> Path | None:
+        return self.lake.snapshot_dir(POSTS) if self.lake.exists(POSTS) else None
 
     def index(self) -> PostAuthorIndex:
         """The index of the live snapshot (as of at most `recheck_seconds` ago)."""
@@ -107,7 +133,7 @@ class PostAuthors:
         with self._lock:
             if now - self._checked < self.recheck_seconds:
                 return self._index
-            snapshot = self.lake.snapshot_dir(POSTS) if self.lake.exists(POSTS) else None
+            snapshot = self._live_snapshot()
             if snapshot != self._index.snapshot:
                 parts = sorted(snapshot.glob("part-*.parquet")) if snapshot else []
                 try:

@@ -40,6 +40,7 @@ __all__ = [
     "PurposeState",
     "aipref_header",
     "aipref_preferences",
+    "answer_lifetimes",
     "author_header_fields",
     "author_signals",
     "bluesky_intents",
@@ -382,8 +383,20 @@ def cache_max_age(configured_seconds: int, revocation_sla: Duration, now: dateti
     2. The smaller of that and `configured_seconds` (`CONSENTRY_SIGNALS_MAX_AGE`), never
        below 0.
     """
-    sla_seconds = int((revocation_sla.add_to(now) - now.astimezone(UTC)).total_seconds())
-    return max(0, min(configured_seconds, sla_seconds))
+    return _max_age(configured_seconds, _sla_seconds(revocation_sla, now))
+
+
+def _sla_seconds(revocation_sla: Duration, now: datetime) -> float:
+    """The revocation SLA from `now`, in seconds (calendar months counted on the calendar)."""
+    return (revocation_sla.add_to(now) - now.astimezone(UTC)).total_seconds()
+
+
+def _max_age(configured_seconds: int, sla_seconds: float) -> int:
+    return max(0, min(configured_seconds, int(sla_seconds)))
+
+
+def _reuse(bound_ms: int, max_age: int, sla_seconds: float) -> float:
+    return max(0.0, min(bound_ms / 1000, float(max_age), sla_seconds - max_age))
 
 
 def reuse_seconds(bound_ms: int, max_age: int, revocation_sla: Duration, now: datetime) -> float:
@@ -398,5 +411,14 @@ def reuse_seconds(bound_ms: int, max_age: int, revocation_sla: Duration, now: da
        by the SLA, so a cached "allowed" never outlives an opt-out's deadline.
     4. Never below 0 (0: no reuse, every answer is read from the ledger).
     """
-    sla_seconds = (revocation_sla.add_to(now) - now.astimezone(UTC)).total_seconds()
-    return max(0.0, min(bound_ms / 1000, float(max_age), sla_seconds - max_age))
+    return _reuse(bound_ms, max_age, _sla_seconds(revocation_sla, now))
+
+
+def answer_lifetimes(
+    configured_seconds: int, bound_ms: int, revocation_sla: Duration, now: datetime
+) -> tuple[int, float]:
+    """`cache_max_age` and then `reuse_seconds` with it, for the same instant: the answer's
+    max-age and how long the process may reuse it (the SLA counted from `now` once)."""
+    sla_seconds = _sla_seconds(revocation_sla, now)
+    max_age = _max_age(configured_seconds, sla_seconds)
+    return max_age, _reuse(bound_ms, max_age, sla_seconds)

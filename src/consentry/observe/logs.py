@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 from datetime import UTC, datetime
@@ -94,6 +95,8 @@ class TextFormatter(logging.Formatter):
                 text = value
             elif type(value) is int:  # what json.dumps writes, without its machinery
                 text = str(value)
+            elif type(value) is float and math.isfinite(value):  # likewise (`ms=`)
+                text = float.__repr__(value)
             else:
                 text = json.dumps(value, default=str)
             if not text or _QUOTED.search(text):
