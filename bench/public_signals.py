@@ -113,6 +113,14 @@ def build_home(home: Path, users: int, posts: int, seed: int) -> None:
     Lake(settings.lake_dir).write_arrow("posts", table)
 
 
+def _post_id(index: Any, i: int) -> str:
+    """The index's `i`-th post id (also with the code before `PostAuthorIndex.post_id`, for
+    a before/after run)."""
+    if hasattr(index, "post_id"):
+        return str(index.post_id(i))
+    return str(index.post_ids[i].decode())
+
+
 def _ids(prefix: str, n: int) -> pa.Array:
     return pc.binary_join_element_wise(
         prefix, pc.cast(pa.array(np.arange(n, dtype=np.int64) + 10**9), pa.string()), ""
@@ -143,7 +151,7 @@ def drive(home: str, kind: str, requests: int, concurrency: int, seed: int) -> d
         headers: list[dict[str, str]] = [{}] * requests
     elif kind == "post":
         chosen = rng.integers(0, len(posts), requests)
-        paths = [f"/v1/public/signals/posts/{posts.post_id(i)}" for i in chosen]
+        paths = [f"/v1/public/signals/posts/{_post_id(posts, i)}" for i in chosen]
         headers = [{}] * requests
     else:
         picks = [users[i] for i in rng.integers(0, len(users), requests)]
@@ -188,7 +196,7 @@ def direct(home: str, requests: int, seed: int) -> dict[str, Any]:
     svc = Services.build(Settings(home=Path(home)))
     posts = svc.post_authors.index()
     rng = np.random.default_rng(seed)
-    ids = [posts.post_id(i) for i in rng.integers(0, len(posts), requests)]
+    ids = [_post_id(posts, i) for i in rng.integers(0, len(posts), requests)]
     refused = 0
     cpu = time.process_time()
     with stopwatch() as sw:
@@ -301,7 +309,7 @@ def served_paths(home: str, kind: str, count: int, seed: int) -> list[str]:
     if kind == "post":
         posts = PostAuthors(Lake(Path(home) / "lake")).index()
         return [
-            f"/v1/public/signals/posts/{posts.post_id(i)}"
+            f"/v1/public/signals/posts/{_post_id(posts, i)}"
             for i in rng.integers(0, len(posts), count)
         ]
     store = open_store(f"sqlite:///{Path(home) / 'consentry.db'}")
