@@ -40,6 +40,7 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
 # Not fields of a line: ours are placed by `_base`; uvicorn's `color_message` is its message
 # again with terminal colour codes.
 _NOT_FIELDS = frozenset({"fields", "event", "request_id", "color_message"})
+_SKIPPED: Final = _RESERVED | _NOT_FIELDS
 
 
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
         fields.update(given)
     # Anything else passed through `extra=` (other libraries' or ours) comes along too.
     for key, value in record.__dict__.items():
-        if key not in _RESERVED and key not in _NOT_FIELDS:
+        if key not in _SKIPPED:
             fields[key] = value
     return fields
 
