@@ -235,3 +235,11 @@ def test_a_holds_state_changes_at_its_until_and_its_release_themselves() -> None
     assert freed.as_dict(released)["until"] is None
     assert freed.as_dict(released)["released_at"] == "2025-01-06T00:00:00Z"
     assert freed.as_dict(released)["state"] == "released"
+
+
+def test_a_holds_state_without_an_instant_is_its_state_now() -> None:
+    now = datetime.now(UTC)
+    ongoing = HoldRecord("h1", "m", "r", "user", "u", now - timedelta(days=1), None, None)
+    lapsed = HoldRecord("h2", "m", "r", "user", "u", now - timedelta(days=2), now, None)
+    assert ongoing.as_dict()["state"] == "active"
+    assert lapsed.as_dict()["state"] == "expired"
