@@ -135,3 +135,47 @@ def test_known_users_are_told_apart_whatever_their_ids(home: LakeHome) -> None:
         [_change(u, i) for i, u in enumerate([*odd, known])], known_users_only=True
     )
     assert [r is not None for r in recorded] == [False] * len(odd) + [True]
+
+
+@pytest.fixture
+def pg_home(tmp_path: Any) -> Iterator[LakeHome]:
+    with postgres_schema() as url:
+        yield make_lake_home(Settings(home=tmp_path / "home", database_url=url))
+
+
+def _round_trips(trace: str) -> int:
+    """Times the client waits on the server in a libpq trace: each Sync (extended
+    protocol), simple Query and CopyDone the client sends is followed by a wait."""
+    sent = [line.split("\t") for line in trace.splitlines() if line.startswith("F\t")]
+    return sum(1 for parts in sent if parts[2].split(" ")[0] in ("Sync", "Query", "CopyDone"))
+
+
+def test_a_group_commit_on_postgresql_takes_three_round_trips(
+    pg_home: LakeHome, tmp_path: Any
+) -> None:
+    # BEGIN; the log's lock, the known users and the numbers in one statement; every write
+    # and the COMMIT in one pipeline. (Statement by statement it was fourteen.)
+    import psycopg
+
+    ledger = _ledger(pg_home)
+    users = world_users().column("user_id").to_pylist()
+    ledger.record_many([_change(users[0], 0)], known_users_only=True)  # pool warmed up
+    path = tmp_path / "libpq.trace"
+    with path.open("w") as out:
+
+        def trace(dbapi_connection: Any, *_: Any) -> None:
+            dbapi_connection.pgconn.trace(out.fileno())
+            dbapi_connection.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+
+        engine = ledger.store._engine
+        sa.event.listen(engine, "checkout", trace)
+        try:
+            changes = [_change(u, i) for i, u in enumerate(users[:6])]
+            changes.append(_change("nobody-knows-me", 6))
+            recorded = ledger.record_many(changes, known_users_only=True)
+        finally:
+            sa.event.remove(engine, "checkout", trace)
+    assert [r is not None for r in recorded] == [True] * 6 + [False]
+    assert _round_trips(path.read_text()) == 3
+    assert [h.event_id for h in ledger.history(users[0])][-1] == recorded[0].event_id  # type: ignore[union-attr]
+    assert run_doctor(pg_home.settings).ok

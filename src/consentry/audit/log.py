@@ -53,15 +53,19 @@ from consentry.store.models import (
 
 __all__ = [
     "ENTRY_PREFIX",
+    "LOCK_HEAD_SQL",
     "AuditLog",
     "ConsistencyProof",
     "InclusionProof",
     "LeafRecord",
     "LogHead",
     "LogIntegrityError",
+    "PipelinedStatement",
     "VerifyReport",
     "append_events",
+    "append_statements_pg",
     "entry_text",
+    "head_state",
     "instant_text",
     "lock_log",
 ]
@@ -116,10 +120,22 @@ def _lock_head(session: Session) -> tuple[int, list[bytes]]:
     ).first()
     if row is None:
         raise LogIntegrityError("the audit log has no head row; run `consentry init`")
-    size, frontier = int(row[0]), bytes(row[1])
+    return head_state(row[0], row[1])
+
+
+def head_state(size: Any, frontier: Any) -> tuple[int, list[bytes]]:
+    """The head as locked (`LOCK_HEAD_SQL` or `_lock_head`), checked: its size and frontier."""
+    if size is None or frontier is None:
+        raise LogIntegrityError("the audit log has no head row; run `consentry init`")
+    size, frontier = int(size), bytes(frontier)
     if len(frontier) != HASH_SIZE * len(frontier_levels(size)):
         raise LogIntegrityError(f"the audit log head is corrupt (size {size})")
     return size, _split(frontier)
+
+
+LOCK_HEAD_SQL: Final = "UPDATE audit_head SET size = size WHERE id = 1 RETURNING size, frontier"
+"""`_lock_head`'s statement as SQL, for a writer that takes the lock inside a statement of
+its own (a CTE that also draws its numbers: one round trip); `head_state` checks the row."""
 
 
 LogHeadState = tuple[int, list[bytes]]
@@ -172,6 +188,56 @@ def _copy_postgresql(
     finally:
         cursor.close()
     return seqs
+
+
+PipelinedStatement = tuple[str, tuple[Any, ...]]
+"""A PostgreSQL statement (psycopg `%s` placeholders) and its parameters."""
+
+_APPEND_EVENTS_PG: Final = (
+    "INSERT INTO audit_events (seq, event_type, at, payload) "
+    "SELECT seq, event_type, %s::timestamptz, payload "
+    "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS e(seq, event_type, payload)"
+)
+_APPEND_LEAVES_PG: Final = (
+    "INSERT INTO audit_leaves (leaf_index, event_seq, leaf_hash, subtree_hashes) "
+    "SELECT leaf_index, event_seq, leaf_hash, subtree_hashes "
+    "FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) "
+    "AS l(leaf_index, event_seq, leaf_hash, subtree_hashes)"
+)
+_WRITE_HEAD_PG: Final = "UPDATE audit_head SET size = %s, frontier = %s WHERE id = 1"
+
+
+def append_statements_pg(
+    events: Sequence[tuple[str, str]], *, head: LogHeadState, seqs: Sequence[int]
+) -> list[PipelinedStatement]:
+    """`append_events` on PostgreSQL as three statements the caller sends in one pipeline
+    (one round trip), in the transaction that locked `head` (`LOCK_HEAD_SQL`) and drew the
+    events' `seqs` from `audit_events`' sequence under that lock, in order.
+
+    The same rows as `append_events`: one instant taken now (under the lock), the same
+    entries, leaf hashes, subtree hashes and new head; only how they travel differs.
+    """
+    if len(seqs) != len(events):
+        raise ValueError(f"{len(seqs)} seqs for {len(events)} events")
+    if not events:
+        return []
+    size, frontier = head
+    now = datetime.now(UTC)
+    at = instant_text(now)
+    hashes = [leaf_hash(entry_text(t, at, p).encode()) for t, p in events]
+    new_size, new_frontier, completed = extend_frontier(size, frontier, hashes)
+    seq_list = list(seqs)
+    return [
+        (
+            _APPEND_EVENTS_PG,
+            (now, seq_list, [t for t, _ in events], [p for _, p in events]),
+        ),
+        (
+            _APPEND_LEAVES_PG,
+            (list(range(size, size + len(events))), seq_list, hashes, list(completed)),
+        ),
+        (_WRITE_HEAD_PG, (new_size, b"".join(new_frontier))),
+    ]
 
 
 def append_events(

@@ -31,7 +31,7 @@ from consentry.audit.event_types import (
     SubjectsSynced,
 )
 from consentry.audit.events import entry_json, envelope
-from consentry.audit.log import append_events, lock_log
+from consentry.audit.log import append_events, append_statements_pg, lock_log
 from consentry.errors import BadInput, Problem
 from consentry.keys import Keyring
 from consentry.ledger.anchor import (
@@ -61,7 +61,11 @@ from consentry.ledger.writes import (
     dialect_insert,
     insert_events,
     insert_events_arrow,
+    insert_events_statement_pg,
+    lock_and_draw_pg,
     next_event_seqs,
+    run_pipelined,
+    upsert_states_statement_pg,
 )
 from consentry.policy import Choice, PolicyFile
 from consentry.schema import CONSENT_SOURCES
@@ -518,62 +522,140 @@ class ConsentLedger:
         if not changes:
             return []
         with self.store.session(immediate=True) as session:
-            wanted = list(range(len(changes)))
-            if known_users_only:
-                known = self._known_subjects(session, {c.user_id for c in changes})
-                wanted = [i for i in wanted if changes[i].user_id in known]
-            # New event ids from one draw of random bytes (one per event cost more).
-            fresh = os.urandom(16 * len(wanted)).hex()
-            rows: list[dict[str, Any]] = [
-                {
-                    "event_id": changes[i].event_id or f"c-{fresh[32 * k : 32 * k + 32]}",
-                    "user_id": changes[i].user_id,
-                    "purpose": changes[i].purpose,
-                    "choice": changes[i].choice.value,
-                    "at": (changes[i].at or now).astimezone(UTC),
-                    "source": changes[i].source,
-                    "policy_version": versions[i],
-                    "evidence_origin": changes[i].evidence.origin,
-                    "evidence_client": changes[i].evidence.client,
-                    "evidence_shown_version": changes[i].evidence.shown_version,
-                    "recorded_at": now,
-                }
-                for k, i in enumerate(wanted)
-            ]
-            recorded: list[ConsentEventRecord | None] = [None] * len(changes)
-            if not rows:
-                return recorded
-            # The log's lock first: consent writers (this and `import_events`) then take
-            # their locks in one order, and event numbers follow commit order.
-            head = lock_log(session)
-            seqs = next_event_seqs(session, len(rows))
-            self._advance_states(session, rows)
-            payloads = []
-            for i, row, seq in zip(wanted, rows, seqs, strict=True):
-                digest = event_digest(self._anchor_key, row)
-                event = ConsentChanged(
-                    subject_ref=self._pseudonym(row["user_id"]),
-                    purpose=row["purpose"],
-                    choice=row["choice"],
-                    source=row["source"],
-                    policy_version=row["policy_version"],
-                    at=row["at"].isoformat().replace("+00:00", "Z"),
-                    ledger_seq=seq,
-                    events_digest=f"{digest:064x}",
+            if session.get_bind().dialect.name == "postgresql":
+                rows, recorded = self._record_many_pg(
+                    session, changes, versions, now, known_users_only=known_users_only
                 )
-                payloads.append(
-                    (event.event_type, entry_json(envelope(event, changes[i].request_id)))
+            else:
+                rows, recorded = self._record_many_here(
+                    session, changes, versions, now, known_users_only=known_users_only
                 )
-            anchors = append_events(session, payloads, head=head)
-            for row, seq, anchor in zip(rows, seqs, anchors, strict=True):
-                row["seq"], row["anchor_seq"] = seq, anchor
-            insert_events(session, rows)
-            for i, row in zip(wanted, rows, strict=True):
-                recorded[i] = _record_of(row["seq"], row)
-        # Committed: caches of resolved consent in this process drop these users at once.
-        CONSENT_CHANGES.note(row["user_id"] for row in rows)
-        count_changes(rows)
+        if rows:
+            # Committed: caches of resolved consent in this process drop these users at once.
+            CONSENT_CHANGES.note(row["user_id"] for row in rows)
+            count_changes(rows)
         return recorded
+
+    def _record_many_here(
+        self,
+        session: Session,
+        changes: Sequence[ConsentChange],
+        versions: Sequence[str],
+        now: datetime,
+        *,
+        known_users_only: bool,
+    ) -> tuple[list[dict[str, Any]], list[ConsentEventRecord | None]]:
+        """`record_many`'s transaction statement by statement (SQLite)."""
+        wanted = list(range(len(changes)))
+        if known_users_only:
+            known = self._known_subjects(session, {c.user_id for c in changes})
+            wanted = [i for i in wanted if changes[i].user_id in known]
+        rows = self._rows(changes, versions, wanted, now)
+        recorded: list[ConsentEventRecord | None] = [None] * len(changes)
+        if not rows:
+            return rows, recorded
+        # The log's lock first: consent writers (this and `import_events`) then take
+        # their locks in one order, and event numbers follow commit order.
+        head = lock_log(session)
+        seqs = next_event_seqs(session, len(rows))
+        self._advance_states(session, rows)
+        payloads = self._payloads(changes, wanted, rows, seqs)
+        anchors = append_events(session, payloads, head=head)
+        for row, seq, anchor in zip(rows, seqs, anchors, strict=True):
+            row["seq"], row["anchor_seq"] = seq, anchor
+        insert_events(session, rows)
+        for i, row in zip(wanted, rows, strict=True):
+            recorded[i] = _record_of(row["seq"], row)
+        return rows, recorded
+
+    def _record_many_pg(
+        self,
+        session: Session,
+        changes: Sequence[ConsentChange],
+        versions: Sequence[str],
+        now: datetime,
+        *,
+        known_users_only: bool,
+    ) -> tuple[list[dict[str, Any]], list[ConsentEventRecord | None]]:
+        """`record_many`'s transaction on PostgreSQL in three round trips (BEGIN; the
+        log's lock, the known users and both sets of numbers in one statement,
+        `lock_and_draw_pg`; then every write and the COMMIT in one pipeline,
+        `run_pipelined`): the same rows, numbers, anchors and audit leaves as the other
+        path, in the same order, in one transaction. It has committed when this returns
+        rows (on an error nothing is written)."""
+        head, wanted, seqs, anchors = lock_and_draw_pg(
+            session, [c.user_id for c in changes], known_users_only=known_users_only
+        )
+        recorded: list[ConsentEventRecord | None] = [None] * len(changes)
+        rows = self._rows(changes, versions, wanted, now)
+        if not rows:
+            return rows, recorded
+        payloads = self._payloads(changes, wanted, rows, seqs)
+        for row, seq, anchor in zip(rows, seqs, anchors, strict=True):
+            row["seq"], row["anchor_seq"] = seq, anchor
+        run_pipelined(
+            session,
+            [
+                upsert_states_statement_pg(self._latest_per_pair(rows)),
+                *append_statements_pg(payloads, head=head, seqs=anchors),
+                insert_events_statement_pg(rows),
+            ],
+            commit=True,
+        )
+        for i, row in zip(wanted, rows, strict=True):
+            recorded[i] = _record_of(row["seq"], row)
+        return rows, recorded
+
+    @staticmethod
+    def _rows(
+        changes: Sequence[ConsentChange],
+        versions: Sequence[str],
+        wanted: Sequence[int],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """The event rows of the wanted changes (without seq and anchor)."""
+        # New event ids from one draw of random bytes (one per event cost more).
+        fresh = os.urandom(16 * len(wanted)).hex()
+        return [
+            {
+                "event_id": changes[i].event_id or f"c-{fresh[32 * k : 32 * k + 32]}",
+                "user_id": changes[i].user_id,
+                "purpose": changes[i].purpose,
+                "choice": changes[i].choice.value,
+                "at": (changes[i].at or now).astimezone(UTC),
+                "source": changes[i].source,
+                "policy_version": versions[i],
+                "evidence_origin": changes[i].evidence.origin,
+                "evidence_client": changes[i].evidence.client,
+                "evidence_shown_version": changes[i].evidence.shown_version,
+                "recorded_at": now,
+            }
+            for k, i in enumerate(wanted)
+        ]
+
+    def _payloads(
+        self,
+        changes: Sequence[ConsentChange],
+        wanted: Sequence[int],
+        rows: Sequence[dict[str, Any]],
+        seqs: Sequence[int],
+    ) -> list[tuple[str, str]]:
+        """One `consent.changed` audit event (type, payload) per row, numbered `seqs`."""
+        payloads = []
+        for i, row, seq in zip(wanted, rows, seqs, strict=True):
+            digest = event_digest(self._anchor_key, row)
+            event = ConsentChanged(
+                subject_ref=self._pseudonym(row["user_id"]),
+                purpose=row["purpose"],
+                choice=row["choice"],
+                source=row["source"],
+                policy_version=row["policy_version"],
+                at=row["at"].isoformat().replace("+00:00", "Z"),
+                ledger_seq=seq,
+                events_digest=f"{digest:064x}",
+            )
+            payloads.append((event.event_type, entry_json(envelope(event, changes[i].request_id))))
+        return payloads
 
     @staticmethod
     def _known_subjects(session: Session, user_ids: set[str]) -> set[str]:
@@ -628,16 +710,21 @@ class ConsentLedger:
         """Make each row the current state of its (user, purpose) unless a later
         (instant, event_id) is there; of several rows for one pair only the latest is
         offered. One statement run for every pair (the driver batches it)."""
+        session.connection().execute(
+            advance_state_statement(session),
+            [{k: r[k] for k in _STATE_COLUMNS} for r in ConsentLedger._latest_per_pair(rows)],
+        )
+
+    @staticmethod
+    def _latest_per_pair(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of the rows, per (user, purpose) the latest by (instant, event_id)."""
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for row in rows:
             key = (row["user_id"], row["purpose"])
             held = latest.get(key)
             if held is None or (row["at"], row["event_id"]) > (held["at"], held["event_id"]):
                 latest[key] = row
-        session.connection().execute(
-            advance_state_statement(session),
-            [{k: r[k] for k in _STATE_COLUMNS} for r in latest.values()],
-        )
+        return list(latest.values())
 
     # --- importing from the lake -------------------------------------------------------
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from consentry.audit.log import LOCK_HEAD_SQL, LogHeadState, PipelinedStatement, head_state
 from consentry.ledger.anchor import ANCHOR_FIELDS
 from consentry.observe.metrics import families
 from consentry.store.models import ConsentEventRow, ConsentStateRow, Subject
@@ -32,7 +33,11 @@ __all__ = [
     "dialect_insert",
     "insert_events",
     "insert_events_arrow",
+    "insert_events_statement_pg",
+    "lock_and_draw_pg",
     "next_event_seqs",
+    "run_pipelined",
+    "upsert_states_statement_pg",
 ]
 
 _EVENTS: sa.Table = ConsentEventRow.__table__  # type: ignore[assignment]
@@ -100,6 +105,100 @@ _NEXT_SEQS_PG = sa.text(
     "FROM generate_series(1, :n) ORDER BY 1"
 )
 _TOP_SEQ = sa.select(sa.func.coalesce(sa.func.max(_EVENTS.c.seq), 0))
+
+
+_LOCK_AND_DRAW_PG = sa.text(
+    f"WITH head AS ({LOCK_HEAD_SQL}), "
+    "wanted AS (SELECT u.i FROM unnest(CAST(:users AS text[])) WITH ORDINALITY AS u(user_id, i) "
+    "WHERE NOT :known_only OR EXISTS (SELECT 1 FROM subjects s WHERE s.user_id = u.user_id)) "
+    "SELECT h.size, h.frontier, ARRAY(SELECT i - 1 FROM wanted ORDER BY i), "
+    # Correlated with the head's row, so drawn once the head is locked (commit order).
+    "ARRAY(SELECT nextval(pg_get_serial_sequence('consent_events', 'seq')) "
+    "FROM wanted WHERE h.size >= 0 ORDER BY 1), "
+    "ARRAY(SELECT nextval(pg_get_serial_sequence('audit_events', 'seq')) "
+    "FROM wanted WHERE h.size >= 0 ORDER BY 1) "
+    "FROM head h"
+).bindparams(
+    sa.bindparam("users", type_=postgresql.ARRAY(sa.String)),
+    sa.bindparam("known_only", type_=sa.Boolean),
+)
+
+
+def lock_and_draw_pg(
+    session: Session, user_ids: Sequence[str], *, known_users_only: bool
+) -> tuple[LogHeadState, list[int], list[int], list[int]]:
+    """PostgreSQL, one round trip: lock the audit log's head and read it (`lock_log`), find
+    which of the changes (by their users, `user_ids` in order) are wanted (all, or with
+    `known_users_only` those whose user is a subject) and, under the lock, draw one event
+    number and one audit event number per wanted change, each in increasing order.
+
+    Returns the head, the wanted changes' indices, their event numbers and audit numbers.
+    """
+    row = (
+        session.connection()
+        .execute(_LOCK_AND_DRAW_PG, {"users": list(user_ids), "known_only": known_users_only})
+        .first()
+    )
+    if row is None:
+        head_state(None, None)  # raises: the log has no head row
+        raise AssertionError("unreachable")
+    head = head_state(row[0], row[1])
+    return head, [int(i) for i in row[2]], [int(s) for s in row[3]], [int(s) for s in row[4]]
+
+
+_INSERT_EVENTS_PG = (
+    "INSERT INTO consent_events (seq, event_id, user_id, purpose, choice, at, source, "
+    "policy_version, evidence_origin, evidence_client, evidence_shown_version, recorded_at, "
+    "anchor_seq) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::timestamptz[], %s::bigint[])"
+)
+
+
+def insert_events_statement_pg(rows: Sequence[dict[str, Any]]) -> PipelinedStatement:
+    """The events whose seq and anchor are known as one PostgreSQL INSERT over arrays (for
+    `run_pipelined`; `insert_events` writes the same rows by COPY)."""
+    return (_INSERT_EVENTS_PG, tuple([r[k] for r in rows] for k in _EVENT_COLUMNS))
+
+
+_UPSERT_STATES_PG = (
+    "INSERT INTO consent_state (user_id, purpose, choice, at, source, event_id) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], "
+    "%s::text[]) "
+    "ON CONFLICT (user_id, purpose) DO UPDATE SET choice = excluded.choice, "
+    "at = excluded.at, source = excluded.source, event_id = excluded.event_id "
+    "WHERE excluded.at > consent_state.at OR "
+    "(excluded.at = consent_state.at AND excluded.event_id > consent_state.event_id)"
+)
+
+
+def upsert_states_statement_pg(rows: Sequence[dict[str, Any]]) -> PipelinedStatement:
+    """`advance_state_statement` for every row (at most one per user and purpose) as one
+    PostgreSQL statement over arrays."""
+    return (_UPSERT_STATES_PG, tuple([r[k] for r in rows] for k in _STATE_COLUMNS))
+
+
+def run_pipelined(
+    session: Session, statements: Sequence[PipelinedStatement], *, commit: bool
+) -> None:
+    """Send `statements` on the session's PostgreSQL connection in one pipeline, in order,
+    and with `commit` the COMMIT too: one round trip for all. A database error comes out as
+    SQLAlchemy's (`IntegrityError` for a constraint), and the transaction is then rolled
+    back by the session as for any statement. After a commit here the session's own commit
+    finds the connection out of its transaction and sends nothing."""
+    import psycopg
+
+    driver = session.connection().connection.driver_connection
+    statement = "<pipeline>"
+    try:
+        with driver.pipeline(), driver.cursor() as cursor:  # type: ignore[union-attr]
+            for statement, params in statements:
+                cursor.execute(statement, params)
+            if commit:
+                # A COMMIT statement, not `commit()`: that would sync once more.
+                cursor.execute("COMMIT")
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from None
 
 
 _EVENT_COLUMNS = ("seq", *ANCHOR_FIELDS, "anchor_seq")
