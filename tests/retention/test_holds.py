@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from consentry.retention import (
 from consentry.retention.candidates import hold_tables
 from consentry.settings import Settings
 from consentry.store import open_store
+from consentry.store.models import LegalHold
 from tests.retention.conftest import initialised_home
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -243,3 +245,22 @@ def test_a_holds_state_without_an_instant_is_its_state_now() -> None:
     lapsed = HoldRecord("h2", "m", "r", "user", "u", now - timedelta(days=2), now, None)
     assert ongoing.as_dict()["state"] == "active"
     assert lapsed.as_dict()["state"] == "expired"
+
+
+def test_holds_are_listed_oldest_first_then_by_id(settings: Settings) -> None:
+    home = initialised_home(settings.home.parent / "h")
+    keyring = Keyring.for_settings(home)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    # Added in this order, then renamed so that neither the ids nor the order of adding
+    # agrees with (created_at, id).
+    plan = [("hold-1", t0 + timedelta(days=2)), ("hold-4", t0 + timedelta(days=1)),
+            ("hold-3", t0 + timedelta(days=1)), ("hold-2", t0)]  # fmt: skip
+    with open_store(home.resolved_database_url) as store:
+        for wanted, now in plan:
+            made = add_hold(store, keyring, matter="m", reason="r", scope="user", target="u",
+                            now=now)  # fmt: skip
+            with store.session() as session:
+                rename = sa.update(LegalHold).where(LegalHold.id == made.id).values(id=wanted)
+                session.execute(rename)
+                session.commit()
+        assert [h.id for h in list_holds(store)] == ["hold-2", "hold-3", "hold-4", "hold-1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -154,6 +155,20 @@ def test_a_cut_off_is_in_utc_whatever_the_offset_of_the_instant() -> None:
     condition = cutoffs_for(RetentionRule(max_age=Duration(days=1)), local).created
     assert condition is not None
     assert condition.describe() == "<= 2025-12-31T00:00:00Z"
+
+
+def test_cut_offs_are_in_utc_whatever_the_machines_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        local = datetime(2026, 1, 1, 3, tzinfo=timezone(timedelta(hours=3)))
+        cuts = cutoffs_for(RetentionRule(max_age=Duration(months=1)), local)
+        assert cuts.created is not None
+        # A calendar duration keeps the instant itself: it must be the UTC one.
+        assert cuts.created.describe() == "+ P1M <= 2026-01-01T00:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_post_is_due_a_grace_after_its_deletion() -> None:
