@@ -30,6 +30,8 @@ from consentry.retention.candidates import (
     Sources,
     candidate_counts,
     candidates,
+    classify,
+    flagged,
     hold_tables,
 )
 from consentry.retention.rules import Cutoffs
@@ -346,6 +348,14 @@ def _run(
     assert {
         (r["action"], r["trigger"], r["hold"], r["note"]): r["n"] for r in counts.to_pylist()
     } == dict(Counter(want.values()))
+    if not owners:
+        # Not noting unknown owners is the default of every entry point.
+        plain = backend.to_pyarrow(candidates(src, category, rule, cuts, holds))
+        assert plain.equals(table)
+        counted = backend.to_pyarrow(candidate_counts(src, category, rule, cuts, holds))
+        assert counted.sort_by("n").equals(counts.sort_by("n"))
+        flags = backend.to_pyarrow(classify(flagged(src, category, rule, cuts, holds)))
+        assert flags.sort_by("key").equals(table.sort_by("key"))
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
@@ -393,10 +403,20 @@ _FIXED = World(
     access=[
         {"request_id": "r0", "credential": "c0", "ts": AT - timedelta(days=40), "endpoint": None},
         {"request_id": "r1", "credential": "e0", "ts": AT - timedelta(days=40), "endpoint": "x"},
+        # c1 is e1's from AT - 10 days until AT - 5 days: at its start, at its end, before.
+        {"request_id": "r2", "credential": "c1", "ts": AT - timedelta(days=10), "endpoint": None},
+        {"request_id": "r3", "credential": "c1", "ts": AT - timedelta(days=5), "endpoint": None},
+        {"request_id": "r4", "credential": "c1", "ts": AT - timedelta(days=20), "endpoint": None},
     ],
     entities=[
         {"entity": "e1", "credential": "c0", "valid_from": None, "valid_to": None},
         {"entity": "e0", "credential": "c0", "valid_from": None, "valid_to": None},
+        {
+            "entity": "e1",
+            "credential": "c1",
+            "valid_from": AT - timedelta(days=10),
+            "valid_to": AT - timedelta(days=5),
+        },
     ],
     lineage=[
         {"delivery_id": "d0", "author_id": "u1"},
@@ -409,6 +429,7 @@ _POSTS_ANON = RetentionRule.model_validate(
      "action": "anonymise", "fields": ["text", "lang"]}
 )  # fmt: skip
 _NO_HOLDS = HoldSet(at=AT)
+_EVERY_REQUEST = RetentionRule.model_validate({"max_age": "PT1S"})
 _POSTS_HELD = HoldSet(at=AT, categories={"posts": "h3"}, users={"u0": "h2"})
 
 
@@ -447,6 +468,8 @@ _POSTS_HELD = HoldSet(at=AT, categories={"posts": "h3"}, users={"u0": "h2"})
             HoldSet(at=AT, entities={"e1": "h3", "e0": "h2"}),
             False,
         ),
+        ("access_events", _EVERY_REQUEST, HoldSet(at=AT, entities={"e1": "h3", "e0": "h2"}), False),
+        ("access_events", _EVERY_REQUEST, HoldSet(at=AT, entities={"e0": "h2"}), False),
         (
             "access_events",
             RetentionRule.model_validate(
@@ -488,4 +511,17 @@ def test_the_fixed_posts_case_says_what_the_rule_says() -> None:
     assert expected(_FIXED, "access_events", access, entity_holds, owners=False) == {
         "r0": ("held", "max_age", "h2", None),  # owned by e0 and e1: the smaller hold id
         "r1": ("held", "max_age", "h2", None),  # the credential named as the entity e0
+        "r2": ("keep", None, None, None),
+        "r3": ("keep", None, None, None),
+        "r4": ("keep", None, None, None),
     }
+    # An entity owns a credential from valid_from (closed) to valid_to (open).
+    answers = expected(_FIXED, "access_events", _EVERY_REQUEST, entity_holds, owners=False)
+    assert [answers[r] for r in ("r2", "r3", "r4")] == [
+        ("held", "max_age", "h3", None),
+        ("delete", "max_age", None, None),
+        ("delete", "max_age", None, None),
+    ]
+    only_e0 = HoldSet(at=AT, entities={"e0": "h2"})
+    answers = expected(_FIXED, "access_events", _EVERY_REQUEST, only_e0, owners=False)
+    assert answers["r2"] == ("delete", "max_age", None, None)  # e1 owns c1, and e1 is not held
