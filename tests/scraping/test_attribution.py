@@ -54,7 +54,9 @@ def test_candidates_are_exact_rows_and_every_covering_range_with_its_prefix() ->
     ]
     owners = check_owners(pa.Table.from_pylist(rows, schema=arrow_schema("entities")), location="e")
     credentials = pa.array(
-        ["10.1.2.3", "10.2.0.1", "11.0.0.1", "2001:db8:1::5", "2001:db9::1", "ak_2", "a:b", None]
+        # "a:b" first: a colon that is no IPv6 address must not end the search for the ones
+        # after it.
+        ["a:b", "10.1.2.3", "10.2.0.1", "11.0.0.1", "2001:db8:1::5", "2001:db9::1", "ak_2", None]
     )
     got = {
         (r["credential"], r["entity"], r["specificity"])
@@ -118,3 +120,47 @@ def test_without_owners_each_credential_is_its_own_entity() -> None:
         ("r002", "10.0.0.1", "10.0.0.1", 4, base_us + 7),
         ("r003", "ak_1", "ak_1", 1, base_us - 1),
     ]
+
+
+def test_the_most_specific_owner_wins_whatever_its_name() -> None:
+    """Step 2: of the owners valid at an access, the most specific (an exact row, then the
+    longest prefix) wins, not the first name; a credential whose owners are all outside
+    their validity at the access is its own entity."""
+    from datetime import timedelta
+
+    import ibis
+
+    from consentry.engine import connect
+    from consentry.scraping.attribution import attribute
+    from tests.scraping.cases import BASE, events_table
+
+    us = timedelta(microseconds=1)
+    rows = [
+        {"credential": "10.0.0.0/8", "entity": "aaa-isp", "valid_from": None, "valid_to": None},
+        {"credential": "10.1.2.3", "entity": "zzz-lab",
+         "valid_from": BASE + 10 * us, "valid_to": BASE + 20 * us},
+        {"credential": "ak_7", "entity": "org", "valid_from": BASE + 100 * us, "valid_to": None},
+    ]  # fmt: skip
+    owners = check_owners(pa.Table.from_pylist(rows, schema=arrow_schema("entities")), location="e")
+    events = events_table([(1, 15, "10.1.2.3", 1), (2, 25, "10.1.2.3", 1), (3, 5, "ak_7", 1)])
+    backend = connect("duckdb")
+    table = backend.to_pyarrow(
+        attribute(backend, ibis.memtable(events), owners).order_by("request_id")
+    )
+    assert [(r["request_id"], r["entity"]) for r in table.to_pylist()] == [
+        ("r001", "zzz-lab"),  # the exact row, valid at the access, beats the /8
+        ("r002", "aaa-isp"),  # the exact row has ended: the range remains
+        ("r003", "ak_7"),  # its only owner starts later: the credential itself
+    ]
+
+
+def test_problems_name_the_rows_they_were_read_from() -> None:
+    from consentry.errors import BadInput
+
+    rows = [
+        {"credential": "ak_1", "entity": "a", "valid_from": None, "valid_to": None},
+        {"credential": "ak_1", "entity": "b", "valid_from": None, "valid_to": None},
+    ]
+    table = pa.Table.from_pylist(rows, schema=arrow_schema("entities"))
+    with pytest.raises(BadInput, match=r"owners\.csv:9: "):
+        check_owners(table, location="owners.csv", row_numbers=pa.array([7, 9]))

@@ -162,3 +162,11 @@ def test_no_instants_have_no_pieces() -> None:
     from consentry.scraping.canonical import _instant_pieces
 
     assert _instant_pieces(np.array([], dtype=np.int64)) is None
+
+
+@pytest.mark.parametrize("kind", [pa.binary(), pa.large_binary()])
+def test_no_accesses_have_no_lines_of_the_inputs_width(kind: pa.DataType) -> None:
+    empty = np.array([], dtype=np.int64)
+    lines = canonical_lines_columns(empty, pa.array([], kind), pa.array([], pa.binary()), empty)
+    assert lines.type == kind
+    assert len(lines) == 0

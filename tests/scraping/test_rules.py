@@ -123,6 +123,12 @@ def test_max_total_ties_go_to_the_earliest_placement() -> None:
     # [0, 10) + [10, 20) and [-1, 9) + [9, 19) both bill 12. Starting at 9 bills no more
     # than starting at 10, so no chain is built back from 9 (-1 is no candidate); of the
     # candidates, the earliest placement wins.
+    # Equal totals, 41 posts: [-7, 3) + [3, 13) + [14, 24) or [1, 11) + [12, 22); the
+    # placement whose first window starts earliest wins.
+    ts = np.array([1, 2, 2, 3, 5, 7, 9, 9, 11, 12, 12, 14, 14, 15, 18], dtype=np.int64)
+    posts = np.array([1, 0, 2, 3, 4, 3, 1, 5, 0, 3, 5, 2, 2, 5, 5], dtype=np.int64)
+    spans = max_total_windows(ts, posts, terms(1))
+    assert [(w.start_us, w.posts) for w in spans] == [(-7, 3), (3, 24), (14, 14)]
     ts, posts = arrays([(0, 6), (9, 0), (10, 6), (19, 0)])
     assert [(w.start_us, w.posts) for w in max_total_windows(ts, posts, terms(5))] == [
         (0, 6),
