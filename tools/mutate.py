@@ -235,21 +235,27 @@ def run_package(
 
 
 def _survivors(package: str) -> list[str]:
-    """The mutants of the package's last runs that survived, found no test, timed out or were
-    not reached, but for those recorded as equivalent."""
+    """The mutants of the package's last runs that survived, found no test or were not
+    reached, but for those recorded as equivalent and those outside the configured functions.
+    A timed-out mutant counts as killed and is not run again: a rerun costs its whole CPU
+    limit and can only find it killed again (the limit is generous: docs/testing.md)."""
     from mutmut.mutation.data import SourceFileMutationData
 
-    # A mutant recorded as equivalent cannot be killed by any test: not worth running again.
+    # A mutant recorded as equivalent cannot be killed by any test: not worth running again;
+    # a mutant outside the configured functions is never run (mutmut lists it unchecked).
     equivalent = {e["mutant"] for e in load_equivalents()}
+    selected = mutant_globs(modules_by_package()[package])
     names: list[str] = []
     for module in modules_by_package()[package]:
         data = SourceFileMutationData(path=module)
         data.load()
-        again = SURVIVED | NO_TESTS | TIMEOUT
+        again = SURVIVED | NO_TESTS
         names += [
             n
             for n, c in data.exit_code_by_key.items()
-            if (c is None or c in again) and n not in equivalent
+            if (c is None or c in again)
+            and n not in equivalent
+            and any(fnmatch.fnmatchcase(n, glob) for glob in selected)
         ]
     return names
 
