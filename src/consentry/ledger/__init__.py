@@ -1,5 +1,6 @@
 """The consent ledger: per user, per purpose, append-only, queryable as of any past instant.
 
 Its parts are imported from their modules (`consentry.ledger.rules`, `.bulk`, `.service`,
-`.sync`, `.signals`, `.anchor`, `.group`): the rules are pure, the rest needs a store.
+`.records`, `.append`, `.sync`, `.signals`, `.anchor`, `.group`): the rules are pure, the
+rest needs a store.
 """

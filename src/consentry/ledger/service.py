@@ -7,12 +7,8 @@ together or not at all. Nothing here updates or deletes an event.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import json
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -24,25 +20,25 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from consentry.audit import AuditSink, SqlAuditSink
-from consentry.audit.event_types import (
-    ConsentAnchored,
-    ConsentChanged,
-    ConsentImported,
-    SubjectsSynced,
-)
-from consentry.audit.events import entry_json, envelope
-from consentry.audit.log import append_events, append_statements_pg, lock_log
+from consentry.audit.event_types import ConsentAnchored, ConsentImported, SubjectsSynced
 from consentry.errors import BadInput, Problem
 from consentry.keys import Keyring
 from consentry.ledger.anchor import (
     anchor_key,
     digest_sums_by,
-    event_digest,
     event_rows,
 )
+from consentry.ledger.append import ChangeAppender
 from consentry.ledger.bulk import resolve_consent_bulk
 from consentry.ledger.changes import CONSENT_CHANGES
 from consentry.ledger.reads import FACTS_AND_EVENTS, latest_choices, subject_facts
+from consentry.ledger.records import (
+    ConsentChange,
+    ConsentEventRecord,
+    Evidence,
+    LedgerImport,
+    record_of_orm,
+)
 from consentry.ledger.rules import (
     ConsentDecision,
     ConsentRule,
@@ -53,19 +49,10 @@ from consentry.ledger.rules import (
 from consentry.ledger.writes import (
     ARRAY_CHUNK,
     KNOWN_EVENT_IDS_PG,
-    KNOWN_SUBJECTS_PG,
-    KNOWN_SUBJECTS_SQLITE,
-    advance_state_statement,
     advance_states_arrow,
     count_changes,
     dialect_insert,
-    insert_events,
     insert_events_arrow,
-    insert_events_statement_pg,
-    lock_and_draw_pg,
-    next_event_seqs,
-    run_pipelined,
-    upsert_states_statement_pg,
 )
 from consentry.policy import Choice, PolicyFile
 from consentry.schema import CONSENT_SOURCES
@@ -93,109 +80,12 @@ _CHUNK = 5_000
 """Ids per SQL IN-list: below every backend's bound-parameter limit."""
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """How a choice was made — never a raw IP address or other personal data.
-
-    `origin`: where (a page path, an API route, an import file); `client`: the client class
-    (browser, api, platform, support, import); `shown_version`: the policy version the user
-    was shown when choosing.
-    """
-
-    origin: str | None = None
-    client: str | None = None
-    shown_version: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConsentChange:
-    """A choice to record (`ConsentLedger.record_many`)."""
-
-    user_id: str
-    purpose: str
-    choice: Choice
-    source: str
-    evidence: Evidence
-    at: datetime | None = None
-    """When it takes effect; None: now."""
-    event_id: str | None = None
-    """None: a new `c-<uuid>`."""
-    request_id: str | None = None
-    """The request that made it (its audit event's `request_id`); None: the current one."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConsentEventRecord:
-    """One event as stored in the ledger."""
-
-    seq: int
-    event_id: str
-    user_id: str
-    purpose: str
-    choice: Choice
-    at: datetime
-    source: str
-    policy_version: str | None
-    evidence: Evidence
-    recorded_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerImport:
-    """What an import from the lake changed."""
-
-    events_read: int
-    events_new: int
-    subjects_affected: int
-
-
 class ConsentReader(Protocol):
     """What the pages and the API need to answer "what is my consent" (read side)."""
 
     def resolve_all(self, user_id: str, at: datetime) -> list[ConsentDecision]: ...
 
     def history(self, user_id: str) -> list[ConsentEventRecord]: ...
-
-
-_STATE_COLUMNS = ("user_id", "purpose", "choice", "at", "source", "event_id")
-
-
-def _record_of(seq: int, row: dict[str, Any]) -> ConsentEventRecord:
-    return ConsentEventRecord(
-        seq=seq,
-        event_id=row["event_id"],
-        user_id=row["user_id"],
-        purpose=row["purpose"],
-        choice=Choice(row["choice"]),
-        at=row["at"],
-        source=row["source"],
-        policy_version=row["policy_version"],
-        evidence=Evidence(
-            origin=row["evidence_origin"],
-            client=row["evidence_client"],
-            shown_version=row["evidence_shown_version"],
-        ),
-        recorded_at=row["recorded_at"],
-    )
-
-
-def _record(row: ConsentEventRow) -> ConsentEventRecord:
-    return ConsentEventRecord(
-        seq=row.seq,
-        event_id=row.event_id,
-        user_id=row.user_id,
-        purpose=row.purpose,
-        choice=Choice(row.choice),
-        at=row.at,
-        source=row.source,
-        policy_version=row.policy_version,
-        evidence=Evidence(
-            origin=row.evidence_origin,
-            client=row.evidence_client,
-            shown_version=row.evidence_shown_version,
-        ),
-        recorded_at=row.recorded_at,
-    )
 
 
 def _note_anyone_on_commit(session: Session) -> None:
@@ -219,8 +109,8 @@ class ConsentLedger:
         self.policy = policy
         self.keyring = keyring
         self.audit = audit or SqlAuditSink()
-        self._pseudonym_key = keyring.pseudonym_key
-        self._anchor_key = anchor_key(self._pseudonym_key)
+        self._anchor_key = anchor_key(keyring.pseudonym_key)
+        self._appender = ChangeAppender(self._anchor_key, keyring.pseudonym_key)
 
     @contextmanager
     def _session(self, session: Session | None) -> Iterator[Session]:
@@ -246,7 +136,7 @@ class ConsentLedger:
                 .where(ConsentEventRow.user_id == user_id)
                 .order_by(ConsentEventRow.at, ConsentEventRow.event_id)
             ).all()
-            return [_record(r) for r in rows]
+            return [record_of_orm(r) for r in rows]
 
     def latest_choices(self, user_id: str, at: datetime) -> dict[str, LatestChoice]:
         """Purpose -> the latest event at or before `at` (ties: larger event_id)."""
@@ -522,158 +412,14 @@ class ConsentLedger:
         if not changes:
             return []
         with self.store.session(immediate=True) as session:
-            if session.get_bind().dialect.name == "postgresql":
-                rows, recorded = self._record_many_pg(
-                    session, changes, versions, now, known_users_only=known_users_only
-                )
-            else:
-                rows, recorded = self._record_many_here(
-                    session, changes, versions, now, known_users_only=known_users_only
-                )
+            rows, recorded = self._appender.append(
+                session, changes, versions, now, known_users_only=known_users_only
+            )
         if rows:
             # Committed: caches of resolved consent in this process drop these users at once.
             CONSENT_CHANGES.note(row["user_id"] for row in rows)
             count_changes(rows)
         return recorded
-
-    def _record_many_here(
-        self,
-        session: Session,
-        changes: Sequence[ConsentChange],
-        versions: Sequence[str],
-        now: datetime,
-        *,
-        known_users_only: bool,
-    ) -> tuple[list[dict[str, Any]], list[ConsentEventRecord | None]]:
-        """`record_many`'s transaction statement by statement (SQLite)."""
-        wanted = list(range(len(changes)))
-        if known_users_only:
-            known = self._known_subjects(session, {c.user_id for c in changes})
-            wanted = [i for i in wanted if changes[i].user_id in known]
-        rows = self._rows(changes, versions, wanted, now)
-        recorded: list[ConsentEventRecord | None] = [None] * len(changes)
-        if not rows:
-            return rows, recorded
-        # The log's lock first: consent writers (this and `import_events`) then take
-        # their locks in one order, and event numbers follow commit order.
-        head = lock_log(session)
-        seqs = next_event_seqs(session, len(rows))
-        self._advance_states(session, rows)
-        payloads = self._payloads(changes, wanted, rows, seqs)
-        anchors = append_events(session, payloads, head=head)
-        for row, seq, anchor in zip(rows, seqs, anchors, strict=True):
-            row["seq"], row["anchor_seq"] = seq, anchor
-        insert_events(session, rows)
-        for i, row in zip(wanted, rows, strict=True):
-            recorded[i] = _record_of(row["seq"], row)
-        return rows, recorded
-
-    def _record_many_pg(
-        self,
-        session: Session,
-        changes: Sequence[ConsentChange],
-        versions: Sequence[str],
-        now: datetime,
-        *,
-        known_users_only: bool,
-    ) -> tuple[list[dict[str, Any]], list[ConsentEventRecord | None]]:
-        """`record_many`'s transaction on PostgreSQL in three round trips (BEGIN; the
-        log's lock, the known users and both sets of numbers in one statement,
-        `lock_and_draw_pg`; then every write and the COMMIT in one pipeline,
-        `run_pipelined`): the same rows, numbers, anchors and audit leaves as the other
-        path, in the same order, in one transaction. It has committed when this returns
-        rows (on an error nothing is written)."""
-        head, wanted, seqs, anchors = lock_and_draw_pg(
-            session, [c.user_id for c in changes], known_users_only=known_users_only
-        )
-        recorded: list[ConsentEventRecord | None] = [None] * len(changes)
-        rows = self._rows(changes, versions, wanted, now)
-        if not rows:
-            return rows, recorded
-        payloads = self._payloads(changes, wanted, rows, seqs)
-        for row, seq, anchor in zip(rows, seqs, anchors, strict=True):
-            row["seq"], row["anchor_seq"] = seq, anchor
-        run_pipelined(
-            session,
-            [
-                upsert_states_statement_pg(self._latest_per_pair(rows)),
-                *append_statements_pg(payloads, head=head, seqs=anchors),
-                insert_events_statement_pg(rows),
-            ],
-            commit=True,
-        )
-        for i, row in zip(wanted, rows, strict=True):
-            recorded[i] = _record_of(row["seq"], row)
-        return rows, recorded
-
-    @staticmethod
-    def _rows(
-        changes: Sequence[ConsentChange],
-        versions: Sequence[str],
-        wanted: Sequence[int],
-        now: datetime,
-    ) -> list[dict[str, Any]]:
-        """The event rows of the wanted changes (without seq and anchor)."""
-        # New event ids from one draw of random bytes (one per event cost more).
-        fresh = os.urandom(16 * len(wanted)).hex()
-        return [
-            {
-                "event_id": changes[i].event_id or f"c-{fresh[32 * k : 32 * k + 32]}",
-                "user_id": changes[i].user_id,
-                "purpose": changes[i].purpose,
-                "choice": changes[i].choice.value,
-                "at": (changes[i].at or now).astimezone(UTC),
-                "source": changes[i].source,
-                "policy_version": versions[i],
-                "evidence_origin": changes[i].evidence.origin,
-                "evidence_client": changes[i].evidence.client,
-                "evidence_shown_version": changes[i].evidence.shown_version,
-                "recorded_at": now,
-            }
-            for k, i in enumerate(wanted)
-        ]
-
-    def _payloads(
-        self,
-        changes: Sequence[ConsentChange],
-        wanted: Sequence[int],
-        rows: Sequence[dict[str, Any]],
-        seqs: Sequence[int],
-    ) -> list[tuple[str, str]]:
-        """One `consent.changed` audit event (type, payload) per row, numbered `seqs`."""
-        payloads = []
-        for i, row, seq in zip(wanted, rows, seqs, strict=True):
-            digest = event_digest(self._anchor_key, row)
-            event = ConsentChanged(
-                subject_ref=self._pseudonym(row["user_id"]),
-                purpose=row["purpose"],
-                choice=row["choice"],
-                source=row["source"],
-                policy_version=row["policy_version"],
-                at=row["at"].isoformat().replace("+00:00", "Z"),
-                ledger_seq=seq,
-                events_digest=f"{digest:064x}",
-            )
-            payloads.append((event.event_type, entry_json(envelope(event, changes[i].request_id))))
-        return payloads
-
-    @staticmethod
-    def _known_subjects(session: Session, user_ids: set[str]) -> set[str]:
-        """Which of `user_ids` are subjects: one statement over an array (PostgreSQL) or a
-        JSON array (SQLite), so it is compiled and prepared once whatever the count."""
-        ordered = sorted(user_ids)
-        # The session's Core connection: the ORM's execution path costs more than the
-        # statement (once per group commit; nothing is pending to flush).
-        conn = session.connection()
-        if conn.dialect.name == "postgresql":
-            return set(conn.execute(KNOWN_SUBJECTS_PG, {"ids": ordered}).scalars())
-        ids = json.dumps(ordered, ensure_ascii=False)
-        return set(conn.execute(KNOWN_SUBJECTS_SQLITE, {"ids": ids}).scalars())
-
-    def _pseudonym(self, user_id: str) -> str:
-        """`Keyring.pseudonym` with the key read once (not per event)."""
-        digest = hmac.new(self._pseudonym_key, user_id.encode("utf-8"), hashlib.sha256)
-        return digest.hexdigest()[:32]
 
     def record_gpc(
         self, user_id: str, *, evidence: Evidence, at: datetime | None = None
@@ -704,27 +450,6 @@ class ConsentLedger:
                 )
             )
         return recorded
-
-    @staticmethod
-    def _advance_states(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-        """Make each row the current state of its (user, purpose) unless a later
-        (instant, event_id) is there; of several rows for one pair only the latest is
-        offered. One statement run for every pair (the driver batches it)."""
-        session.connection().execute(
-            advance_state_statement(session),
-            [{k: r[k] for k in _STATE_COLUMNS} for r in ConsentLedger._latest_per_pair(rows)],
-        )
-
-    @staticmethod
-    def _latest_per_pair(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Of the rows, per (user, purpose) the latest by (instant, event_id)."""
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in rows:
-            key = (row["user_id"], row["purpose"])
-            held = latest.get(key)
-            if held is None or (row["at"], row["event_id"]) > (held["at"], held["event_id"]):
-                latest[key] = row
-        return list(latest.values())
 
     # --- importing from the lake -------------------------------------------------------
 
