@@ -357,7 +357,7 @@ def real_server(home: str, args: argparse.Namespace, scratch: Path) -> list[dict
                            server.base]  # fmt: skip
                 done = subprocess.run(command, capture_output=True, text=True, check=True,
                                       timeout=args.server_duration + 120)  # fmt: skip
-                count, seconds, p50, p99, errors = _parse_wrk(done.stdout)
+                count, seconds, p50, p99, errors = _parse_wrk(done.stdout, args.server_connections)
             else:
                 settings = argparse.Namespace(
                     connections=args.server_connections,
