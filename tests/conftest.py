@@ -12,7 +12,7 @@ from hypothesis import Phase
 from hypothesis import settings as hypothesis_settings
 
 from consentry.settings import Settings
-from tests.services import postgres_schema
+from tests.services import SparkCluster, postgres_schema, spark_standalone
 
 os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON", "python3"))
 
@@ -39,15 +39,16 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "consen
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every Spark test, and under the mutate profile cap explicit max_examples.
 
-    1. Any test that uses the `spark_session` fixture is marked `spark`, so `-m "not spark"`
-       (mutation runs, quick local runs) never starts a JVM because a marker was forgotten.
+    1. Any test that uses the `spark_session` or `spark_cluster` fixture is marked `spark`,
+       so `-m "not spark"` (mutation runs, quick local runs) never starts a JVM because a
+       marker was forgotten.
     2. Outside the mutate profile, change nothing else (`make test` keeps each test's own
        count).
     3. For each collected Hypothesis test, lower its max_examples to MUTATE_MAX_EXAMPLES if it
        asks for more; a test's explicit settings would otherwise override the profile.
     """
     for item in items:
-        if "spark_session" in getattr(item, "fixturenames", ()):
+        if {"spark_session", "spark_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.spark)
     if os.environ.get("HYPOTHESIS_PROFILE") != "mutate":
         return
@@ -79,6 +80,14 @@ def postgres_url() -> Iterator[str]:
     """A URL for a fresh, empty PostgreSQL schema on the real server; dropped afterwards."""
     with postgres_schema() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
+    """A Spark standalone cluster (a master and one worker, started from the installed
+    pyspark) for the whole run; drivers reach it from their own processes."""
+    with spark_standalone(tmp_path_factory.mktemp("spark-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

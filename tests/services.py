@@ -16,7 +16,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -24,12 +26,14 @@ import sqlalchemy as sa
 __all__ = [
     "POSTGRES_URL",
     "REDIS_URL",
+    "SparkCluster",
     "ensure_nginx",
     "ensure_postgres",
     "ensure_redis",
     "free_port",
     "postgres_schema",
     "serving",
+    "spark_standalone",
 ]
 
 POSTGRES_URL = os.environ.get(
@@ -205,3 +209,94 @@ def postgres_schema() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@dataclass(frozen=True)
+class SparkCluster:
+    """A running standalone cluster: its master URL and the master's JSON status page."""
+
+    master: str
+    status_url: str
+
+    def status(self) -> dict[str, Any]:
+        """Workers, running and completed applications, as the master reports them."""
+        answer: dict[str, Any] = httpx.get(self.status_url, timeout=10).json()
+        return answer
+
+
+@contextmanager
+def spark_standalone(
+    workdir: Path, *, cores: int = 2, memory: str = "2g"
+) -> Iterator[SparkCluster]:
+    """A Spark standalone cluster: one master and one worker on loopback, started from the
+    installed `pyspark` (`bin/spark-class …deploy.master.Master` / `…worker.Worker`),
+    yielded once the worker has registered.
+
+    1. Each process runs in its own process group, so stopping the cluster kills the JVMs
+       and whatever they started (executors) and leaves nothing running.
+    2. Registration is read from the master's JSON status page (`aliveworkers`), waited for
+       up to 120 s; past that, a RuntimeError carrying the tail of both logs.
+    """
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = spark_home / "bin" / "spark-class"
+    if shutil.which("java") is None:
+        raise RuntimeError(
+            "Java 17 is needed for the Spark standalone cluster (openjdk-17-jre-headless)"
+        )
+    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1"}
+    env.pop("PYSPARK_SUBMIT_ARGS", None)
+    master_port, master_ui, worker_ui = free_port(), free_port(), free_port()
+    url = f"spark://127.0.0.1:{master_port}"
+    cluster = SparkCluster(url, f"http://127.0.0.1:{master_ui}/json/")
+    logs = {"master": workdir / "master.log", "worker": workdir / "worker.log"}
+    commands = {
+        "master": [str(spark_class), "org.apache.spark.deploy.master.Master", "--host",
+                   "127.0.0.1", "--port", str(master_port), "--webui-port", str(master_ui)],
+        "worker": [str(spark_class), "org.apache.spark.deploy.worker.Worker", url, "--host",
+                   "127.0.0.1", "--cores", str(cores), "--memory", memory, "--webui-port",
+                   str(worker_ui), "--work-dir", str(workdir / "work")],
+    }  # fmt: skip
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def tails() -> str:
+        return "\n".join(
+            f"--- {name} ({path}):\n"
+            + "\n".join(path.read_text(errors="replace").splitlines()[-15:])
+            for name, path in logs.items()
+            if path.exists()
+        )
+
+    try:
+        for name in ("master", "worker"):
+            with logs[name].open("wb") as log:
+                processes.append(
+                    subprocess.Popen(commands[name], stdout=log, stderr=subprocess.STDOUT,
+                                     env=env, cwd=workdir, start_new_session=True)
+                )  # fmt: skip
+            if name == "master" and not _wait("127.0.0.1", master_port, 60):
+                raise RuntimeError(f"the Spark master did not open port {master_port}\n{tails()}")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if cluster.status().get("aliveworkers", 0) >= 1:
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Spark worker registered with {url} in 120 s\n{tails()}")
+            if any(p.poll() is not None for p in processes):
+                raise RuntimeError(f"a Spark cluster process exited\n{tails()}")
+            time.sleep(0.5)
+        yield cluster
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()

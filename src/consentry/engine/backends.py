@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,25 +19,76 @@ if TYPE_CHECKING:
     import ibis
     from pyspark.sql import SparkSession
 
-__all__ = ["ENGINES", "connect", "connect_for", "spark_session"]
+__all__ = ["ENGINES", "check_spark_master", "connect", "connect_for", "spark_session"]
 
 ENGINES: tuple[str, ...] = ("duckdb", "spark")
 """Engine names accepted by `connect` (and by CONSENTRY_ENGINE / `--engine`)."""
 
 
+_LOCAL_MASTER = re.compile(r"local(\[(\*|[1-9][0-9]*)(,\s*[1-9][0-9]*)?\])?")
+_STANDALONE_MASTER = re.compile(r"spark://([^\s/:,]+:[0-9]{1,5})(,[^\s/:,]+:[0-9]{1,5})*")
+_OTHER_MASTER = re.compile(r"yarn|k8s://\S+")
+_MASTER_CONNECT_SECONDS = 5.0
+
+
+def check_spark_master(master: str) -> str:
+    """`master` if it is a Spark master URL Consentry can use, else bad input.
+
+    1. `local`, `local[N]`, `local[*]`, `local[N,F]`: Spark inside this process's JVM.
+    2. `spark://host:port[,host:port…]`: a standalone cluster (several masters: ZooKeeper
+       failover). At least one must accept a TCP connection within 5 s: otherwise Spark
+       would retry for a minute before its own, vaguer error.
+    3. `yarn`, `k8s://…`: passed to Spark as they are (the cluster manager checks them).
+    4. Anything else names CONSENTRY_SPARK_MASTER and what it accepts.
+    """
+    text = master.strip()
+    if _LOCAL_MASTER.fullmatch(text) or _OTHER_MASTER.fullmatch(text):
+        return text
+    if _STANDALONE_MASTER.fullmatch(text):
+        problems = []
+        for address in text.removeprefix("spark://").split(","):
+            host, port = address.rsplit(":", 1)
+            try:
+                socket.create_connection((host, int(port)), _MASTER_CONNECT_SECONDS).close()
+            except (OSError, ValueError) as error:
+                problems.append(f"{address}: {error}")
+            else:
+                return text
+        raise BadInput(
+            Problem(
+                "CONSENTRY_SPARK_MASTER",
+                None,
+                None,
+                f"no Spark master answers at {text} ({'; '.join(problems)})",
+            )
+        )
+    raise BadInput(
+        Problem(
+            "CONSENTRY_SPARK_MASTER",
+            None,
+            None,
+            f"{master!r} is not a Spark master URL: local[N], local[*], "
+            "spark://host:port, yarn or k8s://…",
+        )
+    )
+
+
 def spark_session(master: str = "local[2]") -> SparkSession:
     """The process-wide Spark session, created on first use.
 
-    1. Arrow transfers on, session time zone UTC (the lake stores UTC instants), 4 shuffle
+    1. `master` is checked first (`check_spark_master`): a standalone cluster must answer.
+    2. Arrow transfers on, session time zone UTC (the lake stores UTC instants), 4 shuffle
        partitions (local jobs are small; the default 200 makes every group-by slow), no UI.
-    2. `getOrCreate`, so every caller (and every test) shares one JVM: starting one costs ~9 s.
-    3. Log level WARN so Spark's INFO chatter does not bury Consentry's output.
+    3. `getOrCreate`, so every caller (and every test) shares one JVM: starting one costs ~9 s.
+    4. Log level WARN so Spark's INFO chatter does not bury Consentry's output.
     """
+    master = check_spark_master(master)
     # Imported lazily: pyspark is an optional extra and slow to import.
     from pyspark.sql import SparkSession
 
-    # The executors must run the same interpreter as the driver (the venv's).
-    os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON", "python3"))
+    # Python workers, wherever they start, run this interpreter (the venv's, with
+    # Consentry's dependencies), not whatever `python3` their PATH finds.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder: Any = SparkSession.builder
     session: SparkSession = (
         builder.master(master)

@@ -179,6 +179,10 @@ def run_assessment(
     backend = connect_for(settings, options.engine)
     expr = _events_expr(backend, settings, events)
     latest_ts = backend.to_pyarrow(expr.ts.max().name("latest").as_table())["latest"][0].as_py()
+    if latest_ts is not None and latest_ts.tzinfo is None:
+        # Spark hands instants back in its session's zone (UTC: `spark_session`) without
+        # an offset; DuckDB keeps the lake's UTC offset.
+        latest_ts = latest_ts.replace(tzinfo=UTC)
     version, terms = resolve_terms(policy, options.policy_version, options.rounding, latest_ts)
     return assess(
         backend,
