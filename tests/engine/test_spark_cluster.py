@@ -34,8 +34,11 @@ def _consentry(
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTRY_")}
     if master is not None:
         env["CONSENTRY_SPARK_MASTER"] = master
+    # In the home's folder: a job must leave nothing in its working directory (Spark would
+    # put a `spark-warehouse` there for any table it saved).
     done = subprocess.run(
         [sys.executable, "-m", "consentry.cli", "--home", str(home), *args],
+        cwd=home.parent,
         env=env,
         capture_output=True,
         text=True,
@@ -118,6 +121,22 @@ def test_an_assessment_on_the_cluster_is_the_duckdb_assessment(
     assert spark == duck
     assert any(e["windows"] for e in duck["entities"]), "the demo's scrapers cross the threshold"
     assert float(duck["total_amount"]) > 0
+
+
+def test_consent_resolved_on_the_cluster_is_duckdb_s_and_leaves_no_warehouse(
+    spark_cluster: SparkCluster, platform: Path
+) -> None:
+    resolve = ("consent", "resolve", "ai_training_third_party", "--at", AS_OF, "--json")
+    duck = json.loads(_consentry(platform, *resolve, "--engine", "duckdb").stdout)
+    for _ in range(2):  # the second run once met the first's saved table and failed
+        spark = json.loads(
+            _consentry(platform, *resolve, "--engine", "spark", master=spark_cluster.master).stdout
+        )
+        assert spark == duck
+    assert duck["users"] == 1500
+    assert duck["allow"] > 0
+    assert duck["deny"] > 0
+    assert sorted(p.name for p in platform.parent.iterdir()) == ["home"]
 
 
 def test_an_unreachable_master_is_refused_at_once(tmp_path: Path) -> None:

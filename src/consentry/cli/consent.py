@@ -163,6 +163,8 @@ def consent_resolve(
         events = ledger.events_arrow(purpose, when)
     finally:
         ledger.store.close()
+    import ibis
+
     backend = connect_for(settings, engine)
     lake = Lake(settings.lake_dir)
     with progress() as bar:
@@ -171,7 +173,9 @@ def consent_resolve(
         expr = resolve_consent_bulk(
             ledger.policy,
             users,
-            backend.create_table("ledger_events", events, overwrite=True),
+            # A memtable, not a table: Spark would save a table into a warehouse folder in
+            # the working directory (and refuse to the next run), DuckDB copy it.
+            ibis.memtable(events),
             purpose,
             when,
         )
