@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -70,21 +69,38 @@ class Run:
     peak_mib: float
 
 
-def _tree_cpu(pgid: int) -> float:
-    """CPU seconds of process group `pgid`'s live processes, their reaped children included
-    (utime, stime, cutime, cstime): a finished executor's time lands in its worker's."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += sum(int(f) for f in fields[11:15])
-    return total / tick
+class GroupSampler:
+    """CPU seconds and resident memory of process groups, sampled from /proc every 0.1 s.
+
+    Each process's last seen user + system time is kept, so the processes that end during
+    the job (an executor, the JVM a driver started) still count; what one uses in its last
+    0.1 s is missed, next to the tens of seconds being measured."""
+
+    def __init__(self, groups: list[int]) -> None:
+        self.groups = set(groups)
+        self.cpu_ticks: dict[int, int] = {}
+        self.peak_rss = 0
+
+    def sample(self) -> None:
+        rss = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in self.groups:
+                self.cpu_ticks[int(entry)] = int(fields[11]) + int(fields[12])
+                rss += int(fields[21]) * PAGE
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_ticks.values()) / TICK
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def consentry(home: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -120,20 +136,34 @@ def _row_counts(generated: dict[str, Any]) -> dict[str, int]:
 
 def run_job(home: Path, job: str, engine: str, env: dict[str, str], cluster_pgid: int | None
             ) -> tuple[float, float, float, dict[str, Any]]:  # fmt: skip
-    """(seconds, CPU seconds, peak MiB, the job's JSON) of one job."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cluster_before = _tree_cpu(cluster_pgid) if cluster_pgid else 0.0
-    started = time.perf_counter()
-    out = consentry(home, *JOBS[job], "--engine", "duckdb" if engine == "duckdb" else "spark",
-                    env=env)  # fmt: skip
-    seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if cluster_pgid:
-        # The executors end with the application; wait for the master to reap them.
-        time.sleep(2)
-        cpu += _tree_cpu(cluster_pgid) - cluster_before
-    return seconds, cpu, after.ru_maxrss / 1024, json.loads(out)
+    """(seconds, CPU seconds, peak MiB of the job's processes together, the job's JSON)."""
+    args = [sys.executable, "-m", "consentry.cli", "--home", str(home), *JOBS[job], "--engine",
+            "duckdb" if engine == "duckdb" else "spark"]  # fmt: skip
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=err, start_new_session=True)
+        # The cluster's executors run in its worker's process group; counted from their
+        # first sample, so only the ones this job starts.
+        before = GroupSampler([cluster_pgid] if cluster_pgid else [])
+        before.sample()
+        sampler = GroupSampler([process.pid, *([cluster_pgid] if cluster_pgid else [])])
+        while process.poll() is None:
+            sampler.sample()
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+        if process.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(args[3:])} failed:\n{err.read()[-3000:]}")
+        if cluster_pgid:
+            time.sleep(1)  # the executors' last work, reported as they end
+            sampler.sample()
+        cpu = (
+            sampler.cpu_seconds()
+            - sum(before.cpu_ticks.get(pid, 0) for pid in sampler.cpu_ticks) / TICK
+        )
+        out.seek(0)
+        answer = json.loads(out.read())
+    return seconds, cpu, sampler.peak_rss / 2**20, answer
 
 
 @contextmanager
@@ -231,16 +261,21 @@ def report(runs: list[Run], sizes: list[int]) -> None:
         for engine in dict.fromkeys(r.engine for r in runs if r.job == job):
             by_size = {r.size: r for r in runs if r.job == job and r.engine == engine}
             a, b = by_size[small], by_size[large]
-            seconds = max(b.seconds - a.seconds, 1e-9)
-            cpu = max(b.cpu_seconds - a.cpu_seconds, 1e-9)
-            marginal[(job, engine)] = (b.rows - a.rows) / seconds
+            seconds, cpu = b.seconds - a.seconds, b.cpu_seconds - a.cpu_seconds
+            # Sizes too close for the difference to stand out of the noise: no marginal rate.
+            measurable = seconds > 0.1 * b.seconds and cpu > 0
+            if measurable:
+                marginal[(job, engine)] = (b.rows - a.rows) / seconds
+            here = marginal.get((job, engine))
+            duck = marginal.get((job, "duckdb"))
             table.append([
                 job, engine, f"{a.rows:,} / {b.rows:,}", f"{a.seconds:.1f} / {b.seconds:.1f}",
-                f"{rate(b.rows, b.seconds):,.0f}", f"{marginal[(job, engine)]:,.0f}",
-                f"{marginal[(job, engine)] / CORES:,.0f}", f"{(b.rows - a.rows) / cpu:,.0f}",
+                f"{rate(b.rows, b.seconds):,.0f}",
+                f"{here:,.0f}" if here else "-",
+                f"{here / CORES:,.0f}" if here else "-",
+                f"{(b.rows - a.rows) / cpu:,.0f}" if measurable else "-",
                 f"{b.peak_mib:,.0f}",
-                "-" if engine == "duckdb" or (job, "duckdb") not in marginal
-                else ratio(marginal[(job, "duckdb")], marginal[(job, engine)]),
+                ratio(duck, here) if duck and here and engine != "duckdb" else "-",
             ])  # fmt: skip
     print_table(
         f"data-plane jobs, {small:,} and {large:,} posts ({load_note()})",
