@@ -1,10 +1,10 @@
 """Benchmark: each data-plane job's throughput per core on DuckDB and on Spark (in-process and
 on a standalone cluster), the figures behind docs/scale.md.
 
-Not a test: nothing is asserted. Run (defaults: 500,000 and 2,000,000 posts, ~15 minutes on
+Not a test: nothing is asserted. Run (defaults: 250,000 and 1,000,000 posts, ~8 minutes on
 2 cores):
 
-    .venv/bin/python bench/scale.py [--sizes 500000,2000000]
+    .venv/bin/python bench/scale.py [--sizes 250000,1000000]
         [--engines duckdb,spark-local,spark-cluster] [--jobs resolve,deliver,plan,assess]
 
 1. For each size N: a home holding a generated platform of N posts by N/10 users with N
@@ -219,7 +219,7 @@ def rows_for(job: str, counts: dict[str, int], answer: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="500000,2000000", help="posts per home, comma-separated")
+    parser.add_argument("--sizes", default="250000,1000000", help="posts per home, comma-separated")
     parser.add_argument("--engines", default="duckdb,spark-local,spark-cluster")
     parser.add_argument("--jobs", default="resolve,deliver,plan,assess")
     parser.add_argument("--seed", type=int, default=5)
