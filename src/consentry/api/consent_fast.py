@@ -38,13 +38,14 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from consentry.api import consent
 from consentry.api.validation import NO_CONTROL, USER_ID_MAX_LENGTH
 from consentry.errors import BadInput
 from consentry.policy import Choice
 from consentry.serving.auth import Identity, InvalidTokenError
+from consentry.serving.fast_path import FastPath
 from consentry.serving.problems import ApiProblem, answer
 from consentry.serving.services import Services, verify_token_memo
 
@@ -138,22 +139,16 @@ def _choice(body: bytes) -> Choice | None:
     return _CHOICES.get(choice) if isinstance(choice, str) else None
 
 
-class ConsentFastPath:
+class ConsentFastPath(FastPath[Wanted]):
     """See the module docstring."""
 
-    def __init__(self, app: ASGIApp, *, services: Services) -> None:
-        self.app = app
-        self.services = services
+    prefix = PREFIX
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
-            await self.app(scope, receive, send)
-            return
-        found = wanted(scope)
-        if found is None:
-            await self.app(scope, receive, send)
-            return
-        user_id, purpose, headers = found
+    def wanted(self, scope: Scope) -> Wanted | None:
+        return wanted(scope)
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send, wanted: Wanted) -> None:
+        user_id, purpose, headers = wanted
         if purpose is None:
             await self._read(scope, receive, send, user_id, headers)
         else:

@@ -40,7 +40,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from consentry.api.signals import author_signals_now
 from consentry.api.validation import NO_CONTROL, USER_ID_MAX_LENGTH, UserIdPath
@@ -52,6 +52,7 @@ from consentry.ledger.signals import (
     signals_etag,
     site_default_signals,
 )
+from consentry.serving.fast_path import FastPath
 from consentry.serving.services import Services, run_read, services
 from consentry.serving.signals_cache import CachedSignals
 
@@ -415,7 +416,11 @@ _ROUTES: Final[dict[tuple[str, str, str], BaseRoute]] = {
 request in the log line and the metrics)."""
 
 
-class PublicSignalsFastPath:
+_Request = tuple[Literal["authors", "posts"], str, Literal["json", "html"], str | None]
+"""(kind, id, representation, If-None-Match) of a request the fast path answers."""
+
+
+class PublicSignalsFastPath(FastPath[_Request]):
     """An ASGI middleware answering the public signals' GET and HEAD without the app's
     routing, dependencies and inner middleware (the endpoint's rate is a page view's).
 
@@ -433,18 +438,12 @@ class PublicSignalsFastPath:
        the same route template as for a routed request.
     """
 
-    def __init__(self, app: ASGIApp, *, services: Services) -> None:
-        self.app = app
-        self.services = services
+    prefix = PREFIX
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
-            await self.app(scope, receive, send)
-            return
-        wanted = _wanted(scope)
-        if wanted is None:
-            await self.app(scope, receive, send)
-            return
+    def wanted(self, scope: Scope) -> _Request | None:
+        return _wanted(scope)
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send, wanted: _Request) -> None:
         kind, key, representation, if_none_match = wanted
         try:
             status, headers, body = await public_answer(
@@ -462,9 +461,7 @@ class PublicSignalsFastPath:
         await send({"type": "http.response.body", "body": body})
 
 
-def _wanted(
-    scope: Scope,
-) -> tuple[Literal["authors", "posts"], str, Literal["json", "html"], str | None] | None:
+def _wanted(scope: Scope) -> _Request | None:
     """(kind, id, representation, If-None-Match) of a request the fast path answers; None
     for any other (see `PublicSignalsFastPath`)."""
     if (
