@@ -4,6 +4,9 @@ one with licensees, deliveries and revocations (`make_api`)."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -12,6 +15,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from consentry.api.app import create_app
 from consentry.cli.admin import init_home
@@ -39,6 +43,48 @@ class World:
     def token(self, user_id: str, role: str = "user") -> dict[str, str]:
         token = issue_token(self.keyring.platform_secret, user_id, role)  # type: ignore[arg-type]
         return {"Authorization": f"Bearer {token}"}
+
+    def requests_counted(self, route: str, method: str, status: str) -> float:
+        """Requests counted so far for (route, method, status) on `/metrics`."""
+        text = self.client.get("/metrics", headers=self.token("ops", "admin")).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "consentry_http_request_duration_seconds_count"
+            and sample.labels == {"route": route, "method": method, "status": status}
+        )
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def request_log_lines() -> Iterator[list[dict[str, Any]]]:
+    """The fields of the `http.request` log lines written inside the block (without their
+    duration, which varies), filled in when the block ends."""
+    logger = logging.getLogger("consentry.http")
+    records = _Records()
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    lines: list[dict[str, Any]] = []
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+        lines.extend(
+            {k: v for k, v in r.fields.items() if k != "ms"}  # type: ignore[attr-defined]
+            for r in records.records
+            if getattr(r, "event", None) == "http.request"
+        )
 
 
 POPULATION = [

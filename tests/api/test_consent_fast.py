@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message, Receive, Scope, Send
 
 from consentry.api.app import create_app
@@ -32,7 +30,7 @@ from consentry.serving.services import Services
 from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import AuditEventRow
-from tests.api.conftest import World, make_world, problem_items
+from tests.api.conftest import World, make_world, problem_items, request_log_lines
 from tests.services import postgres_schema
 
 THIRD = "ai_training_third_party"
@@ -411,36 +409,12 @@ def test_what_the_fast_path_leaves_to_the_routes(
 # --- log line, metrics, failures ------------------------------------------------------------
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-def _count(world: World, route: str, method: str, status: str) -> float:
-    text = world.client.get("/metrics", headers=world.token("ops", "admin")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "consentry_http_request_duration_seconds_count"
-        and sample.labels == {"route": route, "method": method, "status": status}
-    )
-
-
 def test_fast_requests_are_logged_and_counted_under_their_route(world: World) -> None:
     get_route = "/v1/users/{user_id}/consent"
     put_route = "/v1/users/{user_id}/consent/{purpose}"
-    before = (_count(world, get_route, "GET", "200"), _count(world, put_route, "PUT", "200"))
-    logger = logging.getLogger("consentry.http")
-    lines = _Lines()
-    level = logger.level
-    logger.addHandler(lines)
-    logger.setLevel(logging.INFO)
-    try:
+    before = (world.requests_counted(get_route, "GET", "200"),
+              world.requests_counted(put_route, "PUT", "200"))  # fmt: skip
+    with request_log_lines() as lines:
         get = world.client.get(
             "/v1/users/alice/consent", headers=world.token("alice") | {"X-Request-Id": "r-1"}
         )
@@ -453,18 +427,19 @@ def test_fast_requests_are_logged_and_counted_under_their_route(world: World) ->
                                           json={"choice": "deny"} if method == "PUT" else None,
                                           headers=world.token("alice"))  # fmt: skip
             assert routed.status_code == 200
-    finally:
-        logger.removeHandler(lines)
-        logger.setLevel(level)
     assert get.status_code == put.status_code == 200
     assert get.headers["x-request-id"] == "r-1"
-    fields = [r.fields for r in lines.records if getattr(r, "event", None) == "http.request"]  # type: ignore[attr-defined]
-    assert [{k: v for k, v in f.items() if k != "ms"} for f in fields] == [
-        {"method": "GET", "route": get_route, "status": 200},
-        {"method": "PUT", "route": put_route, "status": 200},
-    ] * 2
-    assert "alice" not in str(fields)
-    after = (_count(world, get_route, "GET", "200"), _count(world, put_route, "PUT", "200"))
+    assert (
+        lines
+        == [
+            {"method": "GET", "route": get_route, "status": 200},
+            {"method": "PUT", "route": put_route, "status": 200},
+        ]
+        * 2
+    )
+    assert "alice" not in str(lines)
+    after = (world.requests_counted(get_route, "GET", "200"),
+             world.requests_counted(put_route, "PUT", "200"))  # fmt: skip
     assert after == (before[0] + 2, before[1] + 2)
 
 

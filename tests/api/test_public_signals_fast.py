@@ -4,7 +4,6 @@ answers as the routes, the same refusals, the same log line and metrics)."""
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,6 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from consentry.api.app import create_app
 from consentry.api.public_signals import PREFIX, _wanted
@@ -28,7 +26,7 @@ from consentry.policy import Choice
 from consentry.schema import arrow_schema
 from consentry.serving.services import Services
 from consentry.settings import Settings
-from tests.api.conftest import World, make_world, problem_items
+from tests.api.conftest import World, make_world, problem_items, request_log_lines
 from tests.factories import posts_table, users_table
 
 THIRD = "ai_training_third_party"
@@ -281,50 +279,21 @@ def test_a_bad_id_is_still_a_422_problem(world: World) -> None:
         assert field in ("author_id", "post_id")
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-def _count(world: World, route: str, method: str, status: str) -> float:
-    text = world.client.get("/metrics", headers=world.token("ops", "admin")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "consentry_http_request_duration_seconds_count"
-        and sample.labels == {"route": route, "method": method, "status": status}
-    )
-
-
 def test_fast_path_requests_are_logged_and_counted(world: World) -> None:
     route = AUTHORS + "/{author_id}/meta"
-    before = {method: _count(world, route, method, "200") for method in ("GET", "HEAD")}
-    logger = logging.getLogger("consentry.http")
-    lines = _Lines()
-    level = logger.level
-    logger.addHandler(lines)
-    logger.setLevel(logging.INFO)
-    try:
+    before = {method: world.requests_counted(route, method, "200") for method in ("GET", "HEAD")}
+    with request_log_lines() as lines:
         get = world.client.get(f"{AUTHORS}/berta/meta", headers={"X-Request-Id": "req-sig-1"})
         head = world.client.head(f"{AUTHORS}/berta/meta")
-    finally:
-        logger.removeHandler(lines)
-        logger.setLevel(level)
     assert get.headers["x-request-id"] == "req-sig-1"
     assert head.headers["x-request-id"]
-    fields = [r.fields for r in lines.records if getattr(r, "event", None) == "http.request"]  # type: ignore[attr-defined]
-    assert [{k: v for k, v in f.items() if k != "ms"} for f in fields] == [
+    assert lines == [
         {"method": "GET", "route": route, "status": 200},
         {"method": "HEAD", "route": route, "status": 200},
     ]
-    assert "berta" not in str(fields)
-    assert _count(world, route, "GET", "200") == before["GET"] + 1
-    assert _count(world, route, "HEAD", "200") == before["HEAD"] + 1
+    assert "berta" not in str(lines)
+    assert world.requests_counted(route, "GET", "200") == before["GET"] + 1
+    assert world.requests_counted(route, "HEAD", "200") == before["HEAD"] + 1
 
 
 def test_a_failing_lookup_is_answered_by_the_routes(tmp_path: Path) -> None:
