@@ -21,16 +21,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
@@ -45,6 +40,10 @@ from consentry.settings import Settings
 from consentry.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tests' way to start a server, so there is one: tools run from the checkout.
+sys.path.insert(0, str(ROOT))
+from tests.services import serving  # noqa: E402
+
 OUT = ROOT / "docs" / "screenshots"
 WIDTH = 1280
 MAX_HEIGHT = 2400
@@ -98,47 +97,6 @@ def delivered_author(home: Path) -> str:
     sys.exit(f"no busy author had a post delivered to {LICENSEE}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextmanager
-def serve(home: Path) -> Iterator[str]:
-    """`consentry serve` for `home` on a free port until the block ends."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "consentry.cli", "--home", str(home), "serve", "--port", str(port),
-         "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                sys.exit("consentry serve exited before it answered")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("consentry serve did not answer within 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def save(page: Page, path: Path, *, height: int = MAX_HEIGHT) -> None:
     """The page from its top, WIDTH wide and at most `height` tall, as a palette PNG (step 3)."""
     full = page.evaluate("document.documentElement.scrollHeight")
@@ -162,7 +120,7 @@ def capture(home: Path, out: Path, chromium: str) -> None:
     user = delivered_author(home)
     token = issue_token(Keyring.for_home(home).platform_secret, "docs", "admin")
     out.mkdir(parents=True, exist_ok=True)
-    with serve(home) as url, sync_playwright() as playwright:
+    with serving(home, seconds=60) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium, args=list(HEADLESS_CHROMIUM_ARGS)
         )
