@@ -173,8 +173,8 @@ def consent_resolve(
         expr = resolve_consent_bulk(
             ledger.policy,
             users,
-            # A memtable, not a table: Spark would save a table into a warehouse folder in
-            # the working directory (and refuse to the next run), DuckDB copy it.
+            # A memtable, not a saved table: Spark saves tables into a warehouse folder in
+            # the working directory (and refuses the same name on the next run).
             ibis.memtable(events),
             purpose,
             when,

@@ -44,33 +44,25 @@ def check_spark_master(master: str) -> str:
     text = master.strip()
     if _LOCAL_MASTER.fullmatch(text) or _OTHER_MASTER.fullmatch(text):
         return text
-    if _STANDALONE_MASTER.fullmatch(text):
-        problems = []
-        for address in text.removeprefix("spark://").split(","):
-            host, port = address.rsplit(":", 1)
-            try:
-                socket.create_connection((host, int(port)), _MASTER_CONNECT_SECONDS).close()
-            except (OSError, ValueError) as error:
-                problems.append(f"{address}: {error}")
-            else:
-                return text
-        raise BadInput(
-            Problem(
-                "CONSENTRY_SPARK_MASTER",
-                None,
-                None,
-                f"no Spark master answers at {text} ({'; '.join(problems)})",
-            )
+    if not _STANDALONE_MASTER.fullmatch(text):
+        raise _bad_master(
+            f"{master!r} is not a Spark master URL: local[N], local[*], spark://host:port, "
+            "yarn or k8s://…"
         )
-    raise BadInput(
-        Problem(
-            "CONSENTRY_SPARK_MASTER",
-            None,
-            None,
-            f"{master!r} is not a Spark master URL: local[N], local[*], "
-            "spark://host:port, yarn or k8s://…",
-        )
-    )
+    problems = []
+    for address in text.removeprefix("spark://").split(","):
+        host, port = address.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), _MASTER_CONNECT_SECONDS).close()
+        except (OSError, ValueError) as error:
+            problems.append(f"{address}: {error}")
+        else:
+            return text
+    raise _bad_master(f"no Spark master answers at {text} ({'; '.join(problems)})")
+
+
+def _bad_master(message: str) -> BadInput:
+    return BadInput(Problem("CONSENTRY_SPARK_MASTER", None, None, message))
 
 
 def spark_session(master: str = "local[2]") -> SparkSession:
