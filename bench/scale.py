@@ -186,27 +186,13 @@ def engines(
                 folder = scratch / "cluster"
                 folder.mkdir()
                 cluster = stack.enter_context(spark_standalone(folder, cores=CORES, memory="4g"))
-                worker = _worker_pgid(cluster.status())
-                found[name] = ({**base, "CONSENTRY_SPARK_MASTER": cluster.master}, worker)
+                found[name] = (
+                    {**base, "CONSENTRY_SPARK_MASTER": cluster.master},
+                    cluster.worker_group,
+                )
             else:
                 raise SystemExit(f"unknown engine {name!r}: duckdb, spark-local, spark-cluster")
         yield found
-
-
-def _worker_pgid(status: dict[str, Any]) -> int:
-    """The process group of the cluster's worker (its executors are its children): the
-    JVM whose command line names the worker's port."""
-    port = str(status["workers"][0]["port"])
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"org.apache.spark.deploy.worker.Worker" in command:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                return int(fields[2])
-    raise RuntimeError(f"no worker process found for port {port}")
 
 
 def rows_for(job: str, counts: dict[str, int], answer: dict[str, Any]) -> int:

@@ -213,10 +213,12 @@ def postgres_schema() -> Iterator[str]:
 
 @dataclass(frozen=True)
 class SparkCluster:
-    """A running standalone cluster: its master URL and the master's JSON status page."""
+    """A running standalone cluster: its master URL, the master's JSON status page, and
+    the worker's process group (its executors run in it)."""
 
     master: str
     status_url: str
+    worker_group: int
 
     def status(self) -> dict[str, Any]:
         """Workers, running and completed applications, as the master reports them."""
@@ -249,7 +251,6 @@ def spark_standalone(
     env.pop("PYSPARK_SUBMIT_ARGS", None)
     master_port, master_ui, worker_ui = free_port(), free_port(), free_port()
     url = f"spark://127.0.0.1:{master_port}"
-    cluster = SparkCluster(url, f"http://127.0.0.1:{master_ui}/json/")
     logs = {"master": workdir / "master.log", "worker": workdir / "worker.log"}
     commands = {
         "master": [str(spark_class), "org.apache.spark.deploy.master.Master", "--host",
@@ -277,6 +278,8 @@ def spark_standalone(
                 )  # fmt: skip
             if name == "master" and not _wait("127.0.0.1", master_port, 60):
                 raise RuntimeError(f"the Spark master did not open port {master_port}\n{tails()}")
+        # Each process leads its own session, so the worker's pid is its process group.
+        cluster = SparkCluster(url, f"http://127.0.0.1:{master_ui}/json/", processes[1].pid)
         deadline = time.monotonic() + 120
         while True:
             try:
