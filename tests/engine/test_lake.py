@@ -1,13 +1,17 @@
-"""The lake: snapshot layout, atomic commits, reads through Arrow and DuckDB."""
+"""The lake: Delta tables, atomic commits, two-phase publish, time travel, vacuum, reads
+through Arrow and DuckDB. Every table is read back with delta-rs's own reader as well."""
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from consentry.engine import ENGINES, Lake, connect
 from consentry.errors import BadInput, ConsentryError
@@ -34,35 +38,67 @@ def test_empty_lake(tmp_path: Path) -> None:
     assert lake.tables() == []
     assert lake.row_counts() == {}
     assert not lake.exists("posts")
+    assert lake.version("posts") is None
     assert lake.files("posts") == []
     assert lake.row_count("posts") == 0
     assert lake.read_arrow("posts").schema == arrow_schema("posts")
     with pytest.raises(ConsentryError, match="has no table 'posts'"):
-        lake.snapshot_dir("posts")
+        lake.history("posts")
     with pytest.raises(ConsentryError, match="has no table 'scratch'"):
         lake.read_arrow("scratch")
     with pytest.raises(ConsentryError, match="bad table name"):
         lake.exists("../etc")
 
 
-def test_write_creates_snapshot_layout_and_replaces_atomically(tmp_path: Path) -> None:
+def _log_actions(table_dir: Path) -> list[dict[str, object]]:
+    return [
+        json.loads(line)
+        for commit in sorted((table_dir / "_delta_log").glob("*.json"))
+        for line in commit.read_text().splitlines()
+    ]
+
+
+def test_each_write_is_one_delta_commit_that_delta_rs_reads(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
-    first = lake.write_arrow("posts", POSTS)
-    assert first == tmp_path / "lake" / "posts" / "v-000001"
-    assert (tmp_path / "lake" / "posts" / "CURRENT").read_text() == "v-000001\n"
-    assert [f.name for f in lake.files("posts")] == ["part-000000.parquet"]
+    lake.write_arrow("posts", POSTS)
+    table_dir = tmp_path / "lake" / "posts"
+    assert lake.version("posts") == 0
+    assert DeltaTable(str(table_dir)).to_pyarrow_table().sort_by("post_id").to_pydict() == (
+        POSTS.sort_by("post_id").to_pydict()
+    )
     assert pq.ParquetFile(lake.files("posts")[0]).metadata.row_group(0).column(0).compression == (
         "ZSTD"
     )
-    second = lake.write_arrow("posts", POSTS.slice(0, 1))
-    assert second.name == "v-000002"
-    assert not first.exists(), "old snapshots are removed after the commit"
-    assert sorted(p.name for p in (tmp_path / "lake" / "posts").iterdir()) == [
-        "CURRENT",
-        "v-000002",
-    ]
+    lake.write_arrow("posts", POSTS.slice(0, 1))
+    assert lake.version("posts") == 1
+    assert DeltaTable(str(table_dir)).to_pyarrow_table().to_pydict() == (
+        POSTS.slice(0, 1).to_pydict()
+    )
     assert lake.row_counts() == {"posts": 1}
     assert lake.read_arrow("posts").schema == arrow_schema("posts")
+    # Time travel: the first version is still readable, through us and through delta-rs.
+    assert lake.read_arrow("posts", version=0).num_rows == 2
+    assert DeltaTable(str(table_dir), version=0).to_pyarrow_table().num_rows == 2
+    assert [(v.version, v.operation, v.readable) for v in lake.history("posts")] == [
+        (1, "WRITE", True),
+        (0, "CREATE TABLE", True),
+    ]
+
+
+def test_the_log_keeps_row_counts_and_no_column_values(tmp_path: Path) -> None:
+    """Min/max statistics would copy key values into the log, out of any vacuum's reach."""
+    lake = Lake(tmp_path / "lake")
+    lake.write_arrow("posts", POSTS)
+    for index in range(3):
+        with lake.writing("posts") as staging:
+            pq.write_table(POSTS, staging / f"part-{index:06d}.parquet")
+    lake.optimize("posts")
+    adds = [a["add"] for a in _log_actions(tmp_path / "lake" / "posts") if "add" in a]
+    assert adds
+    for add in adds:
+        assert set(json.loads(add["stats"])) == {"numRecords"}, add
+    text = "".join(p.read_text() for p in (tmp_path / "lake" / "posts" / "_delta_log").iterdir())
+    assert "u1" not in text and "p2" not in text
 
 
 def test_write_arrow_splits_parts(tmp_path: Path) -> None:
@@ -90,25 +126,116 @@ def test_writing_error_discards_staging(tmp_path: Path) -> None:
     assert not (tmp_path / "lake" / "fresh").exists()
 
 
-def test_begin_and_commit_snapshot_for_any_table(tmp_path: Path) -> None:
+def test_a_part_with_other_columns_is_refused_and_nothing_commits(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
-    staging = lake.begin_snapshot("scratch")
-    assert staging.name.startswith(".staging-")
-    assert lake.tables() == []
-    pq.write_table(pa.table({"x": [1, 2, 3]}), staging / "part-000000.parquet")
-    lake.commit_snapshot("scratch", staging)
+    lake.write_arrow("posts", POSTS)
+    with pytest.raises(ConsentryError, match="do not match table 'posts'"):
+        with lake.writing("posts") as staging:
+            pq.write_table(POSTS.drop_columns(["lang"]), staging / "part-000000.parquet")
+    with pytest.raises(ConsentryError, match="column 'lang' is int64"):
+        with lake.writing("posts") as staging:
+            bad = POSTS.set_column(5, "lang", pa.array([1, 2], pa.int64()))
+            pq.write_table(bad, staging / "part-000000.parquet")
+    assert lake.version("posts") == 0
+    assert lake.staged_tokens("posts") == []
+
+
+def test_any_table_takes_its_schema_from_its_first_commit(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    with lake.writing("scratch") as staging:
+        pq.write_table(pa.table({"x": [1, 2, 3]}), staging / "part-000000.parquet")
     assert lake.tables() == ["scratch"]
     assert lake.read_arrow("scratch").to_pydict() == {"x": [1, 2, 3]}
-    empty = lake.begin_snapshot("scratch")
     with pytest.raises(ConsentryError, match="no part files"):
-        lake.commit_snapshot("scratch", empty)
+        with lake.writing("scratch"):
+            pass
+    with pytest.raises(ConsentryError, match="'x' is string"):
+        with lake.writing("scratch") as staging:
+            pq.write_table(pa.table({"x": ["a"]}), staging / "part-000000.parquet")
 
 
-def test_stale_staging_dirs_are_cleaned_on_next_commit(tmp_path: Path) -> None:
+def test_two_phase_publish_is_idempotent_and_discard_spares_published(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
-    stale = lake.begin_snapshot("posts")
     lake.write_arrow("posts", POSTS)
-    assert not stale.exists()
+    staged = lake.stage("posts", "aa11aa11")
+    pq.write_table(POSTS.slice(1), staged / "part-000000.parquet")
+    assert lake.staged_tokens("posts") == ["aa11aa11"]
+    assert lake.row_count("posts") == 2, "staged parts are not read"
+    assert lake.publish("posts", "aa11aa11")
+    assert lake.publish("posts", "aa11aa11"), "a repeated publish finds it committed"
+    assert lake.version("posts") == 1
+    assert lake.history("posts")[0].token == "aa11aa11"
+    lake.discard("posts", "aa11aa11")
+    assert lake.read_arrow("posts")["post_id"].to_pylist() == ["p1"]
+    assert lake.staged_tokens("posts") == []
+    assert not lake.publish("posts", "bb22bb22"), "nothing staged under that token"
+
+
+def test_append_adds_parts_and_a_staged_append_may_be_empty(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    lake.write_arrow("posts", POSTS)
+    staged = lake.stage("posts", "cc33cc33", append=True)
+    pq.write_table(POSTS.slice(0, 1), staged / "part-000000.parquet")
+    assert lake.publish("posts", "cc33cc33")
+    assert lake.row_count("posts") == 3
+    assert len(lake.files("posts")) == 2
+    lake.stage("posts", "dd44dd44", append=True)
+    assert lake.publish("posts", "dd44dd44")
+    assert lake.row_count("posts") == 3
+
+
+def test_publish_finishes_a_rename_whose_commit_never_happened(tmp_path: Path) -> None:
+    """A crash between renaming the staged folder and the commit: the folder is still the
+    token's, unlisted by any version, and publish commits it."""
+    lake = Lake(tmp_path / "lake")
+    lake.write_arrow("posts", POSTS)
+    staged = lake.stage("posts", "ee55ee55")
+    pq.write_table(POSTS.slice(1), staged / "part-000000.parquet")
+    os.rename(staged, staged.parent / "data-ee55ee55")
+    assert lake.staged_tokens("posts") == ["ee55ee55"]
+    assert lake.vacuum("posts").files_removed == (), "uncommitted parts are never vacuumed"
+    assert lake.publish("posts", "ee55ee55")
+    assert lake.read_arrow("posts")["post_id"].to_pylist() == ["p1"]
+    assert lake.staged_tokens("posts") == []
+
+
+def test_vacuum_makes_old_versions_unreadable_and_names_them(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    lake.write_arrow("posts", POSTS)
+    lake.write_arrow("posts", POSTS.slice(1))
+    assert "p2" in lake.read_arrow("posts", version=0)["post_id"].to_pylist()
+    assert len(lake.reachable_files("posts")) == 2
+    kept = lake.vacuum("posts", grace_hours=1)
+    assert kept.files_removed == () and kept.versions_removed == ()
+    done = lake.vacuum("posts")
+    assert len(done.files_removed) == 1
+    assert done.versions_removed == (0,)
+    assert lake.reachable_files("posts") == lake.files("posts")
+    with pytest.raises((ConsentryError, FileNotFoundError, OSError)):
+        DeltaTable(str(tmp_path / "lake" / "posts"), version=0).to_pyarrow_table()
+    assert [v.readable for v in lake.history("posts")] == [True, False]
+    assert sorted(p.name for p in (tmp_path / "lake" / "posts").iterdir() if p.is_dir())[0] == (
+        "_delta_log"
+    )
+
+
+def test_vacuum_keeps_the_versions_it_is_told_to(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    lake.write_arrow("posts", POSTS)
+    lake.write_arrow("posts", POSTS.slice(1))
+    assert lake.vacuum("posts", keep_versions=[0]).versions_removed == ()
+    assert lake.read_arrow("posts", version=0).num_rows == 2
+
+
+def test_a_table_of_the_snapshot_lake_is_refused_until_converted(tmp_path: Path) -> None:
+    old = tmp_path / "lake" / "posts"
+    (old / "v-000001").mkdir(parents=True)
+    pq.write_table(POSTS, old / "v-000001" / "part-000000.parquet")
+    (old / "CURRENT").write_text("v-000001\n")
+    lake = Lake(tmp_path / "lake")
+    for action in (lambda: lake.exists("posts"), lake.tables, lambda: lake.files("posts")):
+        with pytest.raises(ConsentryError, match="run `consentry init` to convert it"):
+            action()
 
 
 def test_table_on_duckdb(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import typer
 from consentry.audit.policy_history import publish_policy
 from consentry.cli.common import console, exits_cleanly, print_json, settings_from
 from consentry.delivery.service import adopt_recorded_deliveries
+from consentry.engine.lake_migration import convert_lake
+from consentry.jobs.faults import failpoint
 from consentry.keys import Keyring
 from consentry.ledger.service import ConsentLedger
 from consentry.policy import load_policy
@@ -29,7 +31,8 @@ def _ensure_dir(path: Path) -> bool:
 def init_home(settings: Settings) -> dict[str, Any]:
     """Create or bring up to date a Consentry home; safe to run again.
 
-    1. Create the home directory and its `lake/` directory if missing.
+    1. Create the home directory and its `lake/` directory if missing; convert lake tables
+       written by the snapshot lake of earlier versions to Delta Lake (`convert_lake`).
     2. Create the secrets in `keys/` that do not exist yet (see `consentry.keys`); the
        master key file only when `CONSENTRY_MASTER_KEY` is not set (a set one is checked).
     3. Open the control-plane store (`settings.resolved_database_url`) and apply every
@@ -43,6 +46,7 @@ def init_home(settings: Settings) -> dict[str, Any]:
     """
     home_created = _ensure_dir(settings.home)
     lake_created = _ensure_dir(settings.lake_dir)
+    converted = convert_lake(settings.lake_dir, on_committed=lambda _: failpoint("lake.converted"))
     keys_created = Keyring.for_settings(settings).ensure()
     with open_store(settings.resolved_database_url) as store:
         before = store.current_revision()
@@ -58,6 +62,7 @@ def init_home(settings: Settings) -> dict[str, Any]:
             "home_created": home_created,
             "lake": settings.lake_dir,
             "lake_created": lake_created,
+            "lake_converted": [table.to_json() for table in converted],
             "keys_created": keys_created,
             "store": {
                 "backend": store.backend_name,
@@ -98,6 +103,13 @@ def register(app: typer.Typer) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        for table in report["lake_converted"]:
+            console.print(
+                f"lake   converted {table['table']} ({table['rows']:,} rows, {table['files']} "
+                f"files of snapshot {table['snapshot']}) to a Delta table",
+                highlight=False,
+                soft_wrap=True,
+            )
         if report["keys_created"]:
             console.print(
                 f"keys   created {', '.join(report['keys_created'])} in {report['home']}/keys",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -557,14 +556,10 @@ def _write_parts(
 
 
 def stage_lineage(lake: Lake, lineage: Path, token: str) -> None:
-    """Stage a lineage snapshot under `token`: the live parts (hard links: parts are
-    immutable) plus `lineage` (moved in) as the next part. The caller holds the lineage
-    table's job lock until it publishes or discards the snapshot."""
-    staged = lake.stage(LINEAGE_TABLE, token)
-    existing = lake.files(LINEAGE_TABLE)
-    for i, old in enumerate(existing):
-        os.link(old, staged / f"part-{i:06d}.parquet")
-    shutil.move(lineage, staged / f"part-{len(existing):06d}.parquet")
+    """Stage `lineage` (moved in) under `token` as parts appended to the lineage table. The
+    caller holds the lineage table's job lock until it publishes or discards them."""
+    staged = lake.stage(LINEAGE_TABLE, token, append=True)
+    shutil.move(lineage, staged / "part-000000.parquet")
 
 
 def explain_post(

@@ -1,11 +1,11 @@
-"""Post -> author, answered from memory for the lake's live `posts` snapshot.
+"""Post -> author, answered from memory for the latest version of the lake's `posts`.
 
 The public signals endpoint answers per post (`/v1/public/signals/posts/{post_id}`) at the
 rate a platform's pages are served, so the author of a post must be found in microseconds,
 not by a query over Parquet (a DuckDB point query over the snapshot costs milliseconds).
-A post's author never changes, so a map built from one snapshot stays right for every post
-that snapshot holds; a new snapshot (an import, a retention purge) is picked up when the
-`CURRENT` pointer moves.
+A post's author never changes, so a map built from one version stays right for every post
+that version holds; a new version (an import, a retention purge) is picked up when the
+table's latest version number moves.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ _END = b"\x01"
 
 @dataclass(frozen=True, slots=True)
 class PostAuthorIndex:
-    """One snapshot's post -> author map, compact: post ids as sorted UTF-8 bytes, each
+    """One version's post -> author map, compact: post ids as sorted UTF-8 bytes, each
     with the number of its author in `authors` (about 5 bytes per post more than the ids).
 
     Each id is stored with `_END` after it: numpy's fixed-width bytes drop trailing NULs,
     so without it `a` and `a\x00` would be one id."""
 
-    snapshot: Path | None
+    version: int | None
     post_ids: npt.NDArray[np.bytes_]
     author_codes: npt.NDArray[np.int32]
     authors: tuple[str, ...]
@@ -48,14 +48,14 @@ class PostAuthorIndex:
         return cls(None, np.array([], dtype="S1"), np.array([], dtype=np.int32), ())
 
     @classmethod
-    def build(cls, snapshot: Path | None, files: list[Path]) -> PostAuthorIndex:
-        """Read `post_id` and `author_id` of `files` (one snapshot's parts) into an index.
+    def build(cls, version: int | None, files: list[Path]) -> PostAuthorIndex:
+        """Read `post_id` and `author_id` of `files` (one version's parts) into an index.
 
         1. Authors are dictionary-encoded: each post keeps the number of its author.
         2. Post ids are sorted (as UTF-8 bytes), so a lookup is a binary search.
         """
         if not files:
-            return cls(snapshot, np.array([], dtype="S1"), np.array([], dtype=np.int32), ())
+            return cls(version, np.array([], dtype="S1"), np.array([], dtype=np.int32), ())
         table = pq.read_table([str(f) for f in files], columns=["post_id", "author_id"])
         end = pa.scalar(_END, pa.binary())
         post_ids = pc.binary_join_element_wise(
@@ -65,10 +65,10 @@ class PostAuthorIndex:
         order = pc.sort_indices(post_ids)
         ids = np.array(post_ids.take(order).to_pylist(), dtype=np.bytes_)
         codes = encoded.indices.take(order).to_numpy(zero_copy_only=False).astype(np.int32)
-        return cls(snapshot, ids, codes, tuple(encoded.dictionary.to_pylist()))
+        return cls(version, ids, codes, tuple(encoded.dictionary.to_pylist()))
 
     def author_of(self, post_id: str) -> str | None:
-        """The author of `post_id`, or None when this snapshot has no such post."""
+        """The author of `post_id`, or None when this version has no such post."""
         if not len(self.post_ids):
             return None
         key = post_id.encode("utf-8") + _END
@@ -86,12 +86,13 @@ class PostAuthorIndex:
 
 
 class PostAuthors:
-    """`author_of(post_id)` for the lake's live `posts` snapshot, rebuilt when it changes.
+    """`author_of(post_id)` for the latest version of the lake's `posts`, rebuilt when it
+    changes.
 
-    1. The live snapshot is looked up (the `CURRENT` pointer read) at most once every
+    1. The latest version is looked up (the Delta log read) at most once every
        `recheck_seconds`; a lookup in between uses the index it has.
-    2. When the snapshot differs from the indexed one, the index is rebuilt from the new
-       snapshot's parts (one thread builds; the others keep the old index meanwhile).
+    2. When the version differs from the indexed one, the index is rebuilt from the new
+       version's parts (one thread builds; the others keep the old index meanwhile).
     3. A post the index does not hold (not imported yet, purged, never existed) has no
        author: None.
     """
@@ -104,47 +105,45 @@ class PostAuthors:
         self._lock = threading.Lock()
 
     def current(self) -> PostAuthorIndex | None:
-        """The index when it is that of the live snapshot (as of at most `recheck_seconds`
+        """The index when it is that of the latest version (as of at most `recheck_seconds`
         ago), without building one; None when it must be (re)built first (`index`).
 
-        Cheap enough for an event loop: when due, it reads the `CURRENT` pointer (a small
-        local file) and, if the snapshot has not moved, counts the check as done, so only
-        a rebuild — seconds for millions of posts — is left to a thread.
+        Cheap enough for an event loop: when due, it reads the table's latest version
+        number (the Delta log, a few small local files) and, if it has not moved, counts
+        the check as done, so only a rebuild — seconds for millions of posts — is left to a
+        thread.
         """
         if time.monotonic() - self._checked < self.recheck_seconds:
             return self._index
         index = self._index
-        if self._live_snapshot() != index.snapshot:
+        if self.lake.version(POSTS) != index.version:
             return None
-        # No lock (a thread may hold it for a rebuild): the index was that of the live
-        # snapshot when the pointer was read, and a thread that swaps in a newer one sets
-        # the time of its own check.
+        # No lock (a thread may hold it for a rebuild): the index was that of the latest
+        # version when the log was read, and a thread that swaps in a newer one sets the
+        # time of its own check.
         self._checked = time.monotonic()
         return index
 
-    def _live_snapshot(self) -> Path | None:
-        return self.lake.snapshot_dir(POSTS) if self.lake.exists(POSTS) else None
-
     def index(self) -> PostAuthorIndex:
-        """The index of the live snapshot (as of at most `recheck_seconds` ago)."""
+        """The index of the latest version (as of at most `recheck_seconds` ago)."""
         now = time.monotonic()
         if now - self._checked < self.recheck_seconds:
             return self._index
         with self._lock:
             if now - self._checked < self.recheck_seconds:
                 return self._index
-            snapshot = self._live_snapshot()
-            if snapshot != self._index.snapshot:
-                parts = sorted(snapshot.glob("part-*.parquet")) if snapshot else []
+            version = self.lake.version(POSTS)
+            if version != self._index.version:
                 try:
-                    self._index = PostAuthorIndex.build(snapshot, parts)
+                    parts = self.lake.files(POSTS, version=version) if version is not None else []
+                    self._index = PostAuthorIndex.build(version, parts)
                 except FileNotFoundError:
-                    # A newer snapshot replaced this one while it was read: keep the old
-                    # index and look again on the next lookup.
+                    # A vacuum removed this version's files while they were read: keep the
+                    # old index and look again on the next lookup.
                     return self._index
             self._checked = time.monotonic()
             return self._index
 
     def author_of(self, post_id: str) -> str | None:
-        """The author of `post_id` in the live snapshot; None when it holds no such post."""
+        """The author of `post_id` in the latest version; None when it holds no such post."""
         return self.index().author_of(post_id)

@@ -473,15 +473,19 @@ def summarise(
 
 
 def lake_fingerprint(lake: Lake) -> dict[str, Any]:
-    """Table -> live snapshot and its part files (name, size) for every table rules read."""
+    """Table -> latest version and its data files (path in the table, size) for every table
+    rules read."""
     found: dict[str, Any] = {}
     for name in RULE_TABLES:
         if not lake.exists(name):
             found[name] = None
             continue
+        folder = lake.root / name
         found[name] = {
-            "snapshot": lake.snapshot_dir(name).name,
-            "files": [[f.name, f.stat().st_size] for f in lake.files(name)],
+            "version": lake.version(name),
+            "files": [
+                [f.relative_to(folder).as_posix(), f.stat().st_size] for f in lake.files(name)
+            ],
         }
     return found
 
