@@ -98,7 +98,8 @@ def test_the_log_keeps_row_counts_and_no_column_values(tmp_path: Path) -> None:
     for add in adds:
         assert set(json.loads(add["stats"])) == {"numRecords"}, add
     text = "".join(p.read_text() for p in (tmp_path / "lake" / "posts" / "_delta_log").iterdir())
-    assert "u1" not in text and "p2" not in text
+    assert "u1" not in text
+    assert "p2" not in text
 
 
 def test_write_arrow_splits_parts(tmp_path: Path) -> None:
@@ -126,32 +127,32 @@ def test_writing_error_discards_staging(tmp_path: Path) -> None:
     assert not (tmp_path / "lake" / "fresh").exists()
 
 
+def _write_part(lake: Lake, table: str, data: pa.Table) -> None:
+    with lake.writing(table) as staging:
+        pq.write_table(data, staging / "part-000000.parquet")
+
+
 def test_a_part_with_other_columns_is_refused_and_nothing_commits(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
     lake.write_arrow("posts", POSTS)
     with pytest.raises(ConsentryError, match="do not match table 'posts'"):
-        with lake.writing("posts") as staging:
-            pq.write_table(POSTS.drop_columns(["lang"]), staging / "part-000000.parquet")
+        _write_part(lake, "posts", POSTS.drop_columns(["lang"]))
+    bad = POSTS.set_column(5, "lang", pa.array([1, 2], pa.int64()))
     with pytest.raises(ConsentryError, match="column 'lang' is int64"):
-        with lake.writing("posts") as staging:
-            bad = POSTS.set_column(5, "lang", pa.array([1, 2], pa.int64()))
-            pq.write_table(bad, staging / "part-000000.parquet")
+        _write_part(lake, "posts", bad)
     assert lake.version("posts") == 0
     assert lake.staged_tokens("posts") == []
 
 
 def test_any_table_takes_its_schema_from_its_first_commit(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
-    with lake.writing("scratch") as staging:
-        pq.write_table(pa.table({"x": [1, 2, 3]}), staging / "part-000000.parquet")
+    _write_part(lake, "scratch", pa.table({"x": [1, 2, 3]}))
     assert lake.tables() == ["scratch"]
     assert lake.read_arrow("scratch").to_pydict() == {"x": [1, 2, 3]}
-    with pytest.raises(ConsentryError, match="no part files"):
-        with lake.writing("scratch"):
-            pass
+    with pytest.raises(ConsentryError, match="no part files"), lake.writing("scratch"):
+        pass
     with pytest.raises(ConsentryError, match="'x' is string"):
-        with lake.writing("scratch") as staging:
-            pq.write_table(pa.table({"x": ["a"]}), staging / "part-000000.parquet")
+        _write_part(lake, "scratch", pa.table({"x": ["a"]}))
 
 
 def test_two_phase_publish_is_idempotent_and_discard_spares_published(tmp_path: Path) -> None:
@@ -206,12 +207,12 @@ def test_vacuum_makes_old_versions_unreadable_and_names_them(tmp_path: Path) -> 
     assert "p2" in lake.read_arrow("posts", version=0)["post_id"].to_pylist()
     assert len(lake.reachable_files("posts")) == 2
     kept = lake.vacuum("posts", grace_hours=1)
-    assert kept.files_removed == () and kept.versions_removed == ()
+    assert (kept.files_removed, kept.versions_removed) == ((), ())
     done = lake.vacuum("posts")
     assert len(done.files_removed) == 1
     assert done.versions_removed == (0,)
     assert lake.reachable_files("posts") == lake.files("posts")
-    with pytest.raises((ConsentryError, FileNotFoundError, OSError)):
+    with pytest.raises(FileNotFoundError, match="not found"):
         DeltaTable(str(tmp_path / "lake" / "posts"), version=0).to_pyarrow_table()
     assert [v.readable for v in lake.history("posts")] == [True, False]
     assert sorted(p.name for p in (tmp_path / "lake" / "posts").iterdir() if p.is_dir())[0] == (

@@ -336,6 +336,13 @@ class RetentionApplied(AuditPayload):
     anonymised: Annotated[dict[str, int], Meaning("store → records anonymised")]
     delivery_dirs_removed: Annotated[int, Meaning("delivery directories removed")]
     revocations: Annotated[int, Meaning("revocations issued for delivered posts that were deleted")]
+    versions_vacuumed: Annotated[
+        dict[str, list[int]],
+        Meaning(
+            "lake table → the versions made unreadable by the purge's vacuum (they held the "
+            "purged rows; time travel to them now fails)"
+        ),
+    ]
     consent_anchor_removed: Annotated[
         str,
         Meaning(

@@ -70,6 +70,7 @@ JOB_STEPS: dict[str, tuple[str, ...]] = {
         "retention.revoked",
         "retention.lake_staged",
         "retention.lake_published",
+        "retention.vacuumed",
         "retention.deliveries_removed",
         "retention.applied",
         "retention.verified",

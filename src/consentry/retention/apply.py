@@ -355,13 +355,21 @@ def complete_purge(
     a crash inside one repeats it harmlessly):
     1. `retention.revoked`: licensees are told about the delivered posts to delete (first:
        no deletion without its revocation; revoking again logs nothing new).
-    2. Per lake table, `retention.lake_staged` (the rewritten snapshot is staged, with its
-       counts) then `retention.lake_published`; the lineage of purged deliveries likewise.
-    3. `retention.deliveries_removed`: the purged delivery directories are removed.
-    4. `retention.applied`: one transaction deletes and anonymises the control plane's copies
+    2. Per lake table, `retention.lake_staged` (the rewritten version is staged, with its
+       counts and the versions readable before it) then `retention.lake_published`; the
+       lineage of purged deliveries likewise.
+    3. `retention.vacuumed`: every rewritten table is vacuumed with no grace, so no version
+       from before the purge can be read again (time travel would return the purged rows);
+       the versions that became unreadable are recorded per table. Legal holds need no
+       exception here: a held row is never rewritten out, so it is in the latest version,
+       which no vacuum touches.
+    4. `retention.deliveries_removed`: the purged delivery directories are removed.
+    5. `retention.applied`: one transaction deletes and anonymises the control plane's copies
        (subjects, ledger events and state, sealed-free audit events, purged deliveries' rows),
-       records the results and the `retention.applied` audit event.
-    5. `retention.verified`: `verify_purge` re-queries every store; the saved decisions are
+       records the results (the versions vacuumed too) and the `retention.applied` audit
+       event.
+    6. `retention.verified`: `verify_purge` re-queries every store, every version still
+       readable included; the saved decisions are
        then removed (the purge's record keeps only keyed digests of the purged keys).
     """
     step = on_progress or _quiet
@@ -401,12 +409,19 @@ def complete_purge(
                 continue
             step(f"rewriting {table}")
             token = secrets.token_hex(8)
+            readable = [v.version for v in lake.history(table) if v.readable]
             if acts is None:
                 removed, blurred = stage_lineage_without(lake, intent["delivery_ids"], token), 0
             else:
                 fields = intent["lake_fields"][category]
                 removed, blurred = stage_rewrite(lake, table, acts, fields, key, token)
-            entry = {"token": token, "deleted": removed, "anonymised": blurred, "live": False}
+            entry = {
+                "token": token,
+                "deleted": removed,
+                "anonymised": blurred,
+                "live": False,
+                "readable_before": readable,
+            }
             tables[table] = entry
             job.step("retention.lake_staged", tables=tables)
         if not entry["live"]:
@@ -414,6 +429,15 @@ def complete_purge(
             lake.publish(table, entry["token"])
             tables[table] = {**entry, "live": True}
             job.step("retention.lake_published", tables=tables)
+    if "versions_vacuumed" not in job.intent:
+        versions_vacuumed: dict[str, list[int]] = {}
+        for table, entry in sorted(tables.items()):
+            step(f"vacuuming {table}")
+            lake.vacuum(table, grace_hours=0)
+            # Idempotent across a crash: what was readable before the rewrite and is not now.
+            readable = {v.version for v in lake.history(table) if v.readable}
+            versions_vacuumed[table] = sorted(set(entry["readable_before"]) - readable)
+        job.step("retention.vacuumed", versions_vacuumed=versions_vacuumed)
     if "dirs_removed" not in job.intent:
         step("removing delivery directories")
         job.step(
@@ -435,6 +459,7 @@ def complete_purge(
                 "anonymised": dict(sorted(anonymised.items())),
                 "delivery_dirs_removed": job.intent["dirs_removed"],
                 "revocations": job.intent["revocations"],
+                "versions_vacuumed": job.intent["versions_vacuumed"],
             }
             row = session.get(RetentionPurge, purge_id)
             assert row is not None
@@ -448,6 +473,9 @@ def complete_purge(
                     anonymised=results["anonymised"],
                     delivery_dirs_removed=results["delivery_dirs_removed"],
                     revocations=results["revocations"],
+                    versions_vacuumed={
+                        f"lake.{t}": v for t, v in results["versions_vacuumed"].items()
+                    },
                     consent_anchor_removed=sums["removed"],
                     consent_anchor_added=sums["added"],
                 ),
@@ -475,8 +503,9 @@ def _reached(job: Job, step: str) -> bool:
 
 
 def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
-    """Per category, how many of the keys the purge deleted are still anywhere: the lake's
-    table and, for profiles and consent evidence, the control plane's copy."""
+    """Per category, how many of the keys the purge deleted are still anywhere: every data
+    file that a still-readable version of the lake's table lists (time travel must not
+    bring one back) and, for profiles and consent evidence, the control plane's copy."""
     lake = Lake(settings.lake_dir)
     left: dict[str, int] = {}
     with open_store(settings.resolved_database_url) as store, store.session() as session:
@@ -485,7 +514,7 @@ def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
             doomed = acts.filter(pc.equal(acts["action"], "delete")).select(["key"])
             table = LAKE_CATEGORIES[category]
             count = 0
-            files = lake.files(table)
+            files = lake.reachable_files(table)
             if doomed.num_rows and files:
                 con = duck()
                 try:

@@ -1,0 +1,100 @@
+"""Purges that stay purged: a delete that time travel can undo is not a delete.
+
+Until the purge's vacuum, the versions before the rewrite still return the purged rows;
+after it, no version does, no data file under the table holds them (read with delta-rs and
+with plain Parquet, not through the lake's own listing), and the audit log names the
+versions that went.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from consentry.audit import SqlAuditSink
+from consentry.engine import Lake
+from consentry.keys import Keyring
+from consentry.retention import add_hold, apply_plan, compute_plan
+from consentry.store import open_store
+from tests.delivery.conftest import LakeHome
+from tests.retention.conftest import AT
+
+PURGED = {"p05", "p06", "p08", "p18"}
+"""The posts the world's plan deletes at AT (tests/retention/test_apply.py)."""
+
+
+def _revoke_all(settings: Any, *, post_ids: Any, purged_at: Any, purge_id: str) -> int:
+    return len(post_ids)
+
+
+def _post_ids_in_every_file(table_dir: Path) -> set[str]:
+    """post_id of every Parquet file under the table's folder, whatever lists it."""
+    found: set[str] = set()
+    for path in table_dir.rglob("*.parquet"):
+        found |= set(pq.read_table(path, columns=["post_id"]).column("post_id").to_pylist())
+    return found
+
+
+def test_time_travel_returns_a_purged_row_until_the_vacuum_and_never_after(
+    world: LakeHome,
+) -> None:
+    settings = world.settings
+    lake = Lake(settings.lake_dir)
+    posts_dir = settings.lake_dir / "posts"
+    before = lake.version("posts")
+    assert before is not None
+    assert set(lake.read_arrow("posts")["post_id"].to_pylist()) >= PURGED
+    seen: dict[str, Any] = {}
+
+    def watch(step: str) -> None:
+        # Called as each step starts: posts is rewritten and published, not yet vacuumed.
+        if step == "vacuuming posts":
+            old = DeltaTable(str(posts_dir), version=before).to_pyarrow_table()
+            seen["old"] = set(old["post_id"].to_pylist())
+            seen["latest"] = set(lake.read_arrow("posts")["post_id"].to_pylist())
+
+    purge = apply_plan(
+        settings, compute_plan(settings, at=AT), revoker=_revoke_all, on_progress=watch
+    )
+    assert purge["state"] == "verified"
+    assert seen["old"] >= PURGED, "before the vacuum, time travel still returns purged rows"
+    assert not PURGED & seen["latest"]
+    # After it, the old version cannot be read, by delta-rs or by us.
+    with pytest.raises(FileNotFoundError, match="not found"):
+        DeltaTable(str(posts_dir), version=before).to_pyarrow_table()
+    history = {v.version: v.readable for v in lake.history("posts")}
+    assert history[before] is False
+    assert history[lake.version("posts")] is True
+    assert not PURGED & _post_ids_in_every_file(posts_dir)
+    vacuumed = purge["results"]["versions_vacuumed"]["posts"]
+    assert before in vacuumed
+    with open_store(settings.resolved_database_url) as store, store.session() as session:
+        (applied,) = SqlAuditSink.read(session, event_type="retention.applied")
+    assert applied.payload["versions_vacuumed"]["lake.posts"] == vacuumed
+
+
+def test_a_held_row_survives_the_vacuum_in_the_latest_version(world: LakeHome) -> None:
+    settings = world.settings
+    lake = Lake(settings.lake_dir)
+    posts = lake.read_arrow("posts")
+    author = posts.filter(pc.equal(posts["post_id"], "p05"))["author_id"][0].as_py()
+    with open_store(settings.resolved_database_url) as store:
+        add_hold(
+            store,
+            Keyring.for_settings(settings),
+            matter="case 7",
+            reason="litigation",
+            scope="user",
+            target=author,
+        )
+    purge = apply_plan(settings, compute_plan(settings, at=AT), revoker=_revoke_all)
+    assert purge["state"] == "verified"
+    latest = set(lake.read_arrow("posts")["post_id"].to_pylist())
+    assert "p05" in latest
+    assert "p05" in _post_ids_in_every_file(settings.lake_dir / "posts")
+    assert all(v.readable is False for v in lake.history("posts")[1:])
