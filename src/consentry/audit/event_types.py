@@ -26,6 +26,7 @@ __all__ = [
     "DeliveryBuilt",
     "HoldAdded",
     "HoldReleased",
+    "LakeVacuumed",
     "LicenseeChanged",
     "Meaning",
     "PolicyPublished",
@@ -135,7 +136,8 @@ class ConsentAnchored(AuditPayload):
 class TableImported(AuditPayload):
     """Rows were imported into a lake table (`consentry import`, `demo load`, the Mastodon
     connector), committed with the import run (and, for `users` and `consent_events`, with the
-    ledger's own events) before the snapshot was published ([invariants.md](invariants.md)).
+    ledger's own events) before the new table version was published
+    ([invariants.md](invariants.md)).
     """
 
     table: Annotated[str, Meaning("the canonical table")]
@@ -146,7 +148,10 @@ class TableImported(AuditPayload):
     rows_total: Annotated[int, Meaning("rows in the table afterwards")]
     snapshot: Annotated[
         str,
-        Meaning("the token the lake snapshot is published under (`v-NNNNNN-<token>`)"),
+        Meaning(
+            "the token the lake commit is published under (its Delta app transaction "
+            "`consentry.publish.<token>`, its parts in `data-<token>/`)"
+        ),
     ]
 
 
@@ -369,6 +374,27 @@ class RetentionVerified(AuditPayload):
     ]
     checked: Annotated[dict[str, int], Meaning("category → records examined by the re-query")]
     ok: Annotated[bool, Meaning("true when nothing is left")]
+
+
+@_event("lake.vacuumed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LakeVacuumed(AuditPayload):
+    """`consentry lake vacuum` deleted data files of a lake table that only superseded versions
+    still listed (see [engines.md](engines.md#vacuum)): time travel to `versions_removed` is no
+    longer possible. One event per table the vacuum removed anything from, appended once the
+    files are gone.
+    """
+
+    table: Annotated[str, Meaning("the lake table")]
+    files_removed: Annotated[int, Meaning("data files deleted")]
+    versions_removed: Annotated[
+        list[int],
+        Meaning("the table's versions readable before the vacuum and not after it, ascending"),
+    ]
+    grace_hours: Annotated[
+        int,
+        Meaning("files removed from the table less than this many hours ago were kept"),
+    ]
 
 
 @_event("scraping.assessed")
