@@ -112,6 +112,10 @@ keys.register(app)
 from consentry.cli import signals  # noqa: E402
 
 signals.register(app)
+# the lake's Delta tables: history, optimize, vacuum
+from consentry.cli import lake  # noqa: E402
+
+lake.register(app)
 
 
 def main() -> None:
