@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from _common import load_note, print_table, rate, ratio, run_isolated, stopwatch
 
@@ -186,13 +187,14 @@ def run_pandas(lake_dir: str, purpose_key: str, at_iso: str, sample: list[str]) 
     with stopwatch() as sw:
         version = policy.version_at(at)
         purpose = version.purpose(purpose_key)
-        users = pd.read_parquet(
-            lake.snapshot_dir("users"), columns=["user_id", "region", "birth_date"]
-        )
-        events = pd.read_parquet(
-            lake.snapshot_dir("consent_events"),
+        # The peer reads the Delta tables' current files (listed by delta-rs) with pandas.
+        users = pq.read_table(
+            [str(f) for f in lake.files("users")], columns=["user_id", "region", "birth_date"]
+        ).to_pandas()
+        events = pq.read_table(
+            [str(f) for f in lake.files("consent_events")],
             columns=["user_id", "purpose", "choice", "at", "source", "event_id"],
-        )
+        ).to_pandas()
         events = events[(events["purpose"] == purpose_key) & (events["at"] <= pd.Timestamp(at))]
         latest = events.sort_values(["user_id", "at", "event_id"]).drop_duplicates(
             "user_id", keep="last"

@@ -280,6 +280,7 @@ def run_pandas(root: str, purpose: str, as_of_text: str, sample_posts: int) -> d
 
     import numpy as np
     import pandas as pd
+    import pyarrow.parquet as pq
 
     from consentry.delivery.eligibility import REASON_ORDER
     from consentry.engine import Lake
@@ -296,7 +297,7 @@ def run_pandas(root: str, purpose: str, as_of_text: str, sample_posts: int) -> d
     cpu_before = _cpu_seconds()
     with stopwatch() as sw:
         posts = posts_arrow.to_pandas()
-        users = pd.read_parquet(lake.snapshot_dir("users"))
+        users = pq.read_table([str(f) for f in lake.files("users")]).to_pandas()
         events = events_arrow.to_pandas()
         cutoff = pd.Timestamp(as_of)
         # Authors with their facts (unknown authors keep NaN facts) and consent.

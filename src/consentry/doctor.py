@@ -344,7 +344,8 @@ _KEYS: Final = pa.schema([("k", pa.string())])
 
 def _purges_stay_purged(home: _Home, events: pa.Table) -> Check:
     """I4: the keyed digests of every verified purge's deleted keys against the digests of
-    every key now in the store and in any still-readable version of the lake; purged delivered posts against revocations."""
+    every key now in the store and in any still-readable version of the lake; purged
+    delivered posts against revocations."""
     check = Check("I4")
     key = anonymisation_key(home.keyring)
     folder = home.settings.home / "retention" / "purges"

@@ -51,7 +51,7 @@ def _old_rows(home: Path) -> dict[str, pa.Table]:
 def _same_rows(a: pa.Table, b: pa.Table) -> bool:
     """Same rows, whatever the order and the columns' declared nullability."""
     keys = [(name, "ascending") for name in a.column_names]
-    return a.sort_by(keys).equals(b.select(a.column_names).cast(a.schema).sort_by(keys))
+    return bool(a.sort_by(keys).equals(b.select(a.column_names).cast(a.schema).sort_by(keys)))
 
 
 def test_init_converts_every_table_and_keeps_every_row(tmp_path: Path) -> None:

@@ -222,6 +222,7 @@ def _operations(site: Site) -> None:
                 anonymised={"lake.access_events": 300},
                 delivery_dirs_removed=0,
                 revocations=0,
+                versions_vacuumed={"lake.posts": [0, 1]},
                 consent_anchor_removed="00" * 32,
                 consent_anchor_added="00" * 32,
             ),

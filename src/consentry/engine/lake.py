@@ -77,7 +77,7 @@ _APPEND_MARK = ".append"
 _APP_PREFIX = "consentry.publish."
 _TOKEN = re.compile(r"^[0-9a-f]{8,64}$")
 _PART = re.compile(r"^part-(\d+)\.parquet$")
-_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _OLD_POINTER = "CURRENT"  # the snapshot lake of Consentry before Delta (`lake_migration`)
 
 
@@ -160,7 +160,7 @@ class Lake:
     # ----------------------------------------------------------------- reading
 
     def _table_dir(self, name: str) -> Path:
-        if not _TABLE_NAME.match(name):
+        if not _TABLE_NAME.fullmatch(name):
             raise ConsentryError(
                 f"bad table name {name!r}: use lowercase letters, digits and underscores"
             )
@@ -202,7 +202,7 @@ class Lake:
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if p.is_dir() and _TABLE_NAME.match(p.name) and self._is_delta(p)
+            if p.is_dir() and _TABLE_NAME.fullmatch(p.name) and self._is_delta(p)
         )
 
     def exists(self, name: str) -> bool:
@@ -502,7 +502,7 @@ class Lake:
 
     def discard(self, name: str, token: str) -> None:
         """Remove the unpublished parts staged under `token`, if any (never published ones)."""
-        if not _TABLE_NAME.match(name):
+        if not _TABLE_NAME.fullmatch(name):
             return
         table_dir = self.root / name
         shutil.rmtree(table_dir / f"{_STAGED}{token}", ignore_errors=True)
@@ -614,7 +614,9 @@ class Lake:
                 folder = relative.split("/", 1)[0]
                 if folder.startswith(_DATA) and folder[len(_DATA) :] in pending:
                     continue
-                doomed.append(relative)
+                # delta-rs lists every file an old commit removed, deleted already or not.
+                if (table_dir / relative).exists():
+                    doomed.append(relative)
             for relative in doomed:
                 (table_dir / relative).unlink(missing_ok=True)
             for sub in table_dir.iterdir():

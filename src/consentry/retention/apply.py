@@ -435,8 +435,8 @@ def complete_purge(
             step(f"vacuuming {table}")
             lake.vacuum(table, grace_hours=0)
             # Idempotent across a crash: what was readable before the rewrite and is not now.
-            readable = {v.version for v in lake.history(table) if v.readable}
-            versions_vacuumed[table] = sorted(set(entry["readable_before"]) - readable)
+            still = {v.version for v in lake.history(table) if v.readable}
+            versions_vacuumed[table] = sorted(set(entry["readable_before"]) - still)
         job.step("retention.vacuumed", versions_vacuumed=versions_vacuumed)
     if "dirs_removed" not in job.intent:
         step("removing delivery directories")
