@@ -110,7 +110,7 @@ def build_home(home: Path, users: int, posts: int, seed: int) -> None:
         },
         schema=arrow_schema("posts"),
     )
-    Lake(settings.lake_dir).write_arrow("posts", table)
+    Lake.of(settings).write_arrow("posts", table)
 
 
 def _post_id(index: Any, i: int) -> str:

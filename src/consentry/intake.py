@@ -69,10 +69,10 @@ class _ImportRecoverer:
     """An import staged its snapshot under the job's token: discard it, or publish it."""
 
     def roll_back(self, settings: Settings, job: JobRecord) -> None:
-        Lake(settings.lake_dir).discard(job.intent["table"], job.intent["token"])
+        Lake.of(settings).discard(job.intent["table"], job.intent["token"])
 
     def roll_forward(self, settings: Settings, job: JobRecord) -> None:
-        Lake(settings.lake_dir).publish(job.intent["table"], job.intent["token"])
+        Lake.of(settings).publish(job.intent["table"], job.intent["token"])
 
 
 register_recoverer("import", _ImportRecoverer())
@@ -160,7 +160,7 @@ def commit_import(
     table, spec, incoming, where = checked.table, checked.spec, checked.rows, checked.origin
     started = checked.started_at
     token = secrets.token_hex(8)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     with run_job(
         settings,
         "import",

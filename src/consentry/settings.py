@@ -17,6 +17,8 @@ __all__ = ["ENVIRONMENT_VARIABLES", "Settings"]
 ENVIRONMENT_VARIABLES: dict[str, str] = {
     "CONSENTRY_HOME": "Directory holding the lake, the SQLite store, keys and deliveries.",
     "CONSENTRY_DATABASE_URL": "SQLAlchemy URL of the control-plane store.",
+    "CONSENTRY_LAKE_URI": "Where the lake's Delta tables live: s3://bucket/prefix (credentials "
+    "and endpoint from the usual AWS_* variables); default: <home>/lake.",
     "CONSENTRY_POLICY_FILE": "Policy file to enforce (default: the shipped policies/x-2024.yaml).",
     "CONSENTRY_ENGINE": "Default data-plane engine: duckdb or spark.",
     "CONSENTRY_SPARK_MASTER": "Spark master URL for --engine spark (default local[2]).",
@@ -97,6 +99,8 @@ class Settings:
     """None: each command's default (info for `serve`, warning otherwise)."""
     webhooks_path: Path | None = None
     """`CONSENTRY_WEBHOOKS_FILE`; None: `<home>/webhooks.yaml` (see `webhooks_file`)."""
+    lake_uri: str | None = None
+    """`CONSENTRY_LAKE_URI`: an `s3://bucket/prefix` lake; None: the local `lake_dir`."""
 
     @classmethod
     def from_env(cls, home: Path | None = None) -> Settings:
@@ -122,6 +126,7 @@ class Settings:
             webhooks_path=Path(env["CONSENTRY_WEBHOOKS_FILE"])
             if env.get("CONSENTRY_WEBHOOKS_FILE")
             else None,
+            lake_uri=env.get("CONSENTRY_LAKE_URI") or None,
         )
 
     @property

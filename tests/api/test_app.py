@@ -43,7 +43,7 @@ def test_home_page_says_what_is_loaded(settings: Settings) -> None:
         },
         schema=arrow_schema("users"),
     )
-    import_arrow(Lake(settings.lake_dir), "users", users, origin="test")
+    import_arrow(Lake.of(settings), "users", users, origin="test")
     client = TestClient(create_app(settings))
     page = client.get("/")
     assert page.status_code == 200

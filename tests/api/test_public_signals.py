@@ -220,7 +220,7 @@ def test_html_meta_for_templates(world: World) -> None:
 @pytest.fixture
 def posts_world(settings: Settings) -> World:
     world = make_world(settings)
-    Lake(settings.lake_dir).write_arrow(
+    Lake.of(settings).write_arrow(
         "posts", posts_table([("p1", "alice"), ("p2", "berta"), ("p3", "zoe")])
     )
     return world

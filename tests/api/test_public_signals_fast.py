@@ -192,7 +192,7 @@ def _without_request_id(headers: object) -> dict[str, str]:
 @pytest.fixture
 def posts_world(settings: Settings) -> World:
     world = make_world(settings)
-    Lake(settings.lake_dir).write_arrow(
+    Lake.of(settings).write_arrow(
         "posts", posts_table([("p1", "alice"), ("p2", "berta"), ("p3", "zoe")])
     )
     return world

@@ -118,8 +118,8 @@ def test_optimize_leaves_the_same_rows_in_fewer_files(home: Path, lake: Lake) ->
 def test_vacuum_removes_the_superseded_files_and_records_one_audit_event(
     home: Path, lake: Lake
 ) -> None:
-    old = set(lake.files("posts", version=0))
-    live = set(lake.files("posts"))
+    old = {Path(f) for f in lake.files("posts", version=0)}
+    live = {Path(f) for f in lake.files("posts")}
     assert old
     assert not old & live
     kept = run_cli(home, "lake", "vacuum", "posts", "--json")  # the default grace: 7 days
@@ -176,5 +176,5 @@ def test_unknown_or_bad_tables_and_a_negative_grace_are_bad_input(home: Path, la
     assert negative.exit_code == 2
     assert "--grace-hours" in negative.stderr
     assert len(lake.files("posts", version=0)) == 1
-    assert all(path.exists() for path in lake.files("posts", version=0))
+    assert all(Path(path).exists() for path in lake.files("posts", version=0))
     assert _vacuum_events(home) == []

@@ -280,7 +280,7 @@ class LakeHome:
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.settings.lake_dir)
+        return Lake.of(self.settings)
 
     @property
     def deliveries(self) -> Path:

@@ -147,7 +147,7 @@ def test_manifest_shape(built: Built) -> None:
 
 def test_lineage_digest_names_this_deliverys_lineage_part(built: Built) -> None:
     lake = built.home.lake
-    parts = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in lake.files(LINEAGE_TABLE)}
+    parts = {hashlib.sha256(Path(p).read_bytes()).hexdigest(): p for p in lake.files(LINEAGE_TABLE)}
     for manifest in (built.open1, built.open2, built.eu):
         part = parts[manifest["lineage_sha256"]]
         ids = set(pq.read_table(part).column("delivery_id").to_pylist())
@@ -424,7 +424,7 @@ def test_concurrent_deliveries_lose_no_lineage_and_one_licensee_waits_its_turn(
         lake_home.add_licensee(name)
     original = Lake.files
 
-    def slow_files(self: Lake, name: str) -> list[Path]:
+    def slow_files(self: Lake, name: str) -> list[str]:
         # Widen the window between reading the live lineage parts and publishing.
         found = original(self, name)
         time.sleep(0.05)
@@ -452,7 +452,8 @@ def test_concurrent_deliveries_lose_no_lineage_and_one_licensee_waits_its_turn(
         rows = lineage.filter(pa.compute.equal(lineage["delivery_id"], manifest["delivery_id"]))
         assert rows.num_rows == manifest["counts"]["delivered"] > 0
     parts = {
-        hashlib.sha256(p.read_bytes()).hexdigest() for p in lake_home.lake.files(LINEAGE_TABLE)
+        hashlib.sha256(Path(p).read_bytes()).hexdigest()
+        for p in lake_home.lake.files(LINEAGE_TABLE)
     }
     assert parts == {m["lineage_sha256"] for m in manifests}
 

@@ -94,7 +94,7 @@ def evaluated(home: Path, scope: LicenceScope, as_of: datetime) -> dict[str, dic
     finally:
         ledger.store.close()
     backend = connect("duckdb")
-    expr = evaluate_posts(backend, Lake(settings.lake_dir), policy, events, scope, as_of)
+    expr = evaluate_posts(backend, Lake.of(settings), policy, events, scope, as_of)
     return {r["post_id"]: r for r in backend.to_pyarrow(expr).to_pylist()}
 
 

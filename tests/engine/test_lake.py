@@ -106,7 +106,9 @@ def test_the_log_keeps_row_counts_and_no_column_values(tmp_path: Path) -> None:
 def test_write_arrow_splits_parts(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
     lake.write_arrow("posts", pa.concat_tables([POSTS] * 5), rows_per_part=3)
-    assert [f.name for f in lake.files("posts")] == [f"part-{i:06d}.parquet" for i in range(4)]
+    assert [Path(f).name for f in lake.files("posts")] == [
+        f"part-{i:06d}.parquet" for i in range(4)
+    ]
     assert lake.row_count("posts") == 10
 
 

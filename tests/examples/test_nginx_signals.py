@@ -110,7 +110,7 @@ def _home(home: Path) -> dict[str, str]:
         )
     finally:
         store.close()
-    Lake(settings.lake_dir).write_arrow("posts", posts_table(list(POSTS.items())))
+    Lake.of(settings).write_arrow("posts", posts_table(list(POSTS.items())))
     secret = keyring.platform_secret
     return {u: issue_token(secret, u, "user") for u, _, _ in POPULATION}
 

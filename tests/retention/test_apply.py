@@ -81,7 +81,7 @@ def test_apply_executes_the_plan_and_verifies_it(world: LakeHome, tmp_path: Path
     assert purge["results"]["deleted"]["lake.posts"] == 4
     assert purge["results"]["deleted"]["lake.users"] == 1
     assert purge["results"]["deleted"]["store.subjects"] == 1
-    posts = Lake(settings.lake_dir).read_arrow("posts").column("post_id").to_pylist()
+    posts = Lake.of(settings).read_arrow("posts").column("post_id").to_pylist()
     assert sorted({f"p{i:02d}" for i in range(1, 21)} - set(posts)) == [
         "p05",
         "p06",
@@ -155,7 +155,7 @@ def _build(
     users: list[tuple[str, datetime | None]],
     posts: list[tuple[str, str, datetime, datetime | None]],
 ) -> None:
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     utc = pa.timestamp("us", tz="UTC")
     lake.write_arrow(
         "users",
@@ -259,10 +259,10 @@ def test_apply_deletes_exactly_the_due_unheld_rows_once(
                     target=user,
                 )
         at = T0 + timedelta(days=at_day)
-        before = Lake(settings.lake_dir).read_arrow("posts").to_pylist()
+        before = Lake.of(settings).read_arrow("posts").to_pylist()
         plan = compute_plan(settings, at=at)
         purge = apply_plan(settings, plan, revoker=_revoked([]))
-        after = {r["post_id"]: r for r in Lake(settings.lake_dir).read_arrow("posts").to_pylist()}
+        after = {r["post_id"]: r for r in Lake.of(settings).read_arrow("posts").to_pylist()}
         rule = load_policy(policy).versions[0].retention["posts"]
         cuts = cutoffs_for(rule, at)
         deleted_at = dict(users)
@@ -284,7 +284,7 @@ def test_apply_deletes_exactly_the_due_unheld_rows_once(
         assert _entry(second, "posts").held == _entry(plan, "posts").held
         again = apply_plan(settings, second, revoker=_revoked([]))
         assert not any(again["results"]["deleted"].values())
-        assert Lake(settings.lake_dir).row_count("posts") == len(after)
+        assert Lake.of(settings).row_count("posts") == len(after)
 
 
 def test_access_events_are_anonymised_once_and_entity_holds_win(tmp_path: Path) -> None:
@@ -293,7 +293,7 @@ def test_access_events_are_anonymised_once_and_entity_holds_win(tmp_path: Path) 
         "access_events: {max_age: 30 days, action: anonymise, fields: [credential, endpoint]}\n",
     )
     settings = initialised_home(tmp_path / "home", policy)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     utc = pa.timestamp("us", tz="UTC")
     lake.write_arrow(
         "access_events",
@@ -366,14 +366,14 @@ def test_consent_evidence_leaves_lake_ledger_and_state(world: LakeHome, tmp_path
     assert purge["state"] == "verified"
     assert purge["results"]["deleted"]["store.consent_events"] == 4
     assert purge["results"]["deleted"]["store.consent_state"] == 3
-    assert Lake(settings.lake_dir).row_count("consent_events") == 0
+    assert Lake.of(settings).row_count("consent_events") == 0
     with open_store(settings.resolved_database_url) as store, store.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(ConsentEventRow)) == 0
         assert session.scalar(sa.select(sa.func.count()).select_from(ConsentStateRow)) == 0
         subject = session.get(Subject, "u-del")
         assert subject is not None
         assert subject.birth_date is None
-    users = {r["user_id"]: r for r in Lake(settings.lake_dir).read_arrow("users").to_pylist()}
+    users = {r["user_id"]: r for r in Lake.of(settings).read_arrow("users").to_pylist()}
     assert users["u-del"]["birth_date"] is None
     assert users["u-us"]["birth_date"] is not None
 

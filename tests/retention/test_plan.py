@@ -119,7 +119,7 @@ def test_holds_keep_what_they_cover(world: LakeHome) -> None:
 def test_gaps_name_categories_without_rules_and_uncovered_tables(tmp_path: Path) -> None:
     policy = write_policy(tmp_path / "p.yaml", "posts: {max_age: 1 year}\n")
     settings = initialised_home(tmp_path / "home", policy)
-    Lake(settings.lake_dir).write_arrow(
+    Lake.of(settings).write_arrow(
         "entities",
         pa.table(
             {"credential": ["k1"], "entity": ["acme"], "valid_from": [None], "valid_to": [None]}

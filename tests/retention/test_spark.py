@@ -38,7 +38,7 @@ def test_duckdb_and_spark_plan_alike(tmp_path: Path, spark_session: Any) -> None
     month_ends = [
         datetime(2024, 8, d, h, tzinfo=UTC) for d, h in ((31, 0), (29, 12), (31, 0), (28, 0))
     ]
-    Lake(home.settings.lake_dir).write_arrow(
+    Lake.of(home.settings).write_arrow(
         "access_events",
         pa.table(
             {
@@ -53,7 +53,7 @@ def test_duckdb_and_spark_plan_alike(tmp_path: Path, spark_session: Any) -> None
             }
         ),
     )
-    Lake(home.settings.lake_dir).write_arrow(
+    Lake.of(home.settings).write_arrow(
         "entities",
         pa.table(
             {

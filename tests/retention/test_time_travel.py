@@ -3,15 +3,15 @@
 Until the purge's vacuum, the versions before the rewrite still return the purged rows;
 after it, no version does, no data file under the table holds them (read with delta-rs and
 with plain Parquet, not through the lake's own listing), and the audit log names the
-versions that went.
+versions that went. On a local lake and on S3 (SeaweedFS).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
@@ -20,8 +20,9 @@ from consentry.audit import SqlAuditSink
 from consentry.engine import Lake
 from consentry.keys import Keyring
 from consentry.retention import add_hold, apply_plan, compute_plan
+from consentry.settings import Settings
 from consentry.store import open_store
-from tests.delivery.conftest import LakeHome
+from tests.delivery.conftest import LakeHome, make_lake_home
 from tests.retention.conftest import AT
 
 PURGED = {"p05", "p06", "p08", "p18"}
@@ -32,20 +33,39 @@ def _revoke_all(settings: Any, *, post_ids: Any, purged_at: Any, purge_id: str) 
     return len(post_ids)
 
 
-def _post_ids_in_every_file(table_dir: Path) -> set[str]:
+@pytest.fixture(params=["local", "s3"])
+def world(request: pytest.FixtureRequest, settings: Settings) -> LakeHome:
+    """The retention world (tests/retention/conftest.py) with its lake on a local folder or
+    on S3."""
+    if request.param == "s3":
+        uri = request.getfixturevalue("s3_lake_uri")
+        settings = Settings(home=settings.home, lake_uri=uri)
+    home = make_lake_home(settings)
+    home.deliver("open")
+    return home
+
+
+def _post_ids_in_every_file(lake: Lake, table: str) -> set[str]:
     """post_id of every Parquet file under the table's folder, whatever lists it."""
+    base = lake.uri.removeprefix("s3://") if lake.remote else str(lake.root.absolute())
+    selector = pafs.FileSelector(f"{base}/{table}", recursive=True)
     found: set[str] = set()
-    for path in table_dir.rglob("*.parquet"):
-        found |= set(pq.read_table(path, columns=["post_id"]).column("post_id").to_pylist())
+    for info in lake.filesystem.get_file_info(selector):
+        if info.path.endswith(".parquet"):
+            data = pq.read_table(info.path, columns=["post_id"], filesystem=lake.filesystem)
+            found |= set(data.column("post_id").to_pylist())
     return found
+
+
+def _delta(lake: Lake, table: str, version: int) -> DeltaTable:
+    return DeltaTable(f"{lake.uri}/{table}", version=version, storage_options=lake.storage_options)
 
 
 def test_time_travel_returns_a_purged_row_until_the_vacuum_and_never_after(
     world: LakeHome,
 ) -> None:
     settings = world.settings
-    lake = Lake(settings.lake_dir)
-    posts_dir = settings.lake_dir / "posts"
+    lake = Lake.of(settings)
     before = lake.version("posts")
     assert before is not None
     assert set(lake.read_arrow("posts")["post_id"].to_pylist()) >= PURGED
@@ -54,7 +74,7 @@ def test_time_travel_returns_a_purged_row_until_the_vacuum_and_never_after(
     def watch(step: str) -> None:
         # Called as each step starts: posts is rewritten and published, not yet vacuumed.
         if step == "vacuuming posts":
-            old = DeltaTable(str(posts_dir), version=before).to_pyarrow_table()
+            old = _delta(lake, "posts", before).to_pyarrow_table()
             seen["old"] = set(old["post_id"].to_pylist())
             seen["latest"] = set(lake.read_arrow("posts")["post_id"].to_pylist())
 
@@ -66,13 +86,13 @@ def test_time_travel_returns_a_purged_row_until_the_vacuum_and_never_after(
     assert not PURGED & seen["latest"]
     # After it, the old version cannot be read, by delta-rs or by us.
     with pytest.raises(FileNotFoundError, match="not found"):
-        DeltaTable(str(posts_dir), version=before).to_pyarrow_table()
+        _delta(lake, "posts", before).to_pyarrow_table()
     history = {v.version: v.readable for v in lake.history("posts")}
     latest = lake.version("posts")
     assert latest is not None
     assert history[before] is False
     assert history[latest] is True
-    assert not PURGED & _post_ids_in_every_file(posts_dir)
+    assert not PURGED & _post_ids_in_every_file(lake, "posts")
     vacuumed = purge["results"]["versions_vacuumed"]["posts"]
     assert before in vacuumed
     with open_store(settings.resolved_database_url) as store, store.session() as session:
@@ -82,7 +102,7 @@ def test_time_travel_returns_a_purged_row_until_the_vacuum_and_never_after(
 
 def test_a_held_row_survives_the_vacuum_in_the_latest_version(world: LakeHome) -> None:
     settings = world.settings
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     posts = lake.read_arrow("posts")
     author = posts.filter(pc.equal(posts["post_id"], "p05"))["author_id"][0].as_py()
     with open_store(settings.resolved_database_url) as store:
@@ -98,5 +118,5 @@ def test_a_held_row_survives_the_vacuum_in_the_latest_version(world: LakeHome) -
     assert purge["state"] == "verified"
     latest = set(lake.read_arrow("posts")["post_id"].to_pylist())
     assert "p05" in latest
-    assert "p05" in _post_ids_in_every_file(settings.lake_dir / "posts")
+    assert "p05" in _post_ids_in_every_file(lake, "posts")
     assert all(v.readable is False for v in lake.history("posts")[1:])

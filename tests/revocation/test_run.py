@@ -254,7 +254,7 @@ def test_lineage_parts_read_by_footer_or_by_rows_give_the_same_revocations(
 
     parts = home.lake.files(LINEAGE_TABLE)
     assert len(parts) == 3
-    assert all(job._single_delivery(p)[0] for p in parts)
+    assert all(job._single_delivery(home.lake, p)[0] for p in parts)
     by_part = run_revocations(home.settings, "open")
     assert by_part.new > 0
     assert by_part.deliveries == 2
@@ -264,7 +264,7 @@ def test_lineage_parts_read_by_footer_or_by_rows_give_the_same_revocations(
     monkeypatch.undo()
     home.lake.write_arrow(LINEAGE_TABLE, home.lake.read_arrow(LINEAGE_TABLE))
     (mixed,) = home.lake.files(LINEAGE_TABLE)
-    assert job._single_delivery(mixed)[0] is None
+    assert job._single_delivery(home.lake, mixed)[0] is None
     by_rows = run_revocations(home.settings, "open")
     for other in (as_lists, by_rows):
         assert _listing(other) == _listing(by_part)

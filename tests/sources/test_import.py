@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -219,7 +218,7 @@ def test_merge_writes_several_sorted_parts_when_large(
     import_arrow(lake, "access_events", data, origin="big")
     files = lake.files("access_events")
     assert len(files) > 1
-    assert [f.name for f in files] == [f"part-{i:06d}.parquet" for i in range(len(files))]
+    assert [Path(f).name for f in files] == [f"part-{i:06d}.parquet" for i in range(len(files))]
     ids = lake.read_arrow("access_events")["request_id"].to_pylist()
     assert ids == sorted(ids)
     assert len(ids) == n
@@ -235,14 +234,12 @@ def test_failure_at_commit_leaves_lake_unchanged(
     lake = Lake(tmp_path / "lake")
     import_files(lake, "posts", [write_csv(tmp_path / "p.csv", "posts", SAMPLES["posts"])])
     before = tree_hash(lake.root)
-    real_replace = os.replace
 
-    def failing_replace(src: Any, dst: Any) -> None:
-        if Path(dst).name == "CURRENT":
-            raise OSError("disk full")
-        real_replace(src, dst)
+    def failing_commit(*args: Any, **kwargs: Any) -> None:
+        # The Delta commit is the commit point: its parts are written and renamed by then.
+        raise OSError("disk full")
 
-    monkeypatch.setattr(os, "replace", failing_replace)
+    monkeypatch.setattr(Lake, "_commit", failing_commit)
     changed = [dict(SAMPLES["posts"][0], text="new")]
     with pytest.raises(OSError, match="disk full"):
         import_files(lake, "posts", [write_csv(tmp_path / "c.csv", "posts", changed)])

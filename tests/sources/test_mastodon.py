@@ -425,7 +425,7 @@ def test_cli_imports_and_logs_the_runs(mastodon_db: str, tmp_path: Path) -> None
     assert report["posts"]["rows_new"] == 10
     assert report["posts"]["origin"].startswith("mastodon:postgresql+psycopg://")
     settings = Settings(home=home)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     assert set(lake.read_arrow("users").column("region").to_pylist()) == {"FR"}
     with open_store(settings.resolved_database_url) as store:
         runs = store.recent_imports()

@@ -72,7 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         Keyring.for_home(home),
     )
     # `demo generate` loads the lake and brings the ledger up to date with it.
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     assert ledger.subject(lake.read_arrow("users").column("user_id")[0].as_py()) is not None
 
     try:

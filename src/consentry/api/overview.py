@@ -42,7 +42,7 @@ def collect_overview(settings: Settings, *, at: datetime | None = None) -> Overv
     """
     at = at or datetime.now(UTC)
     policy = load_policy(settings.policy_file).version_at(at)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     tables = lake.row_counts() if settings.lake_dir.exists() else {}
     store = open_store(settings.resolved_database_url)
     try:

@@ -166,7 +166,7 @@ def consent_resolve(
     import ibis
 
     backend = connect_for(settings, engine)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     with progress() as bar:
         bar.add_task(f"resolving {purpose} for every user", total=None)
         users = lake.table(backend, "users")

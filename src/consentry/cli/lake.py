@@ -3,9 +3,7 @@ versions and their upkeep (docs/engines.md)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -69,7 +67,7 @@ def _known_tables(lake: Lake, names: list[str]) -> list[str]:
             )
         elif name not in tables:
             hint = did_you_mean(name, tables)
-            message = f"no table {name!r} in the lake at {lake.root}"
+            message = f"no table {name!r} in the lake at {lake.uri}"
             problems.append(
                 Problem("command line", None, "TABLE", f"{message}; {hint}" if hint else message)
             )
@@ -99,7 +97,7 @@ def lake_history(
 ) -> None:
     """Every version of a table, newest first, and whether it is still readable."""
     settings = settings_from(ctx)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     (name,) = _known_tables(lake, [table])
     versions = lake.history(name)
     if as_json:
@@ -146,7 +144,7 @@ def lake_optimize(
     """Compact each table's small files into larger ones: one commit, the same rows."""
     settings = settings_from(ctx)
     recover_first(settings, store_required=False)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     names = _known_tables(lake, tables or [])
     results: list[dict[str, Any]] = []
     with progress() as bar:
@@ -171,16 +169,6 @@ def lake_optimize(
     console.print(out)
 
 
-def _data_files(table_dir: Path) -> set[str]:
-    """Paths (relative to `table_dir`, as `Vacuumed.files_removed` gives them) of the files
-    in the table's folder outside its log."""
-    return {
-        path.relative_to(table_dir).as_posix()
-        for path in table_dir.rglob("*")
-        if path.is_file() and path.relative_to(table_dir).parts[0] != "_delta_log"
-    }
-
-
 def vacuum_tables(settings: Settings, names: list[str], *, grace_hours: int) -> list[Vacuumed]:
     """Vacuum each table (`Lake.vacuum`), recording a `lake.vacuumed` audit event for each
     one it removed anything from.
@@ -189,19 +177,13 @@ def vacuum_tables(settings: Settings, names: list[str], *, grace_hours: int) -> 
     deleted: deleting files cannot share a transaction with the store, and an event is
     only true once they are gone.
     """
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     done = []
     with open_store(settings.resolved_database_url) as store, progress() as bar:
         task = bar.add_task("vacuuming", total=len(names))
         for name in names:
             bar.update(task, description=f"vacuuming {name}")
-            before = _data_files(lake.root / name)
             vacuumed = lake.vacuum(name, grace_hours=grace_hours)
-            # `Lake.vacuum` names every file delta-rs's dry run lists, which includes files
-            # an earlier vacuum already deleted: count only those that were there.
-            vacuumed = replace(
-                vacuumed, files_removed=tuple(f for f in vacuumed.files_removed if f in before)
-            )
             if vacuumed.files_removed or vacuumed.versions_removed:
                 with store.session() as session:
                     SqlAuditSink().append(
@@ -236,7 +218,7 @@ def lake_vacuum(
     """Delete the files only superseded versions list (they become unreadable); audited."""
     settings = settings_from(ctx)
     recover_first(settings)
-    names = _known_tables(Lake(settings.lake_dir), tables or [])
+    names = _known_tables(Lake.of(settings), tables or [])
     results = vacuum_tables(settings, names, grace_hours=grace_hours)
     if as_json:
         print_json({"grace_hours": grace_hours, "tables": [r.to_json() for r in results]})

@@ -117,11 +117,11 @@ class _DeliveryRecoverer:
     """A delivery staged its directory and lineage: remove both, or publish both."""
 
     def roll_back(self, settings: Settings, job: JobRecord) -> None:
-        Lake(settings.lake_dir).discard(LINEAGE_TABLE, job.intent["token"])
+        Lake.of(settings).discard(LINEAGE_TABLE, job.intent["token"])
         shutil.rmtree(deliveries_dir(settings) / job.intent["staging"], ignore_errors=True)
 
     def roll_forward(self, settings: Settings, job: JobRecord) -> None:
-        Lake(settings.lake_dir).publish(LINEAGE_TABLE, job.intent["token"])
+        Lake.of(settings).publish(LINEAGE_TABLE, job.intent["token"])
         staging = deliveries_dir(settings) / job.intent["staging"]
         if staging.is_dir():
             os.replace(staging, deliveries_dir(settings) / job.intent["delivery_id"])
@@ -185,7 +185,7 @@ def deliver(
     token = secrets.token_hex(8)
     root = deliveries_dir(settings)
     staging = root / f".staging-{delivery_id}"
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     with run_job(
         settings,
         "deliver",
@@ -273,7 +273,7 @@ def explain(
     events, policy = _events_for(settings, when)
     return explain_post(
         backend=connect_for(settings, engine),
-        lake=Lake(settings.lake_dir),
+        lake=Lake.of(settings),
         policy=policy,
         events=events,
         target=target_for(settings, record),

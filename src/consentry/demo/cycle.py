@@ -99,15 +99,16 @@ class CycleReport:
 def _authors_to_opt_out(settings: Settings, delivery_id: str) -> list[str]:
     """The first OPT_OUT_AUTHORS authors (by id) with at least two posts in the delivery:
     the same ones on every run, since the delivery's lineage does not change."""
-    files = [str(p) for p in Lake(settings.lake_dir).files(LINEAGE_TABLE)]
+    lake = Lake.of(settings)
+    files = lake.files(LINEAGE_TABLE)
     if not files:
         return []
     con = duckdb.connect()
     try:
         rows = con.execute(
-            "SELECT author_id FROM read_parquet(?) WHERE delivery_id = ? "
+            f"SELECT author_id FROM {lake.relation(con, files, 'lineage')} WHERE delivery_id = ? "
             "GROUP BY author_id HAVING count(*) >= 2 ORDER BY author_id LIMIT ?",
-            [files, delivery_id, OPT_OUT_AUTHORS],
+            [delivery_id, OPT_OUT_AUTHORS],
         ).fetchall()
     finally:
         con.close()
@@ -136,7 +137,7 @@ def run_cycle(settings: Settings, *, on_step: Callable[[str], None] | None = Non
                 f"the store at {store.describe()} is not initialised or not up to date; "
                 "run `consentry init` first"
             )
-    if not Lake(settings.lake_dir).exists("posts"):
+    if not Lake.of(settings).exists("posts"):
         raise ConsentryError(
             f"the lake at {settings.lake_dir} has no posts: load the demo first "
             "(`consentry demo generate` or `consentry demo load`)"

@@ -108,9 +108,24 @@ def _duckdb_size(text: str) -> str:
 
 
 def connect_for(settings: Settings, engine: str | None = None) -> ibis.BaseBackend:
-    """The backend the settings ask for (engine, Spark master, DuckDB memory and spill)."""
+    """The backend the settings ask for (engine, Spark master, DuckDB memory and spill).
+
+    Spark on a lake on object storage is refused before a JVM starts: Spark reads the
+    tables' files itself and would need the hadoop-aws JARs (docs/engines.md).
+    """
+    chosen = engine or settings.engine
+    if chosen == "spark" and settings.lake_uri:
+        raise BadInput(
+            Problem(
+                "command line",
+                None,
+                "--engine",
+                f"the lake at {settings.lake_uri} is on object storage: use --engine duckdb "
+                "(Spark would need the hadoop-aws JARs; docs/engines.md)",
+            )
+        )
     return connect(
-        engine or settings.engine,
+        chosen,
         spark_master=settings.spark_master,
         memory_limit=settings.duckdb_memory_limit,
         temp_directory=settings.home / "tmp",

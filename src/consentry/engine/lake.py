@@ -32,30 +32,38 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from consentry.errors import ConsentryError
+from consentry.errors import BadInput, ConsentryError, Problem
 
 if TYPE_CHECKING:
+    import duckdb
     import ibis
     import ibis.expr.types as ir
     from deltalake import DeltaTable
+
+    from consentry.settings import Settings
 
 __all__ = [
     "PARQUET_COMPRESSION",
     "ROWS_PER_PART",
     "TABLE_CONFIGURATION",
     "Lake",
+    "LakePart",
     "TableVersion",
     "Vacuumed",
+    "s3_filesystem",
+    "s3_options",
 ]
 
 PARQUET_COMPRESSION = "zstd"
@@ -149,26 +157,93 @@ class Vacuumed:
 
 
 class Lake:
-    """Delta Lake tables under `root`, each changed by atomic, versioned commits."""
+    """Delta Lake tables under `root` (a local folder or `s3://bucket/prefix`), each changed
+    by atomic, versioned commits.
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    A lake on object storage stages parts in a local folder (`staging`, default a temporary
+    folder of the home) and uploads them when they are published; its credentials and
+    endpoint come from `storage_options` (`s3_options`: the usual AWS variables).
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        staging: Path | None = None,
+        storage_options: Mapping[str, str] | None = None,
+    ) -> None:
+        text = str(root)
+        self.remote = "://" in text
+        if self.remote:
+            scheme, _, rest = text.partition("://")
+            if scheme != "s3" or not rest.strip("/"):
+                raise ConsentryError(
+                    f"lake location {text!r}: use a local folder or s3://bucket[/prefix]"
+                )
+            self.uri = f"s3://{rest.strip('/')}"
+            self._base = rest.strip("/")
+            self.storage_options = dict(storage_options or s3_options(os.environ))
+            self._fs: pafs.FileSystem = s3_filesystem(self.storage_options)
+            self.root = Path(staging or Path(tempfile.gettempdir()) / "consentry-lake-staging")
+            self._staging_root = self.root
+        else:
+            self.root = Path(root)
+            self.uri = str(self.root)
+            self._base = str(self.root.absolute())
+            self.storage_options = {}
+            self._fs = pafs.LocalFileSystem()
+            self._staging_root = self.root
+
+    @classmethod
+    def of(cls, settings: Settings) -> Lake:
+        """The home's lake: `settings.lake_uri` when set (staging in the home), else
+        `<home>/lake`."""
+        if settings.lake_uri:
+            return cls(settings.lake_uri, staging=settings.home / "tmp" / "lake-staging")
+        return cls(settings.lake_dir)
 
     def __repr__(self) -> str:
-        return f"Lake({str(self.root)!r})"
+        return f"Lake({self.uri!r})"
 
-    # ----------------------------------------------------------------- reading
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        """The PyArrow filesystem the paths `files` returns live on."""
+        return self._fs
 
-    def _table_dir(self, name: str) -> Path:
+    # ----------------------------------------------------------------- locations
+
+    def _check_name(self, name: str) -> str:
         if not _TABLE_NAME.fullmatch(name):
             raise ConsentryError(
                 f"bad table name {name!r}: use lowercase letters, digits and underscores"
             )
-        return self.root / name
+        return name
 
-    def _is_delta(self, table_dir: Path) -> bool:
-        """True when `table_dir` holds a committed Delta table; an unconverted table of the
+    def _loc(self, name: str) -> str:
+        """The table's folder as a path on `filesystem`."""
+        return f"{self._base}/{self._check_name(name)}"
+
+    def _table_uri(self, name: str) -> str:
+        return f"s3://{self._loc(name)}" if self.remote else self._loc(name)
+
+    def _table_dir(self, name: str) -> Path:
+        """The local folder that holds the table's staged parts (and, for a local lake, the
+        table)."""
+        return self._staging_root / self._check_name(name)
+
+    def _delta_kwargs(self) -> dict[str, Any]:
+        return {"storage_options": self.storage_options} if self.remote else {}
+
+    def _committed(self, name: str) -> bool:
+        """True when `name` holds a committed Delta table; an unconverted table of the
         snapshot lake is an error naming the command that converts it."""
+        if self.remote:
+            try:
+                infos = self._fs.get_file_info(pafs.FileSelector(f"{self._loc(name)}/{_LOG}"))
+            except (FileNotFoundError, OSError):
+                return False
+            return any(i.path.endswith(".json") for i in infos)
+        table_dir = self._table_dir(name)
         log = table_dir / _LOG
         if log.is_dir() and any(log.glob("*.json")):
             return True
@@ -179,15 +254,22 @@ class Lake:
             )
         return False
 
+    def _exists_all(self, paths: Sequence[str]) -> bool:
+        if not paths:
+            return True
+        infos = self._fs.get_file_info(list(paths))
+        return all(i.type != pafs.FileType.NotFound for i in infos)
+
+    # ----------------------------------------------------------------- reading
+
     def _delta(self, name: str, version: int | None = None) -> DeltaTable | None:
         """`name`'s Delta table at `version` (default: the latest); None when absent."""
         from deltalake import DeltaTable
 
-        table_dir = self._table_dir(name)
-        if not self._is_delta(table_dir):
+        if not self._committed(name):
             return None
         try:
-            return DeltaTable(str(table_dir), version=version)
+            return DeltaTable(self._table_uri(name), version=version, **self._delta_kwargs())
         except Exception as exc:  # delta-rs raises its own error types for a missing version
             if version is None:
                 raise
@@ -197,55 +279,59 @@ class Lake:
 
     def tables(self) -> list[str]:
         """Names of the tables that have a committed version, sorted."""
-        if not self.root.is_dir():
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(self._base))
+        except (FileNotFoundError, OSError):
             return []
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and _TABLE_NAME.fullmatch(p.name) and self._is_delta(p)
-        )
+        names = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+        return sorted(n for n in names if _TABLE_NAME.fullmatch(n) and self._committed(n))
 
     def exists(self, name: str) -> bool:
         """True when `name` has a committed version."""
-        return self._is_delta(self._table_dir(name))
+        return self._committed(name)
 
     def version(self, name: str) -> int | None:
         """The latest committed version of `name`; None when the table is absent."""
         table = self._delta(name)
         return None if table is None else table.version()
 
-    def _live(self, name: str, version: int | None = None) -> list[tuple[Path, int]]:
-        """(path, rows) of every file of `name` at `version`, in commit then part order."""
+    def parts(self, name: str, *, version: int | None = None) -> list[LakePart]:
+        """Every data file of `name` at `version` (default: the latest), in write order (by
+        commit, then path); [] when the table is absent."""
         table = self._delta(name, version)
         if table is None:
             return []
         adds = pa.table(table.get_add_actions(flatten=True))
+        paths = adds.column("path").to_pylist()
+        times = adds.column("modification_time").to_pylist()
+        sizes = adds.column("size_bytes").to_pylist()
         rows = (
-            adds.column("num_records").to_pylist() if "num_records" in adds.column_names else None
+            adds.column("num_records").to_pylist()
+            if "num_records" in adds.column_names
+            else [None] * len(paths)
         )
-        entries = [
-            (mtime, path, (rows[i] if rows is not None else None))
-            for i, (path, mtime) in enumerate(
-                zip(
-                    adds.column("path").to_pylist(),
-                    adds.column("modification_time").to_pylist(),
-                    strict=True,
-                )
-            )
-        ]
-        table_dir = self._table_dir(name)
+        loc = self._loc(name)
         out = []
-        for _, path, count in sorted(entries, key=lambda e: (e[0], e[1])):
-            full = table_dir / path
-            out.append(
-                (full, count if count is not None else pq.ParquetFile(full).metadata.num_rows)
-            )
+        for _, path, size, count in sorted(zip(times, paths, sizes, rows, strict=True)):
+            full = f"{loc}/{path}"
+            if count is None:  # a commit by another writer without row counts
+                count = pq.ParquetFile(full, filesystem=self._fs).metadata.num_rows
+            out.append(LakePart(full, path, int(size), int(count)))
         return out
 
-    def files(self, name: str, *, version: int | None = None) -> list[Path]:
-        """The data files of `name` at `version` (default: the latest), in write order;
-        [] when the table is absent."""
-        return [path for path, _ in self._live(name, version)]
+    def files(self, name: str, *, version: int | None = None) -> list[str]:
+        """Paths (on `filesystem`) of the data files of `name` at `version` (default: the
+        latest), in write order; [] when the table is absent."""
+        return [part.path for part in self.parts(name, version=version)]
+
+    def parquet_file(self, path: str) -> pq.ParquetFile:
+        """One of the lake's data files, opened (footer read) on the lake's filesystem."""
+        return pq.ParquetFile(path, filesystem=self._fs)
+
+    def read_files(self, paths: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
+        """These data files of the lake, read whole (or `columns` of them)."""
+        cols = list(columns) if columns is not None else None
+        return pq.read_table(list(paths), filesystem=self._fs, columns=cols)
 
     def read_arrow(self, name: str, *, version: int | None = None) -> pa.Table:
         """The whole table (at `version`, default the latest) in memory.
@@ -258,22 +344,39 @@ class Lake:
         files = self.files(name, version=version)
         if not files:
             if schema is None and not self.exists(name):
-                raise ConsentryError(f"the lake at {self.root} has no table {name!r}")
+                raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
             if schema is None:
                 return pa.table({})
             return schema.empty_table()
-        data = pq.read_table([str(f) for f in files]) if len(files) > 1 else pq.read_table(files[0])
+        data = self.read_files(files)
         if schema is not None:
             data = data.select(schema.names).cast(schema)
         return data
 
     def row_count(self, name: str) -> int:
         """Rows in the latest version, from the log's record counts; 0 if absent."""
-        return sum(rows for _, rows in self._live(name))
+        return sum(part.rows for part in self.parts(name))
 
     def row_counts(self) -> dict[str, int]:
         """Row count of every table in the lake."""
         return {name: self.row_count(name) for name in self.tables()}
+
+    def relation(self, con: duckdb.DuckDBPyConnection, paths: Sequence[str], alias: str) -> str:
+        """SQL for a relation over these data files on the DuckDB connection `con`.
+
+        A local lake's files are read by DuckDB's own Parquet reader (`read_parquet`); an
+        object-store lake's are registered as an Arrow dataset named `alias` (filters and
+        projections are pushed down into the scan), since DuckDB's S3 support is an
+        extension it would download at run time.
+        """
+        if not paths:
+            raise ConsentryError(f"no data files to read as {alias!r}")
+        if not self.remote:
+            return "read_parquet([" + ", ".join(_sql_str(p) for p in paths) + "])"
+        import pyarrow.dataset as ds
+
+        con.register(alias, ds.dataset(list(paths), filesystem=self._fs, format="parquet"))
+        return '"' + alias.replace('"', '""') + '"'
 
     def table(self, backend: ibis.BaseBackend, name: str) -> ir.Table:
         """`name` as an Ibis table on `backend` (DuckDB or PySpark), registered as a view.
@@ -282,6 +385,8 @@ class Lake:
            delta-rs, so neither engine needs a Delta connector).
         2. A missing canonical table is an empty table with the canonical schema.
         3. The view is named after the table (replacing an earlier view of that name).
+        4. On an object-store lake, DuckDB scans an Arrow dataset of the files; Spark is
+           refused (it would need the hadoop-aws JARs: docs/engines.md).
         """
         import ibis
 
@@ -289,20 +394,35 @@ class Lake:
         if not files:
             schema = _canonical_schema(name)
             if schema is None:
-                raise ConsentryError(f"the lake at {self.root} has no table {name!r}")
+                raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
             return backend.create_view(name, ibis.memtable(schema.empty_table()), overwrite=True)
         if backend.name == "pyspark":
+            if self.remote:
+                raise BadInput(
+                    Problem(
+                        "command line",
+                        None,
+                        "--engine",
+                        f"the lake at {self.uri} is on object storage: use --engine duckdb "
+                        "(Spark would need the hadoop-aws JARs; docs/engines.md)",
+                    )
+                )
             session = backend._session
-            session.read.parquet(*(str(f) for f in files)).createOrReplaceTempView(name)
+            session.read.parquet(*files).createOrReplaceTempView(name)
             return backend.table(name)
-        return backend.read_parquet([str(f) for f in files], table_name=name)
+        if self.remote:
+            import pyarrow.dataset as ds
+
+            dataset = ds.dataset(files, filesystem=self._fs, format="parquet")
+            backend.con.register(name, dataset)
+            return backend.table(name)
+        return backend.read_parquet(files, table_name=name)
 
     def history(self, name: str) -> list[TableVersion]:
         """Every committed version of `name`, newest first, with whether it is still readable."""
         table = self._delta(name)
         if table is None:
-            raise ConsentryError(f"the lake at {self.root} has no table {name!r}")
-        table_dir = self._table_dir(name)
+            raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
         versions = []
         for commit in table.history():
             version = int(commit["version"])
@@ -311,27 +431,29 @@ class Lake:
                     version=version,
                     committed_at_ms=int(commit.get("timestamp", 0)),
                     operation=str(commit.get("operation", "")),
-                    token=_token_of_commit(table_dir, version),
+                    token=self._token_of_commit(name, version),
                     readable=self._readable(name, version),
                 )
             )
         return versions
 
-    def _readable(self, name: str, version: int) -> bool:
+    def _version_paths(self, name: str, version: int) -> list[str] | None:
+        """The files `version` lists; None when the log no longer holds it."""
         try:
-            return all(path.exists() for path, _ in self._live_paths(name, version))
-        except Exception:  # the log itself no longer holds this version
-            return False
-
-    def _live_paths(self, name: str, version: int) -> list[tuple[Path, None]]:
-        table = self._delta(name, version)
+            table = self._delta(name, version)
+        except ConsentryError:
+            return None
         if table is None:
             return []
-        table_dir = self._table_dir(name)
+        loc = self._loc(name)
         paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
-        return [(table_dir / p, None) for p in paths]
+        return [f"{loc}/{p}" for p in paths]
 
-    def reachable_files(self, name: str) -> list[Path]:
+    def _readable(self, name: str, version: int) -> bool:
+        paths = self._version_paths(name, version)
+        return paths is not None and self._exists_all(paths)
+
+    def reachable_files(self, name: str) -> list[str]:
         """Every data file that any still-readable version of `name` lists, sorted.
 
         This is what time travel can return: a purge is complete only when none of these
@@ -340,18 +462,37 @@ class Lake:
         table = self._delta(name)
         if table is None:
             return []
-        found: set[Path] = set()
+        found: set[str] = set()
         for commit in table.history():
-            version = int(commit["version"])
-            if self._readable(name, version):
-                found.update(path for path, _ in self._live_paths(name, version))
+            paths = self._version_paths(name, int(commit["version"]))
+            if paths is not None and self._exists_all(paths):
+                found.update(paths)
         return sorted(found)
+
+    def _token_of_commit(self, name: str, version: int) -> str | None:
+        """The publish token a commit carries (its app transaction), if any.
+
+        The commit file is JSON lines per the Delta protocol; delta-rs exposes the latest
+        transaction version per app but not which commit wrote it, so the commit is read.
+        """
+        try:
+            with self._fs.open_input_stream(f"{self._loc(name)}/{_LOG}/{version:020d}.json") as fh:
+                lines = fh.read().decode("utf-8").splitlines()
+        except (FileNotFoundError, OSError):
+            return None
+        for line in lines:
+            txn = json.loads(line).get("txn")
+            if txn and str(txn.get("appId", "")).startswith(_APP_PREFIX):
+                return str(txn["appId"])[len(_APP_PREFIX) :]
+        return None
 
     # ----------------------------------------------------------------- writing
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[Path]:
-        """Hold an exclusive lock on the table's folder (one writer per table)."""
+        """Hold an exclusive lock on the table's local folder (one writer per table on this
+        machine; on object storage, Delta's conditional commits refuse a second writer's
+        conflicting commit)."""
         table_dir = self._table_dir(name)
         created = not table_dir.exists()
         table_dir.mkdir(parents=True, exist_ok=True)
@@ -373,16 +514,16 @@ class Lake:
             os.close(fd)
 
     def stage(self, name: str, token: str, *, append: bool = False) -> Path:
-        """An empty folder for parts of `name` that `publish(name, token)` will make live
-        (or `discard` remove). The caller must hold the table's job lock until then.
+        """An empty local folder for parts of `name` that `publish(name, token)` will make
+        live (or `discard` remove). The caller must hold the table's job lock until then.
 
         `append=False`: the published parts replace the table's rows. `append=True`: they
         are added to them.
         """
         if not _TOKEN.match(token):
             raise ConsentryError(f"bad snapshot token {token!r}: 8 to 64 hex digits")
+        self._committed(name)  # refuses an unconverted table before anything is written
         table_dir = self._table_dir(name)
-        self._is_delta(table_dir)  # refuses an unconverted table before anything is written
         table_dir.mkdir(parents=True, exist_ok=True)
         staged = table_dir / f"{_STAGED}{token}"
         shutil.rmtree(staged, ignore_errors=True)  # a half-written earlier attempt
@@ -398,11 +539,13 @@ class Lake:
            `consentry.publish.<token>`): nothing to do.
         2. Still staged: a replacement gets an empty canonical part when it has none
            (readers always find a schema); every part's columns must match the table's
-           (schema enforcement). The folder is renamed `data-<token>`.
-        3. Renamed (now or by an earlier attempt that stopped before its commit): one Delta
-           commit adds its parts — appending, or overwriting (removing every file of the
-           latest version) — together with the app transaction. This is the commit point.
-        4. Neither staged nor renamed nor committed: False.
+           (schema enforcement). On a local lake the folder is renamed `data-<token>`; on
+           object storage the parts are uploaded to `data-<token>/` (again, if an earlier
+           attempt stopped) and the local folder is kept until the commit.
+        3. Then one Delta commit adds its parts — appending, or overwriting (removing every
+           file of the latest version) — together with the app transaction. This is the
+           commit point.
+        4. Nothing staged and not committed: False.
         """
         with self._locked(name):
             return self._publish(name, token)
@@ -410,21 +553,34 @@ class Lake:
     def _publish(self, name: str, token: str) -> bool:
         """`publish` for a caller holding the table's writer lock."""
         table_dir = self._table_dir(name)
+        staged = table_dir / f"{_STAGED}{token}"
         table = self._delta(name)
         if table is not None and table.transaction_version(_app_id(token)) is not None:
             (table_dir / f"{_DATA}{token}" / _APPEND_MARK).unlink(missing_ok=True)
+            if self.remote:
+                shutil.rmtree(staged, ignore_errors=True)
             return True
-        staged = table_dir / f"{_STAGED}{token}"
-        data = table_dir / f"{_DATA}{token}"
-        if staged.is_dir():
+        if self.remote:
+            if not staged.is_dir():
+                return False
             self._seal(name, staged, table)
-            os.rename(staged, data)
-            _fsync_dir(table_dir)
-        if not data.is_dir():
-            return False
-        append = (data / _APPEND_MARK).exists()
-        self._commit(name, table, data, token, append=append)
-        (data / _APPEND_MARK).unlink(missing_ok=True)
+            for part in _parts(staged):
+                target = f"{self._loc(name)}/{_DATA}{token}/{part.name}"
+                pafs.copy_files(str(part), target, destination_filesystem=self._fs)
+            parts = staged
+        else:
+            data = table_dir / f"{_DATA}{token}"
+            if staged.is_dir():
+                self._seal(name, staged, table)
+                os.rename(staged, data)
+                _fsync_dir(table_dir)
+            if not data.is_dir():
+                return False
+            parts = data
+        self._commit(name, table, parts, token, append=(parts / _APPEND_MARK).exists())
+        (parts / _APPEND_MARK).unlink(missing_ok=True)
+        if self.remote:
+            shutil.rmtree(staged, ignore_errors=True)
         return True
 
     def _seal(self, name: str, staged: Path, table: DeltaTable | None) -> None:
@@ -450,8 +606,10 @@ class Lake:
             _check_part_schema(name, part, expected)
 
     def _commit(
-        self, name: str, table: DeltaTable | None, data: Path, token: str, *, append: bool
+        self, name: str, table: DeltaTable | None, parts_dir: Path, token: str, *, append: bool
     ) -> None:
+        """One Delta commit adding `parts_dir`'s parts as `data-<token>/part-…` (their
+        sizes and row counts read from the local files)."""
         from deltalake import Schema
         from deltalake.transaction import (
             AddAction,
@@ -460,12 +618,11 @@ class Lake:
             create_table_with_add_actions,
         )
 
-        table_dir = self._table_dir(name)
         now_ms = int(time.time() * 1000)
-        parts = _parts(data)
+        parts = _parts(parts_dir)
         adds = [
             AddAction(
-                path=f"{data.name}/{part.name}",
+                path=f"{_DATA}{token}/{part.name}",
                 size=part.stat().st_size,
                 partition_values={},
                 modification_time=now_ms,
@@ -485,11 +642,12 @@ class Lake:
         properties = CommitProperties(app_transactions=[Transaction(_app_id(token), 1)])
         if table is None:
             create_table_with_add_actions(
-                str(table_dir),
+                self._table_uri(name),
                 Schema.from_arrow(schema),
                 adds,
                 mode="error",
                 configuration=TABLE_CONFIGURATION,
+                storage_options=self.storage_options or None,
                 commit_properties=properties,
             )
         else:
@@ -500,17 +658,39 @@ class Lake:
                 commit_properties=properties,
             )
 
+    def _uncommitted_data(self, name: str, table: DeltaTable | None) -> set[str]:
+        """Tokens of `data-<token>` folders no commit added (a publish that stopped)."""
+        if self.remote:
+            try:
+                infos = self._fs.get_file_info(pafs.FileSelector(self._loc(name)))
+            except (FileNotFoundError, OSError):
+                return set()
+            found = {
+                i.base_name[len(_DATA) :]
+                for i in infos
+                if i.type == pafs.FileType.Directory and i.base_name.startswith(_DATA)
+            }
+        else:
+            table_dir = self._table_dir(name)
+            found = (
+                {p.name[len(_DATA) :] for p in table_dir.glob(f"{_DATA}*")}
+                if table_dir.is_dir()
+                else set()
+            )
+        return {t for t in found if table is None or table.transaction_version(_app_id(t)) is None}
+
     def discard(self, name: str, token: str) -> None:
         """Remove the unpublished parts staged under `token`, if any (never published ones)."""
         if not _TABLE_NAME.fullmatch(name):
             return
-        table_dir = self.root / name
+        table_dir = self._table_dir(name)
         shutil.rmtree(table_dir / f"{_STAGED}{token}", ignore_errors=True)
-        data = table_dir / f"{_DATA}{token}"
-        if data.is_dir():
-            table = self._delta(name)
-            if table is None or table.transaction_version(_app_id(token)) is None:
-                shutil.rmtree(data, ignore_errors=True)
+        table = self._delta(name)
+        if token in self._uncommitted_data(name, table):
+            if self.remote:
+                self._fs.delete_dir(f"{self._loc(name)}/{_DATA}{token}")
+            else:
+                shutil.rmtree(table_dir / f"{_DATA}{token}", ignore_errors=True)
         # A table whose only content was this staged snapshot leaves no trace.
         if table_dir.is_dir() and not any(table_dir.iterdir()):
             table_dir.rmdir()
@@ -518,16 +698,12 @@ class Lake:
     def staged_tokens(self, name: str) -> list[str]:
         """Tokens of the parts of `name` staged and not yet published or discarded."""
         table_dir = self._table_dir(name)
-        if not table_dir.is_dir():
-            return []
-        staged = {p.name[len(_STAGED) :] for p in table_dir.glob(f"{_STAGED}*")}
-        renamed = {p.name[len(_DATA) :] for p in table_dir.glob(f"{_DATA}*")}
-        if renamed:
-            table = self._delta(name)
-            renamed = {
-                t for t in renamed if table is None or table.transaction_version(_app_id(t)) is None
-            }
-        return sorted(staged | renamed)
+        staged = (
+            {p.name[len(_STAGED) :] for p in table_dir.glob(f"{_STAGED}*")}
+            if table_dir.is_dir()
+            else set()
+        )
+        return sorted(staged | self._uncommitted_data(name, self._delta(name)))
 
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[Path]:
@@ -572,7 +748,7 @@ class Lake:
         with self._locked(name):
             table = self._delta(name)
             if table is None:
-                raise ConsentryError(f"the lake at {self.root} has no table {name!r}")
+                raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
             metrics = table.optimize.compact(target_size=target_size)
         return {
             "table": name,
@@ -589,47 +765,106 @@ class Lake:
         1. Candidates are what delta-rs's vacuum would delete with a retention of
            `grace_hours` (files removed by a commit at least that long ago, and files no
            version lists), sparing every file of the versions in `keep_versions`.
-        2. Parts of a token staged or renamed but not yet committed are never deleted:
+        2. Parts of a token staged or uploaded but not yet committed are never deleted:
            recovery may still publish them.
-        3. The candidates are deleted; part folders left empty go too.
+        3. The candidates still there are deleted (delta-rs lists files an earlier vacuum
+           deleted too); on a local lake, part folders left empty go too.
         4. `versions_removed` are the versions readable before and not after.
         """
-        from deltalake import DeltaTable
-
         with self._locked(name):
             table = self._delta(name)
             if table is None:
-                raise ConsentryError(f"the lake at {self.root} has no table {name!r}")
-            table_dir = self._table_dir(name)
+                raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
             before = {v.version for v in self.history(name) if v.readable}
             pending = set(self.staged_tokens(name))
-            candidates = DeltaTable(str(table_dir)).vacuum(
+            candidates = table.vacuum(
                 retention_hours=grace_hours,
                 dry_run=True,
                 enforce_retention_duration=False,
                 keep_versions=list(keep_versions) or None,
             )
-            doomed = []
-            for relative in candidates:
-                folder = relative.split("/", 1)[0]
-                if folder.startswith(_DATA) and folder[len(_DATA) :] in pending:
-                    continue
-                # delta-rs lists every file an old commit removed, deleted already or not.
-                if (table_dir / relative).exists():
-                    doomed.append(relative)
+            loc = self._loc(name)
+            listed = [
+                c
+                for c in candidates
+                if not (c.startswith(_DATA) and c.split("/", 1)[0][len(_DATA) :] in pending)
+            ]
+            infos = self._fs.get_file_info([f"{loc}/{c}" for c in listed]) if listed else []
+            doomed = [
+                c for c, i in zip(listed, infos, strict=True) if i.type != pafs.FileType.NotFound
+            ]
             for relative in doomed:
-                (table_dir / relative).unlink(missing_ok=True)
-            for sub in table_dir.iterdir():
-                # Emptied part folders (a converted snapshot's too); never the log or a
-                # staged folder.
-                if sub.is_dir() and sub.name[0] not in "._" and not any(sub.iterdir()):
-                    sub.rmdir()
+                self._fs.delete_file(f"{loc}/{relative}")
+            if not self.remote:
+                for sub in self._table_dir(name).iterdir():
+                    # Emptied part folders (a converted snapshot's too); never the log or a
+                    # staged folder.
+                    if sub.is_dir() and sub.name[0] not in "._" and not any(sub.iterdir()):
+                        sub.rmdir()
             after = {v.version for v in self.history(name) if v.readable}
         return Vacuumed(
             table=name,
             files_removed=tuple(sorted(doomed)),
             versions_removed=tuple(sorted(before - after)),
         )
+
+
+def s3_options(env: Mapping[str, str]) -> dict[str, str]:
+    """delta-rs storage options for an `s3://` lake from the usual AWS variables.
+
+    1. `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+       `AWS_SESSION_TOKEN`, `AWS_REGION` (else `AWS_DEFAULT_REGION`, else us-east-1) are
+       passed on as given.
+    2. An `http://` endpoint (a test server, SeaweedFS or MinIO on a private network) is
+       allowed explicitly (`AWS_ALLOW_HTTP`).
+    3. Commits use conditional writes (`conditional_put=etag`: S3, SeaweedFS and MinIO
+       refuse a second writer's commit of the same version), so concurrent writers need no
+       lock service.
+    """
+    options = {
+        key: env[key]
+        for key in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        )
+        if env.get(key)
+    }
+    options["AWS_REGION"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    if options.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        options["AWS_ALLOW_HTTP"] = "true"
+    options["conditional_put"] = "etag"
+    return options
+
+
+def s3_filesystem(options: Mapping[str, str]) -> pafs.S3FileSystem:
+    """The PyArrow S3 filesystem for the same storage options (`s3_options`)."""
+    endpoint = options.get("AWS_ENDPOINT_URL")
+    return pafs.S3FileSystem(
+        access_key=options.get("AWS_ACCESS_KEY_ID"),
+        secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=options.get("AWS_SESSION_TOKEN"),
+        region=options.get("AWS_REGION"),
+        endpoint_override=endpoint,
+        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LakePart:
+    """One data file of a lake table's version."""
+
+    path: str
+    """Its path on the lake's filesystem (`Lake.filesystem`)."""
+    relative: str
+    """Its path inside the table's folder (as the Delta log names it)."""
+    size: int
+    rows: int
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _check_part_schema(name: str, part: Path, expected: pa.Schema) -> None:
@@ -646,22 +881,3 @@ def _check_part_schema(name: str, part: Path, expected: pa.Schema) -> None:
             raise ConsentryError(
                 f"{part}: column {field.name!r} is {got}, table {name!r} has {field.type}"
             )
-
-
-def _token_of_commit(table_dir: Path, version: int) -> str | None:
-    """The publish token a commit carries (its app transaction), if any.
-
-    The commit file is JSON lines per the Delta protocol; delta-rs exposes the latest
-    transaction version per app but not which commit wrote it, so the commit is read.
-    """
-    commit = table_dir / _LOG / f"{version:020d}.json"
-    try:
-        lines = commit.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return None
-    for line in lines:
-        action = json.loads(line)
-        txn = action.get("txn")
-        if txn and str(txn.get("appId", "")).startswith(_APP_PREFIX):
-            return str(txn["appId"])[len(_APP_PREFIX) :]
-    return None

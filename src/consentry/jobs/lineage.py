@@ -152,12 +152,30 @@ def parquet_dataset(path: Path, files: Sequence[Path], *, detail: bool) -> Linea
 
 
 def lake_dataset(settings: Settings, table: str, *, detail: bool) -> LineageDataset:
-    """A lake table: its current snapshot's Parquet files (see `parquet_dataset`)."""
+    """A lake table: its latest version's data files (namespace `file`, name its absolute
+    path; on object storage namespace `s3://bucket`, name the table's key prefix); with
+    `detail`, the first file's schema and
+    the rows (from the Delta log), bytes and files."""
     from consentry.engine.lake import Lake
 
-    lake = Lake(settings.lake_dir)
-    files = lake.files(table) if detail and lake.exists(table) else []
-    return parquet_dataset(settings.lake_dir / table, files, detail=detail)
+    lake = Lake.of(settings)
+    if lake.remote:  # OpenLineage's naming: namespace s3://bucket, name the key prefix
+        bucket, _, prefix = f"{lake.uri.removeprefix('s3://')}/{table}".partition("/")
+        namespace, name = f"s3://{bucket}", prefix
+    else:
+        namespace, name = "file", str((settings.lake_dir / table).resolve())
+    parts = lake.parts(table) if detail and lake.exists(table) else []
+    if not parts:
+        return LineageDataset(namespace, name)
+    schema = lake.parquet_file(parts[0].path).schema_arrow
+    return LineageDataset(
+        namespace,
+        name,
+        fields=tuple((f.name, str(f.type)) for f in schema),
+        rows=sum(p.rows for p in parts),
+        size=sum(p.size for p in parts),
+        files=len(parts),
+    )
 
 
 def store_dataset(

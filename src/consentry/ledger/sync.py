@@ -36,7 +36,7 @@ def sync_ledger(settings: Settings, tables: Iterable[str] = SYNCED_TABLES) -> di
        state of every affected user is recomputed.
     Each step is one transaction with its audit event.
     """
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     ledger = ledger_for(settings)
     report: dict[str, Any] = {}
     try:

@@ -62,7 +62,6 @@ from consentry.retention.rewrite import (
     duck,
     remove_deliveries,
     saved_acts,
-    sql_paths,
     stage_lineage_without,
     stage_rewrite,
     workdir_of,
@@ -376,7 +375,7 @@ def complete_purge(
     intent = job.intent
     purge_id = intent["purge_id"]
     workdir = workdir_of(settings, job.id)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     key = anonymisation_key(Keyring.for_settings(settings))
     if "revocations" not in intent:
         step("revoking delivered posts")
@@ -506,7 +505,7 @@ def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
     """Per category, how many of the keys the purge deleted are still anywhere: every data
     file that a still-readable version of the lake's table lists (time travel must not
     bring one back) and, for profiles and consent evidence, the control plane's copy."""
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     left: dict[str, int] = {}
     with open_store(settings.resolved_database_url) as store, store.session() as session:
         for category in LAKE_ORDER:
@@ -520,7 +519,7 @@ def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
                 try:
                     con.register("doomed", doomed)
                     row = con.execute(
-                        f"SELECT count(*) FROM read_parquet({sql_paths(files)}) t "
+                        f"SELECT count(*) FROM {lake.relation(con, files, 'kept')} t "
                         f"SEMI JOIN doomed d ON t.{KEYS[table]} = d.key"
                     ).fetchall()[0]
                     count = int(row[0]) if row else 0

@@ -252,7 +252,7 @@ def open_context(
     store = open_store(settings.resolved_database_url)
     try:
         holds = hold_set(list_holds(store, active_at=holds_at), holds_at)
-        lake = Lake(settings.lake_dir)
+        lake = Lake.of(settings)
         deliveries = delivery_index(settings)
         backend = backend or planner_backend(settings, engine)
         sources = build_sources(
@@ -480,12 +480,9 @@ def lake_fingerprint(lake: Lake) -> dict[str, Any]:
         if not lake.exists(name):
             found[name] = None
             continue
-        folder = lake.root / name
         found[name] = {
             "version": lake.version(name),
-            "files": [
-                [f.relative_to(folder).as_posix(), f.stat().st_size] for f in lake.files(name)
-            ],
+            "files": [[part.relative, part.size] for part in lake.parts(name)],
         }
     return found
 

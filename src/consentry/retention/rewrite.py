@@ -57,7 +57,6 @@ __all__ = [
     "duck",
     "remove_deliveries",
     "saved_acts",
-    "sql_paths",
     "stage_lineage_without",
     "stage_rewrite",
     "workdir_of",
@@ -87,10 +86,6 @@ def chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def sql_paths(files: Sequence[Path]) -> str:
-    return "[" + ", ".join(_quote(str(f)) for f in files) + "]"
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
@@ -153,7 +148,7 @@ def stage_rewrite(
     con = duck()
     try:
         con.register("acts", acts)
-        source = f"read_parquet({sql_paths(files)})"
+        source = lake.relation(con, files, "rewrite_source")
         anonymised = con.execute(
             f"SELECT count(*) FROM {source} AS t JOIN acts AS a "
             f"ON t.{key_column} = a.key WHERE a.action = 'anonymise'"
@@ -165,7 +160,7 @@ def stage_rewrite(
         kept = _write_stream(staged, reader, schema)
     finally:
         con.close()
-    before = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    before = sum(lake.parquet_file(f).metadata.num_rows for f in files)
     return before - kept, int(anonymised[0]) if anonymised else 0
 
 
@@ -177,13 +172,13 @@ def stage_lineage_without(lake: Lake, delivery_ids: Sequence[str], token: str) -
     try:
         con.register("purged", pa.table({"delivery_id": pa.array(delivery_ids, pa.string())}))
         reader = con.sql(
-            f"SELECT * FROM read_parquet({sql_paths(files)}) "
+            f"SELECT * FROM {lake.relation(con, files, 'lineage_source')} "
             "WHERE delivery_id NOT IN (SELECT delivery_id FROM purged)"
         ).to_arrow_reader()
         kept = _write_stream(staged, reader, reader.schema)
     finally:
         con.close()
-    before: int = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    before: int = sum(lake.parquet_file(f).metadata.num_rows for f in files)
     return before - kept
 
 

@@ -8,17 +8,17 @@ licensee's deliveries (picked by their Parquet footers): no Python loop touches 
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import ibis
 import ibis.backends.duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from consentry.delivery.build import LINEAGE_TABLE
 from consentry.delivery.eligibility import REASON_ORDER, LicenceScope, eligibility
@@ -66,7 +66,7 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _lineage_files(lake: Lake) -> list[Path]:
+def _lineage_files(lake: Lake) -> list[str]:
     return lake.files(LINEAGE_TABLE)
 
 
@@ -80,17 +80,19 @@ class _Parts:
     with a join on `delivery_id`). Parts of other deliveries are not scanned (only their
     footers are read)."""
 
-    whole: dict[int, list[Path]]
-    mixed: list[Path]
+    whole: dict[int, list[str]]
+    mixed: list[str]
     rows: int
     """Lineage rows of the given deliveries in the `whole` parts (mixed ones are counted by
     a query)."""
+    scan: Callable[[list[str]], str]
+    """SQL for a relation over some of the parts (`Lake.relation` on the job's connection)."""
 
 
-def _single_delivery(path: Path) -> tuple[str | None, int]:
+def _single_delivery(lake: Lake, path: str) -> tuple[str | None, int]:
     """(the one delivery id every row of the part has, or None if the footer does not
     prove one; the part's row count)."""
-    meta = pq.ParquetFile(path).metadata
+    meta = lake.parquet_file(path).metadata
     names = [meta.schema.column(i).name for i in range(meta.num_columns)]
     if "delivery_id" not in names:
         return None, meta.num_rows
@@ -116,13 +118,13 @@ def _single_delivery(path: Path) -> tuple[str | None, int]:
     return found, meta.num_rows
 
 
-def _pick_parts(lake: Lake, ranks: dict[str, int]) -> _Parts:
+def _pick_parts(lake: Lake, ranks: dict[str, int], scan: Callable[[list[str]], str]) -> _Parts:
     """The lineage parts of the given deliveries (`ranks`: delivery id to rank)."""
-    whole: dict[int, list[Path]] = {}
-    mixed: list[Path] = []
+    whole: dict[int, list[str]] = {}
+    mixed: list[str] = []
     rows = 0
     for path in _lineage_files(lake):
-        delivery, count = _single_delivery(path)
+        delivery, count = _single_delivery(lake, path)
         if count == 0:
             continue
         if delivery is None:
@@ -130,7 +132,7 @@ def _pick_parts(lake: Lake, ranks: dict[str, int]) -> _Parts:
         elif delivery in ranks:
             whole.setdefault(ranks[delivery], []).append(path)
             rows += count
-    return _Parts(whole, mixed, rows)
+    return _Parts(whole, mixed, rows, scan)
 
 
 def _register_lineage(
@@ -155,11 +157,12 @@ def _register_lineage(
     )
     duck.unregister("rv_deliveries")
     ranked = duck.sql("SELECT delivery_id, rank FROM rv_ranks").fetchall()
-    return _pick_parts(lake, {str(d): int(r) for d, r in ranked})
+    aliases = itertools.count()
 
+    def scan(paths: list[str]) -> str:
+        return lake.relation(duck, paths, f"rv_lineage_{next(aliases)}")
 
-def _paths(files: list[Path]) -> str:
-    return "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+    return _pick_parts(lake, {str(d): int(r) for d, r in ranked}, scan)
 
 
 def _bit(rank: int) -> int:
@@ -172,7 +175,7 @@ def _lineage_sql(parts: _Parts, columns: str, *, rank: int | None = None) -> str
     UNION ALL: whole parts get their rank as a constant, mixed ones join `rv_ranks`."""
     selects = [
         f"SELECT {columns}, {r}::INTEGER AS rank, {_bit(r)}::UBIGINT AS bit "
-        f"FROM read_parquet({_paths(files)})"
+        f"FROM {parts.scan(files)}"
         for r, files in sorted(parts.whole.items())
         if rank is None or r == rank
     ]
@@ -180,7 +183,7 @@ def _lineage_sql(parts: _Parts, columns: str, *, rank: int | None = None) -> str
         where = "" if rank is None else f" WHERE d.rank = {rank}"
         prefixed = ", ".join(f"l.{c.strip()}" for c in columns.split(","))
         selects.append(
-            f"SELECT {prefixed}, d.rank, d.bit FROM read_parquet({_paths(parts.mixed)}) AS l "
+            f"SELECT {prefixed}, d.rank, d.bit FROM {parts.scan(parts.mixed)} AS l "
             f"JOIN rv_ranks AS d USING (delivery_id){where}"
         )
     return " UNION ALL ".join(selects)
@@ -372,8 +375,7 @@ def revocation_candidates(
     lineage_rows = parts.rows
     if parts.mixed:
         row = duck.execute(
-            f"SELECT count(*) FROM read_parquet({_paths(parts.mixed)}) "
-            "JOIN rv_ranks USING (delivery_id)"
+            f"SELECT count(*) FROM {parts.scan(parts.mixed)} JOIN rv_ranks USING (delivery_id)"
         ).fetchone()
         lineage_rows += int(row[0]) if row else 0
     if lineage_rows == 0:
@@ -463,7 +465,7 @@ def lineage_of_posts(
     duck = duck_backend.con
     duck.register("rv_purged_deliveries", deliveries)
     duck.register("rv_purged_posts", pa.table({"post_id": pa.array(post_ids).cast(pa.string())}))
-    paths = ", ".join(_quote(str(f)) for f in files)
+    lineage = lake.relation(duck, files, "rv_purged_lineage")
     table = duck.sql(
         f"""
         SELECT licensee, record_id, post_id, author_id, delivery_ids,
@@ -471,7 +473,7 @@ def lineage_of_posts(
         FROM (
             SELECT d.licensee, l.record_id, l.post_id, any_value(l.author_id) AS author_id,
                    list(l.delivery_id ORDER BY d.delivered_at, l.delivery_id) AS delivery_ids
-            FROM read_parquet([{paths}]) AS l
+            FROM {lineage} AS l
             JOIN rv_purged_deliveries AS d USING (delivery_id)
             WHERE l.post_id IN (SELECT post_id FROM rv_purged_posts)
             GROUP BY d.licensee, l.record_id, l.post_id

@@ -148,7 +148,7 @@ def run_revocations(
             try:
                 found = revocation_candidates(
                     backend,
-                    Lake(settings.lake_dir),
+                    Lake.of(settings),
                     policy,
                     events,
                     scope,
@@ -324,7 +324,7 @@ def revoke_purged(
     """
     purged_at = purged_at.astimezone(UTC)
     deliveries = visible_deliveries(settings)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     if not lake.exists(LINEAGE_TABLE) or deliveries.num_rows == 0 or len(post_ids) == 0:
         return 0
     backend = connect_for(settings, "duckdb")
@@ -401,8 +401,11 @@ def overdue_revocations(settings: Settings, *, now: datetime | None = None) -> d
     }
 
 
-def _lineage_paths(settings: Settings) -> list[str]:
-    return [str(p) for p in Lake(settings.lake_dir).files(LINEAGE_TABLE)]
+def _lineage(settings: Settings, con: duckdb.DuckDBPyConnection) -> str | None:
+    """SQL for the lineage table's latest version on `con`; None when it has no files."""
+    lake = Lake.of(settings)
+    paths = lake.files(LINEAGE_TABLE)
+    return lake.relation(con, paths, "lineage") if paths else None
 
 
 def recipients_of(
@@ -423,25 +426,27 @@ def recipients_of(
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     deliveries = visible_deliveries(settings)
-    paths = _lineage_paths(settings)
-    if not paths or deliveries.num_rows == 0:
+    if deliveries.num_rows == 0:
         return []
     con = duckdb.connect()
     try:
+        lineage = _lineage(settings, con)
+        if lineage is None:
+            return []
         con.execute("SET TimeZone = 'UTC'")
         con.register("deliveries", deliveries)
         found = con.sql(
-            """
+            f"""
             SELECT d.licensee, any_value(d.purpose) AS purpose,
                    count(DISTINCT l.delivery_id) AS deliveries,
                    count(DISTINCT l.post_id) AS posts,
                    min(d.delivered_at) AS first_delivered_at,
                    max(d.delivered_at) AS last_delivered_at
-            FROM read_parquet(?) AS l JOIN deliveries AS d USING (delivery_id)
+            FROM {lineage} AS l JOIN deliveries AS d USING (delivery_id)
             WHERE l.author_id = ?
             GROUP BY d.licensee ORDER BY d.licensee
             """,
-            params=[paths, user_id],
+            params=[user_id],
         ).to_arrow_table()
     finally:
         con.close()
@@ -498,17 +503,17 @@ def licensee_overview(
     now = (now or datetime.now(UTC)).astimezone(UTC)
     deliveries = visible_deliveries(settings, licensee=record.name)
     delivered = 0
-    paths = _lineage_paths(settings)
-    if paths and deliveries.num_rows:
+    if deliveries.num_rows:
         con = duckdb.connect()
         try:
-            con.register("deliveries", deliveries)
-            row = con.execute(
-                "SELECT count(DISTINCT record_id) FROM read_parquet(?) AS l "
-                "JOIN deliveries USING (delivery_id)",
-                [paths],
-            ).fetchone()
-            delivered = int(row[0]) if row else 0
+            lineage = _lineage(settings, con)
+            if lineage is not None:
+                con.register("deliveries", deliveries)
+                row = con.execute(
+                    f"SELECT count(DISTINCT record_id) FROM {lineage} AS l "
+                    "JOIN deliveries USING (delivery_id)"
+                ).fetchone()
+                delivered = int(row[0]) if row else 0
         finally:
             con.close()
     log = RevocationLog(store, policy)

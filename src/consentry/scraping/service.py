@@ -95,7 +95,7 @@ def load_owners(settings: Settings, path: Path | None) -> Owners:
     if path is not None:
         table, rows = _conformed(Path(path), "entities")
         return check_owners(table, location=str(path), row_numbers=rows)
-    lake = Lake(settings.lake_dir)
+    lake = Lake.of(settings)
     return check_owners(lake.read_arrow("entities"), location="lake:entities")
 
 
@@ -161,7 +161,7 @@ def _events_expr(
 
     if events is not None:
         return ibis.memtable(events.combine_chunks())
-    return Lake(settings.lake_dir).table(backend, "access_events")
+    return Lake.of(settings).table(backend, "access_events")
 
 
 def run_assessment(

@@ -99,7 +99,7 @@ class Services:
             platform_secret=keyring.platform_secret,
             committer=GroupCommitter(ledger),
             published=PublishedVersions(store),
-            post_authors=PostAuthors(Lake(settings.lake_dir)),
+            post_authors=PostAuthors(Lake.of(settings)),
             signals_cache=SignalsCache(),
         )
 

@@ -21,7 +21,6 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -242,12 +241,13 @@ def _quote(value: object) -> str:
 
 
 def check_entities_merge(
-    existing: Sequence[Path], incoming: pa.Table, inputs: Sequence[Conformed] = ()
+    existing: pa.Table | None, incoming: pa.Table, inputs: Sequence[Conformed] = ()
 ) -> None:
     """Check the entities table a merge would produce, before it is written.
 
     1. The merged table is what `consentry.sources.importer.merge_into` writes: the rows of
-       the `existing` Parquet parts whose key (credential, valid_from) was not imported,
+       the `existing` rows (the lake's, in its files' order) whose key (credential,
+       valid_from) was not imported,
        plus the imported rows, the last occurrence of a key winning.
     2. `incoming` concatenates `inputs` (their locations and row numbers name the imported
        rows; without inputs they are `incoming`, index + 1); rows of the lake are
@@ -279,15 +279,14 @@ def check_entities_merge(
         SELECT credential, valid_from, valid_to, source, row FROM fresh
         QUALIFY row_number() OVER (PARTITION BY credential, valid_from ORDER BY seq DESC) = 1
     """
-    if existing:
-        parts = "[" + ", ".join(_quote(p) for p in existing) + "]"
+    old = None
+    if existing is not None and existing.num_rows:
+        old = existing.select(["credential", "valid_from", "valid_to"]).append_column(
+            "row", pa.array(np.arange(1, existing.num_rows + 1, dtype=np.int64))
+        )
         query += f"""
         UNION ALL
-        SELECT credential, valid_from, valid_to, {lake} AS source, row FROM (
-            SELECT credential, valid_from, valid_to,
-                row_number() OVER (ORDER BY filename, file_row_number) AS row
-            FROM read_parquet({parts}, filename = true, file_row_number = true)
-        ) o
+        SELECT credential, valid_from, valid_to, {lake} AS source, row FROM old o
         ANTI JOIN fresh f
             ON o.credential = f.credential
             AND o.valid_from IS NOT DISTINCT FROM f.valid_from
@@ -296,6 +295,8 @@ def check_entities_merge(
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("fresh", fresh)
+        if old is not None:
+            con.register("old", old)
         merged = con.sql(query).to_arrow_table()
     finally:
         con.close()

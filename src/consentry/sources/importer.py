@@ -189,7 +189,7 @@ def write_merge(
     fresh = latest_per_key(incoming, spec.key)
     existing = lake.files(spec.name)
     if spec.name == "entities":
-        check_entities_merge(existing, incoming, inputs)
+        check_entities_merge(lake.read_files(existing) if existing else None, incoming, inputs)
     spill = target / ".spill"
     con = duckdb.connect()
     try:
@@ -199,7 +199,9 @@ def write_merge(
         con.execute(f"SET temp_directory = {_sql_str(spill)}")
         con.register("fresh", fresh)
         if existing:
-            con.execute(f"CREATE VIEW old AS SELECT * FROM read_parquet({_sql_list(existing)})")
+            con.execute(
+                f"CREATE VIEW old AS SELECT * FROM {lake.relation(con, existing, 'old_parts')}"
+            )
             row = con.execute(
                 f"SELECT count(*) FROM fresh f SEMI JOIN old o ON {same_key}"
             ).fetchone()
