@@ -377,7 +377,7 @@ def _purges_stay_purged(home: _Home, events: pa.Table) -> Check:
         files = home.lake.reachable_files(table)
         if files:
             present[category].append(
-                home.lake.read_files(files, columns=[column]).rename_columns(["k"])
+                home.lake.read_files(files, columns=[column], table=table).rename_columns(["k"])
             )
     present["profile"].append(subjects.rename_columns(["k"]))
     present["consent_evidence"].append(events.select(["event_id"]).rename_columns(["k"]))

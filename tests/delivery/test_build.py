@@ -344,18 +344,17 @@ class State:
     """Everything a failed build must leave as it was."""
 
     entries: list[str]
-    lineage_current: str
+    lineage_version: int | None
     lineage: list[dict[str, Any]]
     audited: int
 
     @classmethod
     def of(cls, home: LakeHome) -> State:
-        current = home.lake.root / LINEAGE_TABLE / "CURRENT"
         with open_store(home.settings.resolved_database_url) as store, store.session() as s:
             audited = len(SqlAuditSink.read(s, event_type="delivery.built"))
         return cls(
             sorted(p.name for p in home.deliveries.iterdir()),
-            current.read_text(encoding="utf-8"),
+            home.lake.version(LINEAGE_TABLE),
             home.lineage(),
             audited,
         )

@@ -27,7 +27,9 @@ def _delta(uri: str, table: str, version: int | None = None) -> DeltaTable:
 def _objects(lake: Lake, table: str) -> list[str]:
     selector = pafs.FileSelector(f"{lake.uri.removeprefix('s3://')}/{table}", recursive=True)
     return sorted(
-        i.path for i in lake.filesystem.get_file_info(selector) if i.type == pafs.FileType.File
+        f"s3://{i.path}"
+        for i in lake.filesystem.get_file_info(selector)
+        if i.type == pafs.FileType.File
     )
 
 

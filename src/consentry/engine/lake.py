@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -44,6 +45,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from consentry.engine.external import ExternalTable, load_external
 from consentry.errors import BadInput, ConsentryError, Problem
 
 if TYPE_CHECKING:
@@ -171,7 +173,9 @@ class Lake:
         *,
         staging: Path | None = None,
         storage_options: Mapping[str, str] | None = None,
+        external: Mapping[str, ExternalTable] | None = None,
     ) -> None:
+        self.external = dict(external or {})
         text = str(root)
         self.remote = "://" in text
         if self.remote:
@@ -197,10 +201,15 @@ class Lake:
     @classmethod
     def of(cls, settings: Settings) -> Lake:
         """The home's lake: `settings.lake_uri` when set (staging in the home), else
-        `<home>/lake`."""
+        `<home>/lake`; with the home's registered external sources (`load_external`)."""
+        external = load_external(settings.home)
         if settings.lake_uri:
-            return cls(settings.lake_uri, staging=settings.home / "tmp" / "lake-staging")
-        return cls(settings.lake_dir)
+            return cls(
+                settings.lake_uri,
+                staging=settings.home / "tmp" / "lake-staging",
+                external=external,
+            )
+        return cls(settings.lake_dir, external=external)
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
@@ -234,9 +243,39 @@ class Lake:
     def _delta_kwargs(self) -> dict[str, Any]:
         return {"storage_options": self.storage_options} if self.remote else {}
 
+    def _where(self, name: str) -> _Where:
+        """Where `name`'s files are: the lake's own folder, or its external source's."""
+        source = self.external.get(self._check_name(name))
+        if source is None:
+            return _Where(
+                self._fs, self._loc(name), self._table_uri(name), self._delta_kwargs(), None
+            )
+        if source.location.startswith("s3://"):
+            options = s3_options(os.environ)
+            loc = source.location.removeprefix("s3://").rstrip("/")
+            return _Where(
+                s3_filesystem(options), loc, source.location.rstrip("/"),
+                {"storage_options": options}, source,
+            )  # fmt: skip
+        loc = str(Path(source.location).absolute())
+        return _Where(pafs.LocalFileSystem(), loc, loc, {}, source)
+
+    def _check_own(self, name: str, doing: str) -> None:
+        """Refuse to change an external source through the lake's own writes."""
+        source = self.external.get(name)
+        if source is not None:
+            raise ConsentryError(
+                f"cannot {doing} {name!r}: it is read in place from the external source "
+                f"{source.location} (the platform writes it; `consentry source remove {name}` "
+                "to manage it in the lake instead)"
+            )
+
     def _committed(self, name: str) -> bool:
         """True when `name` holds a committed Delta table; an unconverted table of the
         snapshot lake is an error naming the command that converts it."""
+        source = self.external.get(self._check_name(name))
+        if source is not None:
+            return True  # checked when it was registered; a missing one fails when read
         if self.remote:
             try:
                 infos = self._fs.get_file_info(pafs.FileSelector(f"{self._loc(name)}/{_LOG}"))
@@ -257,7 +296,8 @@ class Lake:
     def _exists_all(self, paths: Sequence[str]) -> bool:
         if not paths:
             return True
-        infos = self._fs.get_file_info(list(paths))
+        fs, _ = self._fs_of(paths[0])
+        infos = fs.get_file_info([self._fs_of(p)[1] for p in paths])
         return all(i.type != pafs.FileType.NotFound for i in infos)
 
     # ----------------------------------------------------------------- reading
@@ -268,8 +308,11 @@ class Lake:
 
         if not self._committed(name):
             return None
+        where = self._where(name)
+        if where.source is not None and where.source.format != "delta":
+            return None
         try:
-            return DeltaTable(self._table_uri(name), version=version, **self._delta_kwargs())
+            return DeltaTable(where.uri, version=version, **where.delta_kwargs)
         except Exception as exc:  # delta-rs raises its own error types for a missing version
             if version is None:
                 raise
@@ -278,29 +321,43 @@ class Lake:
             ) from exc
 
     def tables(self) -> list[str]:
-        """Names of the tables that have a committed version, sorted."""
+        """Names of the tables that have a committed version or an external source, sorted."""
         try:
             infos = self._fs.get_file_info(pafs.FileSelector(self._base))
         except (FileNotFoundError, OSError):
-            return []
+            infos = []
         names = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
-        return sorted(n for n in names if _TABLE_NAME.fullmatch(n) and self._committed(n))
+        own = {n for n in names if _TABLE_NAME.fullmatch(n) and self._committed(n)}
+        return sorted(own | set(self.external))
 
     def exists(self, name: str) -> bool:
         """True when `name` has a committed version."""
         return self._committed(name)
 
     def version(self, name: str) -> int | None:
-        """The latest committed version of `name`; None when the table is absent."""
+        """The latest committed version of `name`; None when the table is absent. A Parquet
+        source has no versions: a number derived from its files' names, sizes and times
+        stands in (it changes when they do)."""
+        source = self.external.get(name)
+        if source is not None and source.format == "parquet":
+            listing = sorted((p.relative, p.size) for p in self._parquet_parts(name))
+            digest = hashlib.sha256(json.dumps(listing).encode()).digest()
+            return int.from_bytes(digest[:7], "big")
         table = self._delta(name)
         return None if table is None else table.version()
 
     def parts(self, name: str, *, version: int | None = None) -> list[LakePart]:
         """Every data file of `name` at `version` (default: the latest), in write order (by
         commit, then path); [] when the table is absent."""
+        source = self.external.get(self._check_name(name))
+        if source is not None and source.format == "parquet":
+            if version is not None:
+                raise ConsentryError(f"{name!r} is a Parquet source: it has no versions")
+            return self._parquet_parts(name)
         table = self._delta(name, version)
         if table is None:
             return []
+        where = self._where(name)
         adds = pa.table(table.get_add_actions(flatten=True))
         paths = adds.column("path").to_pylist()
         times = adds.column("modification_time").to_pylist()
@@ -310,28 +367,78 @@ class Lake:
             if "num_records" in adds.column_names
             else [None] * len(paths)
         )
-        loc = self._loc(name)
         out = []
         for _, path, size, count in sorted(zip(times, paths, sizes, rows, strict=True)):
-            full = f"{loc}/{path}"
+            full = where.path_of(path)
             if count is None:  # a commit by another writer without row counts
-                count = pq.ParquetFile(full, filesystem=self._fs).metadata.num_rows
+                count = self.parquet_file(full).metadata.num_rows
             out.append(LakePart(full, path, int(size), int(count)))
         return out
 
+    def _parquet_parts(self, name: str) -> list[LakePart]:
+        """Every `*.parquet` file under a Parquet source's folder, by path."""
+        where = self._where(name)
+        selector = pafs.FileSelector(where.loc, recursive=True)
+        infos = [
+            i
+            for i in where.fs.get_file_info(selector)
+            if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+            and not any(part[:1] in "._" for part in i.path[len(where.loc) + 1 :].split("/"))
+        ]  # fmt: skip
+        out = []
+        for info in sorted(infos, key=lambda i: i.path):
+            full = where.path_of(info.path[len(where.loc) + 1 :])
+            rows = self.parquet_file(full).metadata.num_rows
+            out.append(LakePart(full, info.path[len(where.loc) + 1 :], int(info.size or 0), rows))
+        return out
+
+    def delta_table(self, name: str) -> DeltaTable:
+        """`name`'s latest version as a delta-rs table (the lake's own, or a Delta source)."""
+        table = self._delta(name)
+        if table is None:
+            raise ConsentryError(f"{name!r} is not a Delta table of the lake at {self.uri}")
+        return table
+
+    def location_of(self, name: str) -> str:
+        """Where `name` lives: a local folder or an `s3://` URI (its source's, if external)."""
+        return self._where(name).uri
+
     def files(self, name: str, *, version: int | None = None) -> list[str]:
-        """Paths (on `filesystem`) of the data files of `name` at `version` (default: the
-        latest), in write order; [] when the table is absent."""
+        """The data files of `name` at `version` (default: the latest), in write order, as
+        local paths or `s3://` URIs; [] when the table is absent."""
         return [part.path for part in self.parts(name, version=version)]
 
-    def parquet_file(self, path: str) -> pq.ParquetFile:
-        """One of the lake's data files, opened (footer read) on the lake's filesystem."""
-        return pq.ParquetFile(path, filesystem=self._fs)
+    def _fs_of(self, path: str) -> tuple[pafs.FileSystem, str]:
+        """The filesystem a data file's path (local or `s3://`) lives on, and its path
+        there."""
+        if path.startswith("s3://"):
+            fs = self._fs if self.remote else s3_filesystem(s3_options(os.environ))
+            return fs, path.removeprefix("s3://")
+        return (pafs.LocalFileSystem() if self.remote else self._fs), path
 
-    def read_files(self, paths: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
-        """These data files of the lake, read whole (or `columns` of them)."""
+    def parquet_file(self, path: str) -> pq.ParquetFile:
+        """One of the lake's data files (`files`), opened: its footer read."""
+        fs, where = self._fs_of(path)
+        return pq.ParquetFile(where, filesystem=fs)
+
+    def read_files(
+        self,
+        paths: Sequence[str],
+        columns: Sequence[str] | None = None,
+        *,
+        table: str | None = None,
+    ) -> pa.Table:
+        """These data files (`files`), read whole or `columns` of them. With `table`,
+        column names are canonical: an external source's are mapped."""
+        if not paths:
+            raise ConsentryError("no data files to read")
+        fs, _ = self._fs_of(paths[0])
+        source = self.external.get(table) if table is not None else None
         cols = list(columns) if columns is not None else None
-        return pq.read_table(list(paths), filesystem=self._fs, columns=cols)
+        if source is not None and cols is not None:
+            cols = [source.source_column(c) for c in cols]
+        data = pq.read_table([self._fs_of(p)[1] for p in paths], filesystem=fs, columns=cols)
+        return _canonical_names(data, source)
 
     def read_arrow(self, name: str, *, version: int | None = None) -> pa.Table:
         """The whole table (at `version`, default the latest) in memory.
@@ -348,7 +455,7 @@ class Lake:
             if schema is None:
                 return pa.table({})
             return schema.empty_table()
-        data = self.read_files(files)
+        data = self.read_files(files, table=name)
         if schema is not None:
             data = data.select(schema.names).cast(schema)
         return data
@@ -361,8 +468,16 @@ class Lake:
         """Row count of every table in the lake."""
         return {name: self.row_count(name) for name in self.tables()}
 
-    def relation(self, con: duckdb.DuckDBPyConnection, paths: Sequence[str], alias: str) -> str:
-        """SQL for a relation over these data files on the DuckDB connection `con`.
+    def relation(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        paths: Sequence[str],
+        alias: str,
+        *,
+        table: str | None = None,
+    ) -> str:
+        """SQL for a relation over these data files on the DuckDB connection `con` (with
+        `table`, under canonical column names: an external source's are mapped).
 
         A local lake's files are read by DuckDB's own Parquet reader (`read_parquet`); an
         object-store lake's are registered as an Arrow dataset named `alias` (filters and
@@ -371,12 +486,22 @@ class Lake:
         """
         if not paths:
             raise ConsentryError(f"no data files to read as {alias!r}")
-        if not self.remote:
-            return "read_parquet([" + ", ".join(_sql_str(p) for p in paths) + "])"
-        import pyarrow.dataset as ds
+        if not paths[0].startswith("s3://"):
+            relation = "read_parquet([" + ", ".join(_sql_str(p) for p in paths) + "])"
+        else:
+            import pyarrow.dataset as ds
 
-        con.register(alias, ds.dataset(list(paths), filesystem=self._fs, format="parquet"))
-        return '"' + alias.replace('"', '""') + '"'
+            fs, _ = self._fs_of(paths[0])
+            located = [self._fs_of(p)[1] for p in paths]
+            con.register(alias, ds.dataset(located, filesystem=fs, format="parquet"))
+            relation = '"' + alias.replace('"', '""') + '"'
+        source = self.external.get(table) if table is not None else None
+        if source is None or not source.columns:
+            return relation
+        schema = _canonical_schema(source.table)
+        names = schema.names if schema is not None else list(source.columns)
+        renamed = ", ".join(f'"{source.source_column(n)}" AS "{n}"' for n in names)
+        return f"(SELECT {renamed} FROM {relation})"
 
     def table(self, backend: ibis.BaseBackend, name: str) -> ir.Table:
         """`name` as an Ibis table on `backend` (DuckDB or PySpark), registered as a view.
@@ -396,27 +521,42 @@ class Lake:
             if schema is None:
                 raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
             return backend.create_view(name, ibis.memtable(schema.empty_table()), overwrite=True)
+        remote = files[0].startswith("s3://")
+        source = self.external.get(name)
+        # An external source is read under its own columns, then renamed (below).
+        read_as = f"{name}_source" if source is not None else name
         if backend.name == "pyspark":
-            if self.remote:
+            if remote:
                 raise BadInput(
                     Problem(
                         "command line",
                         None,
                         "--engine",
-                        f"the lake at {self.uri} is on object storage: use --engine duckdb "
+                        f"table {name!r} is on object storage: use --engine duckdb "
                         "(Spark would need the hadoop-aws JARs; docs/engines.md)",
                     )
                 )
             session = backend._session
-            session.read.parquet(*files).createOrReplaceTempView(name)
-            return backend.table(name)
-        if self.remote:
+            session.read.parquet(*files).createOrReplaceTempView(read_as)
+            view = backend.table(read_as)
+        elif remote:
             import pyarrow.dataset as ds
 
-            dataset = ds.dataset(files, filesystem=self._fs, format="parquet")
-            backend.con.register(name, dataset)
-            return backend.table(name)
-        return backend.read_parquet(files, table_name=name)
+            fs, _ = self._fs_of(files[0])
+            located = [self._fs_of(f)[1] for f in files]
+            backend.con.register(read_as, ds.dataset(located, filesystem=fs, format="parquet"))
+            view = backend.table(read_as)
+        else:
+            view = backend.read_parquet(files, table_name=read_as)
+        schema = _canonical_schema(name)
+        if source is None or schema is None:
+            return view
+        # Canonical names and types: the source's columns are renamed and cast.
+        target = ibis.Schema.from_pyarrow(schema)
+        view = view.select(
+            **{n: view[source.source_column(n)].cast(target[n]) for n in schema.names}
+        )
+        return backend.create_view(name, view, overwrite=True)
 
     def history(self, name: str) -> list[TableVersion]:
         """Every committed version of `name`, newest first, with whether it is still readable."""
@@ -445,9 +585,9 @@ class Lake:
             return None
         if table is None:
             return []
-        loc = self._loc(name)
+        where = self._where(name)
         paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
-        return [f"{loc}/{p}" for p in paths]
+        return [where.path_of(p) for p in paths]
 
     def _readable(self, name: str, version: int) -> bool:
         paths = self._version_paths(name, version)
@@ -459,6 +599,9 @@ class Lake:
         This is what time travel can return: a purge is complete only when none of these
         holds a purged row (`retention.apply.verify_purge`).
         """
+        source = self.external.get(name)
+        if source is not None and source.format == "parquet":
+            return sorted(self.files(name))
         table = self._delta(name)
         if table is None:
             return []
@@ -475,8 +618,9 @@ class Lake:
         The commit file is JSON lines per the Delta protocol; delta-rs exposes the latest
         transaction version per app but not which commit wrote it, so the commit is read.
         """
+        where = self._where(name)
         try:
-            with self._fs.open_input_stream(f"{self._loc(name)}/{_LOG}/{version:020d}.json") as fh:
+            with where.fs.open_input_stream(f"{where.loc}/{_LOG}/{version:020d}.json") as fh:
                 lines = fh.read().decode("utf-8").splitlines()
         except (FileNotFoundError, OSError):
             return None
@@ -522,6 +666,7 @@ class Lake:
         """
         if not _TOKEN.match(token):
             raise ConsentryError(f"bad snapshot token {token!r}: 8 to 64 hex digits")
+        self._check_own(name, "write")
         self._committed(name)  # refuses an unconverted table before anything is written
         table_dir = self._table_dir(name)
         table_dir.mkdir(parents=True, exist_ok=True)
@@ -660,6 +805,8 @@ class Lake:
 
     def _uncommitted_data(self, name: str, table: DeltaTable | None) -> set[str]:
         """Tokens of `data-<token>` folders no commit added (a publish that stopped)."""
+        if name in self.external:
+            return set()
         if self.remote:
             try:
                 infos = self._fs.get_file_info(pafs.FileSelector(self._loc(name)))
@@ -745,6 +892,7 @@ class Lake:
 
     def optimize(self, name: str, *, target_size: int | None = None) -> dict[str, Any]:
         """Compact `name`'s small files into larger ones (one commit; rows unchanged)."""
+        self._check_own(name, "optimize")
         with self._locked(name):
             table = self._delta(name)
             if table is None:
@@ -771,31 +919,35 @@ class Lake:
            deleted too); on a local lake, part folders left empty go too.
         4. `versions_removed` are the versions readable before and not after.
         """
+        source = self.external.get(name)
+        if source is not None and not source.purge:
+            self._check_own(name, "vacuum")
         with self._locked(name):
             table = self._delta(name)
             if table is None:
                 raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
             before = {v.version for v in self.history(name) if v.readable}
-            pending = set(self.staged_tokens(name))
+            pending = set(self.staged_tokens(name)) if source is None else set()
+            where = self._where(name)
             candidates = table.vacuum(
                 retention_hours=grace_hours,
                 dry_run=True,
                 enforce_retention_duration=False,
                 keep_versions=list(keep_versions) or None,
             )
-            loc = self._loc(name)
+            loc = where.loc
             listed = [
                 c
                 for c in candidates
                 if not (c.startswith(_DATA) and c.split("/", 1)[0][len(_DATA) :] in pending)
             ]
-            infos = self._fs.get_file_info([f"{loc}/{c}" for c in listed]) if listed else []
+            infos = where.fs.get_file_info([f"{loc}/{c}" for c in listed]) if listed else []
             doomed = [
                 c for c, i in zip(listed, infos, strict=True) if i.type != pafs.FileType.NotFound
             ]
             for relative in doomed:
-                self._fs.delete_file(f"{loc}/{relative}")
-            if not self.remote:
+                where.fs.delete_file(f"{loc}/{relative}")
+            if not self.remote and source is None:
                 for sub in self._table_dir(name).iterdir():
                     # Emptied part folders (a converted snapshot's too); never the log or a
                     # staged folder.
@@ -849,6 +1001,32 @@ def s3_filesystem(options: Mapping[str, str]) -> pafs.S3FileSystem:
         endpoint_override=endpoint,
         scheme="http" if endpoint and endpoint.startswith("http://") else "https",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """Where one table's files are: the lake's folder or an external source's."""
+
+    fs: pafs.FileSystem
+    loc: str
+    """The table's folder as a path on `fs`."""
+    uri: str
+    """The table's location as delta-rs opens it."""
+    delta_kwargs: dict[str, Any]
+    source: ExternalTable | None
+
+    def path_of(self, relative: str) -> str:
+        """A file of the table (path relative to its folder) as `Lake.files` names it."""
+        full = f"{self.loc}/{relative}"
+        return f"s3://{full}" if isinstance(self.fs, pafs.S3FileSystem) else full
+
+
+def _canonical_names(data: pa.Table, source: ExternalTable | None) -> pa.Table:
+    """`data` read from `source` with its mapped columns renamed to the canonical names."""
+    if source is None or not source.columns:
+        return data
+    back = {v: k for k, v in source.columns.items()}
+    return data.rename_columns([back.get(c, c) for c in data.column_names])
 
 
 @dataclass(frozen=True, slots=True)

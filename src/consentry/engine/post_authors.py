@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from consentry.engine.lake import Lake
 
@@ -50,23 +46,14 @@ class PostAuthorIndex:
         return cls(None, np.array([], dtype="S1"), np.array([], dtype=np.int32), ())
 
     @classmethod
-    def build(
-        cls,
-        version: int | None,
-        files: Sequence[str | Path],
-        filesystem: pafs.FileSystem | None = None,
-    ) -> PostAuthorIndex:
-        """Read `post_id` and `author_id` of `files` (one version's parts, on `filesystem`)
-        into an index.
+    def build(cls, version: int | None, table: pa.Table | None) -> PostAuthorIndex:
+        """Index the `post_id` and `author_id` columns of `table` (one version's posts).
 
         1. Authors are dictionary-encoded: each post keeps the number of its author.
         2. Post ids are sorted (as UTF-8 bytes), so a lookup is a binary search.
         """
-        if not files:
+        if table is None or table.num_rows == 0:
             return cls(version, np.array([], dtype="S1"), np.array([], dtype=np.int32), ())
-        table = pq.read_table(
-            [str(f) for f in files], columns=["post_id", "author_id"], filesystem=filesystem
-        )
         end = pa.scalar(_END, pa.binary())
         post_ids = pc.binary_join_element_wise(
             table.column("post_id").combine_chunks().cast(pa.binary()), end, b""
@@ -146,7 +133,9 @@ class PostAuthors:
             if version != self._index.version:
                 try:
                     parts = self.lake.files(POSTS, version=version) if version is not None else []
-                    self._index = PostAuthorIndex.build(version, parts, self.lake.filesystem)
+                    columns = ["post_id", "author_id"]
+                    table = self.lake.read_files(parts, columns, table=POSTS) if parts else None
+                    self._index = PostAuthorIndex.build(version, table)
                 except FileNotFoundError:
                     # A vacuum removed this version's files while they were read: keep the
                     # old index and look again on the next lookup.

@@ -159,11 +159,12 @@ def lake_dataset(settings: Settings, table: str, *, detail: bool) -> LineageData
     from consentry.engine.lake import Lake
 
     lake = Lake.of(settings)
-    if lake.remote:  # OpenLineage's naming: namespace s3://bucket, name the key prefix
-        bucket, _, prefix = f"{lake.uri.removeprefix('s3://')}/{table}".partition("/")
+    location = lake.location_of(table)  # an external source's own location, if registered
+    if location.startswith("s3://"):  # OpenLineage's naming: namespace s3://bucket, name the key
+        bucket, _, prefix = location.removeprefix("s3://").partition("/")
         namespace, name = f"s3://{bucket}", prefix
     else:
-        namespace, name = "file", str((settings.lake_dir / table).resolve())
+        namespace, name = "file", str(Path(location).resolve())
     parts = lake.parts(table) if detail and lake.exists(table) else []
     if not parts:
         return LineageDataset(namespace, name)

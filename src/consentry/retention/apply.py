@@ -58,10 +58,12 @@ from consentry.retention.rewrite import (
     KEYS,
     LAKE_ORDER,
     apply_control_plane,
+    apply_external_purge,
     chunks,
     duck,
     remove_deliveries,
     saved_acts,
+    stage_external_purge,
     stage_lineage_without,
     stage_rewrite,
     workdir_of,
@@ -200,6 +202,7 @@ def apply_plan(
     policy = load_policy(settings.policy_file)
     if policy.content_sha256 != plan.inputs["policy"]["content_sha256"]:
         raise _stale("the policy file", ["inputs.policy.content_sha256"])
+    _check_external_sources(settings, plan)
     step = on_progress or _quiet
     purge_id = _new_purge_id()
     with run_job(
@@ -235,6 +238,32 @@ def apply_plan(
         )
         _record_planned(job, plan, purge_id, version.version, now)
         return complete_purge(settings, job, revoker=revoker, on_progress=on_progress)
+
+
+def _check_external_sources(settings: Settings, plan: RetentionPlan) -> None:
+    """Refuse, before anything changes, a plan that must delete or anonymise rows of an
+    external source that does not allow purges (registered without `--purge`, or a Parquet
+    folder): the platform must purge those rows at their source."""
+    external = Lake.of(settings).external
+    problems = []
+    for category, table in LAKE_CATEGORIES.items():
+        source = external.get(table)
+        entry = plan.category(category)
+        if source is None or source.purge or not (entry.delete or entry.anonymise):
+            continue
+        problems.append(
+            Problem(
+                "plan",
+                None,
+                f"categories.{category}",
+                f"{entry.delete + entry.anonymise:,} {table} rows are due, but {table} is read "
+                f"in place from {source.location}, registered without --purge: purge them at "
+                f"the source, or register it with `consentry source add {table} --delta … "
+                "--purge` to let retention purge it",
+            )
+        )
+    if problems:
+        raise BadInput(problems)
 
 
 def _quiet(_step: str) -> None:
@@ -409,8 +438,13 @@ def complete_purge(
             step(f"rewriting {table}")
             token = secrets.token_hex(8)
             readable = [v.version for v in lake.history(table) if v.readable]
+            external = table in lake.external
             if acts is None:
                 removed, blurred = stage_lineage_without(lake, intent["delivery_ids"], token), 0
+            elif external:
+                fields = intent["lake_fields"][category]
+                changes = workdir / f"external-{table}.parquet"
+                removed, blurred = stage_external_purge(lake, table, acts, fields, key, changes)
             else:
                 fields = intent["lake_fields"][category]
                 removed, blurred = stage_rewrite(lake, table, acts, fields, key, token)
@@ -420,12 +454,18 @@ def complete_purge(
                 "anonymised": blurred,
                 "live": False,
                 "readable_before": readable,
+                "external": external,
             }
             tables[table] = entry
             job.step("retention.lake_staged", tables=tables)
         if not entry["live"]:
             step(f"publishing {table}")
-            lake.publish(table, entry["token"])
+            if entry.get("external"):
+                # The source's own Delta commit (a MERGE), idempotent by its transaction.
+                changes = workdir / f"external-{table}.parquet"
+                apply_external_purge(lake, table, changes, entry["token"])
+            else:
+                lake.publish(table, entry["token"])
             tables[table] = {**entry, "live": True}
             job.step("retention.lake_published", tables=tables)
     if "versions_vacuumed" not in job.intent:
@@ -519,7 +559,7 @@ def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
                 try:
                     con.register("doomed", doomed)
                     row = con.execute(
-                        f"SELECT count(*) FROM {lake.relation(con, files, 'kept')} t "
+                        f"SELECT count(*) FROM {lake.relation(con, files, 'kept', table=table)} t "
                         f"SEMI JOIN doomed d ON t.{KEYS[table]} = d.key"
                     ).fetchall()[0]
                     count = int(row[0]) if row else 0

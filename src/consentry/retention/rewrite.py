@@ -53,10 +53,12 @@ __all__ = [
     "KEYS",
     "LAKE_ORDER",
     "apply_control_plane",
+    "apply_external_purge",
     "chunks",
     "duck",
     "remove_deliveries",
     "saved_acts",
+    "stage_external_purge",
     "stage_lineage_without",
     "stage_rewrite",
     "workdir_of",
@@ -128,27 +130,13 @@ def stage_rewrite(
     """
     schema = arrow_schema(table)
     key_column = KEYS[table]
-    columns = []
-    for name in schema.names:
-        how = fields.get(name)
-        if how == "null":
-            columns.append(
-                f"CASE WHEN a.action = 'anonymise' THEN NULL ELSE t.{name} END AS {name}"
-            )
-        elif how == "hash":
-            digest = hmac_sql(f"t.{name}", key, "duckdb")
-            columns.append(
-                f"CASE WHEN a.action = 'anonymise' AND NOT starts_with(t.{name}, '{ANON_PREFIX}') "
-                f"THEN '{ANON_PREFIX}' || substr({digest}, 1, 32) ELSE t.{name} END AS {name}"
-            )
-        else:
-            columns.append(f"t.{name}")
+    columns = _rewritten_columns(schema.names, fields, key)
     files = lake.files(table)
     staged = lake.stage(table, token)
     con = duck()
     try:
         con.register("acts", acts)
-        source = lake.relation(con, files, "rewrite_source")
+        source = lake.relation(con, files, "rewrite_source", table=table)
         anonymised = con.execute(
             f"SELECT count(*) FROM {source} AS t JOIN acts AS a "
             f"ON t.{key_column} = a.key WHERE a.action = 'anonymise'"
@@ -162,6 +150,101 @@ def stage_rewrite(
         con.close()
     before = sum(lake.parquet_file(f).metadata.num_rows for f in files)
     return before - kept, int(anonymised[0]) if anonymised else 0
+
+
+def _rewritten_columns(names: Sequence[str], fields: Mapping[str, str], key: bytes) -> list[str]:
+    """DuckDB select items over `t` (the table) left-joined to `a` (its acts): each column as
+    it is after the purge (see `stage_rewrite`)."""
+    columns = []
+    for name in names:
+        how = fields.get(name)
+        if how == "null":
+            columns.append(
+                f"CASE WHEN a.action = 'anonymise' THEN NULL ELSE t.{name} END AS {name}"
+            )
+        elif how == "hash":
+            digest = hmac_sql(f"t.{name}", key, "duckdb")
+            columns.append(
+                f"CASE WHEN a.action = 'anonymise' AND NOT starts_with(t.{name}, '{ANON_PREFIX}') "
+                f"THEN '{ANON_PREFIX}' || substr({digest}, 1, 32) ELSE t.{name} END AS {name}"
+            )
+        else:
+            columns.append(f"t.{name}")
+    return columns
+
+
+EXTERNAL_KEY = "__consentry_key"
+EXTERNAL_ACTION = "__consentry_action"
+
+
+def stage_external_purge(
+    lake: Lake,
+    table: str,
+    acts: pa.Table,
+    fields: Mapping[str, str],
+    key: bytes,
+    changes: Path,
+) -> tuple[int, int]:
+    """For an external Delta source that allows purges: write to `changes` (a local Parquet
+    file) the source's rows the purge deletes or anonymises — their key, the action and,
+    for anonymised rows, each anonymised field as it will be — and return (rows to delete,
+    rows to anonymise). Nothing in the source changes here (`apply_external_purge` does).
+    """
+    schema = arrow_schema(table)
+    key_column = KEYS[table]
+    changed = [n for n in schema.names if n in fields]
+    rewritten = dict(zip(schema.names, _rewritten_columns(schema.names, fields, key), strict=True))
+    con = duck()
+    try:
+        con.register("acts", acts)
+        source = lake.relation(con, lake.files(table), "purge_source", table=table)
+        selected = ", ".join(
+            [f"t.{key_column} AS {EXTERNAL_KEY}", f"a.action AS {EXTERNAL_ACTION}"]
+            + [rewritten[n] for n in changed]
+        )
+        found = con.sql(
+            f"SELECT {selected} FROM {source} AS t JOIN acts AS a ON t.{key_column} = a.key "
+            "WHERE a.action IN ('delete', 'anonymise')"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    write_parquet(changes, found)
+    actions = found.column(EXTERNAL_ACTION)
+    deleted = int(pc.sum(pc.equal(actions, "delete")).as_py() or 0)
+    return deleted, found.num_rows - deleted
+
+
+def apply_external_purge(lake: Lake, table: str, changes: Path, token: str) -> None:
+    """Apply `stage_external_purge`'s changes to the external Delta source as one Delta
+    MERGE: matched keys are deleted or have their anonymised fields replaced. The commit
+    carries the app transaction `consentry.purge.<token>`, so a repeated call (recovery
+    after a crash) finds it done and changes nothing."""
+    from deltalake.transaction import CommitProperties, Transaction
+
+    source = lake.external[table]
+    delta = lake.delta_table(table)
+    app = f"consentry.purge.{token}"
+    if delta.transaction_version(app) is not None:
+        return
+    data = pq.read_table(changes)
+    key_column = source.source_column(KEYS[table])
+    merge = delta.merge(
+        source=data,
+        predicate=f"t.`{key_column}` = s.{EXTERNAL_KEY}",
+        source_alias="s",
+        target_alias="t",
+        commit_properties=CommitProperties(app_transactions=[Transaction(app, 1)]),
+    ).when_matched_delete(predicate=f"s.{EXTERNAL_ACTION} = 'delete'")
+    updates = {
+        f"`{source.source_column(n)}`": f"s.`{n}`"
+        for n in data.column_names
+        if n not in (EXTERNAL_KEY, EXTERNAL_ACTION)
+    }
+    if updates:
+        merge = merge.when_matched_update(
+            updates=updates, predicate=f"s.{EXTERNAL_ACTION} = 'anonymise'"
+        )
+    merge.execute()
 
 
 def stage_lineage_without(lake: Lake, delivery_ids: Sequence[str], token: str) -> int:
