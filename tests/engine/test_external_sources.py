@@ -6,11 +6,13 @@ which no version of the source returns a purged post."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
@@ -21,7 +23,7 @@ from consentry.errors import BadInput, ConsentryError
 from consentry.retention import apply_plan, compute_plan
 from consentry.settings import Settings
 from consentry.sources.importer import import_arrow
-from tests.delivery.conftest import EU_TERMS, LakeHome, make_lake_home
+from tests.delivery.conftest import EU_TERMS, LakeHome, make_lake_home, run_cli
 from tests.retention.conftest import AT
 
 POST_MAP = {"post_id": "id", "author_id": "user_id", "text": "Body Text"}
@@ -105,3 +107,34 @@ def test_a_purge_runs_on_the_source_as_a_delta_merge_and_a_vacuum(
     assert purge["results"]["versions_vacuumed"]["posts"] == [0]
     # Column names are the platform's; nothing else of the source changed.
     assert theirs.schema().to_arrow().names[:3] == ["id", "user_id", "created_at"]
+
+
+ACCESS_MAP = {"request_id": "req", "ts": "served_at", "credential": "api_key"}
+
+
+def test_an_assessment_reads_access_events_from_a_parquet_source(tmp_path: Path) -> None:
+    """The access log as the platform writes it: Parquet files in a folder (with a file in
+    a sub-folder), its own column names; the assessment equals the imported table's."""
+    home = tmp_path / "home"
+    assert run_cli(home, "init").exit_code == 0
+    generated = run_cli(
+        home, "demo", "generate", "--users", "200", "--posts", "1000",
+        "--access-events", "3000", "--seed", "5",
+    )  # fmt: skip
+    assert generated.exit_code == 0, generated.output
+    imported = json.loads(run_cli(home, "scraping", "assess", "--json").stdout)
+    assert float(imported["total_amount"]) > 0
+    settings = Settings(home=home)
+    events = Lake.of(settings).read_arrow("access_events")
+    theirs = events.rename_columns([ACCESS_MAP.get(c, c) for c in events.column_names])
+    folder = tmp_path / "platform" / "access_log"
+    (folder / "2026-12-06").mkdir(parents=True)
+    pq.write_table(theirs.slice(0, 1000), folder / "a.parquet")
+    pq.write_table(theirs.slice(1000), folder / "2026-12-06" / "b.parquet")
+    source = ExternalTable("access_events", "parquet", str(folder), ACCESS_MAP)
+    save_external(home, {"access_events": source})
+    read = json.loads(run_cli(home, "scraping", "assess", "--json").stdout)
+    for key in ("accesses", "entities", "total_amount"):
+        assert read[key] == imported[key], key
+    with pytest.raises(ConsentryError, match="Parquet source: it has no versions"):
+        Lake.of(settings).files("access_events", version=0)
