@@ -36,6 +36,8 @@ __all__ = [
     "RevocationConfirmed",
     "RevocationIssued",
     "ScrapingAssessed",
+    "SourceAdded",
+    "SourceRemoved",
     "SubjectsSynced",
     "TableImported",
     "field_meanings",
@@ -395,6 +397,49 @@ class LakeVacuumed(AuditPayload):
         int,
         Meaning("files removed from the table less than this many hours ago were kept"),
     ]
+
+
+@_event("source.added")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceAdded(AuditPayload):
+    """`consentry source add` registered an external source: from now on the lake reads
+    `table` in place at `location` instead of Consentry's imported copy (see
+    [sources.md](sources.md)). Appended once every row of the source passed validation, and
+    committed before the registry file is written.
+    """
+
+    table: Annotated[str, Meaning("the canonical table the source stands in for")]
+    format: Annotated[str, Meaning("`delta` or `parquet`")]
+    location: Annotated[str, Meaning("the source's absolute local path or `s3://` URI")]
+    columns: Annotated[
+        dict[str, str],
+        Meaning("the column map: canonical column -> the source's column (renamed ones only)"),
+    ]
+    purge: Annotated[
+        bool, Meaning("retention purges may delete and anonymise rows of the source itself")
+    ]
+    rows: Annotated[int, Meaning("rows the source held when validated")]
+    files: Annotated[int, Meaning("data files validated")]
+    shadows_imported: Annotated[
+        bool,
+        Meaning(
+            "the lake held an imported copy of `table` (`--replace-imported`): it is kept, "
+            "unread while the source is registered"
+        ),
+    ]
+
+
+@_event("source.removed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRemoved(AuditPayload):
+    """`consentry source remove` unregistered an external source (see
+    [sources.md](sources.md)): the lake reads Consentry's own copy of `table` again, if it has
+    one. The source itself is not touched. Committed before the registry file is written.
+    """
+
+    table: Annotated[str, Meaning("the canonical table")]
+    format: Annotated[str, Meaning("`delta` or `parquet`")]
+    location: Annotated[str, Meaning("the source's location as registered")]
 
 
 @_event("scraping.assessed")
