@@ -116,6 +116,10 @@ signals.register(app)
 from consentry.cli import lake  # noqa: E402
 
 lake.register(app)
+# external sources: the platform's own tables read in place
+from consentry.cli import sources  # noqa: E402
+
+sources.register(app)
 
 
 def main() -> None:
