@@ -17,7 +17,6 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from consentry.engine import Lake
-from consentry.engine.external import ExternalTable, save_external
 from consentry.engine.lake import s3_options
 from consentry.errors import BadInput, ConsentryError
 from consentry.retention import apply_plan, compute_plan
@@ -53,8 +52,13 @@ def _externalise(home: LakeHome, location: str, *, purge: bool) -> pa.Table:
     posts = home.lake.read_arrow("posts")
     theirs = posts.rename_columns([POST_MAP.get(c, c) for c in posts.column_names])
     write_deltalake(location, theirs, mode="overwrite", storage_options=_options(location))
-    source = ExternalTable("posts", "delta", location, POST_MAP, purge=purge)
-    save_external(home.settings.home, {"posts": source})
+    mapping = ",".join(f"{k}={v}" for k, v in POST_MAP.items())
+    flags = ["--purge"] if purge else []
+    added = run_cli(
+        home.settings.home, "source", "add", "posts", "--delta", location, "--map", mapping,
+        "--replace-imported", *flags,
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
     return posts
 
 
@@ -131,8 +135,12 @@ def test_an_assessment_reads_access_events_from_a_parquet_source(tmp_path: Path)
     (folder / "2026-12-06").mkdir(parents=True)
     pq.write_table(theirs.slice(0, 1000), folder / "a.parquet")
     pq.write_table(theirs.slice(1000), folder / "2026-12-06" / "b.parquet")
-    source = ExternalTable("access_events", "parquet", str(folder), ACCESS_MAP)
-    save_external(home, {"access_events": source})
+    mapping = ",".join(f"{k}={v}" for k, v in ACCESS_MAP.items())
+    added = run_cli(
+        home, "source", "add", "access_events", "--parquet", str(folder), "--map", mapping,
+        "--replace-imported",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
     read = json.loads(run_cli(home, "scraping", "assess", "--json").stdout)
     for key in ("accesses", "entities", "total_amount"):
         assert read[key] == imported[key], key
