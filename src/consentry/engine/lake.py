@@ -293,13 +293,6 @@ class Lake:
             )
         return False
 
-    def _exists_all(self, paths: Sequence[str]) -> bool:
-        if not paths:
-            return True
-        fs, _ = self._fs_of(paths[0])
-        infos = fs.get_file_info([self._fs_of(p)[1] for p in paths])
-        return all(i.type != pafs.FileType.NotFound for i in infos)
-
     # ----------------------------------------------------------------- reading
 
     def _delta(self, name: str, version: int | None = None) -> DeltaTable | None:
@@ -563,6 +556,7 @@ class Lake:
         table = self._delta(name)
         if table is None:
             raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
+        readable = {v for v, paths in self._readable_versions(name).items() if paths is not None}
         versions = []
         for commit in table.history():
             version = int(commit["version"])
@@ -572,26 +566,51 @@ class Lake:
                     committed_at_ms=int(commit.get("timestamp", 0)),
                     operation=str(commit.get("operation", "")),
                     token=self._token_of_commit(name, version),
-                    readable=self._readable(name, version),
+                    readable=version in readable,
                 )
             )
         return versions
 
-    def _version_paths(self, name: str, version: int) -> list[str] | None:
-        """The files `version` lists; None when the log no longer holds it."""
-        try:
-            table = self._delta(name, version)
-        except ConsentryError:
-            return None
-        if table is None:
-            return []
-        where = self._where(name)
-        paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
-        return [where.path_of(p) for p in paths]
+    def _readable_versions(self, name: str) -> dict[int, list[str] | None]:
+        """Version -> the files it lists when every one of them still exists, else None.
 
-    def _readable(self, name: str, version: int) -> bool:
-        paths = self._version_paths(name, version)
-        return paths is not None and self._exists_all(paths)
+        1. One delta-rs table is moved forward version by version (`load_as_version` from
+           the previous version replays only the commits in between), so the cost grows
+           with the number of versions, not with its square.
+        2. A version the log no longer holds is not readable.
+        3. Whether the files exist is asked once for all of them (one batched call).
+        """
+        latest = self._delta(name)
+        if latest is None:
+            return {}
+        where = self._where(name)
+        listed: dict[int, list[str] | None] = {}
+        walker: DeltaTable | None = None
+        for version in range(latest.version() + 1):
+            try:
+                if walker is None:
+                    walker = self._delta(name, version)
+                else:
+                    walker.load_as_version(version)
+            except Exception:  # the log no longer holds this version (delta-rs's own errors)
+                walker = None
+                listed[version] = None
+                continue
+            assert walker is not None
+            paths = pa.table(walker.get_add_actions(flatten=True)).column("path").to_pylist()
+            listed[version] = [where.path_of(p) for p in paths]
+        every = sorted({p for paths in listed.values() if paths for p in paths})
+        present = set()
+        if every:
+            fs, _ = self._fs_of(every[0])
+            infos = fs.get_file_info([self._fs_of(p)[1] for p in every])
+            present = {
+                p for p, i in zip(every, infos, strict=True) if i.type != pafs.FileType.NotFound
+            }
+        return {
+            v: (paths if paths is not None and all(p in present for p in paths) else None)
+            for v, paths in listed.items()
+        }
 
     def reachable_files(self, name: str) -> list[str]:
         """Every data file that any still-readable version of `name` lists, sorted.
@@ -602,14 +621,9 @@ class Lake:
         source = self.external.get(name)
         if source is not None and source.format == "parquet":
             return sorted(self.files(name))
-        table = self._delta(name)
-        if table is None:
-            return []
         found: set[str] = set()
-        for commit in table.history():
-            paths = self._version_paths(name, int(commit["version"]))
-            if paths is not None and self._exists_all(paths):
-                found.update(paths)
+        for paths in self._readable_versions(name).values():
+            found.update(paths or ())
         return sorted(found)
 
     def _token_of_commit(self, name: str, version: int) -> str | None:
