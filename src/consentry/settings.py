@@ -17,6 +17,8 @@ __all__ = ["ENVIRONMENT_VARIABLES", "Settings"]
 ENVIRONMENT_VARIABLES: dict[str, str] = {
     "CONSENTRY_HOME": "Directory holding the lake, the SQLite store, keys and deliveries.",
     "CONSENTRY_DATABASE_URL": "SQLAlchemy URL of the control-plane store.",
+    "CONSENTRY_PURGE_GRACE_HOURS": "Hours a retention purge leaves the versions before it "
+    "readable for running readers before its vacuum may delete them (default 0).",
     "CONSENTRY_LAKE_URI": "Where the lake's Delta tables live: s3://bucket/prefix (credentials "
     "and endpoint from the usual AWS_* variables); default: <home>/lake.",
     "CONSENTRY_POLICY_FILE": "Policy file to enforce (default: the shipped policies/x-2024.yaml).",
@@ -101,6 +103,9 @@ class Settings:
     """`CONSENTRY_WEBHOOKS_FILE`; None: `<home>/webhooks.yaml` (see `webhooks_file`)."""
     lake_uri: str | None = None
     """`CONSENTRY_LAKE_URI`: an `s3://bucket/prefix` lake; None: the local `lake_dir`."""
+    purge_grace_hours: int = 0
+    """`CONSENTRY_PURGE_GRACE_HOURS`: how long the versions a purge replaced stay readable
+    before its vacuum may delete their files (0: at once, in the purge itself)."""
 
     @classmethod
     def from_env(cls, home: Path | None = None) -> Settings:
@@ -127,6 +132,7 @@ class Settings:
             if env.get("CONSENTRY_WEBHOOKS_FILE")
             else None,
             lake_uri=env.get("CONSENTRY_LAKE_URI") or None,
+            purge_grace_hours=_seconds(env, "CONSENTRY_PURGE_GRACE_HOURS", 0, unit="hours"),
         )
 
     @property

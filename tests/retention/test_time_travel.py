@@ -19,7 +19,7 @@ from deltalake import DeltaTable
 from consentry.audit import SqlAuditSink
 from consentry.engine import Lake
 from consentry.keys import Keyring
-from consentry.retention import add_hold, apply_plan, compute_plan
+from consentry.retention import add_hold, apply_plan, compute_plan, finish_awaiting_purges
 from consentry.settings import Settings
 from consentry.store import open_store
 from tests.delivery.conftest import LakeHome, make_lake_home
@@ -120,3 +120,42 @@ def test_a_held_row_survives_the_vacuum_in_the_latest_version(world: LakeHome) -
     assert "p05" in latest
     assert "p05" in _post_ids_in_every_file(lake, "posts")
     assert all(v.readable is False for v in lake.history("posts")[1:])
+
+
+def test_a_grace_period_keeps_old_versions_until_a_later_vacuum_finishes_the_purge(
+    world: LakeHome,
+) -> None:
+    """`CONSENTRY_PURGE_GRACE_HOURS`: readers of the replaced versions keep them for the
+    grace period; the purge waits (`applied`, `awaiting_vacuum`), and the vacuum after the
+    period (here: the period shortened to 0, as time passing would) verifies it."""
+    graced = Settings(
+        home=world.settings.home, lake_uri=world.settings.lake_uri, purge_grace_hours=1
+    )
+    lake = Lake.of(graced)
+    before = lake.version("posts")
+    assert before is not None
+    purge = apply_plan(graced, compute_plan(graced, at=AT), revoker=_revoke_all)
+    assert purge["state"] == "applied"
+    waiting = purge["evidence"]["awaiting_vacuum"]
+    assert waiting["grace_hours"] == 1
+    assert "posts" in waiting["tables"]
+    assert not any(purge["evidence"]["remaining"].values())
+    assert set(_delta(lake, "posts", before).to_pyarrow_table()["post_id"].to_pylist()) >= PURGED
+    assert not PURGED & set(lake.read_arrow("posts")["post_id"].to_pylist())
+    # Within the grace period a vacuum leaves them; the purge keeps waiting.
+    (still,) = finish_awaiting_purges(graced)
+    assert still["state"] == "applied"
+    assert still["keys_left"]["posts"] == len(PURGED)
+    ended = Settings(home=graced.home, lake_uri=graced.lake_uri, purge_grace_hours=0)
+    (done,) = finish_awaiting_purges(ended)
+    assert done == {
+        "purge_id": purge["purge_id"],
+        "state": "verified",
+        "keys_left": done["keys_left"],
+    }
+    assert not any(done["keys_left"].values())
+    assert not PURGED & _post_ids_in_every_file(lake, "posts")
+    with open_store(graced.resolved_database_url) as store, store.session() as session:
+        verified = SqlAuditSink.read(session, event_type="retention.verified")
+    assert [e.payload["ok"] for e in verified] == [False, True]
+    assert finish_awaiting_purges(ended) == []

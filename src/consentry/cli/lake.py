@@ -23,6 +23,7 @@ from consentry.cli.common import (
 from consentry.engine import Lake
 from consentry.engine.lake import _TABLE_NAME, Vacuumed
 from consentry.errors import BadInput, Problem, did_you_mean
+from consentry.retention import finish_awaiting_purges
 from consentry.settings import Settings
 from consentry.store import open_store
 
@@ -48,11 +49,17 @@ TablesArgument = Annotated[
 ]
 
 
-def _known_tables(lake: Lake, names: list[str]) -> list[str]:
+def _known_tables(lake: Lake, names: list[str], *, maintained: bool = False) -> list[str]:
     """`names` (every table of the lake when empty), each checked: a name that is not a
-    table name, or no table of the lake, is bad input naming it (exit 2)."""
+    table name, or no table of the lake, is bad input naming it (exit 2). With
+    `maintained`, "every table" leaves out external sources the platform maintains (all
+    but Delta sources registered with `--purge`)."""
     tables = lake.tables()
     if not names:
+        if maintained:
+            return [
+                t for t in tables if t not in lake.external or lake.external[t].purge
+            ]
         return tables
     problems = []
     for name in dict.fromkeys(names):
@@ -145,7 +152,7 @@ def lake_optimize(
     settings = settings_from(ctx)
     recover_first(settings, store_required=False)
     lake = Lake.of(settings)
-    names = _known_tables(lake, tables or [])
+    names = _known_tables(lake, tables or [], maintained=True)
     results: list[dict[str, Any]] = []
     with progress() as bar:
         task = bar.add_task("optimizing", total=len(names))
@@ -218,11 +225,22 @@ def lake_vacuum(
     """Delete the files only superseded versions list (they become unreadable); audited."""
     settings = settings_from(ctx)
     recover_first(settings)
-    names = _known_tables(Lake.of(settings), tables or [])
+    names = _known_tables(Lake.of(settings), tables or [], maintained=True)
     results = vacuum_tables(settings, names, grace_hours=grace_hours)
+    # Purges a grace period kept from being verified are finished once their old versions
+    # are gone (docs/retention.md).
+    purges = finish_awaiting_purges(settings)
     if as_json:
-        print_json({"grace_hours": grace_hours, "tables": [r.to_json() for r in results]})
+        print_json(
+            {
+                "grace_hours": grace_hours,
+                "tables": [r.to_json() for r in results],
+                "purges": purges,
+            }
+        )
         return
+    for purge in purges:
+        console.print(f"purge {purge['purge_id']}: {purge['state']}", markup=False)
     if not results:
         console.print("the lake has no tables", markup=False)
         return

@@ -185,7 +185,15 @@ def retention_apply(
         )
         left = sum(purge["evidence"]["remaining"].values())
         console.print(f"  verification: {plural(left, 'record')} left to purge", markup=False)
-    if purge["state"] != "verified":
+    waiting = purge["evidence"].get("awaiting_vacuum")
+    if waiting and not as_json:
+        console.print(
+            f"  the versions it replaced stay readable for the grace period "
+            f"({plural(waiting['grace_hours'], 'hour')}); run `consentry lake vacuum` after "
+            f"{waiting['due_by']} to delete them and verify the purge",
+            markup=False,
+        )
+    if purge["state"] != "verified" and not waiting:
         raise ConsentryError(
             f"purge {purge['purge_id']} is applied but not verified: records remain "
             "(see `consentry retention status`)"

@@ -16,7 +16,7 @@ import json
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,6 +86,7 @@ __all__ = [
     "anonymisation_key",
     "apply_plan",
     "complete_purge",
+    "finish_awaiting_purges",
     "load_plan",
     "purge_history",
     "purged_key_digests",
@@ -386,11 +387,13 @@ def complete_purge(
     2. Per lake table, `retention.lake_staged` (the rewritten version is staged, with its
        counts and the versions readable before it) then `retention.lake_published`; the
        lineage of purged deliveries likewise.
-    3. `retention.vacuumed`: every rewritten table is vacuumed with no grace, so no version
-       from before the purge can be read again (time travel would return the purged rows);
-       the versions that became unreadable are recorded per table. Legal holds need no
-       exception here: a held row is never rewritten out, so it is in the latest version,
-       which no vacuum touches.
+    3. `retention.vacuumed`: every rewritten table is vacuumed (with the grace period
+       `CONSENTRY_PURGE_GRACE_HOURS`, 0 by default), so no version from before the purge can
+       be read again (time travel would return the purged rows); the versions that became
+       unreadable are recorded per table. With a grace period the versions still within it
+       stay until `consentry lake vacuum` finishes the purge (`finish_awaiting_purges`).
+       Legal holds need no exception here: a held row is never rewritten out, so it is in
+       the latest version, which no vacuum touches.
     4. `retention.deliveries_removed`: the purged delivery directories are removed.
     5. `retention.applied`: one transaction deletes and anonymises the control plane's copies
        (subjects, ledger events and state, sealed-free audit events, purged deliveries' rows),
@@ -472,7 +475,7 @@ def complete_purge(
         versions_vacuumed: dict[str, list[int]] = {}
         for table, entry in sorted(tables.items()):
             step(f"vacuuming {table}")
-            lake.vacuum(table, grace_hours=0)
+            lake.vacuum(table, grace_hours=settings.purge_grace_hours)
             # Idempotent across a crash: what was readable before the rewrite and is not now.
             still = {v.version for v in lake.history(table) if v.readable}
             versions_vacuumed[table] = sorted(set(entry["readable_before"]) - still)
@@ -541,10 +544,11 @@ def _reached(job: Job, step: str) -> bool:
     return job.step_name in order and order.index(job.step_name) >= order.index(step)
 
 
-def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
+def _keys_left(settings: Settings, workdir: Path, *, latest_only: bool = False) -> dict[str, int]:
     """Per category, how many of the keys the purge deleted are still anywhere: every data
     file that a still-readable version of the lake's table lists (time travel must not
-    bring one back) and, for profiles and consent evidence, the control plane's copy."""
+    bring one back; with `latest_only`, the latest version's files) and, for profiles and
+    consent evidence, the control plane's copy."""
     lake = Lake.of(settings)
     left: dict[str, int] = {}
     with open_store(settings.resolved_database_url) as store, store.session() as session:
@@ -553,7 +557,7 @@ def _keys_left(settings: Settings, workdir: Path) -> dict[str, int]:
             doomed = acts.filter(pc.equal(acts["action"], "delete")).select(["key"])
             table = LAKE_CATEGORIES[category]
             count = 0
-            files = lake.reachable_files(table)
+            files = lake.files(table) if latest_only else lake.reachable_files(table)
             if doomed.num_rows and files:
                 con = duck()
                 try:
@@ -621,10 +625,14 @@ def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
     1. Plan again at the plan's instant, on the new state: `remaining` is what is still
        due for deletion or anonymisation per category, `checked` the records examined.
     2. Every delivery directory the plan purged must be gone.
-    3. Every key the purge deleted must be gone from its lake table and the control plane
-       (`keys_left`), whatever the new plan says.
-    4. Nothing remaining: state `verified`; otherwise the purge stays `applied`. Digests of
-       the deleted keys are kept for the doctor (`retention/purges/<id>.keys.parquet`).
+    3. Every key the purge deleted must be gone from the control plane and from every
+       data file a readable version of its lake table lists (`keys_left`), whatever the new
+       plan says.
+    4. Nothing remaining: state `verified`. Deleted keys left only in versions a grace
+       period keeps: the purge stays `applied`, `awaiting_vacuum` (the tables, and when the
+       grace period ends) in its evidence, until `finish_awaiting_purges`. Otherwise it
+       stays `applied`. Digests of the deleted keys are kept for the doctor and for that
+       later check (`retention/purges/<id>.keys.parquet`).
     """
     intent = job.intent
     at = datetime.fromisoformat(intent["at"].replace("Z", "+00:00"))
@@ -636,14 +644,27 @@ def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
     remaining["deliveries"] += len([d for d in intent["delivery_ids"] if (root / d).exists()])
     keys_left = _keys_left(settings, workdir)
     ok = not any(remaining.values()) and not any(keys_left.values())
-    evidence = {
+    evidence: dict[str, Any] = {
         "remaining": remaining,
         "keys_left": keys_left,
         "checked": checked,
         "ok": ok,
         "plan_sha256_after": again.plan_sha256,
     }
-    if ok:
+    awaiting = (
+        not ok
+        and settings.purge_grace_hours > 0
+        and not any(remaining.values())
+        and not any(_keys_left(settings, workdir, latest_only=True).values())
+    )
+    if awaiting:
+        due = datetime.now(UTC) + timedelta(hours=settings.purge_grace_hours)
+        evidence["awaiting_vacuum"] = {
+            "tables": sorted(intent.get("tables", {})),
+            "grace_hours": settings.purge_grace_hours,
+            "due_by": rfc3339(due),
+        }
+    if ok or awaiting:
         evidence["purged_keys"] = _record_purged_keys(settings, intent["purge_id"], workdir, key)
     with job.transaction("retention.verified") as session:
         row = session.get(RetentionPurge, intent["purge_id"])
@@ -663,6 +684,89 @@ def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
             ),
         )
     return evidence
+
+
+def finish_awaiting_purges(settings: Settings) -> list[dict[str, Any]]:
+    """Finish the purges a grace period kept from being verified (`verify_purge`, 4).
+
+    For each purge in state `applied` whose evidence says `awaiting_vacuum`:
+    1. each of its tables is vacuumed with the grace period in force;
+    2. the keyed digests of its deleted keys are checked against every data file that a
+       readable version of each table still lists (the control plane was checked when it
+       was applied);
+    3. none left: the purge becomes `verified` with a `retention.verified` audit event, in
+       one transaction; otherwise it keeps waiting.
+    Returns, per such purge, its id, its state now and the keys still in old versions.
+    """
+    lake = Lake.of(settings)
+    key = anonymisation_key(Keyring.for_settings(settings))
+    folder = settings.home / "retention" / "purges"
+    finished = []
+    with open_store(settings.resolved_database_url) as store:
+        with store.session() as session:
+            waiting = [
+                (row.id, row.plan_sha256, dict(row.evidence or {}))
+                for row in session.scalars(
+                    sa.select(RetentionPurge)
+                    .where(RetentionPurge.state == "applied")
+                    .order_by(RetentionPurge.planned_at)
+                )
+                if (row.evidence or {}).get("awaiting_vacuum")
+            ]
+        for purge_id, plan_sha256, evidence in waiting:
+            for table in evidence["awaiting_vacuum"]["tables"]:
+                if lake.exists(table):
+                    lake.vacuum(table, grace_hours=settings.purge_grace_hours)
+            digests = pq.read_table(folder / evidence["purged_keys"])
+            left = {
+                category: _digests_in_versions(lake, LAKE_CATEGORIES[category], digests, key)
+                if category in evidence["keys_left"]
+                else 0
+                for category in LAKE_ORDER
+            }
+            state = "applied"
+            if not any(left.values()):
+                state = "verified"
+                with store.session() as session:
+                    row = session.get(RetentionPurge, purge_id)
+                    assert row is not None
+                    evidence = {**evidence, "keys_left": left, "ok": True}
+                    evidence.pop("awaiting_vacuum")
+                    row.evidence, row.state = evidence, state
+                    row.verified_at = datetime.now(UTC)
+                    SqlAuditSink().append(
+                        session,
+                        RetentionVerified(
+                            purge_id=purge_id,
+                            plan_sha256=plan_sha256,
+                            remaining=evidence["remaining"],
+                            checked=evidence["checked"],
+                            ok=True,
+                        ),
+                    )
+            finished.append({"purge_id": purge_id, "state": state, "keys_left": left})
+    return finished
+
+
+def _digests_in_versions(lake: Lake, table: str, digests: pa.Table, key: bytes) -> int:
+    """How many distinct keys of `table` in any readable version have a digest among the
+    purge's recorded ones (of the table's category)."""
+    files = lake.reachable_files(table)
+    category = next(c for c, t in LAKE_CATEGORIES.items() if t == table)
+    wanted = digests.filter(pc.equal(digests["category"], category))
+    if not files or wanted.num_rows == 0:
+        return 0
+    con = duck()
+    try:
+        con.register("wanted", wanted)
+        relation = lake.relation(con, files, "versions", table=table)
+        row = con.execute(
+            f"SELECT count(*) FROM (SELECT DISTINCT {hmac_sql(KEYS[table], key, 'duckdb')} AS d "
+            f"FROM {relation}) k SEMI JOIN wanted w ON w.key_digest = k.d"
+        ).fetchall()[0]
+    finally:
+        con.close()
+    return int(row[0])
 
 
 class RetentionRecoverer:
