@@ -553,6 +553,9 @@ class Lake:
 
     def history(self, name: str) -> list[TableVersion]:
         """Every committed version of `name`, newest first, with whether it is still readable."""
+        source = self.external.get(self._check_name(name))
+        if source is not None and source.format == "parquet":
+            raise ConsentryError(f"{name!r} is a Parquet source: it has no versions")
         table = self._delta(name)
         if table is None:
             raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
