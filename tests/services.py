@@ -165,7 +165,10 @@ def ensure_seaweedfs() -> S3Server:
             subprocess.Popen(
                 [str(weed), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1",
                  "-ip.bind=127.0.0.1", "-master.port=19333", "-volume.port=18080",
-                 "-volume.max=0", "-filer", "-filer.port=18888", "-s3",
+                 # Small volumes, many allowed: every bucket and prefix the tests make grows
+                 # its own volumes, and the 30 GB default would run out of them at once.
+                 "-master.volumeSizeLimitMB=256", "-volume.max=200",
+                 "-filer", "-filer.port=18888", "-s3",
                  f"-s3.port={SEAWEEDFS_S3_PORT}", f"-s3.config={config}"],
                 stdout=out,
                 stderr=subprocess.STDOUT,

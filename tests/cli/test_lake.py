@@ -135,6 +135,7 @@ def test_vacuum_removes_the_superseded_files_and_records_one_audit_event(
     assert json.loads(result.stdout) == {
         "grace_hours": 0,
         "tables": [{"table": "posts", "files_removed": len(old), "versions_removed": [0]}],
+        "purges": [],
     }
     assert not any(path.exists() for path in old)
     assert all(path.exists() for path in live)

@@ -22,6 +22,11 @@ either phase.
 Commits carry no per-column statistics (`delta.dataSkippingNumIndexedCols = 0`): min and
 max values in the log would keep copies of purged keys (a user id as a file's minimum)
 where no vacuum reaches them.
+
+The root may be `s3://bucket/prefix` (docs/engines.md, "Object storage"): parts are then
+staged in a local folder and uploaded when published, and every data file is named by its
+`s3://` URI. A canonical table may instead be an external source (`consentry.engine.
+external`): read in place, under its own column names mapped to the canonical ones.
 """
 
 from __future__ import annotations
