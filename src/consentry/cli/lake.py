@@ -57,9 +57,7 @@ def _known_tables(lake: Lake, names: list[str], *, maintained: bool = False) -> 
     tables = lake.tables()
     if not names:
         if maintained:
-            return [
-                t for t in tables if t not in lake.external or lake.external[t].purge
-            ]
+            return [t for t in tables if t not in lake.external or lake.external[t].purge]
         return tables
     problems = []
     for name in dict.fromkeys(names):
