@@ -144,5 +144,5 @@ def test_an_assessment_reads_access_events_from_a_parquet_source(tmp_path: Path)
     read = json.loads(run_cli(home, "scraping", "assess", "--json").stdout)
     for key in ("accesses", "entities", "total_amount"):
         assert read[key] == imported[key], key
-    with pytest.raises(ConsentryError, match="Parquet source: it has no versions"):
+    with pytest.raises(ConsentryError, match="parquet source: it has no versions"):
         Lake.of(settings).files("access_events", version=0)

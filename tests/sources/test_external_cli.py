@@ -93,6 +93,7 @@ def test_a_delta_table_with_its_own_column_names_is_registered_with_a_map(
         "location": str(location),
         "columns": RENAMED,
         "purge": False,
+        "options": {},
         "rows": 3,
         "files": 2,
         "shadows_imported": False,
@@ -229,7 +230,7 @@ def test_an_entities_source_is_held_to_the_rules_spanning_rows(home: Path, tmp_p
     ("args", "message"),
     [
         (["--parquet", "{folder}", "--purge"], "--purge: only a Delta source can be purged"),
-        ([], "--delta/--parquet: give exactly one of them"),
+        ([], "--delta/--parquet/--mastodon: give exactly one of them"),
         (["--parquet", "{folder}", "--delta", "{folder}"], "give exactly one of them"),
         (["--parquet", "{folder}", "--map", "post_id"], "--map: bad entry 'post_id'"),
         (["--parquet", "{folder}", "--map", "=id"], "--map: bad entry '=id'"),

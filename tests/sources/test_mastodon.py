@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -458,3 +459,55 @@ def test_cli_imports_and_logs_the_runs(mastodon_db: str, tmp_path: Path) -> None
     assert bad.exit_code == 2
     assert "--database-url: database_url: not a PostgreSQL URL" in " ".join(bad.stderr.split())
     assert lake.row_count("posts") == 10
+
+
+def test_a_mastodon_server_registered_as_a_source_is_read_in_place(
+    mastodon_db: str, tmp_path: Path
+) -> None:
+    """`source add users|posts --mastodon URL`: no import; every job reads the server
+    through the connector (one snapshot per process and minute), and the lake stores no
+    copy of its rows."""
+    home = tmp_path / "home"
+    runner = CliRunner()
+    env = {"CONSENTRY_DATABASE_URL": "", "CONSENTRY_HOME": ""}
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(app, ["--home", str(home), *args], env=env)
+
+    assert cli("init").exit_code == 0
+    for table in ("users", "posts"):
+        added = cli(
+            "source", "add", table, "--mastodon", mastodon_db, "--default-region", "FR", "--json"
+        )
+        assert added.exit_code == 0, added.output
+        assert json.loads(added.stdout)["rows"] == {"users": 4, "posts": 10}[table]
+    expected = read_mastodon(mastodon_db, default_region="FR")
+    lake = Lake.of(Settings(home=home))
+    for table in ("users", "posts"):
+        assert lake.read_arrow(table).equals(expected[table]), table
+        with pytest.raises(ConsentryError, match="mastodon source: it has no versions"):
+            lake.history(table)
+    assert not list((home / "lake").rglob("*.parquet")), "nothing of the server is copied"
+    assert cli("licensee", "add", "lab", "--purpose", "ai_training_third_party").exit_code == 0
+    delivered = cli("deliver", "lab", "--json")
+    assert delivered.exit_code == 0, delivered.output
+    assert json.loads(delivered.stdout)["counts"]["considered"] == 10
+    refused = [
+        cli("source", "add", "entities", "--mastodon", mastodon_db),
+        cli("source", "add", "posts", "--mastodon", mastodon_db, "--purge"),
+        cli("source", "add", "posts", "--mastodon", mastodon_db, "--map", "text=body"),
+        cli(
+            "source", "add", "posts", "--mastodon", mastodon_db.replace("postgres@", "postgres:pw@")
+        ),
+        cli("source", "add", "posts", "--delta", str(tmp_path), "--default-region", "FR"),
+    ]
+    assert [r.exit_code for r in refused] == [2, 2, 2, 2, 2]
+    messages = " ".join(r.stderr for r in refused)
+    for expected_text in (
+        "holds users or posts",
+        "the server deletes its own",
+        "the connector maps",
+        "no password in the URL",
+        "only with --mastodon",
+    ):
+        assert expected_text in messages, expected_text

@@ -27,6 +27,7 @@ from consentry.cli.common import (
 from consentry.engine import Lake
 from consentry.engine.external import (
     EXTERNAL_TABLES,
+    MASTODON_TABLES,
     SOURCES_FILE,
     ExternalTable,
     load_external,
@@ -40,6 +41,7 @@ from consentry.sources.external import (
     normalise_location,
     parse_column_map,
 )
+from consentry.sources.mastodon import DEFAULT_REGION, mastodon_url
 from consentry.store import open_store
 
 __all__ = ["register", "source_app"]
@@ -132,6 +134,27 @@ def source_add(
             show_default=False,
         ),
     ] = None,
+    mastodon: Annotated[
+        str | None,
+        typer.Option(
+            "--mastodon",
+            metavar="DATABASE_URL",
+            help="A Mastodon server's PostgreSQL (users or posts), read by the Mastodon "
+            "connector whenever a job reads the table; the password in PGPASSWORD or "
+            "~/.pgpass, not in the URL.",
+            show_default=False,
+        ),
+    ] = None,
+    default_region: Annotated[
+        str | None,
+        typer.Option(
+            "--default-region",
+            metavar="CC",
+            help="With --mastodon: the region of every account (Mastodon does not keep "
+            "one; default ZZ, unknown).",
+            show_default=False,
+        ),
+    ] = None,
     column_map: Annotated[
         list[str] | None,
         typer.Option(
@@ -166,10 +189,15 @@ def source_add(
         table, EXTERNAL_TABLES, f"a table a source may stand in for ({', '.join(EXTERNAL_TABLES)})"
     )
     problems = []
-    if (delta is None) == (parquet is None):
+    given = [o for o, v in (("delta", delta), ("parquet", parquet), ("mastodon", mastodon)) if v]
+    if len(given) != 1:
         problems.append(
-            Problem(COMMAND_LINE, None, "--delta/--parquet", "give exactly one of them")
+            Problem(COMMAND_LINE, None, "--delta/--parquet/--mastodon", "give exactly one of them")
         )
+    if mastodon is not None:
+        problems += _mastodon_problems(name, mastodon, column_map, purge)
+    elif default_region is not None:
+        problems.append(Problem(COMMAND_LINE, None, "--default-region", "only with --mastodon"))
     if purge and parquet is not None:
         problems.append(
             Problem(
@@ -183,13 +211,21 @@ def source_add(
     if problems:
         raise BadInput(problems)
     columns = parse_column_map(name, column_map or [])
-    entry = ExternalTable(
-        table=name,
-        format="delta" if delta is not None else "parquet",
-        location=normalise_location(delta if delta is not None else str(parquet)),
-        columns=columns,
-        purge=purge,
-    )
+    if mastodon is not None:
+        entry = ExternalTable(
+            table=name,
+            format="mastodon",
+            location=mastodon,
+            options={"default_region": default_region or DEFAULT_REGION},
+        )
+    else:
+        entry = ExternalTable(
+            table=name,
+            format="delta" if delta is not None else "parquet",
+            location=normalise_location(delta if delta is not None else str(parquet)),
+            columns=columns,
+            purge=purge,
+        )
     _refuse_registered(settings, name)
     recover_first(settings)
     imported = Lake.of(settings).exists(name)
@@ -247,6 +283,45 @@ def source_add(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _mastodon_problems(
+    name: str, url: str, column_map: list[str] | None, purge: bool
+) -> list[Problem]:
+    """What `--mastodon` refuses: another table than users and posts, a column map (the
+    connector maps), `--purge` (the server purges its own database), a password in the URL
+    (the registry is a plain file)."""
+    problems = []
+    if name not in MASTODON_TABLES:
+        problems.append(
+            Problem(
+                COMMAND_LINE, None, "TABLE", f"a Mastodon source holds users or posts, not {name}"
+            )
+        )
+    if column_map:
+        problems.append(
+            Problem(COMMAND_LINE, None, "--map", "not with --mastodon: the connector maps")
+        )
+    if purge:
+        problems.append(
+            Problem(
+                COMMAND_LINE,
+                None,
+                "--purge",
+                "not with --mastodon: the server deletes its own accounts and statuses",
+            )
+        )
+    if mastodon_url(url).password:
+        problems.append(
+            Problem(
+                COMMAND_LINE,
+                None,
+                "--mastodon",
+                "no password in the URL (the registry is a plain file): give it in PGPASSWORD "
+                "or ~/.pgpass",
+            )
+        )
+    return problems
 
 
 def _refuse_registered(settings: Settings, name: str) -> dict[str, ExternalTable]:

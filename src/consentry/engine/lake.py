@@ -31,6 +31,7 @@ external`): read in place, under its own column names mapped to the canonical on
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -39,6 +40,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,7 +52,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from consentry.engine.external import ExternalTable, load_external
+from consentry.engine.external import ExternalTable, load_external, read_source
 from consentry.errors import BadInput, ConsentryError, Problem
 
 if TYPE_CHECKING:
@@ -255,6 +257,8 @@ class Lake:
             return _Where(
                 self._fs, self._loc(name), self._table_uri(name), self._delta_kwargs(), None
             )
+        if source.format == "mastodon":  # its files are the process's snapshot's
+            return _Where(pafs.LocalFileSystem(), "", source.location, {}, source)
         if source.location.startswith("s3://"):
             options = s3_options(os.environ)
             loc = source.location.removeprefix("s3://").rstrip("/")
@@ -334,11 +338,12 @@ class Lake:
 
     def version(self, name: str) -> int | None:
         """The latest committed version of `name`; None when the table is absent. A Parquet
-        source has no versions: a number derived from its files' names, sizes and times
-        stands in (it changes when they do)."""
+        or Mastodon source has no versions: a number derived from its files' names and sizes
+        (a Mastodon source's: its snapshot's content digest) stands in; it changes when
+        they do."""
         source = self.external.get(name)
-        if source is not None and source.format == "parquet":
-            listing = sorted((p.relative, p.size) for p in self._parquet_parts(name))
+        if source is not None and source.format != "delta":
+            listing = sorted((p.relative, p.size) for p in self.parts(name))
             digest = hashlib.sha256(json.dumps(listing).encode()).digest()
             return int.from_bytes(digest[:7], "big")
         table = self._delta(name)
@@ -348,9 +353,11 @@ class Lake:
         """Every data file of `name` at `version` (default: the latest), in write order (by
         commit, then path); [] when the table is absent."""
         source = self.external.get(self._check_name(name))
-        if source is not None and source.format == "parquet":
+        if source is not None and source.format != "delta":
             if version is not None:
-                raise ConsentryError(f"{name!r} is a Parquet source: it has no versions")
+                raise ConsentryError(f"{name!r} is a {source.format} source: it has no versions")
+            if source.format == "mastodon":
+                return [_database_snapshot(source)[name]]
             return self._parquet_parts(name)
         table = self._delta(name, version)
         if table is None:
@@ -559,8 +566,8 @@ class Lake:
     def history(self, name: str) -> list[TableVersion]:
         """Every committed version of `name`, newest first, with whether it is still readable."""
         source = self.external.get(self._check_name(name))
-        if source is not None and source.format == "parquet":
-            raise ConsentryError(f"{name!r} is a Parquet source: it has no versions")
+        if source is not None and source.format != "delta":
+            raise ConsentryError(f"{name!r} is a {source.format} source: it has no versions")
         table = self._delta(name)
         if table is None:
             raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
@@ -627,7 +634,7 @@ class Lake:
         holds a purged row (`retention.apply.verify_purge`).
         """
         source = self.external.get(name)
-        if source is not None and source.format == "parquet":
+        if source is not None and source.format != "delta":
             return sorted(self.files(name))
         found: set[str] = set()
         for paths in self._readable_versions(name).values():
@@ -1023,6 +1030,51 @@ def s3_filesystem(options: Mapping[str, str]) -> pafs.S3FileSystem:
         endpoint_override=endpoint,
         scheme="http" if endpoint and endpoint.startswith("http://") else "https",
     )
+
+
+SNAPSHOT_SECONDS: Final = 60.0
+"""How long one process reuses its read of a database source (a Mastodon server) before
+reading it again: every job of a command reads one consistent snapshot, and a server
+(the public signals' post index) reads the database at most once a minute."""
+
+_SNAPSHOTS: dict[str, tuple[float, dict[str, LakePart], Path]] = {}
+_SNAPSHOTS_LOCK = threading.Lock()
+
+
+def _database_snapshot(source: ExternalTable) -> dict[str, LakePart]:
+    """Every table of a database source, read now (or within `SNAPSHOT_SECONDS`) into
+    Parquet files in a private temporary folder of this process.
+
+    1. The source's reader (`read_source`) reads all its tables in one snapshot.
+    2. Each table is written as one zstd Parquet file named by its content's digest.
+    3. A newer read replaces the folder of the older one; the last is removed at exit, so
+       no copy of the platform's rows outlives the process.
+    """
+    key = json.dumps(source.to_json(), sort_keys=True)
+    with _SNAPSHOTS_LOCK:
+        found = _SNAPSHOTS.get(key)
+        if found is not None and time.monotonic() - found[0] < SNAPSHOT_SECONDS:
+            return found[1]
+        folder = Path(tempfile.mkdtemp(prefix="consentry-source-"))
+        parts = {}
+        for table, data in read_source(source).items():
+            path = folder / f"{table}.parquet"
+            pq.write_table(data, path, compression=PARQUET_COMPRESSION)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            named = path.rename(folder / f"{table}-{digest}.parquet")
+            parts[table] = LakePart(str(named), named.name, named.stat().st_size, data.num_rows)
+        if found is not None:
+            shutil.rmtree(found[2], ignore_errors=True)
+        else:
+            atexit.register(_drop_snapshot, key)
+        _SNAPSHOTS[key] = (time.monotonic(), parts, folder)
+        return parts
+
+
+def _drop_snapshot(key: str) -> None:
+    found = _SNAPSHOTS.pop(key, None)
+    if found is not None:
+        shutil.rmtree(found[2], ignore_errors=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,11 @@ def lake_dataset(settings: Settings, table: str, *, detail: bool) -> LineageData
 
     lake = Lake.of(settings)
     location = lake.location_of(table)  # an external source's own location, if registered
-    if location.startswith("s3://"):  # OpenLineage's naming: namespace s3://bucket, name the key
+    if location.startswith("postgresql"):  # a Mastodon database: the server and the table
+        url = urlsplit(location)
+        namespace = f"postgres://{url.hostname or 'localhost'}:{url.port or 5432}"
+        name = f"{unquote(url.path.lstrip('/')) or 'mastodon'}.mastodon.{table}"
+    elif location.startswith("s3://"):  # OpenLineage's naming: namespace s3://bucket, name the key
         bucket, _, prefix = location.removeprefix("s3://").partition("/")
         namespace, name = f"s3://{bucket}", prefix
     else:

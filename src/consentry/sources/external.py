@@ -28,6 +28,7 @@ from consentry.engine.lake import s3_filesystem, s3_options
 from consentry.errors import BadInput, Problem, did_you_mean
 from consentry.schema import TableSpec, table_spec
 from consentry.sources.entities import check_entities_merge
+from consentry.sources.mastodon import mastodon_url, read_mastodon_source
 from consentry.sources.readers import MAX_PROBLEMS
 from consentry.sources.validate import Conformed, conform_arrow
 
@@ -176,6 +177,14 @@ def _delta_files(location: str, env: Mapping[str, str]) -> tuple[list[str], list
         for fragment in dataset.get_fragments()
     ]
     return list(schema.names), files
+
+
+def _mastodon_file(entry: ExternalTable) -> _DataFile:
+    """A Mastodon source as one "file": its table as the connector reads it now (problems
+    are located at `mastodon:` + its URL, password hidden)."""
+    where = "mastodon:" + mastodon_url(entry.location).render_as_string(hide_password=True)
+    table = read_mastodon_source(entry)[entry.table]
+    return _DataFile(where, table.column_names, lambda columns: table.select(columns))
 
 
 def _hidden(relative: str) -> bool:
@@ -383,7 +392,10 @@ def check_source(
     same = _same_source_columns(entry)
     if same:
         raise BadInput(same)
-    if entry.format == "delta":
+    if entry.format == "mastodon":
+        files = [_mastodon_file(entry)]
+        missing = []
+    elif entry.format == "delta":
         names, files = _delta_files(entry.location, env)
         missing = _missing_columns(entry.location, names, entry)
     else:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from consentry.engine import Lake
+from consentry.engine.external import ExternalTable, register_source_reader
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.schema import TIMESTAMP_TYPE, arrow_schema
 from consentry.sources.importer import ImportResult, import_arrow
@@ -34,6 +35,7 @@ __all__ = [
     "import_mastodon",
     "mastodon_url",
     "read_mastodon",
+    "read_mastodon_source",
 ]
 
 DEFAULT_REGION: Final = "ZZ"
@@ -346,3 +348,14 @@ def import_mastodon(
     tables = read_mastodon(url, default_region=default_region, on_rows=on_rows)
     origin = "mastodon:" + mastodon_url(url).render_as_string(hide_password=True)
     return {name: import_arrow(lake, name, data, origin=origin) for name, data in tables.items()}
+
+
+def read_mastodon_source(source: ExternalTable) -> dict[str, pa.Table]:
+    """A registered Mastodon source (`consentry source add users --mastodon URL`), read now:
+    `read_mastodon` of its URL with its `default_region` option."""
+    return read_mastodon(
+        source.location, default_region=source.options.get("default_region", DEFAULT_REGION)
+    )
+
+
+register_source_reader("mastodon", read_mastodon_source)
