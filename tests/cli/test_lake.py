@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,21 +19,7 @@ from consentry.engine import Lake
 from consentry.settings import Settings
 from consentry.store import open_store
 from tests.delivery.conftest import run_cli
-
-POSTS = pa.table(
-    {
-        "post_id": ["p2", "p1"],
-        "author_id": ["u1", "u2"],
-        "created_at": pa.array(
-            [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)],
-            pa.timestamp("us", tz="UTC"),
-        ),
-        "text": ["a", "b"],
-        "visibility": ["public", "direct"],
-        "lang": [None, "en"],
-        "deleted_at": pa.array([None, None], pa.timestamp("us", tz="UTC")),
-    }
-)
+from tests.engine.test_lake import POSTS
 
 
 @pytest.fixture(autouse=True)
