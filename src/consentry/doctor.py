@@ -42,7 +42,7 @@ from consentry.ledger.anchor import (
 from consentry.ledger.bulk import resolve_consent_bulk
 from consentry.ledger.rules import ConsentRule
 from consentry.policy import Choice, PolicyFile, load_policy
-from consentry.retention.apply import anonymisation_key
+from consentry.retention import anonymisation_key
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
 from consentry.settings import Settings
 from consentry.signing import Signer

@@ -631,7 +631,7 @@ class Lake:
         """Every data file that any still-readable version of `name` lists, sorted.
 
         This is what time travel can return: a purge is complete only when none of these
-        holds a purged row (`retention.apply.verify_purge`).
+        holds a purged row (`retention.verify.verify_purge`).
         """
         source = self.external.get(name)
         if source is not None and source.format != "delta":

@@ -9,12 +9,9 @@ from consentry.retention.apply import (
     PURGE_STATES,
     Revoker,
     StalePlanError,
-    anonymisation_key,
     apply_plan,
-    finish_awaiting_purges,
     load_plan,
     purge_history,
-    verify_purge,
 )
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES, Sources, candidates
 from consentry.retention.holds import (
@@ -39,7 +36,9 @@ from consentry.retention.plan_file import (
     plan_sha256,
 )
 from consentry.retention.processing import records_of_processing, render_markdown
+from consentry.retention.rewrite import anonymisation_key
 from consentry.retention.rules import Condition, Cutoffs, cutoff, cutoffs_for, is_due, trigger_of
+from consentry.retention.verify import finish_awaiting_purges, verify_purge
 
 __all__ = [
     "ANON_PREFIX",

@@ -10,27 +10,22 @@ plan's counts before it changes anything.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from consentry.audit import SqlAuditSink
-from consentry.audit.event_types import RetentionApplied, RetentionPlanned, RetentionVerified
+from consentry.audit.event_types import RetentionApplied, RetentionPlanned
 from consentry.delivery.build import LINEAGE_TABLE
-from consentry.delivery.service import deliveries_dir
 from consentry.engine import Lake
-from consentry.engine.hmac import hmac_sql
 from consentry.errors import BadInput, ConsentryError, Problem
 from consentry.instants import rfc3339
 from consentry.jobs import JOB_STEPS, Job, JobRecord, register_recoverer, resume_job, run_job
@@ -43,7 +38,6 @@ from consentry.retention.plan import (
     PlanContext,
     audit_due,
     category_candidates,
-    compute_plan,
     count_actions,
     inputs_fingerprint,
     open_context,
@@ -55,12 +49,10 @@ from consentry.retention.plan import (
 from consentry.retention.plan_file import CategoryPlan, RetentionPlan
 from consentry.retention.rewrite import (
     ACTS_SCHEMA,
-    KEYS,
     LAKE_ORDER,
+    anonymisation_key,
     apply_control_plane,
     apply_external_purge,
-    chunks,
-    duck,
     remove_deliveries,
     saved_acts,
     stage_external_purge,
@@ -69,13 +61,12 @@ from consentry.retention.rewrite import (
     workdir_of,
     write_parquet,
 )
+from consentry.retention.verify import verify_purge
 from consentry.settings import Settings
 from consentry.store import Store, open_store
 from consentry.store.models import (
     AuditEventRow,
-    ConsentEventRow,
     RetentionPurge,
-    Subject,
 )
 
 __all__ = [
@@ -83,14 +74,10 @@ __all__ = [
     "RetentionRecoverer",
     "Revoker",
     "StalePlanError",
-    "anonymisation_key",
     "apply_plan",
     "complete_purge",
-    "finish_awaiting_purges",
     "load_plan",
     "purge_history",
-    "purged_key_digests",
-    "verify_purge",
 ]
 
 PURGE_STATES = ("planned", "applied", "verified")
@@ -108,14 +95,6 @@ class Revoker(Protocol):
 
 class StalePlanError(ConsentryError):
     """The plan's inputs changed since it was computed: plan again (exit 1)."""
-
-
-def anonymisation_key(keyring: Keyring) -> bytes:
-    """The HMAC key for anonymised values, derived from the home's pseudonym key (a separate
-    key, so anonymised values never equal the audit log's pseudonymous references)."""
-    return hmac.new(
-        keyring.pseudonym_key, b"consentry.retention.anonymise", hashlib.sha256
-    ).digest()
 
 
 def load_plan(path: Path) -> RetentionPlan:
@@ -542,231 +521,6 @@ def _reached(job: Job, step: str) -> bool:
     """Whether the job already recorded `step` (steps are recorded in order)."""
     order = JOB_STEPS["retention"]
     return job.step_name in order and order.index(job.step_name) >= order.index(step)
-
-
-def _keys_left(settings: Settings, workdir: Path, *, latest_only: bool = False) -> dict[str, int]:
-    """Per category, how many of the keys the purge deleted are still anywhere: every data
-    file that a still-readable version of the lake's table lists (time travel must not
-    bring one back; with `latest_only`, the latest version's files) and, for profiles and
-    consent evidence, the control plane's copy."""
-    lake = Lake.of(settings)
-    left: dict[str, int] = {}
-    with open_store(settings.resolved_database_url) as store, store.session() as session:
-        for category in LAKE_ORDER:
-            acts = saved_acts(workdir, category)
-            doomed = acts.filter(pc.equal(acts["action"], "delete")).select(["key"])
-            table = LAKE_CATEGORIES[category]
-            count = 0
-            files = lake.files(table) if latest_only else lake.reachable_files(table)
-            if doomed.num_rows and files:
-                con = duck()
-                try:
-                    con.register("doomed", doomed)
-                    row = con.execute(
-                        f"SELECT count(*) FROM {lake.relation(con, files, 'kept', table=table)} t "
-                        f"SEMI JOIN doomed d ON t.{KEYS[table]} = d.key"
-                    ).fetchall()[0]
-                    count = int(row[0]) if row else 0
-                finally:
-                    con.close()
-            column = {"profile": Subject.user_id, "consent_evidence": ConsentEventRow.event_id}
-            if doomed.num_rows and category in column:
-                for chunk in chunks(doomed["key"].to_pylist()):
-                    count += (
-                        session.scalar(
-                            sa.select(sa.func.count()).where(column[category].in_(chunk))
-                        )
-                        or 0
-                    )
-            left[category] = count
-    return left
-
-
-def _record_purged_keys(settings: Settings, purge_id: str, workdir: Path, key: bytes) -> str:
-    """Keep keyed digests of every deleted key (never the keys) beside the purge's record,
-    so the doctor can later prove none came back; returns the file's name."""
-    target = settings.home / "retention" / "purges"
-    target.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for category in LAKE_ORDER:
-        acts = saved_acts(workdir, category)
-        doomed = acts.filter(pc.equal(acts["action"], "delete"))
-        parts.append(
-            pa.table(
-                {
-                    "category": pa.repeat(pa.scalar(category), doomed.num_rows),
-                    "key_digest": pa.array(purged_key_digests(key, doomed["key"]), pa.string()),
-                }
-            )
-        )
-    name = f"{purge_id}.keys.parquet"
-    write_parquet(target / name, pa.concat_tables(parts))
-    return name
-
-
-def purged_key_digests(key: bytes, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """HMAC-SHA256 (hex) of each key under the anonymisation key, computed in DuckDB."""
-    con = duck()
-    try:
-        con.register("keys", pa.table({"k": keys}))
-        return (
-            con.sql(f"SELECT {hmac_sql('k', key, 'duckdb')} AS d FROM keys")
-            .to_arrow_table()
-            .column("d")
-            .combine_chunks()
-        )
-    finally:
-        con.close()
-
-
-def verify_purge(settings: Settings, job: Job, key: bytes) -> dict[str, Any]:
-    """Re-query every store after a purge and record the evidence (counts only).
-
-    1. Plan again at the plan's instant, on the new state: `remaining` is what is still
-       due for deletion or anonymisation per category, `checked` the records examined.
-    2. Every delivery directory the plan purged must be gone.
-    3. Every key the purge deleted must be gone from the control plane and from every
-       data file a readable version of its lake table lists (`keys_left`), whatever the new
-       plan says.
-    4. Nothing remaining: state `verified`. Deleted keys left only in versions a grace
-       period keeps: the purge stays `applied`, `awaiting_vacuum` (the tables, and when the
-       grace period ends) in its evidence, until `finish_awaiting_purges`. Otherwise it
-       stays `applied`. Digests of the deleted keys are kept for the doctor and for that
-       later check (`retention/purges/<id>.keys.parquet`).
-    """
-    intent = job.intent
-    at = datetime.fromisoformat(intent["at"].replace("Z", "+00:00"))
-    workdir = workdir_of(settings, job.id)
-    again = compute_plan(settings, at=at, engine="duckdb")
-    remaining = {e.category: e.delete + e.anonymise for e in again.categories}
-    checked = {e.category: e.total for e in again.categories}
-    root = deliveries_dir(settings)
-    remaining["deliveries"] += len([d for d in intent["delivery_ids"] if (root / d).exists()])
-    keys_left = _keys_left(settings, workdir)
-    ok = not any(remaining.values()) and not any(keys_left.values())
-    evidence: dict[str, Any] = {
-        "remaining": remaining,
-        "keys_left": keys_left,
-        "checked": checked,
-        "ok": ok,
-        "plan_sha256_after": again.plan_sha256,
-    }
-    awaiting = (
-        not ok
-        and settings.purge_grace_hours > 0
-        and not any(remaining.values())
-        and not any(_keys_left(settings, workdir, latest_only=True).values())
-    )
-    if awaiting:
-        due = datetime.now(UTC) + timedelta(hours=settings.purge_grace_hours)
-        evidence["awaiting_vacuum"] = {
-            "tables": sorted(intent.get("tables", {})),
-            "grace_hours": settings.purge_grace_hours,
-            "due_by": rfc3339(due),
-        }
-    if ok or awaiting:
-        evidence["purged_keys"] = _record_purged_keys(settings, intent["purge_id"], workdir, key)
-    with job.transaction("retention.verified") as session:
-        row = session.get(RetentionPurge, intent["purge_id"])
-        if row is None:
-            raise ConsentryError(f"no purge {intent['purge_id']!r}")
-        row.evidence = evidence
-        if ok:
-            row.state, row.verified_at = "verified", datetime.now(UTC)
-        SqlAuditSink().append(
-            session,
-            RetentionVerified(
-                purge_id=intent["purge_id"],
-                plan_sha256=intent["plan_sha256"],
-                remaining=remaining,
-                checked=checked,
-                ok=ok,
-            ),
-        )
-    return evidence
-
-
-def finish_awaiting_purges(settings: Settings) -> list[dict[str, Any]]:
-    """Finish the purges a grace period kept from being verified (`verify_purge`, 4).
-
-    For each purge in state `applied` whose evidence says `awaiting_vacuum`:
-    1. each of its tables is vacuumed with the grace period in force;
-    2. the keyed digests of its deleted keys are checked against every data file that a
-       readable version of each table still lists (the control plane was checked when it
-       was applied);
-    3. none left: the purge becomes `verified` with a `retention.verified` audit event, in
-       one transaction; otherwise it keeps waiting.
-    Returns, per such purge, its id, its state now and the keys still in old versions.
-    """
-    lake = Lake.of(settings)
-    key = anonymisation_key(Keyring.for_settings(settings))
-    folder = settings.home / "retention" / "purges"
-    finished = []
-    with open_store(settings.resolved_database_url) as store:
-        with store.session() as session:
-            waiting = [
-                (row.id, row.plan_sha256, dict(row.evidence or {}))
-                for row in session.scalars(
-                    sa.select(RetentionPurge)
-                    .where(RetentionPurge.state == "applied")
-                    .order_by(RetentionPurge.planned_at)
-                )
-                if (row.evidence or {}).get("awaiting_vacuum")
-            ]
-        for purge_id, plan_sha256, evidence in waiting:
-            for table in evidence["awaiting_vacuum"]["tables"]:
-                if lake.exists(table):
-                    lake.vacuum(table, grace_hours=settings.purge_grace_hours)
-            digests = pq.read_table(folder / evidence["purged_keys"])
-            left = {
-                category: _digests_in_versions(lake, LAKE_CATEGORIES[category], digests, key)
-                if category in evidence["keys_left"]
-                else 0
-                for category in LAKE_ORDER
-            }
-            state = "applied"
-            if not any(left.values()):
-                state = "verified"
-                with store.session() as session:
-                    row = session.get(RetentionPurge, purge_id)
-                    assert row is not None
-                    evidence = {**evidence, "keys_left": left, "ok": True}
-                    evidence.pop("awaiting_vacuum")
-                    row.evidence, row.state = evidence, state
-                    row.verified_at = datetime.now(UTC)
-                    SqlAuditSink().append(
-                        session,
-                        RetentionVerified(
-                            purge_id=purge_id,
-                            plan_sha256=plan_sha256,
-                            remaining=evidence["remaining"],
-                            checked=evidence["checked"],
-                            ok=True,
-                        ),
-                    )
-            finished.append({"purge_id": purge_id, "state": state, "keys_left": left})
-    return finished
-
-
-def _digests_in_versions(lake: Lake, table: str, digests: pa.Table, key: bytes) -> int:
-    """How many distinct keys of `table` in any readable version have a digest among the
-    purge's recorded ones (of the table's category)."""
-    files = lake.reachable_files(table)
-    category = next(c for c, t in LAKE_CATEGORIES.items() if t == table)
-    wanted = digests.filter(pc.equal(digests["category"], category))
-    if not files or wanted.num_rows == 0:
-        return 0
-    con = duck()
-    try:
-        con.register("wanted", wanted)
-        relation = lake.relation(con, files, "versions", table=table)
-        row = con.execute(
-            f"SELECT count(*) FROM (SELECT DISTINCT {hmac_sql(KEYS[table], key, 'duckdb')} AS d "
-            f"FROM {relation}) k SEMI JOIN wanted w ON w.key_digest = k.d"
-        ).fetchall()[0]
-    finally:
-        con.close()
-    return int(row[0])
 
 
 class RetentionRecoverer:

@@ -6,6 +6,8 @@ as the steps of a retention job."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 import shutil
@@ -52,6 +54,7 @@ __all__ = [
     "ACTS_SCHEMA",
     "KEYS",
     "LAKE_ORDER",
+    "anonymisation_key",
     "apply_control_plane",
     "apply_external_purge",
     "chunks",
@@ -97,6 +100,14 @@ def write_parquet(path: Path, table: pa.Table) -> None:
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def anonymisation_key(keyring: Keyring) -> bytes:
+    """The HMAC key for anonymised values, derived from the home's pseudonym key (a separate
+    key, so anonymised values never equal the audit log's pseudonymous references)."""
+    return hmac.new(
+        keyring.pseudonym_key, b"consentry.retention.anonymise", hashlib.sha256
+    ).digest()
 
 
 def workdir_of(settings: Settings, job_id: str) -> Path:
