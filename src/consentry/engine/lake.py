@@ -31,7 +31,6 @@ external`): read in place, under its own column names mapped to the canonical on
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -40,11 +39,9 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -52,7 +49,22 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from consentry.engine.external import ExternalTable, load_external, read_source
+from consentry.engine.external import ExternalTable, load_external
+from consentry.engine.lake_maintenance import LakeMaintenance, TableVersion, Vacuumed
+from consentry.engine.lake_storage import (
+    DATA_PREFIX,
+    DELTA_LOG,
+    PARQUET_COMPRESSION,
+    PUBLISH_APP,
+    LakePart,
+    TableLocation,
+    canonical_names,
+    check_part_schema,
+    database_snapshot,
+    s3_filesystem,
+    s3_options,
+    sql_str,
+)
 from consentry.errors import BadInput, ConsentryError, Problem
 
 if TYPE_CHECKING:
@@ -75,9 +87,6 @@ __all__ = [
     "s3_options",
 ]
 
-PARQUET_COMPRESSION = "zstd"
-"""Codec of every Parquet file the lake writes."""
-
 ROWS_PER_PART = 1_000_000
 """Upper bound on rows in one part file written by `Lake.write_arrow`."""
 
@@ -87,11 +96,8 @@ TABLE_CONFIGURATION: Final[dict[str, str | None]] = {
 }
 """Delta table properties every lake table is created with."""
 
-_LOG = "_delta_log"
 _STAGED = ".staged-"
-_DATA = "data-"
 _APPEND_MARK = ".append"
-_APP_PREFIX = "consentry.publish."
 _TOKEN = re.compile(r"^[0-9a-f]{8,64}$")
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 _TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -122,50 +128,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _app_id(token: str) -> str:
-    return f"{_APP_PREFIX}{token}"
+    return f"{PUBLISH_APP}{token}"
 
 
-@dataclass(frozen=True, slots=True)
-class TableVersion:
-    """One committed version of a lake table (`Lake.history`)."""
-
-    version: int
-    committed_at_ms: int
-    operation: str
-    token: str | None
-    """The publish token of a commit made by `Lake.publish`, else None."""
-    readable: bool
-    """Every file the version lists still exists (False once a vacuum removed one)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "committed_at_ms": self.committed_at_ms,
-            "operation": self.operation,
-            "token": self.token,
-            "readable": self.readable,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Vacuumed:
-    """What `Lake.vacuum` removed from one table."""
-
-    table: str
-    files_removed: tuple[str, ...]
-    """Paths (relative to the table folder) of the data files deleted."""
-    versions_removed: tuple[int, ...]
-    """Versions readable before the vacuum and not after it (time travel to them fails)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "files_removed": len(self.files_removed),
-            "versions_removed": list(self.versions_removed),
-        }
-
-
-class Lake:
+class Lake(LakeMaintenance):
     """Delta Lake tables under `root` (a local folder or `s3://bucket/prefix`), each changed
     by atomic, versioned commits.
 
@@ -250,24 +216,24 @@ class Lake:
     def _delta_kwargs(self) -> dict[str, Any]:
         return {"storage_options": self.storage_options} if self.remote else {}
 
-    def _where(self, name: str) -> _Where:
+    def _where(self, name: str) -> TableLocation:
         """Where `name`'s files are: the lake's own folder, or its external source's."""
         source = self.external.get(self._check_name(name))
         if source is None:
-            return _Where(
+            return TableLocation(
                 self._fs, self._loc(name), self._table_uri(name), self._delta_kwargs(), None
             )
         if source.format == "mastodon":  # its files are the process's snapshot's
-            return _Where(pafs.LocalFileSystem(), "", source.location, {}, source)
+            return TableLocation(pafs.LocalFileSystem(), "", source.location, {}, source)
         if source.location.startswith("s3://"):
             options = s3_options(os.environ)
             loc = source.location.removeprefix("s3://").rstrip("/")
-            return _Where(
+            return TableLocation(
                 s3_filesystem(options), loc, source.location.rstrip("/"),
                 {"storage_options": options}, source,
             )  # fmt: skip
         loc = str(Path(source.location).absolute())
-        return _Where(pafs.LocalFileSystem(), loc, loc, {}, source)
+        return TableLocation(pafs.LocalFileSystem(), loc, loc, {}, source)
 
     def _check_own(self, name: str, doing: str) -> None:
         """Refuse to change an external source through the lake's own writes."""
@@ -287,12 +253,12 @@ class Lake:
             return True  # checked when it was registered; a missing one fails when read
         if self.remote:
             try:
-                infos = self._fs.get_file_info(pafs.FileSelector(f"{self._loc(name)}/{_LOG}"))
+                infos = self._fs.get_file_info(pafs.FileSelector(f"{self._loc(name)}/{DELTA_LOG}"))
             except (FileNotFoundError, OSError):
                 return False
             return any(i.path.endswith(".json") for i in infos)
         table_dir = self._table_dir(name)
-        log = table_dir / _LOG
+        log = table_dir / DELTA_LOG
         if log.is_dir() and any(log.glob("*.json")):
             return True
         if (table_dir / _OLD_POINTER).is_file():
@@ -357,7 +323,7 @@ class Lake:
             if version is not None:
                 raise ConsentryError(f"{name!r} is a {source.format} source: it has no versions")
             if source.format == "mastodon":
-                return [_database_snapshot(source)[name]]
+                return [database_snapshot(source)[name]]
             return self._parquet_parts(name)
         table = self._delta(name, version)
         if table is None:
@@ -443,7 +409,7 @@ class Lake:
         if source is not None and cols is not None:
             cols = [source.source_column(c) for c in cols]
         data = pq.read_table([self._fs_of(p)[1] for p in paths], filesystem=fs, columns=cols)
-        return _canonical_names(data, source)
+        return canonical_names(data, source)
 
     def read_arrow(self, name: str, *, version: int | None = None) -> pa.Table:
         """The whole table (at `version`, default the latest) in memory.
@@ -492,7 +458,7 @@ class Lake:
         if not paths:
             raise ConsentryError(f"no data files to read as {alias!r}")
         if not paths[0].startswith("s3://"):
-            relation = "read_parquet([" + ", ".join(_sql_str(p) for p in paths) + "])"
+            relation = "read_parquet([" + ", ".join(sql_str(p) for p in paths) + "])"
         else:
             import pyarrow.dataset as ds
 
@@ -563,102 +529,6 @@ class Lake:
         )
         return backend.create_view(name, view, overwrite=True)
 
-    def history(self, name: str) -> list[TableVersion]:
-        """Every committed version of `name`, newest first, with whether it is still readable."""
-        source = self.external.get(self._check_name(name))
-        if source is not None and source.format != "delta":
-            raise ConsentryError(f"{name!r} is a {source.format} source: it has no versions")
-        table = self._delta(name)
-        if table is None:
-            raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
-        readable = {v for v, paths in self._readable_versions(name).items() if paths is not None}
-        versions = []
-        for commit in table.history():
-            version = int(commit["version"])
-            versions.append(
-                TableVersion(
-                    version=version,
-                    committed_at_ms=int(commit.get("timestamp", 0)),
-                    operation=str(commit.get("operation", "")),
-                    token=self._token_of_commit(name, version),
-                    readable=version in readable,
-                )
-            )
-        return versions
-
-    def _readable_versions(self, name: str) -> dict[int, list[str] | None]:
-        """Version -> the files it lists when every one of them still exists, else None.
-
-        1. One delta-rs table is moved forward version by version (`load_as_version` from
-           the previous version replays only the commits in between), so the cost grows
-           with the number of versions, not with its square.
-        2. A version the log no longer holds is not readable.
-        3. Whether the files exist is asked once for all of them (one batched call).
-        """
-        latest = self._delta(name)
-        if latest is None:
-            return {}
-        where = self._where(name)
-        listed: dict[int, list[str] | None] = {}
-        walker: DeltaTable | None = None
-        for version in range(latest.version() + 1):
-            try:
-                if walker is None:
-                    walker = self._delta(name, version)
-                else:
-                    walker.load_as_version(version)
-            except Exception:  # the log no longer holds this version (delta-rs's own errors)
-                walker = None
-                listed[version] = None
-                continue
-            assert walker is not None
-            paths = pa.table(walker.get_add_actions(flatten=True)).column("path").to_pylist()
-            listed[version] = [where.path_of(p) for p in paths]
-        every = sorted({p for paths in listed.values() if paths for p in paths})
-        present = set()
-        if every:
-            fs, _ = self._fs_of(every[0])
-            infos = fs.get_file_info([self._fs_of(p)[1] for p in every])
-            present = {
-                p for p, i in zip(every, infos, strict=True) if i.type != pafs.FileType.NotFound
-            }
-        return {
-            v: (paths if paths is not None and all(p in present for p in paths) else None)
-            for v, paths in listed.items()
-        }
-
-    def reachable_files(self, name: str) -> list[str]:
-        """Every data file that any still-readable version of `name` lists, sorted.
-
-        This is what time travel can return: a purge is complete only when none of these
-        holds a purged row (`retention.verify.verify_purge`).
-        """
-        source = self.external.get(name)
-        if source is not None and source.format != "delta":
-            return sorted(self.files(name))
-        found: set[str] = set()
-        for paths in self._readable_versions(name).values():
-            found.update(paths or ())
-        return sorted(found)
-
-    def _token_of_commit(self, name: str, version: int) -> str | None:
-        """The publish token a commit carries (its app transaction), if any.
-
-        The commit file is JSON lines per the Delta protocol; delta-rs exposes the latest
-        transaction version per app but not which commit wrote it, so the commit is read.
-        """
-        where = self._where(name)
-        try:
-            with where.fs.open_input_stream(f"{where.loc}/{_LOG}/{version:020d}.json") as fh:
-                lines = fh.read().decode("utf-8").splitlines()
-        except (FileNotFoundError, OSError):
-            return None
-        for line in lines:
-            txn = json.loads(line).get("txn")
-            if txn and str(txn.get("appId", "")).startswith(_APP_PREFIX):
-                return str(txn["appId"])[len(_APP_PREFIX) :]
-        return None
-
     # ----------------------------------------------------------------- writing
 
     @contextlib.contextmanager
@@ -679,7 +549,7 @@ class Lake:
                 # a failed first import leaves the lake exactly as it was.
                 if (
                     created
-                    and not (table_dir / _LOG).exists()
+                    and not (table_dir / DELTA_LOG).exists()
                     and not any(table_dir.glob(f"{_STAGED}*"))
                 ):
                     shutil.rmtree(table_dir, ignore_errors=True)
@@ -730,7 +600,7 @@ class Lake:
         staged = table_dir / f"{_STAGED}{token}"
         table = self._delta(name)
         if table is not None and table.transaction_version(_app_id(token)) is not None:
-            (table_dir / f"{_DATA}{token}" / _APPEND_MARK).unlink(missing_ok=True)
+            (table_dir / f"{DATA_PREFIX}{token}" / _APPEND_MARK).unlink(missing_ok=True)
             if self.remote:
                 shutil.rmtree(staged, ignore_errors=True)
             return True
@@ -739,11 +609,11 @@ class Lake:
                 return False
             self._seal(name, staged, table)
             for part in _parts(staged):
-                target = f"{self._loc(name)}/{_DATA}{token}/{part.name}"
+                target = f"{self._loc(name)}/{DATA_PREFIX}{token}/{part.name}"
                 pafs.copy_files(str(part), target, destination_filesystem=self._fs)
             parts = staged
         else:
-            data = table_dir / f"{_DATA}{token}"
+            data = table_dir / f"{DATA_PREFIX}{token}"
             if staged.is_dir():
                 self._seal(name, staged, table)
                 os.rename(staged, data)
@@ -777,7 +647,7 @@ class Lake:
         if expected is None:
             expected = pq.read_schema(parts[0])
         for part in parts:
-            _check_part_schema(name, part, expected)
+            check_part_schema(name, part, expected)
 
     def _commit(
         self, name: str, table: DeltaTable | None, parts_dir: Path, token: str, *, append: bool
@@ -796,7 +666,7 @@ class Lake:
         parts = _parts(parts_dir)
         adds = [
             AddAction(
-                path=f"{_DATA}{token}/{part.name}",
+                path=f"{DATA_PREFIX}{token}/{part.name}",
                 size=part.stat().st_size,
                 partition_values={},
                 modification_time=now_ms,
@@ -842,14 +712,14 @@ class Lake:
             except (FileNotFoundError, OSError):
                 return set()
             found = {
-                i.base_name[len(_DATA) :]
+                i.base_name[len(DATA_PREFIX) :]
                 for i in infos
-                if i.type == pafs.FileType.Directory and i.base_name.startswith(_DATA)
+                if i.type == pafs.FileType.Directory and i.base_name.startswith(DATA_PREFIX)
             }
         else:
             table_dir = self._table_dir(name)
             found = (
-                {p.name[len(_DATA) :] for p in table_dir.glob(f"{_DATA}*")}
+                {p.name[len(DATA_PREFIX) :] for p in table_dir.glob(f"{DATA_PREFIX}*")}
                 if table_dir.is_dir()
                 else set()
             )
@@ -864,9 +734,9 @@ class Lake:
         table = self._delta(name)
         if token in self._uncommitted_data(name, table):
             if self.remote:
-                self._fs.delete_dir(f"{self._loc(name)}/{_DATA}{token}")
+                self._fs.delete_dir(f"{self._loc(name)}/{DATA_PREFIX}{token}")
             else:
-                shutil.rmtree(table_dir / f"{_DATA}{token}", ignore_errors=True)
+                shutil.rmtree(table_dir / f"{DATA_PREFIX}{token}", ignore_errors=True)
         # A table whose only content was this staged snapshot leaves no trace.
         if table_dir.is_dir() and not any(table_dir.iterdir()):
             table_dir.rmdir()
@@ -916,220 +786,3 @@ class Lake:
                     staging / f"part-{index:06d}.parquet",
                     compression=PARQUET_COMPRESSION,
                 )
-
-    # ----------------------------------------------------------------- maintenance
-
-    def optimize(self, name: str, *, target_size: int | None = None) -> dict[str, Any]:
-        """Compact `name`'s small files into larger ones (one commit; rows unchanged)."""
-        self._check_own(name, "optimize")
-        with self._locked(name):
-            table = self._delta(name)
-            if table is None:
-                raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
-            metrics = table.optimize.compact(target_size=target_size)
-        return {
-            "table": name,
-            "files_added": int(metrics.get("numFilesAdded", 0)),
-            "files_removed": int(metrics.get("numFilesRemoved", 0)),
-            "version": self.version(name),
-        }
-
-    def vacuum(
-        self, name: str, *, grace_hours: int = 0, keep_versions: Sequence[int] = ()
-    ) -> Vacuumed:
-        """Delete the data files that only old versions of `name` still list.
-
-        1. Candidates are what delta-rs's vacuum would delete with a retention of
-           `grace_hours` (files removed by a commit at least that long ago, and files no
-           version lists), sparing every file of the versions in `keep_versions`.
-        2. Parts of a token staged or uploaded but not yet committed are never deleted:
-           recovery may still publish them.
-        3. The candidates still there are deleted (delta-rs lists files an earlier vacuum
-           deleted too); on a local lake, part folders left empty go too.
-        4. `versions_removed` are the versions readable before and not after.
-        """
-        source = self.external.get(name)
-        if source is not None and not source.purge:
-            self._check_own(name, "vacuum")
-        with self._locked(name):
-            table = self._delta(name)
-            if table is None:
-                raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
-            before = {v.version for v in self.history(name) if v.readable}
-            pending = set(self.staged_tokens(name)) if source is None else set()
-            where = self._where(name)
-            candidates = table.vacuum(
-                retention_hours=grace_hours,
-                dry_run=True,
-                enforce_retention_duration=False,
-                keep_versions=list(keep_versions) or None,
-            )
-            loc = where.loc
-            listed = [
-                c
-                for c in candidates
-                if not (c.startswith(_DATA) and c.split("/", 1)[0][len(_DATA) :] in pending)
-            ]
-            infos = where.fs.get_file_info([f"{loc}/{c}" for c in listed]) if listed else []
-            doomed = [
-                c for c, i in zip(listed, infos, strict=True) if i.type != pafs.FileType.NotFound
-            ]
-            for relative in doomed:
-                where.fs.delete_file(f"{loc}/{relative}")
-            if not self.remote and source is None:
-                for sub in self._table_dir(name).iterdir():
-                    # Emptied part folders (a converted snapshot's too); never the log or a
-                    # staged folder.
-                    if sub.is_dir() and sub.name[0] not in "._" and not any(sub.iterdir()):
-                        sub.rmdir()
-            after = {v.version for v in self.history(name) if v.readable}
-        return Vacuumed(
-            table=name,
-            files_removed=tuple(sorted(doomed)),
-            versions_removed=tuple(sorted(before - after)),
-        )
-
-
-def s3_options(env: Mapping[str, str]) -> dict[str, str]:
-    """delta-rs storage options for an `s3://` lake from the usual AWS variables.
-
-    1. `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-       `AWS_SESSION_TOKEN`, `AWS_REGION` (else `AWS_DEFAULT_REGION`, else us-east-1) are
-       passed on as given.
-    2. An `http://` endpoint (a test server, SeaweedFS or MinIO on a private network) is
-       allowed explicitly (`AWS_ALLOW_HTTP`).
-    3. Commits use conditional writes (`conditional_put=etag`: S3, SeaweedFS and MinIO
-       refuse a second writer's commit of the same version), so concurrent writers need no
-       lock service.
-    """
-    options = {
-        key: env[key]
-        for key in (
-            "AWS_ENDPOINT_URL",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        )
-        if env.get(key)
-    }
-    options["AWS_REGION"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    if options.get("AWS_ENDPOINT_URL", "").startswith("http://"):
-        options["AWS_ALLOW_HTTP"] = "true"
-    options["conditional_put"] = "etag"
-    return options
-
-
-def s3_filesystem(options: Mapping[str, str]) -> pafs.S3FileSystem:
-    """The PyArrow S3 filesystem for the same storage options (`s3_options`)."""
-    endpoint = options.get("AWS_ENDPOINT_URL")
-    return pafs.S3FileSystem(
-        access_key=options.get("AWS_ACCESS_KEY_ID"),
-        secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
-        session_token=options.get("AWS_SESSION_TOKEN"),
-        region=options.get("AWS_REGION"),
-        endpoint_override=endpoint,
-        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
-    )
-
-
-SNAPSHOT_SECONDS: Final = 60.0
-"""How long one process reuses its read of a database source (a Mastodon server) before
-reading it again: every job of a command reads one consistent snapshot, and a server
-(the public signals' post index) reads the database at most once a minute."""
-
-_SNAPSHOTS: dict[str, tuple[float, dict[str, LakePart], Path]] = {}
-_SNAPSHOTS_LOCK = threading.Lock()
-
-
-def _database_snapshot(source: ExternalTable) -> dict[str, LakePart]:
-    """Every table of a database source, read now (or within `SNAPSHOT_SECONDS`) into
-    Parquet files in a private temporary folder of this process.
-
-    1. The source's reader (`read_source`) reads all its tables in one snapshot.
-    2. Each table is written as one zstd Parquet file named by its content's digest.
-    3. A newer read replaces the folder of the older one; the last is removed at exit, so
-       no copy of the platform's rows outlives the process.
-    """
-    key = json.dumps(source.to_json(), sort_keys=True)
-    with _SNAPSHOTS_LOCK:
-        found = _SNAPSHOTS.get(key)
-        if found is not None and time.monotonic() - found[0] < SNAPSHOT_SECONDS:
-            return found[1]
-        folder = Path(tempfile.mkdtemp(prefix="consentry-source-"))
-        parts = {}
-        for table, data in read_source(source).items():
-            path = folder / f"{table}.parquet"
-            pq.write_table(data, path, compression=PARQUET_COMPRESSION)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-            named = path.rename(folder / f"{table}-{digest}.parquet")
-            parts[table] = LakePart(str(named), named.name, named.stat().st_size, data.num_rows)
-        if found is not None:
-            shutil.rmtree(found[2], ignore_errors=True)
-        else:
-            atexit.register(_drop_snapshot, key)
-        _SNAPSHOTS[key] = (time.monotonic(), parts, folder)
-        return parts
-
-
-def _drop_snapshot(key: str) -> None:
-    found = _SNAPSHOTS.pop(key, None)
-    if found is not None:
-        shutil.rmtree(found[2], ignore_errors=True)
-
-
-@dataclass(frozen=True, slots=True)
-class _Where:
-    """Where one table's files are: the lake's folder or an external source's."""
-
-    fs: pafs.FileSystem
-    loc: str
-    """The table's folder as a path on `fs`."""
-    uri: str
-    """The table's location as delta-rs opens it."""
-    delta_kwargs: dict[str, Any]
-    source: ExternalTable | None
-
-    def path_of(self, relative: str) -> str:
-        """A file of the table (path relative to its folder) as `Lake.files` names it."""
-        full = f"{self.loc}/{relative}"
-        return f"s3://{full}" if isinstance(self.fs, pafs.S3FileSystem) else full
-
-
-def _canonical_names(data: pa.Table, source: ExternalTable | None) -> pa.Table:
-    """`data` read from `source` with its mapped columns renamed to the canonical names."""
-    if source is None or not source.columns:
-        return data
-    back = {v: k for k, v in source.columns.items()}
-    return data.rename_columns([back.get(c, c) for c in data.column_names])
-
-
-@dataclass(frozen=True, slots=True)
-class LakePart:
-    """One data file of a lake table's version."""
-
-    path: str
-    """Its path on the lake's filesystem (`Lake.filesystem`)."""
-    relative: str
-    """Its path inside the table's folder (as the Delta log names it)."""
-    size: int
-    rows: int
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _check_part_schema(name: str, part: Path, expected: pa.Schema) -> None:
-    """A part's columns must be the table's, in order, with the same types (schema
-    enforcement; nullability is the table's to state)."""
-    found = pq.read_schema(part)
-    if found.names != expected.names:
-        raise ConsentryError(
-            f"{part}: columns {found.names} do not match table {name!r}'s {expected.names}"
-        )
-    for field in expected:
-        got = found.field(field.name).type
-        if got != field.type:
-            raise ConsentryError(
-                f"{part}: column {field.name!r} is {got}, table {name!r} has {field.type}"
-            )

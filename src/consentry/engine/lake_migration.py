@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consentry.engine.lake_storage import DELTA_LOG, PUBLISH_APP
+
 __all__ = ["ConvertedTable", "convert_lake", "unconverted_tables"]
 
 _POINTER = "CURRENT"
 _SNAPSHOT = re.compile(r"^v-(\d{6,})(?:-([0-9a-f]{8,64}))?$")
-_LOG = "_delta_log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class ConvertedTable:
 
 
 def _committed(table_dir: Path) -> bool:
-    log = table_dir / _LOG
+    log = table_dir / DELTA_LOG
     return log.is_dir() and any(log.glob("*.json"))
 
 
@@ -107,7 +108,7 @@ def convert_lake(
         create_table_with_add_actions,
     )
 
-    from consentry.engine.lake import _APP_PREFIX, TABLE_CONFIGURATION, _canonical_schema, _parts
+    from consentry.engine.lake import TABLE_CONFIGURATION, _canonical_schema, _parts
 
     converted: list[ConvertedTable] = []
     if not root.is_dir():
@@ -134,7 +135,7 @@ def convert_lake(
             schema = _canonical_schema(table_dir.name) or pq.read_schema(parts[0])
             match = _SNAPSHOT.match(live.name)
             token = match.group(2) if match else None
-            transactions = [Transaction(f"{_APP_PREFIX}{token}", 1)] if token else []
+            transactions = [Transaction(f"{PUBLISH_APP}{token}", 1)] if token else []
             create_table_with_add_actions(
                 str(table_dir),
                 Schema.from_arrow(schema),
