@@ -26,8 +26,8 @@ from consentry.cli.common import (
 )
 from consentry.engine import Lake
 from consentry.engine.external import (
+    DATABASE_SOURCE_TABLES,
     EXTERNAL_TABLES,
-    MASTODON_TABLES,
     SOURCES_FILE,
     ExternalTable,
     load_external,
@@ -292,7 +292,7 @@ def _mastodon_problems(
     connector maps), `--purge` (the server purges its own database), a password in the URL
     (the registry is a plain file)."""
     problems = []
-    if name not in MASTODON_TABLES:
+    if name not in DATABASE_SOURCE_TABLES:
         problems.append(
             Problem(
                 COMMAND_LINE, None, "TABLE", f"a Mastodon source holds users or posts, not {name}"

@@ -26,9 +26,9 @@ import pyarrow as pa
 from consentry.errors import ConsentryError
 
 __all__ = [
+    "DATABASE_SOURCE_TABLES",
     "EXTERNAL_FORMATS",
     "EXTERNAL_TABLES",
-    "MASTODON_TABLES",
     "SOURCES_FILE",
     "ExternalTable",
     "SourceReader",
@@ -44,7 +44,7 @@ SOURCES_FILE: Final = "sources.json"
 EXTERNAL_FORMATS: Final = ("delta", "parquet", "mastodon")
 EXTERNAL_TABLES: Final = ("users", "posts", "consent_events", "access_events", "entities")
 """The lake tables a source may stand in for (the lineage is always Consentry's own)."""
-MASTODON_TABLES: Final = ("users", "posts")
+DATABASE_SOURCE_TABLES: Final = ("users", "posts")
 """The tables a Mastodon database can stand in for (what the Mastodon connector reads)."""
 
 
