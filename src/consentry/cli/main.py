@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -122,6 +126,52 @@ from consentry.cli import sources  # noqa: E402
 sources.register(app)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main() -> NoReturn:
+    """Console-script entry point (`consentry`, `python -m consentry.cli`).
+
+    1. The command runs in Click's standalone mode, which ends every outcome but an
+       unexpected exception in SystemExit carrying the exit status (an unexpected
+       exception propagates: Python prints it and exits 1, as usual).
+    2. The process then ends as Python ends one, minus the interpreter's finalization
+       (`_end_process`).
+    """
+    try:
+        app()
+    except SystemExit as done:
+        _end_process(_exit_status(done.code))
+    _end_process(0)
+
+
+def _exit_status(code: object) -> int:
+    """The status `sys.exit(code)` gives: None is 0, an int is itself, anything else is
+    printed on stderr and is 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _end_process(status: int) -> NoReturn:
+    """End the process with `status` once a command is done.
+
+    1. Run the atexit handlers (logging's flush, temporary folders' removal, PySpark's
+       stop of its gateway JVM), as a normal exit would.
+    2. Flush stdout and stderr (a reader that went away is no reason for another status).
+    3. `os._exit(status)`: no interpreter finalization, no C++ static destructors.
+
+    Why 3: a native worker thread (Arrow's thread pools) can still be dropping the last
+    reference to memory a Python object owns when the interpreter finalizes (Spark's Arrow
+    batches arrive as Python bytes); asking for the GIL then ends that thread with
+    `pthread_exit`, whose unwinding through a `noexcept` C++ frame is `std::terminate`:
+    SIGABRT, exit status 134 after a command that succeeded (once in about 15 runs of
+    `consent resolve --engine spark`). Nothing of Consentry's needs finalization: every
+    write that matters is committed or renamed before its command returns. The test:
+    tests/cli/test_main.py.
+    """
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
