@@ -7,7 +7,7 @@ recoverer, then `consentry.jobs.recover_jobs` rolls every dead job back or forwa
 
 from __future__ import annotations
 
-from consentry import intake
+from consentry import intake, lake_vacuum
 from consentry.delivery import service as delivery_service
 from consentry.errors import ConsentryError
 from consentry.jobs import JobRecord, recover_jobs, register_recoverer
@@ -20,7 +20,7 @@ from consentry.store import open_store
 
 __all__ = ["recover", "require_store", "store_ready"]
 
-_CAPABILITIES = (intake, delivery_service, revocation_service, scraping_service)
+_CAPABILITIES = (intake, lake_vacuum, delivery_service, revocation_service, scraping_service)
 """Modules whose import registers a job kind's recoverer (kept referenced on purpose)."""
 
 # A purge interrupted after its plan was recorded is finished with revocations: no purged

@@ -46,6 +46,7 @@ COMMIT_STEP = {
     "revoke": "revoke.committed",
     "retention": "retention.planned",
     "assess": "assess.committed",
+    "vacuum": "vacuum.planned",
 }
 """The step at which each kind of job becomes visible (its commit)."""
 
@@ -262,12 +263,44 @@ def _retention_args(fh: FaultHome) -> tuple[list[str], Callable[[], bool]]:
     return ["retention", "apply", str(path)], purged
 
 
+def _vacuum_args(fh: FaultHome) -> tuple[list[str], Callable[[], bool]]:
+    """A new credential merged into `entities` supersedes the table's files: the vacuum
+    (grace 0) deletes them. Done when their `lake.vacuumed` event is in the audit log and
+    no superseded file is left (recovery may have deleted none: the killed process had)."""
+    import_table(
+        fh.settings,
+        "entities",
+        data=pa.table(
+            {
+                "credential": [f"key-v{fh.cases}"],
+                "entity": ["vacuum-co"],
+                "valid_from": pa.array([None], _T),
+                "valid_to": pa.array([None], _T),
+            }
+        ),
+        origin="test:entities",
+    )
+    lake = fh.home.lake
+    superseded = lake.plan_vacuum("entities").files
+    assert superseded, "the merge left no superseded file to vacuum"
+    events = _counter(fh, lambda: _events_of(fh, "lake.vacuumed"))
+
+    def vacuumed() -> bool:
+        if not events():
+            return False
+        assert not lake.plan_vacuum("entities").files, "an event without its vacuum"
+        return True
+
+    return ["lake", "vacuum", "entities", "--grace-hours", "0"], vacuumed
+
+
 ARGS = {
     "import": _import_args,
     "deliver": _deliver_args,
     "revoke": _revoke_args,
     "retention": _retention_args,
     "assess": _assess_args,
+    "vacuum": _vacuum_args,
 }
 
 

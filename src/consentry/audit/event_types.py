@@ -384,7 +384,8 @@ class LakeVacuumed(AuditPayload):
     """`consentry lake vacuum` deleted data files of a lake table that only superseded versions
     still listed (see [engines.md](engines.md#vacuum)): time travel to `versions_removed` is no
     longer possible. One event per table the vacuum removed anything from, appended once the
-    files are gone.
+    files are gone; a vacuum killed after deleting a table's files gets the event from
+    recovery (the vacuum is a job: [invariants.md](invariants.md#jobs)).
     """
 
     table: Annotated[str, Meaning("the lake table")]

@@ -9,8 +9,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from consentry.audit import SqlAuditSink
-from consentry.audit.event_types import LakeVacuumed
 from consentry.cli.common import (
     console,
     exits_cleanly,
@@ -21,11 +19,10 @@ from consentry.cli.common import (
     settings_from,
 )
 from consentry.engine import Lake
-from consentry.engine.lake import _TABLE_NAME, Vacuumed
+from consentry.engine.lake import _TABLE_NAME
 from consentry.errors import BadInput, Problem, did_you_mean
+from consentry.lake_vacuum import vacuum_lake
 from consentry.retention import finish_awaiting_purges
-from consentry.settings import Settings
-from consentry.store import open_store
 
 __all__ = ["DEFAULT_GRACE_HOURS", "lake_app", "register"]
 
@@ -174,37 +171,6 @@ def lake_optimize(
     console.print(out)
 
 
-def vacuum_tables(settings: Settings, names: list[str], *, grace_hours: int) -> list[Vacuumed]:
-    """Vacuum each table (`Lake.vacuum`), recording a `lake.vacuumed` audit event for each
-    one it removed anything from.
-
-    The event is appended in its own store transaction right after the table's files are
-    deleted: deleting files cannot share a transaction with the store, and an event is
-    only true once they are gone.
-    """
-    lake = Lake.of(settings)
-    done = []
-    with open_store(settings.resolved_database_url) as store, progress() as bar:
-        task = bar.add_task("vacuuming", total=len(names))
-        for name in names:
-            bar.update(task, description=f"vacuuming {name}")
-            vacuumed = lake.vacuum(name, grace_hours=grace_hours)
-            if vacuumed.files_removed or vacuumed.versions_removed:
-                with store.session() as session:
-                    SqlAuditSink().append(
-                        session,
-                        LakeVacuumed(
-                            table=name,
-                            files_removed=len(vacuumed.files_removed),
-                            versions_removed=list(vacuumed.versions_removed),
-                            grace_hours=grace_hours,
-                        ),
-                    )
-            done.append(vacuumed)
-            bar.advance(task)
-    return done
-
-
 @lake_app.command("vacuum")
 @exits_cleanly
 def lake_vacuum(
@@ -224,7 +190,9 @@ def lake_vacuum(
     settings = settings_from(ctx)
     recover_first(settings)
     names = _known_tables(Lake.of(settings), tables or [], maintained=True)
-    results = vacuum_tables(settings, names, grace_hours=grace_hours)
+    with progress() as bar:
+        bar.add_task(f"vacuuming {plural(len(names), 'table')}", total=None)
+        results = vacuum_lake(settings, names, grace_hours=grace_hours)
     # Purges a grace period kept from being verified are finished once their old versions
     # are gone (docs/retention.md).
     purges = finish_awaiting_purges(settings)

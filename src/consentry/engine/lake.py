@@ -50,7 +50,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from consentry.engine.external import ExternalTable, load_external
-from consentry.engine.lake_maintenance import LakeMaintenance, TableVersion, Vacuumed
+from consentry.engine.lake_maintenance import LakeMaintenance, TableVersion, Vacuumed, VacuumPlan
 from consentry.engine.lake_storage import (
     DATA_PREFIX,
     DELTA_LOG,
@@ -82,6 +82,7 @@ __all__ = [
     "Lake",
     "LakePart",
     "TableVersion",
+    "VacuumPlan",
     "Vacuumed",
     "s3_filesystem",
     "s3_options",

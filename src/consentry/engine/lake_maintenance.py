@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from consentry.engine.lake_storage import TableLocation
 
-__all__ = ["LakeMaintenance", "TableVersion", "Vacuumed"]
+__all__ = ["LakeMaintenance", "TableVersion", "VacuumPlan", "Vacuumed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +50,35 @@ class TableVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class VacuumPlan:
+    """What a vacuum of one table will delete (`Lake.plan_vacuum`), decided before any file
+    goes, so that a job can record it first and finish it after a crash."""
+
+    table: str
+    files: tuple[str, ...]
+    """Paths (relative to the table folder) of the data files to delete."""
+    readable_before: tuple[int, ...]
+    """The versions readable when the plan was made."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "files": list(self.files),
+            "readable_before": list(self.readable_before),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VacuumPlan:
+        return cls(data["table"], tuple(data["files"]), tuple(data["readable_before"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Vacuumed:
-    """What `Lake.vacuum` removed from one table."""
+    """What a vacuum removed from one table (`Lake.vacuum`, `Lake.carry_out`)."""
 
     table: str
     files_removed: tuple[str, ...]
-    """Paths (relative to the table folder) of the data files deleted."""
+    """Paths (relative to the table folder) of the planned data files now gone."""
     versions_removed: tuple[int, ...]
     """Versions readable before the vacuum and not after it (time travel to them fails)."""
 
@@ -202,56 +225,83 @@ class LakeMaintenance:
     def vacuum(
         self, name: str, *, grace_hours: int = 0, keep_versions: Sequence[int] = ()
     ) -> Vacuumed:
-        """Delete the data files that only old versions of `name` still list.
+        """Delete the data files that only old versions of `name` still list: its plan
+        (`plan_vacuum`) carried out (`carry_out`) under one hold of the table's lock."""
+        with self._locked(name):
+            return self._carry_out(self._plan_vacuum(name, grace_hours, keep_versions))
+
+    def plan_vacuum(
+        self, name: str, *, grace_hours: int = 0, keep_versions: Sequence[int] = ()
+    ) -> VacuumPlan:
+        """What a vacuum of `name` would delete now; nothing is deleted.
 
         1. Candidates are what delta-rs's vacuum would delete with a retention of
            `grace_hours` (files removed by a commit at least that long ago, and files no
            version lists), sparing every file of the versions in `keep_versions`.
-        2. Parts of a token staged or uploaded but not yet committed are never deleted:
+        2. Parts of a token staged or uploaded but not yet committed are never planned:
            recovery may still publish them.
-        3. The candidates still there are deleted (delta-rs lists files an earlier vacuum
-           deleted too); on a local lake, part folders left empty go too.
-        4. `versions_removed` are the versions readable before and not after.
+        3. Only candidates still there are planned (delta-rs lists files an earlier vacuum
+           deleted too).
         """
+        with self._locked(name):
+            return self._plan_vacuum(name, grace_hours, keep_versions)
+
+    def carry_out(self, plan: VacuumPlan) -> Vacuumed:
+        """Delete the files of `plan` still there (idempotent: a plan carried out twice,
+        say by a recovery after a crash, deletes each file once).
+
+        1. On a local lake, part folders left empty go too (never the log or a staged
+           folder).
+        2. `files_removed` are the planned files now gone; `versions_removed` the versions
+           readable when the plan was made and not now.
+        """
+        with self._locked(plan.table):
+            return self._carry_out(plan)
+
+    def _plan_vacuum(self, name: str, grace_hours: int, keep_versions: Sequence[int]) -> VacuumPlan:
         source = self.external.get(name)
         if source is not None and not source.purge:
             self._check_own(name, "vacuum")
-        with self._locked(name):
-            table = self._delta(name)
-            if table is None:
-                raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
-            before = {v.version for v in self.history(name) if v.readable}
-            pending = set(self.staged_tokens(name)) if source is None else set()
-            where = self._where(name)
-            candidates = table.vacuum(
-                retention_hours=grace_hours,
-                dry_run=True,
-                enforce_retention_duration=False,
-                keep_versions=list(keep_versions) or None,
-            )
-            loc = where.loc
-            listed = [
-                c
-                for c in candidates
-                if not (
-                    c.startswith(DATA_PREFIX) and c.split("/", 1)[0][len(DATA_PREFIX) :] in pending
-                )
-            ]
-            infos = where.fs.get_file_info([f"{loc}/{c}" for c in listed]) if listed else []
-            doomed = [
-                c for c, i in zip(listed, infos, strict=True) if i.type != pafs.FileType.NotFound
-            ]
-            for relative in doomed:
-                where.fs.delete_file(f"{loc}/{relative}")
-            if not self.remote and source is None:
-                for sub in self._table_dir(name).iterdir():
-                    # Emptied part folders (a converted snapshot's too); never the log or a
-                    # staged folder.
-                    if sub.is_dir() and sub.name[0] not in "._" and not any(sub.iterdir()):
-                        sub.rmdir()
-            after = {v.version for v in self.history(name) if v.readable}
+        table = self._delta(name)
+        if table is None:
+            raise ConsentryError(f"the lake at {self.uri} has no table {name!r}")
+        before = [v.version for v in self.history(name) if v.readable]
+        pending = set(self.staged_tokens(name)) if source is None else set()
+        candidates = table.vacuum(
+            retention_hours=grace_hours,
+            dry_run=True,
+            enforce_retention_duration=False,
+            keep_versions=list(keep_versions) or None,
+        )
+        listed = [
+            c
+            for c in candidates
+            if not (c.startswith(DATA_PREFIX) and c.split("/", 1)[0][len(DATA_PREFIX) :] in pending)
+        ]
+        return VacuumPlan(name, tuple(sorted(self._present(name, listed))), tuple(sorted(before)))
+
+    def _present(self, name: str, relative: Sequence[str]) -> list[str]:
+        """The files of `relative` (paths in table `name`) that exist."""
+        if not relative:
+            return []
+        where = self._where(name)
+        infos = where.fs.get_file_info([f"{where.loc}/{r}" for r in relative])
+        return [r for r, i in zip(relative, infos, strict=True) if i.type != pafs.FileType.NotFound]
+
+    def _carry_out(self, plan: VacuumPlan) -> Vacuumed:
+        where = self._where(plan.table)
+        for relative in self._present(plan.table, plan.files):
+            where.fs.delete_file(f"{where.loc}/{relative}")
+        if not self.remote and plan.table not in self.external:
+            for sub in self._table_dir(plan.table).iterdir():
+                # Emptied part folders (a converted snapshot's too); never the log or a
+                # staged folder.
+                if sub.is_dir() and sub.name[0] not in "._" and not any(sub.iterdir()):
+                    sub.rmdir()
+        left = set(self._present(plan.table, plan.files))
+        after = {v.version for v in self.history(plan.table) if v.readable}
         return Vacuumed(
-            table=name,
-            files_removed=tuple(sorted(doomed)),
-            versions_removed=tuple(sorted(before - after)),
+            table=plan.table,
+            files_removed=tuple(f for f in plan.files if f not in left),
+            versions_removed=tuple(sorted(set(plan.readable_before) - after)),
         )

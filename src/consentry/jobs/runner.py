@@ -76,6 +76,7 @@ JOB_STEPS: dict[str, tuple[str, ...]] = {
         "retention.verified",
     ),
     "assess": ("assess.written", "assess.committed"),
+    "vacuum": ("vacuum.planned", "vacuum.deleted", "vacuum.recorded"),
 }
 """Every job kind and its named steps in order (each is also a failpoint; the fault-injection
 tests kill the process at every one). docs/invariants.md lists them (a test checks)."""
