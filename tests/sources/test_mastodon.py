@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -511,3 +514,48 @@ def test_a_mastodon_server_registered_as_a_source_is_read_in_place(
         "only with --mastodon",
     ):
         assert expected_text in messages, expected_text
+
+
+def test_a_process_killed_while_holding_a_snapshot_leaves_it_to_the_next_read(
+    mastodon_db: str, tmp_path: Path
+) -> None:
+    """A process reading a Mastodon source keeps its snapshot (the server's rows) in a
+    private temporary folder; killed outright it cannot remove it, and the next process
+    that reads a database source does."""
+    home = tmp_path / "home"
+    env = {"CONSENTRY_DATABASE_URL": "", "CONSENTRY_HOME": ""}
+    runner = CliRunner()
+    assert runner.invoke(app, ["--home", str(home), "init"], env=env).exit_code == 0
+    added = runner.invoke(
+        app, ["--home", str(home), "source", "add", "posts", "--mastodon", mastodon_db], env=env
+    )
+    assert added.exit_code == 0, added.output
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    read = (
+        "import os, sys\n"
+        "from consentry.engine import Lake\n"
+        "from pathlib import Path\n"
+        "from consentry.settings import Settings\n"
+        f"lake = Lake.of(Settings(home=Path({str(home)!r})))\n"
+        "print(lake.read_arrow('posts').num_rows, flush=True)\n"
+        "if sys.argv[1:] == ['kill']:\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+
+    def reader(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", read, *args],
+            env={**os.environ, "TMPDIR": str(scratch), "CONSENTRY_DATABASE_URL": ""},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    killed = reader("kill")
+    assert (killed.returncode, killed.stdout) == (-9, "10\n"), killed.stderr
+    (left,) = scratch.glob("consentry-source-*")
+    assert list(left.glob("posts-*.parquet")), "the killed process's copy of the server's posts"
+    finished = reader()
+    assert (finished.returncode, finished.stdout) == (0, "10\n"), finished.stderr
+    assert not list(scratch.iterdir()), "the next read removed it, and its own at exit"

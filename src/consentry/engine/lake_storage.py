@@ -9,8 +9,11 @@ Used by `consentry.engine.lake` (docs/engines.md, "Object storage").
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -32,15 +35,18 @@ __all__ = [
     "DELTA_LOG",
     "PARQUET_COMPRESSION",
     "PUBLISH_APP",
+    "SNAPSHOT_PREFIX",
     "SNAPSHOT_SECONDS",
     "LakePart",
     "TableLocation",
     "canonical_names",
     "check_part_schema",
     "database_snapshot",
+    "new_snapshot_folder",
     "s3_filesystem",
     "s3_options",
     "sql_str",
+    "sweep_dead_snapshots",
 ]
 
 PARQUET_COMPRESSION = "zstd"
@@ -101,7 +107,22 @@ SNAPSHOT_SECONDS: Final = 60.0
 reading it again: every job of a command reads one consistent snapshot, and a server
 (the public signals' post index) reads the database at most once a minute."""
 
-_SNAPSHOTS: dict[str, tuple[float, dict[str, LakePart], Path]] = {}
+SNAPSHOT_PREFIX: Final = "consentry-source-"
+"""The name of a snapshot folder in the system's temporary directory starts with this."""
+_OWNER_LOCK: Final = ".owner.lock"
+_UNLOCKED_GRACE_SECONDS: Final = 600.0
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    read_at: float
+    parts: dict[str, LakePart]
+    folder: Path
+    owner_fd: int
+    """Holds the folder's owner lock for as long as this process keeps the folder."""
+
+
+_SNAPSHOTS: dict[str, _Snapshot] = {}
 _SNAPSHOTS_LOCK = threading.Lock()
 
 
@@ -112,33 +133,86 @@ def database_snapshot(source: ExternalTable) -> dict[str, LakePart]:
     1. The source's reader (`read_source`) reads all its tables in one snapshot.
     2. Each table is written as one zstd Parquet file named by its content's digest.
     3. A newer read replaces the folder of the older one; the last is removed at exit, so
-       no copy of the platform's rows outlives the process.
+       no copy of the platform's rows outlives the process. A process killed outright
+       cannot remove its folder: the next read by any process removes it
+       (`sweep_dead_snapshots`).
     """
     key = json.dumps(source.to_json(), sort_keys=True)
     with _SNAPSHOTS_LOCK:
         found = _SNAPSHOTS.get(key)
-        if found is not None and time.monotonic() - found[0] < SNAPSHOT_SECONDS:
-            return found[1]
-        folder = Path(tempfile.mkdtemp(prefix="consentry-source-"))
-        parts = {}
-        for table, data in read_source(source).items():
-            path = folder / f"{table}.parquet"
-            pq.write_table(data, path, compression=PARQUET_COMPRESSION)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-            named = path.rename(folder / f"{table}-{digest}.parquet")
-            parts[table] = LakePart(str(named), named.name, named.stat().st_size, data.num_rows)
+        if found is not None and time.monotonic() - found.read_at < SNAPSHOT_SECONDS:
+            return found.parts
+        sweep_dead_snapshots()
+        folder, owner_fd = new_snapshot_folder()
+        try:
+            parts = {}
+            for table, data in read_source(source).items():
+                path = folder / f"{table}.parquet"
+                pq.write_table(data, path, compression=PARQUET_COMPRESSION)
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+                named = path.rename(folder / f"{table}-{digest}.parquet")
+                parts[table] = LakePart(str(named), named.name, named.stat().st_size, data.num_rows)
+        except BaseException:
+            _remove(folder, owner_fd)
+            raise
         if found is not None:
-            shutil.rmtree(found[2], ignore_errors=True)
+            _remove(found.folder, found.owner_fd)
         else:
             atexit.register(_drop_snapshot, key)
-        _SNAPSHOTS[key] = (time.monotonic(), parts, folder)
+        _SNAPSHOTS[key] = _Snapshot(time.monotonic(), parts, folder, owner_fd)
         return parts
+
+
+def new_snapshot_folder() -> tuple[Path, int]:
+    """A new private folder for a snapshot and the open descriptor holding its owner lock
+    (an exclusive `flock` on `.owner.lock` inside it, dropped by the kernel when this
+    process ends, however it ends)."""
+    folder = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
+    fd = os.open(folder / _OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return folder, fd
+
+
+def sweep_dead_snapshots(directory: Path | None = None) -> list[Path]:
+    """Remove the snapshot folders (in `directory`, default the system's temporary one)
+    whose owner process is gone; return them.
+
+    1. A folder whose owner lock can be taken has no live owner: removed.
+    2. A folder without a lock file is one being created (the lock follows `mkdtemp` at
+       once) unless it is older than ten minutes: then its creator died in between.
+    3. Folders of other users, or that vanish meanwhile, are left alone.
+    """
+    removed = []
+    for folder in Path(directory or tempfile.gettempdir()).glob(f"{SNAPSHOT_PREFIX}*"):
+        try:
+            fd = os.open(folder / _OWNER_LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - folder.stat().st_mtime > _UNLOCKED_GRACE_SECONDS:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _remove(folder, fd)
+        removed.append(folder)
+    return removed
+
+
+def _remove(folder: Path, owner_fd: int) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    os.close(owner_fd)
 
 
 def _drop_snapshot(key: str) -> None:
     found = _SNAPSHOTS.pop(key, None)
     if found is not None:
-        shutil.rmtree(found[2], ignore_errors=True)
+        _remove(found.folder, found.owner_fd)
 
 
 @dataclass(frozen=True, slots=True)
