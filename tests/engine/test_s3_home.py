@@ -5,11 +5,16 @@ against it, and nothing lands in the home's local lake folder."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
 from consentry.engine import Lake
+from consentry.jobs import FAILPOINTS_ENV
 from consentry.settings import Settings
 from tests.delivery.conftest import run_cli
 
@@ -51,3 +56,49 @@ def test_the_demo_cycle_runs_on_an_s3_lake(
     vacuum = run_cli(home, "lake", "vacuum", "--grace-hours", "0", "--json")
     assert vacuum.exit_code == 0, vacuum.output
     assert run_cli(home, "doctor").exit_code == 0
+
+
+def test_an_import_killed_between_upload_and_commit_is_committed_once_by_recovery(
+    s3_lake_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL (failpoint `lake.uploaded`) after an import's parts reached S3 and before the
+    Delta commit: no version lists them; the next command's recovery commits them once, and
+    the local staging copy goes."""
+    monkeypatch.setenv("CONSENTRY_LAKE_URI", s3_lake_uri)
+    home = tmp_path / "home"
+    assert run_cli(home, "init").exit_code == 0
+    first, second = tmp_path / "users-1.csv", tmp_path / "users-2.csv"
+    header = "user_id,created_at,region,birth_date,protected,deactivated_at,deleted_at\n"
+    first.write_text(header + "u1,2024-01-01T00:00:00Z,US,1980-01-01,false,,\n", encoding="utf-8")
+    second.write_text(header + "u2,2024-02-01T00:00:00Z,FR,1990-01-01,false,,\n", encoding="utf-8")
+    assert run_cli(home, "import", "users", str(first)).exit_code == 0
+    lake = Lake.of(Settings.from_env(home))
+    version = lake.version("users")
+    assert version is not None
+    killed = subprocess.run(
+        [sys.executable, "-m", "consentry.cli", "--home", str(home), "import", "users",
+         str(second)],
+        env={**os.environ, FAILPOINTS_ENV: "lake.uploaded"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    assert lake.version("users") == version, "nothing committed"
+    (token,) = lake.staged_tokens("users")
+    uploaded = lake.filesystem.get_file_info(
+        pafs.FileSelector(f"{s3_lake_uri.removeprefix('s3://')}/users/data-{token}")
+    )
+    assert uploaded, "the parts are on S3, listed by no version"
+    assert sorted(lake.read_arrow("users")["user_id"].to_pylist()) == ["u1"]
+
+    recovered = run_cli(home, "recover", "--json")
+    assert recovered.exit_code == 0, recovered.output
+    assert lake.version("users") == version + 1
+    assert sorted(lake.read_arrow("users")["user_id"].to_pylist()) == ["u1", "u2"]
+    assert lake.staged_tokens("users") == []
+    assert not any((home / "lake").rglob("*.parquet")), "no local copy is left"
+    assert run_cli(home, "recover", "--json").exit_code == 0
+    assert lake.version("users") == version + 1, "committed once"
+    doctor = run_cli(home, "doctor", "--json")
+    assert doctor.exit_code == 0, doctor.output

@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from consentry.jobs import (
     FAILPOINTS_ENV,
     JobBusy,
     JobRecord,
-    failpoint,
     owner_alive,
     pending_jobs,
     recover_jobs,
@@ -27,7 +25,6 @@ from consentry.jobs import (
     run_job,
     runner,
 )
-from consentry.jobs import faults as faults_module
 from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import JobLockRow, JobRow
@@ -155,24 +152,6 @@ def test_a_killed_holder_is_recovered_by_the_next_job_that_needs_its_lock(
     assert sorted(s for s, _ in _rows(ready)) == sorted(
         ["done", "rolled_back" if way == "back" else "done"]
     )
-
-
-def test_failpoints_fire_only_when_named_and_count_passes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    killed: list[int] = []
-    monkeypatch.setattr("consentry.jobs.faults.os.kill", lambda pid, sig: killed.append(sig))
-    monkeypatch.setattr(faults_module, "_PASSED", Counter())
-    monkeypatch.delenv(FAILPOINTS_ENV, raising=False)
-    failpoint("a.step")
-    assert killed == []
-    monkeypatch.setenv(FAILPOINTS_ENV, "x.step,a.step@2")
-    failpoint("a.step")
-    assert killed == []
-    failpoint("a.step")
-    assert killed == [signal.SIGKILL]
-    failpoint("x.step")
-    assert killed == [signal.SIGKILL, signal.SIGKILL]
 
 
 def _wrong_step(settings: Settings) -> None:

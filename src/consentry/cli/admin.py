@@ -11,7 +11,7 @@ from consentry.audit.policy_history import publish_policy
 from consentry.cli.common import console, exits_cleanly, print_json, settings_from
 from consentry.delivery.service import adopt_recorded_deliveries
 from consentry.engine.lake_migration import convert_lake
-from consentry.jobs.faults import failpoint
+from consentry.faults import failpoint
 from consentry.keys import Keyring
 from consentry.ledger.service import ConsentLedger
 from consentry.policy import load_policy

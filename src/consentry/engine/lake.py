@@ -66,6 +66,7 @@ from consentry.engine.lake_storage import (
     sql_str,
 )
 from consentry.errors import BadInput, ConsentryError, Problem
+from consentry.faults import failpoint
 
 if TYPE_CHECKING:
     import duckdb
@@ -612,6 +613,8 @@ class Lake(LakeMaintenance):
             for part in _parts(staged):
                 target = f"{self._loc(name)}/{DATA_PREFIX}{token}/{part.name}"
                 pafs.copy_files(str(part), target, destination_filesystem=self._fs)
+            # Uploaded, not committed: a process killed here leaves objects no version lists.
+            failpoint("lake.uploaded")
             parts = staged
         else:
             data = table_dir / f"{DATA_PREFIX}{token}"

@@ -7,7 +7,7 @@ visible, rolled forward if it had — by the next command or by `consentry recov
 The rules are in docs/invariants.md.
 """
 
-from consentry.jobs.faults import FAILPOINTS_ENV, failpoint
+from consentry.faults import FAILPOINTS_ENV, failpoint
 from consentry.jobs.runner import (
     JOB_STEPS,
     Job,

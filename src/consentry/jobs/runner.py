@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from consentry.errors import ConsentryError
-from consentry.jobs.faults import failpoint
+from consentry.faults import failpoint
 from consentry.jobs.lineage import emit_run_event
 from consentry.settings import Settings
 from consentry.store import Store, open_store

@@ -6,6 +6,9 @@ what a power cut or the OOM killer does. `name@k` kills at the k-th time the pro
 `name` (a step a job repeats, such as one lake table after another). The tests use this to
 kill every job at every step and check the invariants afterwards (docs/invariants.md). It is
 never set in production; an unknown name in the variable is ignored.
+
+It sits in the lowest layer so that the lake can have failpoints of its own (`lake.uploaded`,
+between an object-storage upload and its commit), not only the jobs above it.
 """
 
 from __future__ import annotations
