@@ -44,6 +44,7 @@ from consentry.ledger.rules import ConsentRule
 from consentry.policy import Choice, PolicyFile, load_policy
 from consentry.retention import anonymisation_key
 from consentry.retention.candidates import ANON_PREFIX, LAKE_CATEGORIES
+from consentry.retention.verify import purged_keys_in
 from consentry.settings import Settings
 from consentry.signing import Signer
 from consentry.store import Store, open_store
@@ -386,11 +387,8 @@ def _purges_stay_purged(home: _Home, events: pa.Table) -> Check:
         if wanted.num_rows == 0 or not tables:
             continue
         keys = pa.concat_tables([t.cast(_KEYS) for t in tables])
-        with _duck(keys=keys, wanted=wanted) as con:
-            back = con.execute(
-                f"SELECT count(*) FROM (SELECT DISTINCT {hmac_sql('k', key, 'duckdb')} AS d "
-                "FROM keys) k SEMI JOIN wanted w ON w.key_digest = k.d"
-            ).fetchall()[0][0]
+        with _duck(keys=keys) as con:
+            back = purged_keys_in(con, "keys", "k", wanted, key)
         if back:
             check.flag(f"{back:,} {category} key(s) a verified purge deleted are back", int(back))
     lineage_files = _lineage_files(home.lake)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,7 +40,10 @@ from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import ConsentEventRow, RetentionPurge, Subject
 
-__all__ = ["finish_awaiting_purges", "purged_key_digests", "verify_purge"]
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["finish_awaiting_purges", "purged_key_digests", "purged_keys_in", "verify_purge"]
 
 
 def _keys_left(settings: Settings, workdir: Path, *, latest_only: bool = False) -> dict[str, int]:
@@ -257,12 +260,22 @@ def _digests_in_versions(lake: Lake, table: str, digests: pa.Table, key: bytes) 
         return 0
     con = duck()
     try:
-        con.register("wanted", wanted)
         relation = lake.relation(con, files, "versions", table=table)
-        row = con.execute(
-            f"SELECT count(*) FROM (SELECT DISTINCT {hmac_sql(KEYS[table], key, 'duckdb')} AS d "
-            f"FROM {relation}) k SEMI JOIN wanted w ON w.key_digest = k.d"
-        ).fetchall()[0]
+        return purged_keys_in(con, relation, KEYS[table], wanted, key)
     finally:
         con.close()
+
+
+def purged_keys_in(
+    con: duckdb.DuckDBPyConnection, relation: str, column: str, wanted: pa.Table, key: bytes
+) -> int:
+    """How many distinct values of `column` in `relation` (SQL on `con`) have their keyed
+    digest (`hmac_sql` under the home's anonymisation `key`) among `wanted["key_digest"]`
+    (a purge's record of the keys it deleted): the one query by which a purge's
+    verification, and the doctor's I4 after it, find a purged key that is back."""
+    con.register("wanted", wanted)
+    row = con.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT {hmac_sql(column, key, 'duckdb')} AS d "
+        f"FROM {relation}) k SEMI JOIN wanted w ON w.key_digest = k.d"
+    ).fetchall()[0]
     return int(row[0])
