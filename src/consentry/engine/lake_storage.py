@@ -168,8 +168,12 @@ def new_snapshot_folder() -> tuple[Path, int]:
     (an exclusive `flock` on `.owner.lock` inside it, dropped by the kernel when this
     process ends, however it ends)."""
     folder = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
-    fd = os.open(folder / _OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    # Locked under another name, then renamed: a sweeper never finds the lock file free
+    # in the moment between its creation and its lock.
+    fresh = folder / f"{_OWNER_LOCK}.new"
+    fd = os.open(fresh, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
+    fresh.rename(folder / _OWNER_LOCK)
     return folder, fd
 
 
