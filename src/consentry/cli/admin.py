@@ -11,7 +11,6 @@ from consentry.audit.policy_history import publish_policy
 from consentry.cli.common import console, exits_cleanly, print_json, settings_from
 from consentry.delivery.service import adopt_recorded_deliveries
 from consentry.engine.lake_migration import convert_lake
-from consentry.faults import failpoint
 from consentry.keys import Keyring
 from consentry.ledger.service import ConsentLedger
 from consentry.policy import load_policy
@@ -46,7 +45,7 @@ def init_home(settings: Settings) -> dict[str, Any]:
     """
     home_created = _ensure_dir(settings.home)
     lake_created = _ensure_dir(settings.lake_dir)
-    converted = convert_lake(settings.lake_dir, on_committed=lambda _: failpoint("lake.converted"))
+    converted = convert_lake(settings.lake_dir)
     keys_created = Keyring.for_settings(settings).ensure()
     with open_store(settings.resolved_database_url) as store:
         before = store.current_revision()

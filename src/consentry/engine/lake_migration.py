@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from consentry.engine.lake_storage import DELTA_LOG, PUBLISH_APP
+from consentry.faults import failpoint
 
 __all__ = ["ConvertedTable", "convert_lake", "unconverted_tables"]
 
@@ -77,9 +77,7 @@ def _live_snapshot(table_dir: Path) -> Path:
     return live
 
 
-def convert_lake(
-    root: Path, *, on_committed: Callable[[str], None] | None = None
-) -> list[ConvertedTable]:
+def convert_lake(root: Path) -> list[ConvertedTable]:
     """Convert every snapshot-layout table under `root` in place; returns what was converted.
 
     1. The live snapshot's parts become version 0 of a Delta table, where they lie (no data
@@ -94,8 +92,8 @@ def convert_lake(
     4. A table with both a Delta commit and a CURRENT pointer (a crash during clean-up) is
        only cleaned up.
 
-    `on_committed(table)` runs between a table's commit and its clean-up (the failpoint
-    `lake.converted` of the fault tests).
+    The failpoint `lake.converted` of the fault tests lies between a table's commit and its
+    clean-up.
     """
     import json
 
@@ -145,8 +143,7 @@ def convert_lake(
                 commit_properties=CommitProperties(app_transactions=transactions),
             )
             converted.append(ConvertedTable(table_dir.name, live.name, len(parts), sum(counts)))
-            if on_committed is not None:
-                on_committed(table_dir.name)
+            failpoint("lake.converted")
         _clean_up(table_dir)
     return converted
 
