@@ -4,9 +4,6 @@ process deleted (tests/jobs/test_faults.py kills it at every step, on both store
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,12 +13,12 @@ from consentry.audit import SqlAuditSink
 from consentry.cli.admin import init_home
 from consentry.engine import Lake
 from consentry.intake import import_table
-from consentry.jobs import FAILPOINTS_ENV
 from consentry.lake_vacuum import vacuum_lake
 from consentry.settings import Settings
 from consentry.store import open_store
 from consentry.store.models import JobRow
 from tests.delivery.conftest import run_cli
+from tests.killed import cli_killed_at
 
 _T = pa.timestamp("us", tz="UTC")
 
@@ -57,15 +54,9 @@ def test_a_vacuum_killed_after_deleting_is_recorded_by_recovery(tmp_path: Path) 
     planned = lake.plan_vacuum("entities").files
     readable = [v.version for v in lake.history("entities") if v.readable]
     assert len(planned) == 2
-    killed = subprocess.run(
-        [sys.executable, "-m", "consentry.cli", "--home", str(settings.home), "lake", "vacuum",
-         "entities", "--grace-hours", "0"],
-        env={**os.environ, FAILPOINTS_ENV: "vacuum.deleted"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert killed.returncode == -9, killed.stderr
+    cli_killed_at(
+        "vacuum.deleted", settings.home, "lake", "vacuum", "entities", "--grace-hours", "0"
+    )
     # The files went, the event did not: the gap the job closes.
     assert not lake.plan_vacuum("entities").files
     assert _vacuum_events(settings) == []

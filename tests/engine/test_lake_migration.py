@@ -11,9 +11,6 @@ a token, not yet published); the demo's Parquet files removed.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -24,9 +21,9 @@ from deltalake import DeltaTable
 
 from consentry.doctor import run_doctor
 from consentry.engine import Lake
-from consentry.jobs import FAILPOINTS_ENV
 from consentry.settings import Settings
 from tests.delivery.conftest import run_cli
+from tests.killed import cli_killed_at
 
 ARCHIVE = Path(__file__).with_name("data") / "home-snapshot-lake.tar.gz"
 TABLES = ["access_events", "consent_events", "delivery_lineage", "entities", "posts", "users"]
@@ -97,15 +94,7 @@ def test_a_conversion_killed_after_a_commit_finishes_on_the_next_init(
 ) -> None:
     home = _unpack(tmp_path)
     before = _old_rows(home)
-    env = {**os.environ, FAILPOINTS_ENV: f"lake.converted@{kill_at}"}
-    killed = subprocess.run(
-        [sys.executable, "-m", "consentry.cli", "--home", str(home), "init"],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert killed.returncode == -9, killed.stderr
+    cli_killed_at(f"lake.converted@{kill_at}", home, "init")
     # The killed table has its Delta commit and still its CURRENT pointer.
     both = [
         t

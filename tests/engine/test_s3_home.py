@@ -5,18 +5,15 @@ against it, and nothing lands in the home's local lake folder."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
 
 from consentry.engine import Lake
-from consentry.jobs import FAILPOINTS_ENV
 from consentry.settings import Settings
 from tests.delivery.conftest import run_cli
+from tests.killed import cli_killed_at
 
 TABLES = ["access_events", "consent_events", "delivery_lineage", "entities", "posts", "users"]
 
@@ -75,15 +72,7 @@ def test_an_import_killed_between_upload_and_commit_is_committed_once_by_recover
     lake = Lake.of(Settings.from_env(home))
     version = lake.version("users")
     assert version is not None
-    killed = subprocess.run(
-        [sys.executable, "-m", "consentry.cli", "--home", str(home), "import", "users",
-         str(second)],
-        env={**os.environ, FAILPOINTS_ENV: "lake.uploaded"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert killed.returncode == -9, killed.stderr
+    cli_killed_at("lake.uploaded", home, "import", "users", str(second))
     assert lake.version("users") == version, "nothing committed"
     (token,) = lake.staged_tokens("users")
     uploaded = lake.filesystem.get_file_info(
